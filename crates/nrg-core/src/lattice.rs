@@ -1,0 +1,216 @@
+//! Periodic lattice geometry.
+//!
+//! A [`Lattice`] is either a chain of `L` sites (`d = 1`) or an `L × L` torus (`d = 2`).
+//! Both are stored as `rows × cols` grids — a chain is `1 × L` — so that every field,
+//! whatever `d`, is a tensor `[batch, channels, rows, cols]` and a host array indexed
+//! row-major, `site = i·cols + j`.
+//!
+//! Momenta are `p = 2π(k₁/rows, k₂/cols)`; [`Lattice::cos_sum`] returns `Σ_μ cos p_μ` over the
+//! lattice directions, the eigenvalue of the (half) adjacency operator that every
+//! translation-invariant quadratic action on the lattice diagonalises to.
+
+use crate::error::{NrgError, Result};
+use serde::{Deserialize, Serialize};
+
+/// A periodic hypercubic lattice in one or two dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lattice {
+    dim: usize,
+    l: usize,
+}
+
+impl Lattice {
+    /// An `L × L` torus. `L ≥ 2`.
+    pub fn square(l: usize) -> Result<Self> {
+        Self::new(2, l)
+    }
+
+    /// A periodic chain of `L ≥ 2` sites.
+    pub fn chain(l: usize) -> Result<Self> {
+        Self::new(1, l)
+    }
+
+    /// A `dim`-dimensional periodic lattice of linear size `l` (`dim` ∈ {1, 2}, `l ≥ 2`).
+    pub fn new(dim: usize, l: usize) -> Result<Self> {
+        if !(1..=2).contains(&dim) {
+            return Err(NrgError::param("dim", format!("must be 1 or 2, got {dim}")));
+        }
+        if l < 2 {
+            return Err(NrgError::param("L", format!("must be ≥ 2, got {l}")));
+        }
+        Ok(Self { dim, l })
+    }
+
+    /// Number of dimensions `d`.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Linear size `L`.
+    pub fn l(&self) -> usize {
+        self.l
+    }
+
+    /// Number of sites `V = L^d`.
+    pub fn volume(&self) -> usize {
+        self.rows() * self.cols()
+    }
+
+    /// Rows of the grid layout (`1` for a chain).
+    pub fn rows(&self) -> usize {
+        if self.dim == 1 { 1 } else { self.l }
+    }
+
+    /// Columns of the grid layout (`L`).
+    pub fn cols(&self) -> usize {
+        self.l
+    }
+
+    /// Row-major index of site `(i, j)`, coordinates taken modulo the lattice.
+    #[inline]
+    pub fn index(&self, i: isize, j: isize) -> usize {
+        let r = i.rem_euclid(self.rows() as isize) as usize;
+        let c = j.rem_euclid(self.cols() as isize) as usize;
+        r * self.cols() + c
+    }
+
+    /// Coordinates `(i, j)` of a site index.
+    #[inline]
+    pub fn coords(&self, site: usize) -> (usize, usize) {
+        (site / self.cols(), site % self.cols())
+    }
+
+    /// The forward neighbours `x + μ̂` of every site, one per direction (`d` per site):
+    /// `table[site·d + μ]`. Direction 0 is along the columns (`j + 1`), direction 1 along the
+    /// rows (`i + 1`).
+    pub fn forward_neighbours(&self) -> Vec<usize> {
+        let mut table = Vec::with_capacity(self.volume() * self.dim);
+        for site in 0..self.volume() {
+            let (i, j) = self.coords(site);
+            let (i, j) = (i as isize, j as isize);
+            table.push(self.index(i, j + 1));
+            if self.dim == 2 {
+                table.push(self.index(i + 1, j));
+            }
+        }
+        table
+    }
+
+    /// All `2d` neighbours of every site: `table[site·2d + k]`, forward then backward.
+    pub fn all_neighbours(&self) -> Vec<usize> {
+        let mut table = Vec::with_capacity(self.volume() * 2 * self.dim);
+        for site in 0..self.volume() {
+            let (i, j) = self.coords(site);
+            let (i, j) = (i as isize, j as isize);
+            table.push(self.index(i, j + 1));
+            if self.dim == 2 {
+                table.push(self.index(i + 1, j));
+            }
+            table.push(self.index(i, j - 1));
+            if self.dim == 2 {
+                table.push(self.index(i - 1, j));
+            }
+        }
+        table
+    }
+
+    /// Number of nearest-neighbour bonds `d·V` (each counted once).
+    pub fn bonds(&self) -> usize {
+        self.dim * self.volume()
+    }
+
+    /// `Σ_μ cos p_μ` for the momentum with row-major index `k` (`p = 2π k_μ / L`).
+    pub fn cos_sum(&self, k: usize) -> f64 {
+        let (k1, k2) = self.coords(k);
+        let tau = std::f64::consts::TAU;
+        let along_cols = (tau * k2 as f64 / self.cols() as f64).cos();
+        if self.dim == 1 {
+            along_cols
+        } else {
+            along_cols + (tau * k1 as f64 / self.rows() as f64).cos()
+        }
+    }
+
+    /// `Σ_μ 4 sin²(p_μ/2)`, the eigenvalue of the lattice Laplacian `−Δ` at momentum `k`.
+    pub fn laplacian_eigenvalue(&self, k: usize) -> f64 {
+        let (k1, k2) = self.coords(k);
+        let s = |n: usize, len: usize| {
+            let h = (std::f64::consts::PI * n as f64 / len as f64).sin();
+            4.0 * h * h
+        };
+        if self.dim == 1 {
+            s(k2, self.cols())
+        } else {
+            s(k2, self.cols()) + s(k1, self.rows())
+        }
+    }
+
+    /// Whether `L` is a power of two (needed by the hierarchical flow).
+    pub fn is_power_of_two(&self) -> bool {
+        self.l.is_power_of_two()
+    }
+
+    /// `log₂ L`, or an error naming `L` if it is not a power of two.
+    pub fn levels(&self) -> Result<usize> {
+        if self.is_power_of_two() {
+            Ok(self.l.trailing_zeros() as usize)
+        } else {
+            Err(NrgError::param(
+                "L",
+                format!("must be a power of two for a hierarchical flow, got {}", self.l),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_small_and_bad_dims() {
+        assert!(Lattice::square(1).is_err());
+        assert!(Lattice::new(3, 4).is_err());
+        assert!(Lattice::square(6).unwrap().levels().is_err());
+        assert_eq!(Lattice::square(16).unwrap().levels().unwrap(), 4);
+    }
+
+    #[test]
+    fn neighbours_wrap_and_are_symmetric() {
+        for lat in [Lattice::square(3).unwrap(), Lattice::chain(5).unwrap()] {
+            let d = lat.dim();
+            let fwd = lat.forward_neighbours();
+            let all = lat.all_neighbours();
+            for site in 0..lat.volume() {
+                for mu in 0..d {
+                    let n = fwd[site * d + mu];
+                    // the backward neighbour of the forward neighbour is the site itself
+                    assert_eq!(all[n * 2 * d + d + mu], site);
+                }
+            }
+        }
+        let lat = Lattice::square(4).unwrap();
+        assert_eq!(lat.index(-1, 4), lat.index(3, 0));
+    }
+
+    #[test]
+    fn laplacian_matches_cos_sum() {
+        let lat = Lattice::square(5).unwrap();
+        for k in 0..lat.volume() {
+            let a = lat.laplacian_eigenvalue(k);
+            let b = 2.0 * lat.dim() as f64 - 2.0 * lat.cos_sum(k);
+            assert!((a - b).abs() < 1e-12);
+        }
+    }
+
+    proptest::proptest! {
+        /// `coords ∘ index` reduces coordinates modulo the lattice, for any size and shift.
+        #[test]
+        fn index_coords_roundtrip(dim in 1usize..=2, l in 2usize..40, i in -100isize..100, j in -100isize..100) {
+            let lat = Lattice::new(dim, l).unwrap();
+            let (r, c) = lat.coords(lat.index(i, j));
+            proptest::prop_assert_eq!(r, i.rem_euclid(lat.rows() as isize) as usize);
+            proptest::prop_assert_eq!(c, j.rem_euclid(l as isize) as usize);
+        }
+    }
+}

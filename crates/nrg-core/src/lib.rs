@@ -1,0 +1,34 @@
+//! # nrg-core
+//!
+//! The pieces every other `nrg` crate shares:
+//!
+//! - [`lattice`]: periodic 1D/2D lattice geometry (`L` sites per side, site indexing,
+//!   neighbours, the power-of-two checks a hierarchical flow needs);
+//! - [`action`]: the [`Action`] trait — a batched lattice action `S(x)` on burn tensors of
+//!   shape `[batch, channels, rows, cols]` and its gradient;
+//! - [`chain`]: the [`MarkovChain`] trait of the baseline and neural samplers;
+//! - [`stats`]: error analysis in `f64` — Wolff's Gamma method (`τ_int` with automatic
+//!   window and its error), blocked jackknife for derived quantities;
+//! - [`observables`]: per-configuration observables (magnetisation, energy, two-point
+//!   function, second-moment correlation length) and their reduction to estimates with
+//!   error bars;
+//! - [`series`]: named measurement series (the table behind `series.csv`);
+//! - [`error`]: the error type shared by the library crates.
+//!
+//! Conventions (see `docs/physics.md`): periodic lattices, `V = L²` sites, actions are
+//! `S = −ln p + const`, every estimator accumulates in `f64`.
+
+pub mod action;
+pub mod chain;
+pub mod error;
+pub mod lattice;
+pub mod observables;
+pub mod series;
+pub mod stats;
+
+pub use action::Action;
+pub use chain::MarkovChain;
+pub use error::{NrgError, Result};
+pub use lattice::Lattice;
+pub use series::Series;
+pub use stats::{Estimate, GammaAnalysis};

@@ -1,0 +1,17 @@
+//! # nrg-lattice
+//!
+//! Lattice field theories for `nrg`, with their exact solutions.
+//!
+//! - [`actions`]: batched actions on burn tensors `[batch, channels, rows, cols]` with their
+//!   gradients — the relaxed Ising model (2D and 1D), real φ⁴ in the lattice and hopping
+//!   forms, O(n) and complex φ⁴, the free field — and the discrete-spin Ising model for the
+//!   baselines;
+//! - [`exact`]: Kaufman's finite torus, Onsager's infinite lattice, the Ising chain, and
+//!   Gaussian fields, in `f64`, tested against brute-force enumeration.
+//!
+//! Formulas and conventions: `docs/physics.md` of the workspace.
+
+pub mod actions;
+pub mod exact;
+
+pub use actions::{IsingRelaxed, IsingSpins, PhiFour, PhiFourForm};

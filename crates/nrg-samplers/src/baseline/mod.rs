@@ -1,0 +1,9 @@
+//! Baseline Monte Carlo in physical space.
+
+mod hmc;
+mod ising;
+mod phi4_local;
+
+pub use hmc::Hmc;
+pub use ising::{IsingMetropolis, IsingWolff};
+pub use phi4_local::PhiFourMetropolis;

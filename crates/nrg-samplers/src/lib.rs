@@ -1,0 +1,17 @@
+//! # nrg-samplers
+//!
+//! Samplers and the runs that turn them into estimates with error bars.
+//!
+//! - [`baseline`]: physical-space Monte Carlo — single-spin Metropolis and Wolff cluster
+//!   updates for the Ising model, HMC on any [`nrg_core::action::HostAction`], local
+//!   Metropolis for φ⁴/O(n) — all seeded and reproducible;
+//! - [`run`]: thermalise, measure, analyse: a chain's measurement series and its summary
+//!   (every observable with its Gamma-method error and `τ_int`, derived quantities by
+//!   blocked jackknife, and the deviation from the exact value where one is known).
+
+pub mod baseline;
+pub mod run;
+
+/// The random number generator of every chain: xoshiro256++ (fast, 256-bit state,
+/// reproducible from a `u64` seed).
+pub type ChainRng = rand_xoshiro::Xoshiro256PlusPlus;

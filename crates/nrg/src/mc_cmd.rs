@@ -1,0 +1,284 @@
+//! `nrg mc …`: baseline Monte Carlo runs with a progress bar, writing
+//! `DIR/summary.json` (every observable with its error and τ_int; exact values where known)
+//! and `DIR/series.csv` (the measurement series).
+
+use crate::output::{write_json, write_series_csv};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use nrg_core::Lattice;
+use nrg_lattice::{IsingSpins, PhiFour};
+use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff, PhiFourMetropolis};
+use nrg_samplers::run::{IsingSimulation, PhiFourSimulation, RunConfig, Simulation, run as run_chain};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+/// Arguments of `nrg mc`.
+#[derive(Args, Debug)]
+pub struct McArgs {
+    #[command(subcommand)]
+    model: McModel,
+}
+
+#[derive(Subcommand, Debug)]
+enum McModel {
+    /// Ising model H = −Σ s_i s_j (J = 1): --algo metropolis|wolff.
+    Ising {
+        /// Linear size L ≥ 2.
+        #[arg(long = "L")]
+        l: usize,
+        /// Inverse temperature β > 0.
+        #[arg(long)]
+        beta: f64,
+        /// Lattice dimension (1 or 2).
+        #[arg(long, default_value_t = 2)]
+        dim: usize,
+        /// Start from all spins up instead of random spins.
+        #[arg(long)]
+        cold: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Real φ⁴ (n = 1 by default): --algo hmc|metropolis.
+    Phi4 {
+        #[command(flatten)]
+        params: FieldParams,
+        /// Field components.
+        #[arg(long, default_value_t = 1)]
+        n: usize,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// O(n) φ⁴ (n = 2 by default; the complex field with --t --mu --lambda): --algo hmc|metropolis.
+    On {
+        #[command(flatten)]
+        params: FieldParams,
+        /// Field components.
+        #[arg(long, default_value_t = 2)]
+        n: usize,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// φ⁴ parameters in one of three forms: lattice (--m2, --lambda), hopping (--kappa,
+/// --lambda-hat) or complex (--t, --mu, --lambda; n = 2).
+#[derive(Args, Debug)]
+struct FieldParams {
+    /// Linear size L ≥ 2.
+    #[arg(long = "L")]
+    l: usize,
+    /// Lattice dimension (1 or 2).
+    #[arg(long, default_value_t = 2)]
+    dim: usize,
+    /// Lattice form: mass squared m².
+    #[arg(long, allow_negative_numbers = true, conflicts_with_all = ["kappa", "t"])]
+    m2: Option<f64>,
+    /// Lattice and complex forms: quartic coupling λ ≥ 0 (default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    lambda: Option<f64>,
+    /// Hopping form: hopping parameter κ > 0.
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "t")]
+    kappa: Option<f64>,
+    /// Hopping form: quartic coupling λ̂ ≥ 0.
+    #[arg(long, allow_negative_numbers = true, requires = "kappa")]
+    lambda_hat: Option<f64>,
+    /// Complex form: hopping t > 0.
+    #[arg(long, allow_negative_numbers = true, requires = "mu")]
+    t: Option<f64>,
+    /// Complex form: μ.
+    #[arg(long, allow_negative_numbers = true, requires = "t")]
+    mu: Option<f64>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Algo {
+    /// Single-site Metropolis.
+    Metropolis,
+    /// Wolff single-cluster updates (Ising).
+    Wolff,
+    /// Hybrid Monte Carlo (φ⁴, O(n)).
+    Hmc,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Update algorithm.
+    #[arg(long, value_enum)]
+    algo: Algo,
+    /// Measured updates (sweeps, Wolff sweeps or HMC trajectories).
+    #[arg(long, default_value_t = 10_000)]
+    sweeps: usize,
+    /// Thermalisation updates (default: sweeps/10, at least 100).
+    #[arg(long)]
+    therm: Option<usize>,
+    /// Updates between measurements.
+    #[arg(long, default_value_t = 1)]
+    measure_every: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory.
+    #[arg(long, default_value = "runs/mc")]
+    out: PathBuf,
+    /// HMC leapfrog step ε (initial; tuned during thermalisation).
+    #[arg(long, default_value_t = 0.1)]
+    step: f64,
+    /// HMC leapfrog steps per trajectory.
+    #[arg(long, default_value_t = 10)]
+    md_steps: usize,
+    /// Local Metropolis proposal width δ (initial; tuned during thermalisation).
+    #[arg(long, default_value_t = 1.0)]
+    delta: f64,
+    /// Acceptance targeted while tuning ε or δ during thermalisation.
+    #[arg(long)]
+    target_acceptance: Option<f64>,
+}
+
+impl FieldParams {
+    fn action(&self, n: usize) -> Result<PhiFour> {
+        let lattice = Lattice::new(self.dim, self.l)?;
+        if let (Some(t), Some(mu)) = (self.t, self.mu) {
+            if n != 2 {
+                bail!("the complex form (--t, --mu) needs n = 2, got n = {n}");
+            }
+            return Ok(PhiFour::complex_form(lattice, t, mu, self.lambda.unwrap_or(0.0))?);
+        }
+        if let Some(kappa) = self.kappa {
+            if self.lambda.is_some() {
+                bail!("--lambda belongs to the lattice form; the hopping form takes --lambda-hat");
+            }
+            return Ok(PhiFour::hopping_form(lattice, n, kappa, self.lambda_hat.unwrap_or(0.0))?);
+        }
+        let Some(m2) = self.m2 else {
+            bail!("give --m2 (lattice form), --kappa (hopping form) or --t and --mu (complex form)");
+        };
+        Ok(PhiFour::lattice_form(lattice, n, m2, self.lambda.unwrap_or(0.0))?)
+    }
+}
+
+fn validate(run: &RunArgs) -> Result<()> {
+    if run.sweeps == 0 {
+        bail!("--sweeps must be ≥ 1");
+    }
+    if run.measure_every == 0 {
+        bail!("--measure-every must be ≥ 1");
+    }
+    if !(run.step.is_finite() && run.step > 0.0) {
+        bail!("--step must be a finite number > 0, got {}", run.step);
+    }
+    if !(run.delta.is_finite() && run.delta > 0.0) {
+        bail!("--delta must be a finite number > 0, got {}", run.delta);
+    }
+    if let Some(t) = run.target_acceptance
+        && !(t > 0.0 && t < 1.0)
+    {
+        bail!("--target-acceptance must lie in (0, 1), got {t}");
+    }
+    Ok(())
+}
+
+/// Runs `nrg mc`.
+pub fn run(args: McArgs) -> Result<()> {
+    let (mut sim, model, run): (Box<dyn Simulation>, Value, RunArgs) = match args.model {
+        McModel::Ising {
+            l,
+            beta,
+            dim,
+            cold,
+            run,
+        } => {
+            validate(&run)?;
+            let model = IsingSpins::new(Lattice::new(dim, l)?, beta)?;
+            let desc = json!({"model": "ising", "dim": dim, "L": l, "beta": beta});
+            let sim = match run.algo {
+                Algo::Metropolis => {
+                    IsingSimulation::Metropolis(IsingMetropolis::new(model, run.seed, !cold))
+                }
+                Algo::Wolff => IsingSimulation::Wolff(IsingWolff::new(model, run.seed, !cold)),
+                Algo::Hmc => bail!("--algo hmc needs a continuous field; use metropolis or wolff"),
+            };
+            (Box::new(sim), desc, run)
+        }
+        McModel::Phi4 { params, n, run } | McModel::On { params, n, run } => {
+            validate(&run)?;
+            let action = params.action(n)?;
+            let desc = json!({
+                "model": nrg_core::Action::describe(&action),
+                "n": n, "dim": params.dim, "L": params.l, "form": action.form(),
+            });
+            let field = vec![0.0; n * Lattice::new(params.dim, params.l)?.volume()];
+            let sim = match run.algo {
+                Algo::Hmc => PhiFourSimulation::Hmc(
+                    Hmc::new(action, field, run.step, run.md_steps, run.seed),
+                    run.target_acceptance.unwrap_or(0.8),
+                ),
+                Algo::Metropolis => PhiFourSimulation::Local(
+                    PhiFourMetropolis::new(action, field, run.delta, run.seed),
+                    run.target_acceptance.unwrap_or(0.5),
+                ),
+                Algo::Wolff => bail!("--algo wolff is for the Ising model; use hmc or metropolis"),
+            };
+            (Box::new(sim), desc, run)
+        }
+    };
+
+    let config = RunConfig {
+        thermalisation: run.therm.unwrap_or((run.sweeps / 10).max(100)),
+        sweeps: run.sweeps,
+        measure_every: run.measure_every,
+    };
+    let total = (config.thermalisation + config.sweeps) as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta})",
+        )
+        .context("progress template")?,
+    );
+    bar.set_message(format!("mc {}", sim.algorithm()));
+    let stride = (total / 1000).max(1);
+    let start = std::time::Instant::now();
+    let output = run_chain(sim.as_mut(), &config, &mut |done| {
+        if done as u64 % stride == 0 {
+            bar.set_position(done as u64);
+        }
+    })?;
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+
+    let mut summary = serde_json::to_value(&output.summary)?;
+    if let Value::Object(map) = &mut summary {
+        map.insert("model".into(), model);
+        map.insert("seed".into(), json!(run.seed));
+        map.insert("wall_seconds".into(), json!(seconds));
+    }
+    let summary_path = run.out.join("summary.json");
+    write_json(&summary_path, &summary)?;
+    write_series_csv(&run.out.join("series.csv"), &output.series)?;
+
+    let s = &output.summary;
+    println!(
+        "{} updates ({} thermalisation) in {seconds:.2} s, acceptance {:.3}",
+        config.sweeps, config.thermalisation, s.acceptance
+    );
+    for (name, e) in s.observables.iter().filter(|(n, _)| !n.starts_with("g_")) {
+        println!(
+            "  {name:<14} {:>+.6e} ± {:.2e}   tau_int {:.2}",
+            e.value,
+            e.error,
+            e.tau_int.unwrap_or(f64::NAN)
+        );
+    }
+    for (name, e) in &s.derived {
+        println!("  {name:<14} {:>+.6e} ± {:.2e}", e.value, e.error);
+    }
+    for (name, c) in s.exact.iter().filter(|(n, _)| !n.starts_with("g_")) {
+        println!(
+            "  exact {name:<8} {:>+.6e}   deviation {:.2} sigma",
+            c.exact, c.deviation_sigma
+        );
+    }
+    println!("wrote {} and series.csv", summary_path.display());
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! The `nrg` program end to end: outputs, files, and one-line errors with exit code 2.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn nrg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nrg"))
+        .args(args)
+        .output()
+        .expect("run nrg")
+}
+
+fn assert_usage_error(args: &[&str], needle: &str) {
+    let out = nrg(args);
+    assert_eq!(out.status.code(), Some(2), "{args:?} should exit 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(needle), "{args:?}: stderr `{err}` lacks `{needle}`");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+}
+
+#[test]
+fn exact_ising_json_matches_library() {
+    let out = nrg(&["exact", "ising", "--L", "16", "--beta", "0.4406868", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t = nrg_lattice::exact::ising2d::kaufman(16, 0.4406868).unwrap();
+    assert_eq!(v["result"]["ln_z"].as_f64().unwrap(), t.ln_z);
+    assert_eq!(v["result"]["energy_per_site"].as_f64().unwrap(), t.energy_per_site);
+    let text = nrg(&["exact", "ising", "--L", "32"]);
+    let s = String::from_utf8_lossy(&text.stdout);
+    assert!(s.contains("ln Z") && s.contains("952.64"), "{s}");
+}
+
+#[test]
+fn exact_other_models() {
+    for args in [
+        vec!["exact", "ising1d", "--L", "16", "--beta", "0.5"],
+        vec!["exact", "onsager", "--beta", "0.3"],
+        vec!["exact", "free-field", "--L", "8", "--m2", "0.5", "--json"],
+    ] {
+        let out = nrg(&args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(!out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    assert_usage_error(&["exact", "ising", "--L", "1", "--beta", "0.4"], "L");
+    assert_usage_error(&["exact", "ising", "--L", "8", "--beta", "-0.4"], "beta");
+    assert_usage_error(&["exact", "ising", "--L", "8", "--beta", "NaN"], "beta");
+    assert_usage_error(&["exact", "free-field", "--L", "8", "--m2", "-1"], "m2");
+    assert_usage_error(&["exact", "potts", "--L", "8"], "potts");
+    assert_usage_error(&["mc", "ising", "--L", "8", "--beta", "0.4", "--algo", "hmc"], "hmc");
+    assert_usage_error(&["mc", "phi4", "--L", "8", "--algo", "hmc"], "--m2");
+    assert_usage_error(
+        &["mc", "phi4", "--L", "8", "--m2", "1", "--lambda=-1", "--algo", "hmc"],
+        "lambda",
+    );
+    let out = nrg(&["exact", "ising", "--L", "0", "--beta", "0.4"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn mc_writes_summary_and_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("ising");
+    let out = nrg(&[
+        "mc", "ising", "--L", "8", "--beta", "0.3", "--algo", "wolff", "--sweeps", "3000",
+        "--seed", "7", "--out", out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = read_json(&out_dir.join("summary.json"));
+    let e = &summary["observables"]["e"];
+    assert!(e["error"].as_f64().unwrap() > 0.0);
+    assert!(e["tau_int"].as_f64().unwrap() >= 0.5);
+    assert!(summary["exact"]["e"]["deviation_sigma"].as_f64().unwrap() < 4.0);
+    assert_eq!(summary["model"]["L"], 8);
+    let csv = std::fs::read_to_string(out_dir.join("series.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("index,e,e2,phi2,m_0"));
+    assert_eq!(lines.count(), 3000);
+
+    let phi_dir = dir.path().join("phi4");
+    let out = nrg(&[
+        "mc", "on", "--L", "4", "--t", "0.2", "--mu", "0.5", "--lambda", "0.3", "--algo",
+        "metropolis", "--sweeps", "500", "--out", phi_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = read_json(&phi_dir.join("summary.json"));
+    assert!(summary["observables"]["m_1"]["value"].is_number());
+}
+
+#[test]
+fn info_runs_a_tensor_op_on_the_cpu() {
+    let out = nrg(&["info"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}

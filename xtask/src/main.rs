@@ -1,0 +1,119 @@
+//! `cargo xtask …` — the project's pipelines.
+//!
+//! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy --workspace --all-targets -- -D
+//!   warnings`, then the test suite (`cargo test --workspace`). This is what `.ci/run`
+//!   runs.
+//! - `cargo xtask test`: the test suite alone.
+//! - `cargo xtask demo [--out DIR]`: the small end-to-end demo on the CPU default (exact
+//!   Ising solution, Wolff and Metropolis chains checked against it, a free-field HMC run).
+//! - `cargo xtask bench [--features F] [-- criterion args]`: the criterion benchmarks.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// fmt check, clippy -D warnings, and the tests.
+    Ci,
+    /// The test suite.
+    Test,
+    /// A small end-to-end demo on the CPU.
+    Demo {
+        /// Where the demo writes its results.
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+    },
+    /// Criterion benchmarks (`benches/`).
+    Bench {
+        /// Extra cargo features of the benches crate (e.g. `wgpu`).
+        #[arg(long)]
+        features: Option<String>,
+        /// Arguments passed to criterion (e.g. a filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    cargo(&["test", "--workspace", "--no-fail-fast"])
+}
+
+fn nrg(args: &[&str]) -> Result<()> {
+    let mut full = vec!["run", "--quiet", "-p", "nrg", "--"];
+    full.extend_from_slice(args);
+    cargo(&full)
+}
+
+fn demo(out: PathBuf) -> Result<()> {
+    let out = out.to_str().context("output path is not UTF-8")?.to_string();
+    println!("== exact: 2D Ising, L = 16, at beta_c (Kaufman)");
+    nrg(&["exact", "ising", "--L", "16"])?;
+    println!("== Wolff cluster chain, L = 16, beta = 0.4, against the exact energy");
+    nrg(&[
+        "mc", "ising", "--L", "16", "--beta", "0.4", "--algo", "wolff", "--sweeps", "20000",
+        "--seed", "1", "--out", &format!("{out}/ising-wolff"),
+    ])?;
+    println!("== single-spin Metropolis chain, same point");
+    nrg(&[
+        "mc", "ising", "--L", "16", "--beta", "0.4", "--algo", "metropolis", "--sweeps",
+        "20000", "--seed", "2", "--out", &format!("{out}/ising-metropolis"),
+    ])?;
+    println!("== HMC on the free field (m^2 = 0.5), L = 8, against the exact <phi^2>");
+    nrg(&[
+        "mc", "phi4", "--L", "8", "--m2", "0.5", "--algo", "hmc", "--sweeps", "5000", "--seed",
+        "3", "--out", &format!("{out}/free-field-hmc"),
+    ])?;
+    println!("== HMC at the phi^4 tutorial point (m^2 = -4, lambda = 8), L = 8");
+    nrg(&[
+        "mc", "phi4", "--L", "8", "--m2=-4", "--lambda", "8", "--algo", "hmc", "--sweeps",
+        "5000", "--seed", "4", "--out", &format!("{out}/phi4-hmc"),
+    ])?;
+    println!("demo results are in {out}/");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Ci => {
+            cargo(&["fmt", "--all", "--check"])?;
+            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            test()
+        }
+        Task::Test => test(),
+        Task::Demo { out } => demo(out),
+        Task::Bench { features, args } => {
+            let mut full = vec!["bench", "-p", "nrg-benches"];
+            if let Some(f) = features.as_deref() {
+                full.extend(["--features", f]);
+            }
+            if !args.is_empty() {
+                full.push("--");
+                full.extend(args.iter().map(String::as_str));
+            }
+            cargo(&full)
+        }
+    }
+}
