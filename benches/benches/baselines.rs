@@ -31,7 +31,9 @@ fn wolff(c: &mut Criterion) {
         for _ in 0..1000 {
             chain.flip_cluster();
         }
-        group.bench_function(format!("{l}"), |b| b.iter(|| black_box(chain.flip_cluster())));
+        group.bench_function(format!("{l}"), |b| {
+            b.iter(|| black_box(chain.flip_cluster()))
+        });
     }
     group.finish();
 }

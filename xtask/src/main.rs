@@ -67,28 +67,80 @@ fn nrg(args: &[&str]) -> Result<()> {
 }
 
 fn demo(out: PathBuf) -> Result<()> {
-    let out = out.to_str().context("output path is not UTF-8")?.to_string();
+    let out = out
+        .to_str()
+        .context("output path is not UTF-8")?
+        .to_string();
     println!("== exact: 2D Ising, L = 16, at beta_c (Kaufman)");
     nrg(&["exact", "ising", "--L", "16"])?;
     println!("== Wolff cluster chain, L = 16, beta = 0.4, against the exact energy");
     nrg(&[
-        "mc", "ising", "--L", "16", "--beta", "0.4", "--algo", "wolff", "--sweeps", "20000",
-        "--seed", "1", "--out", &format!("{out}/ising-wolff"),
+        "mc",
+        "ising",
+        "--L",
+        "16",
+        "--beta",
+        "0.4",
+        "--algo",
+        "wolff",
+        "--sweeps",
+        "20000",
+        "--seed",
+        "1",
+        "--out",
+        &format!("{out}/ising-wolff"),
     ])?;
     println!("== single-spin Metropolis chain, same point");
     nrg(&[
-        "mc", "ising", "--L", "16", "--beta", "0.4", "--algo", "metropolis", "--sweeps",
-        "20000", "--seed", "2", "--out", &format!("{out}/ising-metropolis"),
+        "mc",
+        "ising",
+        "--L",
+        "16",
+        "--beta",
+        "0.4",
+        "--algo",
+        "metropolis",
+        "--sweeps",
+        "20000",
+        "--seed",
+        "2",
+        "--out",
+        &format!("{out}/ising-metropolis"),
     ])?;
     println!("== HMC on the free field (m^2 = 0.5), L = 8, against the exact <phi^2>");
     nrg(&[
-        "mc", "phi4", "--L", "8", "--m2", "0.5", "--algo", "hmc", "--sweeps", "5000", "--seed",
-        "3", "--out", &format!("{out}/free-field-hmc"),
+        "mc",
+        "phi4",
+        "--L",
+        "8",
+        "--m2",
+        "0.5",
+        "--algo",
+        "hmc",
+        "--sweeps",
+        "5000",
+        "--seed",
+        "3",
+        "--out",
+        &format!("{out}/free-field-hmc"),
     ])?;
     println!("== HMC at the phi^4 tutorial point (m^2 = -4, lambda = 8), L = 8");
     nrg(&[
-        "mc", "phi4", "--L", "8", "--m2=-4", "--lambda", "8", "--algo", "hmc", "--sweeps",
-        "5000", "--seed", "4", "--out", &format!("{out}/phi4-hmc"),
+        "mc",
+        "phi4",
+        "--L",
+        "8",
+        "--m2=-4",
+        "--lambda",
+        "8",
+        "--algo",
+        "hmc",
+        "--sweeps",
+        "5000",
+        "--seed",
+        "4",
+        "--out",
+        &format!("{out}/phi4-hmc"),
     ])?;
     println!("demo results are in {out}/");
     Ok(())
@@ -99,7 +151,14 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Ci => {
             cargo(&["fmt", "--all", "--check"])?;
-            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
             test()
         }
         Task::Test => test(),

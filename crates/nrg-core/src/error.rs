@@ -47,7 +47,10 @@ pub fn require_finite(name: &str, value: f64) -> Result<f64> {
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(NrgError::param(name, format!("must be a finite number, got {value}")))
+        Err(NrgError::param(
+            name,
+            format!("must be a finite number, got {value}"),
+        ))
     }
 }
 

@@ -157,7 +157,10 @@ impl Lattice {
         } else {
             Err(NrgError::param(
                 "L",
-                format!("must be a power of two for a hierarchical flow, got {}", self.l),
+                format!(
+                    "must be a power of two for a hierarchical flow, got {}",
+                    self.l
+                ),
             ))
         }
     }

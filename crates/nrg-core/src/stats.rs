@@ -123,11 +123,7 @@ pub fn gamma_method_with(series: &[f64], s_tau: f64) -> Result<GammaAnalysis> {
 /// Autocovariance `Γ(t)` of a mean-free series.
 fn autocovariance(dev: &[f64], t: usize) -> f64 {
     let n = dev.len();
-    let s: f64 = dev[..n - t]
-        .iter()
-        .zip(&dev[t..])
-        .map(|(a, b)| a * b)
-        .sum();
+    let s: f64 = dev[..n - t].iter().zip(&dev[t..]).map(|(a, b)| a * b).sum();
     s / (n - t) as f64
 }
 
@@ -193,10 +189,7 @@ fn gamma_of_deviations(dev: &[f64], s_tau: f64) -> GammaAnalysis {
 /// The error is propagated linearly: the projected series `Σ_α ∂_α f (a_{α,i} − Ā_α)` (with
 /// the gradient taken by central differences at the means) is analysed with its own
 /// autocorrelation function, as in Wolff's UWerr.
-pub fn gamma_method_derived(
-    series: &[&[f64]],
-    f: impl Fn(&[f64]) -> f64,
-) -> Result<GammaAnalysis> {
+pub fn gamma_method_derived(series: &[&[f64]], f: impl Fn(&[f64]) -> f64) -> Result<GammaAnalysis> {
     let n = check_columns(series)?;
     let means: Vec<f64> = series
         .iter()
@@ -416,8 +409,16 @@ mod tests {
         let jk = jackknife(&[&a, &b], 100, ratio).unwrap();
         // delta method: σ² = (1/b²)σ_a² + (a²/b⁴)σ_b², σ_a² = σ_b² = 1/N
         let delta = ((1.0 / 16.0 + 4.0 / 256.0) / n as f64).sqrt();
-        assert!((g.error / delta - 1.0).abs() < 0.05, "{} vs {delta}", g.error);
-        assert!((jk.error / delta - 1.0).abs() < 0.25, "{} vs {delta}", jk.error);
+        assert!(
+            (g.error / delta - 1.0).abs() < 0.05,
+            "{} vs {delta}",
+            g.error
+        );
+        assert!(
+            (jk.error / delta - 1.0).abs() < 0.25,
+            "{} vs {delta}",
+            jk.error
+        );
         assert!((g.value - 0.5).abs() < 4.0 * delta);
         assert!(g.tau_int < 0.5 + 4.0 * g.tau_int_error + 0.05);
     }

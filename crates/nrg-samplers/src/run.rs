@@ -127,7 +127,12 @@ fn measure(sim: &dyn Simulation, acceptance: f64) -> Vec<f64> {
     let m2: f64 = m.iter().map(|x| x * x).sum();
     let mut row = vec![e, e * e, mean_square(&field, n)];
     row.extend(&m);
-    row.extend([m2, m2.sqrt(), m2 * m2, lowest_momentum_power(&field, n, &lattice)]);
+    row.extend([
+        m2,
+        m2.sqrt(),
+        m2 * m2,
+        lowest_momentum_power(&field, n, &lattice),
+    ]);
     row.extend(two_point_axes(&field, n, &lattice));
     row.push(acceptance);
     row
@@ -299,14 +304,17 @@ impl Simulation for IsingSimulation {
 
     fn energy_like(&self, _field: &[f64]) -> (&'static str, f64) {
         let spins = self.spins();
-        (
-            "e",
-            self.model().energy(spins) as f64 / spins.len() as f64,
-        )
+        ("e", self.model().energy(spins) as f64 / spins.len() as f64)
     }
 
     fn beta(&self) -> Option<f64> {
         Some(self.model().beta())
+    }
+
+    fn tune(&mut self, _acceptance: f64) {
+        if let Self::Wolff(c) = self {
+            c.tune_clusters();
+        }
     }
 
     fn exact(&self) -> BTreeMap<String, f64> {

@@ -18,7 +18,11 @@ fn config(thermalisation: usize, sweeps: usize) -> RunConfig {
 fn check_exact(sim: &mut dyn Simulation, cfg: RunConfig, names: &[&str]) {
     let out = run(sim, &cfg, &mut |_| {}).unwrap();
     for name in names {
-        let c = out.summary.exact.get(*name).unwrap_or_else(|| panic!("no exact {name}"));
+        let c = out
+            .summary
+            .exact
+            .get(*name)
+            .unwrap_or_else(|| panic!("no exact {name}"));
         assert!(
             c.deviation_sigma < 3.0,
             "{} {name}: {} ± {} vs exact {} ({:.2}σ)",
@@ -29,7 +33,11 @@ fn check_exact(sim: &mut dyn Simulation, cfg: RunConfig, names: &[&str]) {
             c.deviation_sigma
         );
         // an error bar that is too large would pass trivially: it must be small
-        assert!(c.error < 0.02 * c.exact.abs().max(0.1), "{name}: error {} too large", c.error);
+        assert!(
+            c.error < 0.02 * c.exact.abs().max(0.1),
+            "{name}: error {} too large",
+            c.error
+        );
     }
 }
 
@@ -87,7 +95,12 @@ fn chains_sample_an_o2_gaussian() {
     let out = run(&mut local, &config(500, 20_000), &mut |_| {}).unwrap();
     for c in ["m_0", "m_1"] {
         let m = out.summary.observables[c];
-        assert!(m.value.abs() < 3.0 * m.error, "{c}: {} ± {}", m.value, m.error);
+        assert!(
+            m.value.abs() < 3.0 * m.error,
+            "{c}: {} ± {}",
+            m.value,
+            m.error
+        );
     }
     let phi2 = out.summary.exact["phi2"];
     assert!(phi2.deviation_sigma < 3.0, "{phi2:?}");
@@ -115,4 +128,22 @@ fn hmc_step_is_tuned_during_thermalisation() {
         "acceptance {}",
         out.summary.acceptance
     );
+}
+
+/// On the 4×4 torus at β_c (where Kaufman equals enumeration of all 2¹⁶ states) both
+/// algorithms reproduce the exact energy and specific heat.
+#[test]
+fn both_ising_algorithms_are_exact_on_a_small_critical_torus() {
+    let model = || {
+        let beta = nrg_lattice::exact::ising2d::critical_beta();
+        IsingSpins::new(Lattice::square(4).unwrap(), beta).unwrap()
+    };
+    let mut metropolis = IsingSimulation::Metropolis(IsingMetropolis::new(model(), 51, true));
+    check_exact(
+        &mut metropolis,
+        config(1000, 100_000),
+        &["e", "specific_heat"],
+    );
+    let mut wolff = IsingSimulation::Wolff(IsingWolff::new(model(), 52, true));
+    check_exact(&mut wolff, config(1000, 50_000), &["e", "specific_heat"]);
 }

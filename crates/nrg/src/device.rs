@@ -43,7 +43,9 @@ pub fn make(choice: DeviceChoice) -> Result<Device> {
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
             return Ok(Device::ndarray());
-            bail!("this nrg was built without the `ndarray` feature; rebuild with --features ndarray")
+            bail!(
+                "this nrg was built without the `ndarray` feature; rebuild with --features ndarray"
+            )
         }
         DeviceChoice::Wgpu => {
             #[cfg(feature = "wgpu")]

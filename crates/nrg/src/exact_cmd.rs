@@ -25,13 +25,13 @@ enum ExactModel {
         #[arg(long = "L")]
         l: usize,
         /// Inverse temperature β > 0 (default: the critical β_c = ln(1+√2)/2).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         beta: Option<f64>,
     },
     /// 2D Ising on the infinite lattice (Onsager), J = 1.
     Onsager {
         /// Inverse temperature β > 0 (default β_c).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         beta: Option<f64>,
     },
     /// The periodic Ising chain of L sites (transfer matrix), J = 1.
@@ -40,7 +40,7 @@ enum ExactModel {
         #[arg(long = "L")]
         l: usize,
         /// Inverse temperature β > 0.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         beta: f64,
     },
     /// The free field S = Σ[Σ_μ(φ_{x+μ}−φ_x)² + m²φ²] with n components.
@@ -73,9 +73,15 @@ fn print_ising(model: &str, t: &IsingThermo, as_json: bool) -> Result<()> {
         println!("  ln Z                     = {:.12}", t.ln_z);
     }
     println!("  ln Z / V                 = {:.15}", t.ln_z_per_site);
-    println!("  free energy per site f   = {:.15}", t.free_energy_per_site);
+    println!(
+        "  free energy per site f   = {:.15}",
+        t.free_energy_per_site
+    );
     println!("  energy per site u        = {:.15}", t.energy_per_site);
-    println!("  specific heat per site c = {:.15}", t.specific_heat_per_site);
+    println!(
+        "  specific heat per site c = {:.15}",
+        t.specific_heat_per_site
+    );
     Ok(())
 }
 

@@ -9,7 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nrg_core::Lattice;
 use nrg_lattice::{IsingSpins, PhiFour};
 use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff, PhiFourMetropolis};
-use nrg_samplers::run::{IsingSimulation, PhiFourSimulation, RunConfig, Simulation, run as run_chain};
+use nrg_samplers::run::{
+    IsingSimulation, PhiFourSimulation, RunConfig, Simulation, run as run_chain,
+};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -28,7 +30,7 @@ enum McModel {
         #[arg(long = "L")]
         l: usize,
         /// Inverse temperature β > 0.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         beta: f64,
         /// Lattice dimension (1 or 2).
         #[arg(long, default_value_t = 2)]
@@ -142,18 +144,35 @@ impl FieldParams {
             if n != 2 {
                 bail!("the complex form (--t, --mu) needs n = 2, got n = {n}");
             }
-            return Ok(PhiFour::complex_form(lattice, t, mu, self.lambda.unwrap_or(0.0))?);
+            return Ok(PhiFour::complex_form(
+                lattice,
+                t,
+                mu,
+                self.lambda.unwrap_or(0.0),
+            )?);
         }
         if let Some(kappa) = self.kappa {
             if self.lambda.is_some() {
                 bail!("--lambda belongs to the lattice form; the hopping form takes --lambda-hat");
             }
-            return Ok(PhiFour::hopping_form(lattice, n, kappa, self.lambda_hat.unwrap_or(0.0))?);
+            return Ok(PhiFour::hopping_form(
+                lattice,
+                n,
+                kappa,
+                self.lambda_hat.unwrap_or(0.0),
+            )?);
         }
         let Some(m2) = self.m2 else {
-            bail!("give --m2 (lattice form), --kappa (hopping form) or --t and --mu (complex form)");
+            bail!(
+                "give --m2 (lattice form), --kappa (hopping form) or --t and --mu (complex form)"
+            );
         };
-        Ok(PhiFour::lattice_form(lattice, n, m2, self.lambda.unwrap_or(0.0))?)
+        Ok(PhiFour::lattice_form(
+            lattice,
+            n,
+            m2,
+            self.lambda.unwrap_or(0.0),
+        )?)
     }
 }
 

@@ -14,18 +14,32 @@ fn assert_usage_error(args: &[&str], needle: &str) {
     let out = nrg(args);
     assert_eq!(out.status.code(), Some(2), "{args:?} should exit 2");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(needle), "{args:?}: stderr `{err}` lacks `{needle}`");
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr `{err}` lacks `{needle}`"
+    );
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
 }
 
 #[test]
 fn exact_ising_json_matches_library() {
-    let out = nrg(&["exact", "ising", "--L", "16", "--beta", "0.4406868", "--json"]);
+    let out = nrg(&[
+        "exact",
+        "ising",
+        "--L",
+        "16",
+        "--beta",
+        "0.4406868",
+        "--json",
+    ]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let t = nrg_lattice::exact::ising2d::kaufman(16, 0.4406868).unwrap();
     assert_eq!(v["result"]["ln_z"].as_f64().unwrap(), t.ln_z);
-    assert_eq!(v["result"]["energy_per_site"].as_f64().unwrap(), t.energy_per_site);
+    assert_eq!(
+        v["result"]["energy_per_site"].as_f64().unwrap(),
+        t.energy_per_site
+    );
     let text = nrg(&["exact", "ising", "--L", "32"]);
     let s = String::from_utf8_lossy(&text.stdout);
     assert!(s.contains("ln Z") && s.contains("952.64"), "{s}");
@@ -39,7 +53,11 @@ fn exact_other_models() {
         vec!["exact", "free-field", "--L", "8", "--m2", "0.5", "--json"],
     ] {
         let out = nrg(&args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!out.stdout.is_empty());
     }
 }
@@ -51,10 +69,23 @@ fn bad_input_is_one_line_and_exit_2() {
     assert_usage_error(&["exact", "ising", "--L", "8", "--beta", "NaN"], "beta");
     assert_usage_error(&["exact", "free-field", "--L", "8", "--m2", "-1"], "m2");
     assert_usage_error(&["exact", "potts", "--L", "8"], "potts");
-    assert_usage_error(&["mc", "ising", "--L", "8", "--beta", "0.4", "--algo", "hmc"], "hmc");
+    assert_usage_error(
+        &["mc", "ising", "--L", "8", "--beta", "0.4", "--algo", "hmc"],
+        "hmc",
+    );
     assert_usage_error(&["mc", "phi4", "--L", "8", "--algo", "hmc"], "--m2");
     assert_usage_error(
-        &["mc", "phi4", "--L", "8", "--m2", "1", "--lambda=-1", "--algo", "hmc"],
+        &[
+            "mc",
+            "phi4",
+            "--L",
+            "8",
+            "--m2",
+            "1",
+            "--lambda=-1",
+            "--algo",
+            "hmc",
+        ],
         "lambda",
     );
     let out = nrg(&["exact", "ising", "--L", "0", "--beta", "0.4"]);
@@ -71,10 +102,26 @@ fn mc_writes_summary_and_series() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("ising");
     let out = nrg(&[
-        "mc", "ising", "--L", "8", "--beta", "0.3", "--algo", "wolff", "--sweeps", "3000",
-        "--seed", "7", "--out", out_dir.to_str().unwrap(),
+        "mc",
+        "ising",
+        "--L",
+        "8",
+        "--beta",
+        "0.3",
+        "--algo",
+        "wolff",
+        "--sweeps",
+        "3000",
+        "--seed",
+        "7",
+        "--out",
+        out_dir.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary = read_json(&out_dir.join("summary.json"));
     let e = &summary["observables"]["e"];
     assert!(e["error"].as_f64().unwrap() > 0.0);
@@ -88,10 +135,28 @@ fn mc_writes_summary_and_series() {
 
     let phi_dir = dir.path().join("phi4");
     let out = nrg(&[
-        "mc", "on", "--L", "4", "--t", "0.2", "--mu", "0.5", "--lambda", "0.3", "--algo",
-        "metropolis", "--sweeps", "500", "--out", phi_dir.to_str().unwrap(),
+        "mc",
+        "on",
+        "--L",
+        "4",
+        "--t",
+        "0.2",
+        "--mu",
+        "0.5",
+        "--lambda",
+        "0.3",
+        "--algo",
+        "metropolis",
+        "--sweeps",
+        "500",
+        "--out",
+        phi_dir.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary = read_json(&phi_dir.join("summary.json"));
     assert!(summary["observables"]["m_1"]["value"].is_number());
 }
@@ -99,6 +164,10 @@ fn mc_writes_summary_and_series() {
 #[test]
 fn info_runs_a_tensor_op_on_the_cpu() {
     let out = nrg(&["info"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }

@@ -15,7 +15,7 @@
 //!
 //! (the complex form is `n = 2` with `φ = φ¹ + iφ²`, since `φ_i*φ_j + c.c. = 2 φ_i·φ_j`).
 //! The lattice and hopping forms describe the same theory for `φ_lat = √κ φ_hop`,
-//! `m² = (1 − 2λ̂)/κ − 2d`, `λ = λ̂/κ²`; their `ln Z` differ by `(nV/2) ln κ`.
+//! `m² = (1 − 2λ̂)/κ − 2d`, `λ = λ̂/κ²`; `ln Z_hop = ln Z_lat − (nV/2) ln κ`.
 //! With `b = 0` (the free field) `ln Z` is exact ([`crate::exact::gaussian`]).
 //!
 //! Shapes: `φ` is `[batch, n, rows, cols]`; the action is `[batch]`.
@@ -74,7 +74,14 @@ impl PhiFour {
         let m2 = require_finite("m2", m2)?;
         let lambda = require_non_negative("lambda", lambda)?;
         let a = 2.0 * lattice.dim() as f64 + m2;
-        Self::canonical(lattice, n, PhiFourForm::Lattice { m2, lambda }, 1.0, a, lambda)
+        Self::canonical(
+            lattice,
+            n,
+            PhiFourForm::Lattice { m2, lambda },
+            1.0,
+            a,
+            lambda,
+        )
     }
 
     /// The hopping form with `n` components, hopping `kappa > 0` and coupling `lambda_hat ≥ 0`.
@@ -90,7 +97,14 @@ impl PhiFour {
         let t = require_positive("t", t)?;
         let mu = require_finite("mu", mu)?;
         let lambda = require_non_negative("lambda", lambda)?;
-        Self::canonical(lattice, 2, PhiFourForm::Complex { t, mu, lambda }, t, mu, lambda)
+        Self::canonical(
+            lattice,
+            2,
+            PhiFourForm::Complex { t, mu, lambda },
+            t,
+            mu,
+            lambda,
+        )
     }
 
     /// The free field (lattice form, `λ = 0`) with mass² `m2 > 0`.
@@ -142,7 +156,11 @@ impl PhiFour {
 
     /// The exact solution when the action is Gaussian (`λ = 0`).
     pub fn exact_gaussian(&self) -> Option<GaussianExact> {
-        if self.b == 0.0 { self.gaussian().ok() } else { None }
+        if self.b == 0.0 {
+            self.gaussian().ok()
+        } else {
+            None
+        }
     }
 
     /// `S_x`-dependent part of the action at one site for the value `phi` (all other sites

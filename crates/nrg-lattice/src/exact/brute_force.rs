@@ -61,7 +61,11 @@ impl DensityOfStates {
         let sum: f64 = logw.iter().map(|w| (w - top).exp()).sum();
         let ln_z = top + sum.ln();
         let p: Vec<f64> = logw.iter().map(|w| (w - ln_z).exp()).collect();
-        let mean: f64 = p.iter().zip(&self.levels).map(|(p, (e, _))| p * *e as f64).sum();
+        let mean: f64 = p
+            .iter()
+            .zip(&self.levels)
+            .map(|(p, (e, _))| p * *e as f64)
+            .sum();
         let var: f64 = p
             .iter()
             .zip(&self.levels)
@@ -97,7 +101,10 @@ mod tests {
     #[test]
     fn high_temperature_limit() {
         // K → 0: Z → 2^V
-        let t = ising_density_of_states(1, 8).unwrap().thermo(1e-12).unwrap();
+        let t = ising_density_of_states(1, 8)
+            .unwrap()
+            .thermo(1e-12)
+            .unwrap();
         assert!((t.ln_z - 8.0 * 2f64.ln()).abs() < 1e-9);
     }
 }

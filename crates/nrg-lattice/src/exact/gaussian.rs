@@ -162,7 +162,10 @@ mod tests {
                 let v = lat.volume();
                 let ln_det: f64 = (0..v).map(|i| 2.0 * chol[i][i].ln()).sum();
                 let ln_z = 0.5 * v as f64 * std::f64::consts::PI.ln() - 0.5 * ln_det;
-                assert!((t.ln_z - ln_z).abs() < 1e-12 * ln_z.abs().max(1.0), "d={dim} L={l}");
+                assert!(
+                    (t.ln_z - ln_z).abs() < 1e-12 * ln_z.abs().max(1.0),
+                    "d={dim} L={l}"
+                );
                 // (A⁻¹)_00 by solving A y = e_0
                 let mut y = vec![0.0; v];
                 y[0] = 1.0;
@@ -188,7 +191,9 @@ mod tests {
         let g = GaussianExact::free_field(lat, 2, 0.5).unwrap();
         // n = 2: ln Z = 2[(V/2) ln π − ½ Σ ln λ] = V ln π − Σ ln λ
         let expect = 16.0 * std::f64::consts::PI.ln()
-            - (0..16).map(|k| (0.5 + lat.laplacian_eigenvalue(k)).ln()).sum::<f64>();
+            - (0..16)
+                .map(|k| (0.5 + lat.laplacian_eigenvalue(k)).ln())
+                .sum::<f64>();
         assert!((g.thermo().ln_z - expect).abs() < 1e-12);
         assert!(GaussianExact::free_field(lat, 1, 0.0).is_err());
         assert!(GaussianExact::free_field(lat, 1, f64::NAN).is_err());

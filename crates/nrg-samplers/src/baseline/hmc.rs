@@ -35,7 +35,11 @@ impl<A: HostAction> Hmc<A> {
     /// steps per trajectory.
     pub fn new(action: A, field: Vec<f64>, step: f64, steps: usize, seed: u64) -> Self {
         let n = field.len();
-        assert_eq!(n, action.channels() * action.lattice().volume(), "field size");
+        assert_eq!(
+            n,
+            action.channels() * action.lattice().volume(),
+            "field size"
+        );
         Self {
             action,
             field,

@@ -1,6 +1,9 @@
 //! Ising chains: single-spin Metropolis and the Wolff cluster algorithm.
 //!
-//! **Metropolis.** Sites are visited in lexicographic order (a sweep is `V` updates); the
+//! **Metropolis.** On the torus sites are visited in lexicographic order (a sweep is `V`
+//! updates); on the chain `V` sites are drawn at random, because the typewriter order in 1D
+//! carries every domain wall along with the sweep (a `ΔE = 0` flip is always accepted), a
+//! deterministic conveyor that breaks ergodicity. The
 //! flip of `s_x` changes the energy by `ΔE = 2 s_x h_x`, `h_x = Σ_{y∼x} s_y`, and is accepted
 //! with `min(1, e^{−K ΔE})`. Acceptance thresholds for the `2d + 1` possible values of
 //! `s_x h_x` are precomputed as 32-bit integers, so one update costs a few neighbour loads,
@@ -9,8 +12,12 @@
 //! distribution.
 //!
 //! **Wolff.** A cluster is grown from a random seed, adding aligned neighbours with
-//! probability `p = 1 − e^{−2K}`, and flipped. One [`MarkovChain::update`] flips clusters
-//! until at least `V` spins have been flipped in total (a "sweep" of comparable cost).
+//! probability `p = 1 − e^{−2K}`, and flipped. One [`MarkovChain::update`] flips a fixed
+//! number `n_c` of clusters. `n_c` may be re-chosen during thermalisation
+//! ([`IsingWolff::tune_clusters`]: `n_c ≈ V/⟨C⟩`, so an update flips about `V` spins, a
+//! "sweep" of comparable cost) but must stay fixed while measuring: stopping after a
+//! random number of clusters, e.g. "until `V` spins are flipped", measures at a
+//! state-dependent stopping time and biases every observable.
 
 use crate::ChainRng;
 use nrg_core::{Lattice, MarkovChain};
@@ -86,7 +93,14 @@ impl IsingMetropolis {
     }
 
     #[inline(always)]
-    fn try_flip(spins: &mut [i8], rng: &mut ChainRng, thr: &[u64; 9], x: usize, sh: i32, off: i32) -> usize {
+    fn try_flip(
+        spins: &mut [i8],
+        rng: &mut ChainRng,
+        thr: &[u64; 9],
+        x: usize,
+        sh: i32,
+        off: i32,
+    ) -> usize {
         let t = thr[(sh + off) as usize];
         if t >= 1 << 32 || (rng.next_u32() as u64) < t {
             spins[x] = -spins[x];
@@ -125,7 +139,8 @@ impl IsingMetropolis {
         let SpinState { spins, rng, .. } = &mut self.state;
         let thr = &self.thresholds;
         let mut accepted = 0;
-        for j in 0..l {
+        for _ in 0..l {
+            let j = rng.random_range(0..l);
             let left = if j == 0 { l - 1 } else { j - 1 };
             let right = if j == l - 1 { 0 } else { j + 1 };
             let s = spins[j] as i32;
@@ -153,6 +168,9 @@ pub struct IsingWolff {
     p_add: u64,
     neighbours: Vec<usize>,
     stack: Vec<usize>,
+    clusters_per_update: usize,
+    flipped_total: u64,
+    clusters_total: u64,
 }
 
 impl IsingWolff {
@@ -165,6 +183,23 @@ impl IsingWolff {
             p_add,
             neighbours,
             stack: Vec::new(),
+            clusters_per_update: 1,
+            flipped_total: 0,
+            clusters_total: 0,
+        }
+    }
+
+    /// Clusters flipped per [`MarkovChain::update`].
+    pub fn clusters_per_update(&self) -> usize {
+        self.clusters_per_update
+    }
+
+    /// Sets `n_c ≈ V/⟨C⟩` from the clusters flipped so far (call during thermalisation only).
+    pub fn tune_clusters(&mut self) {
+        if self.clusters_total > 0 {
+            let mean = self.flipped_total as f64 / self.clusters_total as f64;
+            let v = self.state.spins.len() as f64;
+            self.clusters_per_update = (v / mean).round().max(1.0) as usize;
         }
     }
 
@@ -198,21 +233,20 @@ impl IsingWolff {
                 }
             }
         }
+        self.flipped_total += size as u64;
+        self.clusters_total += 1;
         size
     }
 }
 
 impl MarkovChain for IsingWolff {
-    /// Flips clusters until `V` spins have been flipped; returns the mean cluster size / V.
+    /// Flips `n_c` clusters; returns their mean size / V.
     fn update(&mut self) -> f64 {
         let v = self.state.spins.len();
-        let mut flipped = 0;
-        let mut clusters = 0;
-        while flipped < v {
-            flipped += self.flip_cluster();
-            clusters += 1;
-        }
-        flipped as f64 / (clusters as f64 * v as f64)
+        let flipped: usize = (0..self.clusters_per_update)
+            .map(|_| self.flip_cluster())
+            .sum();
+        flipped as f64 / (self.clusters_per_update * v) as f64
     }
 
     fn algorithm(&self) -> &'static str {
