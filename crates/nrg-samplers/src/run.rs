@@ -159,7 +159,7 @@ pub fn run(
     for s in 0..config.sweeps {
         let acc = sim.update();
         done += 1;
-        if (s + 1) % config.measure_every == 0 {
+        if (s + 1).is_multiple_of(config.measure_every) {
             let row = measure(sim, acc);
             if let Some(bad) = row.iter().position(|v| !v.is_finite()) {
                 return Err(NrgError::InvalidData(format!(

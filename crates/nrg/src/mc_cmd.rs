@@ -259,7 +259,7 @@ pub fn run(args: McArgs) -> Result<()> {
     let stride = (total / 1000).max(1);
     let start = std::time::Instant::now();
     let output = run_chain(sim.as_mut(), &config, &mut |done| {
-        if done as u64 % stride == 0 {
+        if (done as u64).is_multiple_of(stride) {
             bar.set_position(done as u64);
         }
     })?;

@@ -255,7 +255,8 @@ mod tests {
     /// Every primitive against central finite differences.
     #[test]
     fn derivatives_match_finite_differences() {
-        let funcs: Vec<(&str, fn(Dual2) -> Dual2)> = vec![
+        type Primitive = fn(Dual2) -> Dual2;
+        let funcs: Vec<(&str, Primitive)> = vec![
             ("exp", Dual2::exp),
             ("ln", Dual2::ln),
             ("sinh", Dual2::sinh),

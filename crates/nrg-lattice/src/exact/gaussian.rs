@@ -49,7 +49,7 @@ impl GaussianExact {
             .map(|k| a - 2.0 * kappa * lattice.cos_sum(k))
             .collect();
         let min = eigenvalues.iter().cloned().fold(f64::INFINITY, f64::min);
-        if !(min > 0.0) {
+        if min.is_nan() || min <= 0.0 {
             return Err(NrgError::param(
                 "m2",
                 format!("the Gaussian action is not normalisable (lowest mode {min:.3e} ≤ 0)"),
