@@ -6,6 +6,8 @@
 //!   neighbours, the power-of-two checks a hierarchical flow needs);
 //! - [`action`]: the [`Action`] trait — a batched lattice action `S(x)` on burn tensors of
 //!   shape `[batch, channels, rows, cols]` and its gradient;
+//! - [`bijector`]: the [`Bijector`] trait of invertible layers and flows (`z ↦ x` with
+//!   `ln|det ∂x/∂z|`, and back);
 //! - [`chain`]: the [`MarkovChain`] trait of the baseline and neural samplers;
 //! - [`stats`]: error analysis in `f64` — Wolff's Gamma method (`τ_int` with automatic
 //!   window and its error), blocked jackknife for derived quantities;
@@ -19,6 +21,7 @@
 //! `S = −ln p + const`, every estimator accumulates in `f64`.
 
 pub mod action;
+pub mod bijector;
 pub mod chain;
 pub mod error;
 pub mod lattice;
@@ -27,6 +30,7 @@ pub mod series;
 pub mod stats;
 
 pub use action::Action;
+pub use bijector::Bijector;
 pub use chain::MarkovChain;
 pub use error::{NrgError, Result};
 pub use lattice::Lattice;
