@@ -8,6 +8,7 @@
 //!   shape `[batch, channels, rows, cols]` and its gradient;
 //! - [`bijector`]: the [`Bijector`] trait of invertible layers and flows (`z ↦ x` with
 //!   `ln|det ∂x/∂z|`, and back);
+//! - [`prior`]: the [`Prior`] trait of latent distributions;
 //! - [`chain`]: the [`MarkovChain`] trait of the baseline and neural samplers;
 //! - [`stats`]: error analysis in `f64` — Wolff's Gamma method (`τ_int` with automatic
 //!   window and its error), blocked jackknife for derived quantities;
@@ -26,6 +27,7 @@ pub mod chain;
 pub mod error;
 pub mod lattice;
 pub mod observables;
+pub mod prior;
 pub mod series;
 pub mod stats;
 
@@ -34,5 +36,6 @@ pub use bijector::Bijector;
 pub use chain::MarkovChain;
 pub use error::{NrgError, Result};
 pub use lattice::Lattice;
+pub use prior::Prior;
 pub use series::Series;
 pub use stats::{Estimate, GammaAnalysis};
