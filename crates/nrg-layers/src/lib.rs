@@ -4,18 +4,30 @@
 //!
 //! - [`mask`]: binary masks `m` splitting a field into a conditioning part `m ⊙ z` and an
 //!   updated part `(1 − m) ⊙ z` — checkerboard, random half, channel split;
-//! - [`subnet`]: the networks `s(·), t(·)` of a coupling — a CNN with periodic padding
-//!   (Albergo et al.), its last layer zero-initialised so that a fresh coupling is the
-//!   identity;
+//! - [`subnet`]: the networks `s(·), t(·)` of a lattice coupling — a CNN with periodic
+//!   padding (Albergo et al.), its last layer zero-initialised so that a fresh coupling is
+//!   the identity;
+//! - [`mlp`]: MLP and residual-MLP subnets (NeuralRG, RG-Flow) for block couplings;
 //! - [`coupling`]: the affine (RealNVP) and additive (NICE) coupling layers with a bounded,
-//!   learnable scale, and a flat stack of couplings.
+//!   learnable scale, and a flat stack of couplings;
+//! - [`block`]: bijectors of one `b × b` block (RealNVP with MLP subnets), the building block
+//!   of the hierarchical flow;
+//! - [`ode`]: a neural-ODE block bijector (RK4, exact divergence);
+//! - [`check`]: the log-det of any bijector against its autodiff Jacobian.
 //!
-//! All tensors are `[batch, channels, rows, cols]`, log-determinants `[batch]`.
+//! All lattice tensors are `[batch, channels, rows, cols]`, log-determinants `[batch]`.
 
+pub mod block;
+pub mod check;
 pub mod coupling;
 pub mod mask;
+pub mod mlp;
+pub mod ode;
 pub mod subnet;
 
+pub use block::{BlockBijector, BlockRealNvp, BlockRealNvpConfig};
 pub use coupling::{AffineCoupling, AffineCouplingConfig, CouplingStack};
 pub use mask::MaskKind;
+pub use mlp::{TwinMlp, TwinMlpConfig};
+pub use ode::{BlockOde, BlockOdeConfig};
 pub use subnet::{PeriodicCnn, PeriodicCnnConfig};

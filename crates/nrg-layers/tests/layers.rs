@@ -2,9 +2,12 @@
 //! the log-determinant equal to `ln|det J|` of the full Jacobian computed by autodiff on a
 //! 4×4 lattice (to 1e-3).
 
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor};
 use nrg_core::Bijector;
-use nrg_layers::{AffineCouplingConfig, CouplingStack, MaskKind};
+use nrg_layers::check::forward_log_det_vs_autodiff;
+use nrg_layers::{
+    AffineCouplingConfig, BlockOdeConfig, BlockRealNvpConfig, CouplingStack, MaskKind,
+};
 
 fn ad_device() -> Device {
     Device::flex().autodiff()
@@ -20,9 +23,10 @@ fn config(channels: usize, additive: bool) -> AffineCouplingConfig {
         .with_zero_init(false)
 }
 
-/// All layers under test, on `device`, with random (not zero) last layers.
-fn layers(device: &Device) -> Vec<(String, Box<dyn Bijector>, usize)> {
-    let mut out: Vec<(String, Box<dyn Bijector>, usize)> = Vec::new();
+/// All layers under test, on `device`, with random (not zero) last layers, and the shape
+/// `[C, rows, cols]` of their input.
+fn layers(device: &Device) -> Vec<(String, Box<dyn Bijector>, [usize; 3])> {
+    let mut out: Vec<(String, Box<dyn Bijector>, [usize; 3])> = Vec::new();
     for additive in [false, true] {
         for (mask, c) in [
             (MaskKind::Checkerboard { parity: 0 }, 1),
@@ -34,14 +38,45 @@ fn layers(device: &Device) -> Vec<(String, Box<dyn Bijector>, usize)> {
                 "{} {mask:?} C={c}",
                 if additive { "additive" } else { "affine" }
             );
-            out.push((name, Box::new(config(c, additive).init(mask, device)), c));
+            out.push((
+                name,
+                Box::new(config(c, additive).init(mask, device)),
+                [c, 4, 4],
+            ));
         }
     }
     out.push((
         "stack of 4 affine".into(),
         Box::new(CouplingStack::checkerboard(&config(1, false), 4, device)),
-        1,
+        [1, 4, 4],
     ));
+    for (c, b, residual, additive) in [
+        (1, 2, false, false),
+        (2, 2, false, false),
+        (1, 4, false, false),
+        (1, 4, true, false),
+        (1, 2, false, true),
+    ] {
+        let block = BlockRealNvpConfig::new(c, b, 4, vec![6, 6])
+            .with_residual(residual)
+            .with_additive(additive)
+            .with_zero_init(false)
+            .init(device);
+        out.push((
+            format!("block RealNVP C={c} b={b} residual={residual} additive={additive}"),
+            Box::new(block),
+            [c, b, b],
+        ));
+    }
+    // RK4 with 16 steps: round trip and log-det exact up to O(h⁴) ≈ 1.5e-5 × (Lipschitz
+    // constant)⁵, well inside the 1e-4 / 1e-3 tolerances for these weights.
+    for (c, b) in [(1, 2), (1, 4)] {
+        let ode = BlockOdeConfig::new(c, b, vec![8])
+            .with_steps(16)
+            .with_zero_init(false)
+            .init(device);
+        out.push((format!("neural ODE C={c} b={b}"), Box::new(ode), [c, b, b]));
+    }
     out
 }
 
@@ -55,19 +90,27 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn fresh_couplings_are_the_identity() {
     let dev = Device::flex();
-    let layer = AffineCouplingConfig::new(1, 4, 4, vec![8])
-        .init(MaskKind::Checkerboard { parity: 0 }, &dev);
-    let z = Tensor::<4>::random([3, 1, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
-    let (x, ld) = layer.forward(z.clone());
-    assert_eq!(to_vec(x), to_vec(z));
-    assert!(to_vec(ld).iter().all(|v| *v == 0.0));
+    let fresh: Vec<Box<dyn Bijector>> = vec![
+        Box::new(
+            AffineCouplingConfig::new(1, 4, 4, vec![8])
+                .init(MaskKind::Checkerboard { parity: 0 }, &dev),
+        ),
+        Box::new(BlockRealNvpConfig::new(1, 4, 3, vec![8]).init(&dev)),
+        Box::new(BlockOdeConfig::new(1, 4, vec![8]).init(&dev)),
+    ];
+    for layer in fresh {
+        let z = Tensor::<4>::random([3, 1, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
+        let (x, ld) = layer.forward(z.clone());
+        assert_eq!(to_vec(x), to_vec(z));
+        assert!(to_vec(ld).iter().all(|v| *v == 0.0));
+    }
 }
 
 #[test]
 fn layers_are_invertible() {
     let dev = Device::flex();
-    for (name, layer, c) in layers(&dev) {
-        let x = Tensor::<4>::random([5, c, 4, 4], Distribution::Normal(0.0, 1.5), &dev);
+    for (name, layer, [c, r, w]) in layers(&dev) {
+        let x = Tensor::<4>::random([5, c, r, w], Distribution::Normal(0.0, 1.5), &dev);
         let (z, ld_inv) = layer.inverse(x.clone());
         let (x2, ld_fwd) = layer.forward(z.clone());
         assert!(
@@ -87,52 +130,12 @@ fn layers_are_invertible() {
     }
 }
 
-/// `ln|det|` of a dense matrix by LU with partial pivoting, in f64.
-fn ln_abs_det(mut a: Vec<f64>, n: usize) -> f64 {
-    let mut ln = 0.0;
-    for k in 0..n {
-        let p = (k..n)
-            .max_by(|&i, &j| a[i * n + k].abs().total_cmp(&a[j * n + k].abs()))
-            .unwrap();
-        if p != k {
-            for j in 0..n {
-                a.swap(k * n + j, p * n + j);
-            }
-        }
-        let pivot = a[k * n + k];
-        ln += pivot.abs().ln();
-        for i in k + 1..n {
-            let f = a[i * n + k] / pivot;
-            for j in k..n {
-                a[i * n + j] -= f * a[k * n + j];
-            }
-        }
-    }
-    ln
-}
-
 #[test]
 fn log_det_equals_autodiff_jacobian() {
     let dev = ad_device();
-    for (name, layer, c) in layers(&dev) {
-        let d = c * 16;
-        let z0 = Tensor::<4>::random([1, c, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
-        let (_, ld) = layer.forward(z0.clone());
-        let ld = to_vec(ld)[0] as f64;
-        // Row b of the Jacobian from copy b of the input: Σ_b x_b[b] has gradient J[b, :].
-        let z = z0.clone().detach().repeat_dim(0, d).require_grad();
-        let (x, _) = layer.forward(z.clone());
-        let eye: Vec<f32> = (0..d * d)
-            .map(|i| if i / d == i % d { 1.0 } else { 0.0 })
-            .collect();
-        let eye = Tensor::<2>::from_data(TensorData::new(eye, [d, d]), &dev);
-        let picked = (x.reshape([d, d]) * eye).sum();
-        let grads = picked.backward();
-        let jac: Vec<f64> = to_vec(z.grad(&grads).unwrap())
-            .iter()
-            .map(|v| *v as f64)
-            .collect();
-        let exact = ln_abs_det(jac, d);
+    for (name, layer, [c, r, w]) in layers(&dev) {
+        let z0 = Tensor::<4>::random([1, c, r, w], Distribution::Normal(0.0, 1.0), &dev);
+        let (ld, exact) = forward_log_det_vs_autodiff(layer.as_ref(), z0.clone());
         assert!(
             (ld - exact).abs() < 1e-3,
             "{name}: log-det {ld} vs autodiff {exact}"

@@ -1,0 +1,197 @@
+//! Block bijectors: RealNVP on the variables of one `b × b` block (NeuralRG, RG-Flow).
+//!
+//! A block holds `D = C·b·b` variables, `[N, C, b, b]`. They are split by column parity
+//! into two halves `u` (even columns) and `v` (odd columns), `D/2` each, and `n` couplings
+//! alternate which half is updated (coupling `k` updates `v` from `u` when `k` is even, `u`
+//! from `v` when odd):
+//!
+//! ```text
+//! (ŝ, t) = (s-net, t-net)(cond),  s = σ_k tanh ŝ
+//! updated ← updated ⊙ e^{s} + t            forward,  ln|det| += Σ s
+//! updated ← (updated − t) ⊙ e^{−s}          inverse,  ln|det| −= Σ s
+//! ```
+//!
+//! With 2×2 blocks and one channel this is NeuralRG's block bijector: masks `[1,0,1,0]` and
+//! `[0,1,0,1]` on the flattened block, separate `s` and `t` MLPs (here evaluated as one
+//! [`TwinMlp`]), a learnable scale per coupling (`σ_k`, initialised to 1). The nets act on
+//! the `D/2` conditioning variables only, the same function class as a `D`-input net with
+//! the masked inputs zeroed. Additive coupling (NICE) sets `s = 0`.
+//!
+//! Shapes: `[N, C, b, b]` in and out (one block per row of the batch); log-dets `[N]`.
+
+use crate::mlp::{TwinMlp, TwinMlpConfig};
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor};
+use nrg_core::Bijector;
+
+/// Configuration of a [`BlockRealNvp`].
+#[derive(Config, Debug)]
+pub struct BlockRealNvpConfig {
+    /// Field channels `C`.
+    pub channels: usize,
+    /// Block side `b` (even: 2 for NeuralRG, 4 for RG-Flow).
+    pub block: usize,
+    /// Number of couplings.
+    pub couplings: usize,
+    /// Hidden widths of each `s`/`t` network.
+    pub hidden: Vec<usize>,
+    /// Residual MLP subnets (RG-Flow) instead of plain ones.
+    #[config(default = false)]
+    pub residual: bool,
+    /// Additive (NICE) couplings.
+    #[config(default = false)]
+    pub additive: bool,
+    /// Zero-initialised output layers (a fresh bijector is the identity).
+    #[config(default = true)]
+    pub zero_init: bool,
+}
+
+/// RealNVP on one block, shared by every block it is applied to.
+#[derive(Module, Debug)]
+pub struct BlockRealNvp {
+    nets: Vec<TwinMlp>,
+    /// `σ_k`, `[couplings]`.
+    scale: Param<Tensor<1>>,
+    channels: usize,
+    block: usize,
+    additive: bool,
+}
+
+impl BlockRealNvpConfig {
+    /// Builds the bijector on `device`.
+    pub fn init(&self, device: &Device) -> BlockRealNvp {
+        assert!(
+            self.block >= 2 && self.block.is_multiple_of(2),
+            "block side must be even"
+        );
+        let half = self.channels * self.block * self.block / 2;
+        let nets = (0..self.couplings)
+            .map(|_| {
+                TwinMlpConfig::new(half, half, self.hidden.clone())
+                    .with_residual(self.residual)
+                    .with_zero_init(self.zero_init)
+                    .init(device)
+            })
+            .collect();
+        BlockRealNvp {
+            nets,
+            scale: Param::from_tensor(Tensor::ones([self.couplings.max(1)], device)),
+            channels: self.channels,
+            block: self.block,
+            additive: self.additive,
+        }
+    }
+}
+
+impl BlockRealNvp {
+    /// `[N, C, b, b] → (even columns, odd columns)`, each `[N, D/2]`.
+    fn split(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let n = x.dims()[0];
+        let (c, b) = (self.channels, self.block);
+        let x = x.reshape([n, c, b, b / 2, 2]);
+        let half = c * b * b / 2;
+        (
+            x.clone().slice_dim(4, 0..1).reshape([n, half]),
+            x.slice_dim(4, 1..2).reshape([n, half]),
+        )
+    }
+
+    fn merge(&self, u: Tensor<2>, v: Tensor<2>) -> Tensor<4> {
+        let n = u.dims()[0];
+        let (c, b) = (self.channels, self.block);
+        let u = u.reshape([n, c, b, b / 2, 1]);
+        let v = v.reshape([n, c, b, b / 2, 1]);
+        Tensor::cat(vec![u, v], 4).reshape([n, c, b, b])
+    }
+
+    /// `(s, t)` of coupling `k` from the conditioning half; `s` is `None` for NICE.
+    fn scale_shift(&self, k: usize, cond: Tensor<2>) -> (Option<Tensor<2>>, Tensor<2>) {
+        let out = self.nets[k].forward(cond);
+        let [_, n, h] = out.dims();
+        let t = out.clone().slice_dim(0, 1..2).reshape([n, h]);
+        if self.additive {
+            return (None, t);
+        }
+        let sigma = self.scale.val().slice_dim(0, k..k + 1).reshape([1, 1]);
+        let s = out.slice_dim(0, 0..1).reshape([n, h]).tanh() * sigma;
+        (Some(s), t)
+    }
+}
+
+impl Bijector for BlockRealNvp {
+    fn forward(&self, z: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        let n = z.dims()[0];
+        let (mut u, mut v) = self.split(z);
+        let mut logdet: Option<Tensor<2>> = None;
+        for k in 0..self.nets.len() {
+            let (cond, upd) = if k % 2 == 0 { (u, v) } else { (v, u) };
+            let (s, t) = self.scale_shift(k, cond.clone());
+            let upd = match s {
+                Some(s) => {
+                    let ls = s.clone().sum_dim(1);
+                    logdet = Some(match logdet {
+                        Some(l) => l + ls,
+                        None => ls,
+                    });
+                    upd * s.exp() + t
+                }
+                None => upd + t,
+            };
+            (u, v) = if k % 2 == 0 { (cond, upd) } else { (upd, cond) };
+        }
+        let device = u.device();
+        let logdet = logdet.map_or_else(|| Tensor::zeros([n], &device), |l| l.reshape([n]));
+        (self.merge(u, v), logdet)
+    }
+
+    fn inverse(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        let n = x.dims()[0];
+        let (mut u, mut v) = self.split(x);
+        let mut logdet: Option<Tensor<2>> = None;
+        for k in (0..self.nets.len()).rev() {
+            let (cond, upd) = if k % 2 == 0 { (u, v) } else { (v, u) };
+            let (s, t) = self.scale_shift(k, cond.clone());
+            let upd = match s {
+                Some(s) => {
+                    let ls = s.clone().sum_dim(1).neg();
+                    logdet = Some(match logdet {
+                        Some(l) => l + ls,
+                        None => ls,
+                    });
+                    (upd - t) * s.neg().exp()
+                }
+                None => upd - t,
+            };
+            (u, v) = if k % 2 == 0 { (cond, upd) } else { (upd, cond) };
+        }
+        let device = u.device();
+        let logdet = logdet.map_or_else(|| Tensor::zeros([n], &device), |l| l.reshape([n]));
+        (self.merge(u, v), logdet)
+    }
+}
+
+/// A block bijector of either kind, as chosen at run time.
+#[derive(Module, Debug)]
+pub enum BlockBijector {
+    /// Couplings with MLP subnets.
+    RealNvp(BlockRealNvp),
+    /// A neural ODE.
+    Ode(crate::ode::BlockOde),
+}
+
+impl Bijector for BlockBijector {
+    fn forward(&self, z: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        match self {
+            BlockBijector::RealNvp(b) => b.forward(z),
+            BlockBijector::Ode(b) => b.forward(z),
+        }
+    }
+
+    fn inverse(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        match self {
+            BlockBijector::RealNvp(b) => b.inverse(x),
+            BlockBijector::Ode(b) => b.inverse(x),
+        }
+    }
+}
