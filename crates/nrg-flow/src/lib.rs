@@ -3,13 +3,20 @@
 //! Flows `x = G(z)`, `z ~ p_Z`, with exact likelihood
 //! `ln q(x) = ln p_Z(R(x)) + ln|det ∂R/∂x| = ln p_Z(z) − ln|det ∂G/∂z|`, and their training.
 //!
-//! - [`prior`]: Gaussian `N(0, 1)` and Laplace priors;
-//! - [`flow`]: a prior composed with any [`nrg_core::Bijector`];
-//! - [`train`]: reverse-KL training from an action, `F_q = E_q[ln q + S] ≥ −ln Z`.
+//! - [`prior`]: Gaussian and Laplace priors, with a learnable scale per bulk level;
+//! - [`hierarchical`]: the MERA-like RG flow (2×2 or 4×4 blocks) and its bulk geometry;
+//! - [`flow`]: a prior composed with a bijector, optionally Z₂-symmetrised;
+//! - [`spec`]: a flow described by a TOML table;
+//! - [`train`]: reverse-KL, forward-KL and mixed training.
 
+pub mod data;
 pub mod flow;
+pub mod hierarchical;
 pub mod prior;
+pub mod spec;
 pub mod train;
 
-pub use flow::{Flow, FlowSample};
-pub use prior::{GaussianPrior, LaplacePrior};
+pub use flow::{FlowBijector, FlowModel, FlowSample};
+pub use hierarchical::{BulkSite, HierarchicalFlow, bulk_site};
+pub use prior::{GaussianPrior, LaplacePrior, LatentPrior};
+pub use spec::{FlowKind, FlowSpec, PriorShape, SubnetKind};

@@ -4,9 +4,15 @@
 //! - [`LaplacePrior`] (RG-Flow): `ln p(z) = −Σ |z| − D ln 2`, sampled as `z = −sign(u) ln(1 − 2|u|)`,
 //!   `u ~ U(−½, ½)`.
 //!
+//! - [`LatentPrior`]: either of the two with a scale per bulk level, `σ_ℓ = e^{a_ℓ}`,
+//!   learnable or fixed (`a = 0` is the standard prior):
+//!   Gaussian `ln p = Σ_i [−z_i²/(2σ²_{ℓ(i)}) − ln σ_{ℓ(i)} − ½ ln 2π]`,
+//!   Laplace `ln p = Σ_i [−|z_i|/σ_{ℓ(i)} − ln σ_{ℓ(i)} − ln 2]`, `ℓ(i)` the latent's level.
+//!
 //! `D = channels·rows·cols`; log-probabilities are `[batch]`.
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use nrg_core::Prior;
 
 /// Independent standard normal latents.
@@ -48,6 +54,87 @@ impl Prior for LaplacePrior {
     fn log_prob(&self, z: Tensor<4>) -> Tensor<1> {
         let c = -dof(&z) * std::f64::consts::LN_2;
         per_sample(z.abs()).neg().add_scalar(c)
+    }
+}
+
+/// A Gaussian or Laplace prior with one scale per bulk level (learnable or not).
+#[derive(Module, Debug)]
+pub struct LatentPrior {
+    /// `a_ℓ = ln σ_ℓ`, `[levels]`.
+    log_scale: Param<Tensor<1>>,
+    /// One-hot `[levels, rows·cols]`: which level each site's latent belongs to.
+    level_of_site: Tensor<2>,
+    laplace: bool,
+    learnable: bool,
+}
+
+impl LatentPrior {
+    /// A prior over `[C, rows, cols]` latents whose sites sit at `site_levels` (row-major,
+    /// values `0..levels`); `laplace` picks the Laplace shape, `learnable` lets training move
+    /// the per-level scales (otherwise they stay at 1).
+    pub fn new(site_levels: &[usize], laplace: bool, learnable: bool, device: &Device) -> Self {
+        let levels = site_levels.iter().max().map_or(1, |m| m + 1);
+        let sites = site_levels.len();
+        let mut onehot = vec![0.0f32; levels * sites];
+        for (s, &l) in site_levels.iter().enumerate() {
+            onehot[l * sites + s] = 1.0;
+        }
+        Self {
+            log_scale: Param::from_tensor(Tensor::zeros([levels], device)),
+            level_of_site: Tensor::from_data(TensorData::new(onehot, [levels, sites]), device),
+            laplace,
+            learnable,
+        }
+    }
+
+    /// A prior with one level for all sites (a flat flow).
+    pub fn uniform(sites: usize, laplace: bool, learnable: bool, device: &Device) -> Self {
+        Self::new(&vec![0; sites], laplace, learnable, device)
+    }
+
+    /// `σ_ℓ` per level, on the host.
+    pub fn scales(&self) -> Vec<f64> {
+        self.log_scale
+            .val()
+            .exp()
+            .into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .unwrap_or_default()
+    }
+
+    /// `ln σ` per site, `[1, 1, rows, cols]` → broadcast over batch and channels.
+    fn log_scale_per_site(&self, rows: usize, cols: usize) -> Tensor<4> {
+        let a = self.log_scale.val();
+        let a = if self.learnable { a } else { a.detach() };
+        let levels = a.dims()[0];
+        a.reshape([1, levels])
+            .matmul(self.level_of_site.clone())
+            .reshape([1, 1, rows, cols])
+    }
+}
+
+impl Prior for LatentPrior {
+    fn sample(&self, shape: [usize; 4], device: &Device) -> Tensor<4> {
+        let base = if self.laplace {
+            LaplacePrior.sample(shape, device)
+        } else {
+            GaussianPrior.sample(shape, device)
+        };
+        base * self.log_scale_per_site(shape[2], shape[3]).exp()
+    }
+
+    fn log_prob(&self, z: Tensor<4>) -> Tensor<1> {
+        let [_, c, rows, cols] = z.dims();
+        let a = self.log_scale_per_site(rows, cols);
+        let u = z * a.clone().neg().exp();
+        let base = if self.laplace {
+            LaplacePrior.log_prob(u)
+        } else {
+            GaussianPrior.log_prob(u)
+        };
+        // − Σ_i ln σ_{ℓ(i)} over channels and sites.
+        base - a.sum().mul_scalar(c as f64)
     }
 }
 

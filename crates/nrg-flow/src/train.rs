@@ -1,43 +1,191 @@
-//! Reverse-KL training from an action (the variational free energy).
+//! Training: reverse KL from an action, forward KL from data, or a mix.
 //!
 //! ```text
-//! F_q = E_{x∼q}[ln q(x) + S(x)] = −ln Z + KL(q‖p) ≥ −ln Z
+//! reverse:  F_q = E_{x∼q}[ln q(x) + S(x)] = −ln Z + KL(q‖p) ≥ −ln Z
+//! forward:  NLL = −E_{x∼data}[ln q(x)],   KL(p‖q) = E_p[−S − ln q] − ln Z (when ln Z is known)
+//! loss      = (1 − w)·E_q[ln q + γ_t S] + w·NLL
 //! ```
 //!
-//! Each step draws a batch from the flow, minimises the batch mean of `ln q + S` with Adam
-//! (optionally with gradient-norm clipping), and reports, from the same batch in `f64`:
-//! `F_q` with its standard error, and the effective sample size of the importance weights
-//! `ln w = −S − ln q`, `ESS = (Σw)²/(N Σw²)`. A non-finite loss stops training with an
-//! error (the caller keeps its last good model).
+//! `w` is the forward-KL weight (`0` without data). *β annealing* tempers the target,
+//! `p_γ ∝ e^{−γS}`, with `γ_t` rising linearly from `γ₀` to 1 over the first `anneal_steps`
+//! steps (for a Boltzmann action this is annealing β from `γ₀β`). The learning rate follows
+//! a constant or cosine schedule; gradients may be clipped by norm (per parameter tensor,
+//! burn's `GradientClipping::Norm`). Adam throughout.
+//!
+//! Every step reports, from its own batch and in `f64`: `F_q` (at `γ = 1`) with its standard
+//! error, the ESS of `ln w = −S − ln q`, the gap to `−ln Z` when it is known, and with data the
+//! NLL and `KL(p‖q)`. A non-finite loss stops training with [`TrainError::Diverged`]; the
+//! two-phase step ([`Trainer::evaluate`], then [`Trainer::update`]) lets a caller checkpoint
+//! a model whose loss it has just seen finite, before the update.
 
-use crate::flow::Flow;
+use crate::flow::FlowModel;
+use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Device, Tensor};
-use nrg_core::{Action, Bijector, NrgError, Prior, Result};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use nrg_core::{Action, NrgError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
 
-/// Settings of reverse-KL training.
-#[derive(Clone, Copy, Debug)]
-pub struct ReverseKl {
+/// Learning-rate schedules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// `lr` throughout.
+    Constant,
+    /// `lr_min + ½(lr − lr_min)(1 + cos πt/T)`.
+    Cosine,
+}
+
+/// Settings of a training run (the `[train]` table of a run configuration).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
     /// Optimisation steps.
     pub steps: usize,
-    /// Samples per step.
+    /// Flow samples per step.
     pub batch: usize,
     /// Adam learning rate.
     pub lr: f64,
+    /// Schedule of the learning rate.
+    pub lr_schedule: LrSchedule,
+    /// Final learning rate of the cosine schedule.
+    pub lr_min: f64,
+    /// Clip each parameter's gradient to this norm.
+    pub clip_grad_norm: Option<f64>,
+    /// Steps over which `γ` rises to 1 (0: no annealing).
+    pub anneal_steps: usize,
+    /// Initial `γ₀` of the annealing.
+    pub anneal_start: f64,
+    /// Weight `w` of the forward KL (needs data).
+    pub forward_weight: f64,
+    /// Data configurations per step.
+    pub data_batch: usize,
+    /// Seed of the device's random numbers.
+    pub seed: u64,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch: 256,
+            lr: 1e-3,
+            lr_schedule: LrSchedule::Constant,
+            lr_min: 0.0,
+            clip_grad_norm: None,
+            anneal_steps: 0,
+            anneal_start: 1.0,
+            forward_weight: 0.0,
+            data_batch: 256,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainSettings {
+    /// Checks the settings; `has_data` tells whether training data is given.
+    pub fn validate(&self, has_data: bool) -> Result<(), NrgError> {
+        let finite_pos = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(NrgError::param(
+                    name,
+                    format!("must be positive and finite, got {v}"),
+                ))
+            }
+        };
+        if self.steps == 0 || self.batch == 0 || self.data_batch == 0 {
+            return Err(NrgError::param("steps/batch", "must be at least 1"));
+        }
+        finite_pos("lr", self.lr)?;
+        if !(self.lr_min.is_finite() && self.lr_min >= 0.0 && self.lr_min <= self.lr) {
+            return Err(NrgError::param("lr_min", "must be in [0, lr]"));
+        }
+        if let Some(c) = self.clip_grad_norm {
+            finite_pos("clip_grad_norm", c)?;
+        }
+        if !(self.anneal_start.is_finite() && self.anneal_start > 0.0 && self.anneal_start <= 1.0) {
+            return Err(NrgError::param("anneal_start", "must be in (0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&self.forward_weight) {
+            return Err(NrgError::param("forward_weight", "must be in [0, 1]"));
+        }
+        if self.forward_weight > 0.0 && !has_data {
+            return Err(NrgError::param(
+                "forward_weight",
+                "forward KL needs training data (`data = \"configs.npy\"`)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The learning rate at `step`.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => {
+                let t = step as f64 / self.steps.max(1) as f64;
+                self.lr_min
+                    + 0.5 * (self.lr - self.lr_min) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+
+    /// The tempering `γ_t` of the target at `step`.
+    pub fn gamma_at(&self, step: usize) -> f64 {
+        if self.anneal_steps == 0 || step >= self.anneal_steps {
+            return 1.0;
+        }
+        let t = step as f64 / self.anneal_steps as f64;
+        self.anneal_start + (1.0 - self.anneal_start) * t
+    }
 }
 
 /// What one step measured (on its own batch, before the update).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct StepStats {
     /// Step index (0-based).
     pub step: usize,
+    /// The loss that was minimised.
+    pub loss: f64,
     /// `F_q` estimate, the batch mean of `ln q + S`.
     pub free_energy: f64,
     /// Its standard error.
     pub free_energy_error: f64,
+    /// `F_q + ln Z` when `ln Z` is known (≥ 0 up to noise).
+    pub gap: Option<f64>,
+    /// `|F_q + ln Z| / |ln Z|`.
+    pub relative_gap: Option<f64>,
     /// Effective sample size per sample, in `(0, 1]`.
     pub ess: f64,
+    /// Forward NLL `−E_data ln q` (with data).
+    pub nll: Option<f64>,
+    /// `KL(p‖q)` (with data and known `ln Z`).
+    pub forward_kl: Option<f64>,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Tempering `γ`.
+    pub gamma: f64,
+}
+
+/// Why training stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The loss or a log-weight was not finite.
+    #[error(
+        "training diverged at step {step}: {what} is not finite (try a lower lr or clip_grad_norm)"
+    )]
+    Diverged {
+        /// The step.
+        step: usize,
+        /// What was not finite.
+        what: &'static str,
+    },
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] NrgError),
 }
 
 /// `F_q` ± error and the ESS from per-sample `ln w = −S − ln q`, in `f64`.
@@ -51,53 +199,216 @@ pub fn weight_stats(log_w: &[f64]) -> (f64, f64, f64) {
     (-mean, (var / n).sqrt(), s1 * s1 / (n * s2))
 }
 
-/// Trains `model` (on an autodiff `device`) by reverse KL against `action`.
-pub fn train_reverse_kl<M, P>(
-    mut model: M,
-    prior: P,
-    action: &dyn Action,
-    settings: ReverseKl,
-    device: &Device,
-    mut on_step: impl FnMut(&StepStats),
-) -> Result<M>
-where
-    M: Module + Bijector,
-    P: Prior + Copy,
-{
-    let lattice = action.lattice();
-    let shape = [action.channels(), lattice.rows(), lattice.cols()];
-    let mut optim = AdamConfig::new().init();
-    for step in 0..settings.steps {
-        let flow = Flow {
-            bijector: &model,
-            prior,
-            shape,
-        };
-        let sample = flow.sample(settings.batch, device);
-        let s = action.action(sample.x);
-        let per_sample: Tensor<1> = sample.log_q + s;
-        let values: Vec<f64> = per_sample
-            .clone()
-            .into_data()
-            .convert::<f64>()
-            .try_to_vec::<f64>()
-            .map_err(|e| NrgError::InvalidData(format!("{e:?}")))?;
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(NrgError::InvalidData(format!(
-                "training diverged at step {step}: non-finite ln q + S"
-            )));
+fn host(t: Tensor<1>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .unwrap_or_default()
+}
+
+/// A step evaluated but not yet applied.
+pub struct PendingStep {
+    loss: Tensor<1>,
+    /// What the step measured.
+    pub stats: StepStats,
+}
+
+/// Trains a [`FlowModel`] on an autodiff device.
+pub struct Trainer<'a> {
+    model: FlowModel,
+    optim: ModuleOptimizer,
+    action: &'a dyn Action,
+    data: Option<Tensor<4>>,
+    settings: TrainSettings,
+    device: Device,
+    step: usize,
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer for `model` against `action` (and `data`, `[N, C, L, L]`, for forward KL),
+    /// starting at `step` (0 for a fresh run).
+    pub fn new(
+        model: FlowModel,
+        action: &'a dyn Action,
+        data: Option<Tensor<4>>,
+        settings: TrainSettings,
+        device: &Device,
+    ) -> Result<Self, NrgError> {
+        settings.validate(data.is_some())?;
+        let lattice = action.lattice();
+        let want = [action.channels(), lattice.rows(), lattice.cols()];
+        if model.shape() != want {
+            return Err(NrgError::param(
+                "flow",
+                format!(
+                    "the flow models {:?} configurations, the action {want:?}",
+                    model.shape()
+                ),
+            ));
         }
-        let log_w: Vec<f64> = values.iter().map(|v| -v).collect();
+        if let Some(d) = &data {
+            let [n, c, r, w] = d.dims();
+            if [c, r, w] != want || n == 0 {
+                return Err(NrgError::InvalidData(format!(
+                    "training data has shape [{n}, {c}, {r}, {w}], the action needs [N, {}, {}, {}]",
+                    want[0], want[1], want[2]
+                )));
+            }
+        }
+        let mut adam = AdamConfig::new();
+        if let Some(c) = settings.clip_grad_norm {
+            adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(c as f32)));
+        }
+        Ok(Self {
+            model,
+            optim: adam.init(),
+            action,
+            data,
+            settings,
+            device: device.clone(),
+            step: 0,
+        })
+    }
+
+    /// The next step's index.
+    pub fn step_index(&self) -> usize {
+        self.step
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &TrainSettings {
+        &self.settings
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &FlowModel {
+        &self.model
+    }
+
+    /// Consumes the trainer, returning the model.
+    pub fn into_model(self) -> FlowModel {
+        self.model
+    }
+
+    /// Draws a batch, computes the loss and the step's statistics.
+    pub fn evaluate(&self) -> Result<PendingStep, TrainError> {
+        let s = &self.settings;
+        let step = self.step;
+        let gamma = s.gamma_at(step);
+        let w = s.forward_weight;
+        let exact = self.action.exact_ln_z();
+
+        let sample = self.model.sample(s.batch, &self.device);
+        let action = self.action.action(sample.x);
+        let per_sample = sample.log_q.clone() + action.clone();
+        let log_w: Vec<f64> = host(per_sample.clone()).iter().map(|v| -v).collect();
+        if log_w.iter().any(|v| !v.is_finite()) {
+            return Err(TrainError::Diverged {
+                step,
+                what: "ln q + S",
+            });
+        }
         let (free_energy, free_energy_error, ess) = weight_stats(&log_w);
-        on_step(&StepStats {
+        let reverse = if gamma == 1.0 {
+            per_sample.mean()
+        } else {
+            (sample.log_q + action.mul_scalar(gamma)).mean()
+        };
+
+        let (loss, nll, forward_kl) = match &self.data {
+            Some(data) => {
+                let n = data.dims()[0];
+                let idx = Tensor::<1, Int>::random(
+                    [s.data_batch],
+                    Distribution::Uniform(0.0, n as f64),
+                    &self.device,
+                );
+                let x = data.clone().select(0, idx);
+                let log_q = self.model.log_prob(x.clone());
+                let lq = host(log_q.clone());
+                let nll = -lq.iter().sum::<f64>() / lq.len() as f64;
+                let fkl = exact.map(|ln_z| {
+                    let sx = host(self.action.action(x));
+                    let m = sx.iter().zip(&lq).map(|(s, q)| -s - q).sum::<f64>() / lq.len() as f64;
+                    m - ln_z
+                });
+                let forward = log_q.mean().neg();
+                let loss = if w == 0.0 {
+                    reverse
+                } else if w == 1.0 {
+                    forward
+                } else {
+                    reverse.mul_scalar(1.0 - w) + forward.mul_scalar(w)
+                };
+                (loss, Some(nll), fkl)
+            }
+            None => (reverse, None, None),
+        };
+        let loss_value = host(loss.clone())[0];
+        if !loss_value.is_finite() {
+            return Err(TrainError::Diverged { step, what: "loss" });
+        }
+        let gap = exact.map(|ln_z| free_energy + ln_z);
+        let stats = StepStats {
             step,
+            loss: loss_value,
             free_energy,
             free_energy_error,
+            gap,
+            relative_gap: exact.map(|ln_z| (free_energy + ln_z).abs() / ln_z.abs()),
             ess,
-        });
-        let loss = per_sample.mean();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(settings.lr, model, grads);
+            nll,
+            forward_kl,
+            lr: s.lr_at(step),
+            gamma,
+        };
+        Ok(PendingStep { loss, stats })
     }
-    Ok(model)
+
+    /// Backpropagates a pending step and applies the Adam update.
+    pub fn update(&mut self, pending: PendingStep) {
+        let grads = GradientsParams::from_grads(pending.loss.backward(), &self.model);
+        let model = self.model.clone();
+        self.model = self.optim.step(pending.stats.lr, model, grads);
+        self.step += 1;
+    }
+
+    /// One whole step: evaluate, then update.
+    pub fn step(&mut self) -> Result<StepStats, TrainError> {
+        let pending = self.evaluate()?;
+        let stats = pending.stats;
+        self.update(pending);
+        Ok(stats)
+    }
+
+    /// Saves the model and the optimiser state (`model.bpk`, `optim.bpk`) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), NrgError> {
+        let io = |e: burn::store::RecordError| NrgError::InvalidData(format!("saving: {e}"));
+        self.model
+            .clone()
+            .save_file(dir.join("model.bpk"))
+            .map_err(io)?;
+        self.optim.save(dir.join("optim.bpk")).map_err(io)?;
+        Ok(())
+    }
+
+    /// Restores the model and optimiser state saved by [`Trainer::save`], continuing at `step`.
+    pub fn load(mut self, dir: &Path, step: usize) -> Result<Self, NrgError> {
+        let bad = |what: &str, e: burn::store::RecordError| {
+            NrgError::InvalidData(format!(
+                "cannot read the checkpoint's {what} in {}: {e}",
+                dir.display()
+            ))
+        };
+        self.model = self
+            .model
+            .try_load_file(dir.join("model.bpk"))
+            .map_err(|e| bad("model", e))?;
+        self.optim = self
+            .optim
+            .load(dir.join("optim.bpk"))
+            .map_err(|e| bad("optimiser state", e))?;
+        self.step = step;
+        Ok(self)
+    }
 }

@@ -114,7 +114,7 @@ impl BlockRealNvp {
             return (None, t);
         }
         let sigma = self.scale.val().slice_dim(0, k..k + 1).reshape([1, 1]);
-        let s = out.slice_dim(0, 0..1).reshape([n, h]).tanh() * sigma;
+        let s = crate::activation::tanh(out.slice_dim(0, 0..1).reshape([n, h])) * sigma;
         (Some(s), t)
     }
 }

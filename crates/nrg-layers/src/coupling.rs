@@ -80,7 +80,7 @@ impl AffineCoupling {
         if self.additive {
             return (None, t);
         }
-        let s = out.slice_dim(1, 0..c).tanh() * self.scale.val() * free;
+        let s = crate::activation::tanh(out.slice_dim(1, 0..c)) * self.scale.val() * free;
         (Some(s), t)
     }
 

@@ -17,8 +17,10 @@
 //!
 //! All lattice tensors are `[batch, channels, rows, cols]`, log-determinants `[batch]`.
 
+pub mod activation;
 pub mod block;
 pub mod check;
+pub mod circulant;
 pub mod coupling;
 pub mod mask;
 pub mod mlp;
@@ -26,6 +28,7 @@ pub mod ode;
 pub mod subnet;
 
 pub use block::{BlockBijector, BlockRealNvp, BlockRealNvpConfig};
+pub use circulant::CirculantLinear;
 pub use coupling::{AffineCoupling, AffineCouplingConfig, CouplingStack};
 pub use mask::MaskKind;
 pub use mlp::{TwinMlp, TwinMlpConfig};

@@ -119,7 +119,7 @@ impl BlockOde {
         let mut jac: Tensor<3> = w0.slice_dim(0, 0..d).reshape([1, d, h_out]);
         h = h.matmul(first.weight.val()) + first.bias.val();
         for layer in &self.layers[1..] {
-            let a = h.tanh();
+            let a = crate::activation::tanh(h);
             let da = a.clone().powi_scalar(2).neg().add_scalar(1.0);
             let width = da.dims()[1];
             jac = jac * da.reshape([n, 1, width]); // [N, D, width]

@@ -4,6 +4,7 @@
 
 use burn::tensor::{Device, Distribution, Tensor};
 use nrg_core::Bijector;
+use nrg_layers::CirculantLinear;
 use nrg_layers::check::forward_log_det_vs_autodiff;
 use nrg_layers::{
     AffineCouplingConfig, BlockOdeConfig, BlockRealNvpConfig, CouplingStack, MaskKind,
@@ -67,6 +68,14 @@ fn layers(device: &Device) -> Vec<(String, Box<dyn Bijector>, [usize; 3])> {
             Box::new(block),
             [c, b, b],
         ));
+    }
+    for c in [1, 2] {
+        let circ = CirculantLinear::new(c, 4, 4, device);
+        // Move it off the identity: a random kernel dominated by its centre (invertible).
+        let k = Tensor::<2>::random([c, 16], Distribution::Normal(0.0, 0.2), device)
+            + Tensor::<2>::ones([c, 1], device).pad((0, 15, 0, 0), 0.0);
+        let circ = circ.with_kernel(k);
+        out.push((format!("circulant C={c}"), Box::new(circ), [c, 4, 4]));
     }
     // RK4 with 16 steps: round trip and log-det exact up to O(h⁴) ≈ 1.5e-5 × (Lipschitz
     // constant)⁵, well inside the 1e-4 / 1e-3 tolerances for these weights.

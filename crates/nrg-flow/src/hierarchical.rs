@@ -1,0 +1,272 @@
+//! The hierarchical, MERA-like RG flow (NeuralRG; RG-Flow with 4×4 blocks).
+//!
+//! `L = 2ⁿ`. Level `k` acts on the sublattice of spacing `d = 2ᵏ` (sites with both
+//! coordinates ≡ 0 mod `d`), cut into `b × b` blocks of sublattice sites. In the RG
+//! direction `R = G⁻¹` (fine → coarse) each level applies, `repeats` times,
+//!
+//! 1. a *disentangler*: one block bijector on every block at offset `(b/2)·d`;
+//! 2. a *decimator*: one block bijector on every block at offset 0.
+//!
+//! After level `k` the sites with both coordinates ≡ 0 mod `2^{k+1}` go on to level `k+1`;
+//! the other three quarters stay behind as the level-`k` latents. A level needs at least
+//! one block per side (`L/2ᵏ ≥ b`), so 2×2 blocks allow `n` levels and 4×4 blocks `n − 1`;
+//! `depth` may cut this short. The generative map `G` runs the layers in reverse order
+//! with their forward maps. Every layer has one block bijector shared by all of its blocks
+//! (translation invariance), applied to all blocks at once as one batch `[B·m², C, b, b]`.
+//!
+//! **Bulk geometry.** The latent at `(i, j)` sits at bulk level `min(v₂(i), v₂(j), depth)`
+//! (`v₂` the 2-adic valuation, `v₂(0) = ∞`) and at position `(⌊i/2^level⌋, ⌊j/2^level⌋)`
+//! of that level's `L/2^level`-sided lattice; see [`bulk_site`].
+//!
+//! Shapes: `[batch, C, L, L]` in and out; log-dets `[batch]`.
+
+use burn::module::Module;
+use burn::tensor::{Tensor, s};
+use nrg_core::{Bijector, NrgError, Result};
+use nrg_layers::BlockBijector;
+
+/// Where a latent lives in the bulk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BulkSite {
+    /// RG level (0 = finest; `depth` for the sites that reach the top).
+    pub level: usize,
+    /// Row in the level's coarse lattice.
+    pub row: usize,
+    /// Column in the level's coarse lattice.
+    pub col: usize,
+}
+
+/// The bulk level and coarse position of the latent at lattice site `(i, j)` of a flow with
+/// `depth` levels.
+pub fn bulk_site(i: usize, j: usize, depth: usize) -> BulkSite {
+    let v2 = |x: usize| {
+        if x == 0 {
+            usize::MAX
+        } else {
+            x.trailing_zeros() as usize
+        }
+    };
+    let level = v2(i).min(v2(j)).min(depth);
+    BulkSite {
+        level,
+        row: i >> level,
+        col: j >> level,
+    }
+}
+
+/// The levels a hierarchical flow with `b × b` blocks can have on an `L × L` lattice.
+pub fn max_depth(size: usize, block: usize) -> usize {
+    let mut depth = 0;
+    while size >> depth >= block && (size >> depth).is_multiple_of(block) {
+        depth += 1;
+    }
+    depth
+}
+
+/// One layer: a shared block bijector at a dilation and an offset.
+#[derive(Module, Debug)]
+pub struct RgLayer {
+    bijector: BlockBijector,
+    /// `d = 2ᵏ`.
+    dilation: usize,
+    /// Block offset in lattice units (`(b/2)·d` for a disentangler, 0 for a decimator).
+    offset: usize,
+    block: usize,
+}
+
+impl RgLayer {
+    /// Applies `f` (the block bijector's forward or inverse) to every block.
+    fn apply(
+        &self,
+        x: Tensor<4>,
+        f: impl Fn(&BlockBijector, Tensor<4>) -> (Tensor<4>, Tensor<1>),
+    ) -> (Tensor<4>, Tensor<1>) {
+        let [batch, c, l, _] = x.dims();
+        let (d, b, o) = (self.dilation, self.block, self.offset);
+        let shifted = if o > 0 {
+            x.roll_dim(-(o as i64), 2).roll_dim(-(o as i64), 3)
+        } else {
+            x
+        };
+        let side = l / d;
+        let m = side / b;
+        let sub = if d > 1 {
+            shifted.clone().slice(s![.., .., ..;d, ..;d])
+        } else {
+            shifted.clone()
+        };
+        let blocks = sub
+            .reshape([batch, c, m, b, m, b])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([batch * m * m, c, b, b]);
+        let (y, ld) = f(&self.bijector, blocks);
+        let y = y
+            .reshape([batch, m, m, c, b, b])
+            .permute([0, 3, 1, 4, 2, 5])
+            .reshape([batch, c, side, side]);
+        let out = if d > 1 {
+            shifted.slice_assign(s![.., .., ..;d, ..;d], y)
+        } else {
+            y
+        };
+        let out = if o > 0 {
+            out.roll_dim(o as i64, 2).roll_dim(o as i64, 3)
+        } else {
+            out
+        };
+        (out, ld.reshape([batch, m * m]).sum_dim(1).reshape([batch]))
+    }
+}
+
+/// The hierarchical flow: layers in RG order (fine → coarse).
+#[derive(Module, Debug)]
+pub struct HierarchicalFlow {
+    layers: Vec<RgLayer>,
+    size: usize,
+    depth: usize,
+}
+
+impl HierarchicalFlow {
+    /// Builds the flow on an `L × L` lattice (`L = size`) with `b × b` blocks (`block`),
+    /// `depth` levels (`None`: as many as fit) and `repeats` disentangler/decimator pairs per
+    /// level; `make_block(level, layer_in_level)` creates each layer's block bijector.
+    pub fn new(
+        size: usize,
+        block: usize,
+        depth: Option<usize>,
+        repeats: usize,
+        mut make_block: impl FnMut(usize, usize) -> BlockBijector,
+    ) -> Result<Self> {
+        if !size.is_power_of_two() || size < 2 {
+            return Err(NrgError::param(
+                "L",
+                format!("the hierarchical flow needs L a power of two ≥ 2, got {size}"),
+            ));
+        }
+        if !(block == 2 || block == 4) {
+            return Err(NrgError::param(
+                "block",
+                format!("blocks are 2×2 or 4×4, got {block}"),
+            ));
+        }
+        let possible = max_depth(size, block);
+        if possible == 0 {
+            return Err(NrgError::param(
+                "L",
+                format!("L = {size} is smaller than one {block}×{block} block"),
+            ));
+        }
+        let depth = depth.unwrap_or(possible);
+        if depth == 0 || depth > possible {
+            return Err(NrgError::param(
+                "depth",
+                format!(
+                    "depth must be in 1..={possible} for L = {size} and {block}×{block} blocks, got {depth}"
+                ),
+            ));
+        }
+        if repeats == 0 {
+            return Err(NrgError::param("repeats", "must be at least 1"));
+        }
+        let mut layers = Vec::new();
+        for level in 0..depth {
+            let d = 1 << level;
+            for r in 0..repeats {
+                for (k, offset) in [(2 * r, block / 2 * d), (2 * r + 1, 0)] {
+                    layers.push(RgLayer {
+                        bijector: make_block(level, k),
+                        dilation: d,
+                        offset,
+                        block,
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            layers,
+            size,
+            depth,
+        })
+    }
+
+    /// Number of RG levels.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Lattice side `L`.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Number of layers (block bijectors).
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The bulk site of every latent, row-major over the lattice.
+    pub fn bulk_sites(&self) -> Vec<BulkSite> {
+        (0..self.size * self.size)
+            .map(|s| bulk_site(s / self.size, s % self.size, self.depth))
+            .collect()
+    }
+}
+
+impl Bijector for HierarchicalFlow {
+    fn forward(&self, z: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        let mut x = z;
+        let mut logdet: Option<Tensor<1>> = None;
+        for layer in self.layers.iter().rev() {
+            let (y, ld) = layer.apply(x, |b, v| b.forward(v));
+            x = y;
+            logdet = Some(logdet.map_or(ld.clone(), |l| l + ld));
+        }
+        let n = x.dims()[0];
+        let device = x.device();
+        (x, logdet.unwrap_or_else(|| Tensor::zeros([n], &device)))
+    }
+
+    fn inverse(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        let mut z = x;
+        let mut logdet: Option<Tensor<1>> = None;
+        for layer in &self.layers {
+            let (y, ld) = layer.apply(z, |b, v| b.inverse(v));
+            z = y;
+            logdet = Some(logdet.map_or(ld.clone(), |l| l + ld));
+        }
+        let n = z.dims()[0];
+        let device = z.device();
+        (z, logdet.unwrap_or_else(|| Tensor::zeros([n], &device)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_levels_follow_the_two_adic_valuation() {
+        // L = 8, depth 3: (0,0) reaches the top; 3 sites at level 2, 12 at 1, 48 at 0.
+        let mut count = [0usize; 4];
+        for i in 0..8 {
+            for j in 0..8 {
+                count[bulk_site(i, j, 3).level] += 1;
+            }
+        }
+        assert_eq!(count, [48, 12, 3, 1]);
+        assert_eq!(
+            bulk_site(4, 6, 3),
+            BulkSite {
+                level: 1,
+                row: 2,
+                col: 3
+            }
+        );
+        // A cut flow stops at its depth.
+        assert_eq!(bulk_site(0, 0, 1).level, 1);
+        assert_eq!(bulk_site(4, 4, 1).level, 1);
+        assert_eq!(max_depth(16, 2), 4);
+        assert_eq!(max_depth(16, 4), 3);
+        assert_eq!(max_depth(4, 4), 1);
+    }
+}

@@ -1,0 +1,203 @@
+//! Behaviour of whole flows: the hierarchical flow's invertibility and log-determinant
+//! against autodiff on 4×4 lattices, the model's density against its sampler, and training
+//! (free field to 0.1 % of the exact `ln Z`; Ising L = 4 whose NIS `ln Z` matches Kaufman).
+
+use burn::tensor::{Device, Distribution, Tensor};
+use nrg_core::{Action, Bijector, Lattice};
+use nrg_flow::train::{TrainSettings, Trainer, weight_stats};
+use nrg_flow::{
+    FlowBijector, FlowKind, FlowModel, FlowSpec, HierarchicalFlow, LatentPrior, SubnetKind,
+};
+use nrg_lattice::{IsingRelaxed, PhiFour};
+use nrg_layers::check::forward_log_det_vs_autodiff;
+use nrg_layers::{BlockBijector, BlockOdeConfig, BlockRealNvpConfig};
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
+}
+
+/// Hierarchical flows with random (not identity) block bijectors on a 4×4 lattice.
+fn random_flows(device: &Device) -> Vec<(String, HierarchicalFlow, usize)> {
+    let mut out = Vec::new();
+    for (c, block, depth, repeats, kind) in [
+        (1, 2, None, 1, SubnetKind::Mlp),
+        (1, 2, Some(1), 2, SubnetKind::Mlp),
+        (2, 2, None, 1, SubnetKind::ResidualMlp),
+        (1, 4, None, 1, SubnetKind::Mlp),
+        (1, 2, None, 1, SubnetKind::Ode),
+    ] {
+        let flow = HierarchicalFlow::new(4, block, depth, repeats, |_, _| match kind {
+            SubnetKind::Ode => BlockBijector::Ode(
+                BlockOdeConfig::new(c, block, vec![6])
+                    .with_steps(16)
+                    .with_zero_init(false)
+                    .init(device),
+            ),
+            _ => BlockBijector::RealNvp(
+                BlockRealNvpConfig::new(c, block, 3, vec![6, 6])
+                    .with_residual(kind == SubnetKind::ResidualMlp)
+                    .with_zero_init(false)
+                    .init(device),
+            ),
+        })
+        .unwrap();
+        let name = format!("C={c} block={block} depth={depth:?} repeats={repeats} {kind:?}");
+        out.push((name, flow, c));
+    }
+    out
+}
+
+#[test]
+fn hierarchical_flow_is_invertible_with_the_autodiff_log_det() {
+    let dev = Device::flex().autodiff();
+    dev.seed(11);
+    for (name, flow, c) in random_flows(&dev) {
+        let x = Tensor::<4>::random([6, c, 4, 4], Distribution::Normal(0.0, 1.5), &dev);
+        let (z, ld_inv) = flow.inverse(x.clone());
+        let (x2, ld_fwd) = flow.forward(z);
+        let err = host((x2 - x).abs().max())[0];
+        assert!(err < 1e-4, "{name}: ‖G(R(x)) − x‖∞ = {err}");
+        let cancel = host((ld_inv + ld_fwd).abs().max())[0];
+        assert!(cancel < 1e-4, "{name}: log-dets do not cancel ({cancel})");
+        // The flow moved things: not the identity.
+        let z0 = Tensor::<4>::random([1, c, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
+        let moved = host((flow.forward(z0.clone()).0 - z0.clone()).abs().max())[0];
+        assert!(moved > 1e-2, "{name}: random flow is the identity");
+        let (reported, exact) = forward_log_det_vs_autodiff(&flow, z0);
+        assert!(
+            (reported - exact).abs() < 1e-3,
+            "{name}: log-det {reported} vs autodiff {exact}"
+        );
+    }
+}
+
+#[test]
+fn model_density_matches_its_sampler() {
+    let dev = Device::flex();
+    dev.seed(5);
+    for z2 in [false, true] {
+        for laplace in [false, true] {
+            let (_, flow, _) = random_flows(&dev).remove(0);
+            let levels: Vec<usize> = flow.bulk_sites().iter().map(|s| s.level).collect();
+            let prior = LatentPrior::new(&levels, laplace, true, &dev);
+            let model = FlowModel::new(FlowBijector::Hierarchical(flow), prior, z2, [1, 4, 4]);
+            let sample = model.sample(16, &dev);
+            let again = host(model.log_prob(sample.x.clone()));
+            let sampled = host(sample.log_q);
+            for (a, b) in again.iter().zip(&sampled) {
+                assert!(
+                    (a - b).abs() < 1e-3 * (1.0 + b.abs()),
+                    "z2={z2} laplace={laplace}: {a} vs {b}"
+                );
+            }
+            if z2 {
+                let flipped = host(model.log_prob(sample.x.neg()));
+                for (a, b) in flipped.iter().zip(&sampled) {
+                    assert!(
+                        (a - b).abs() < 1e-3 * (1.0 + b.abs()),
+                        "q_sym(−x) ≠ q_sym(x)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Reverse KL on the free field (L = 4, m² = 1, a Gaussian target): a flat flow of 2
+/// couplings and a circulant layer (which holds the exact answer) reaches `F_q` within 0.1 % of the exact `−ln Z`, never below it (up to 3σ).
+#[test]
+fn free_field_flow_reaches_exact_ln_z() {
+    // Free field L = 4, m² = 1 (λ = 0): exact −ln Z = 2.8579…, a Gaussian target.
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    let lattice = Lattice::square(4).unwrap();
+    let action = PhiFour::free_field(lattice, 1, 1.0).unwrap();
+    let exact = action.exact_ln_z().unwrap();
+    let spec = FlowSpec {
+        kind: FlowKind::Flat,
+        couplings: 2,
+        hidden: vec![4],
+        circulant: true,
+        ..FlowSpec::default()
+    };
+    let model = spec.build(1, 4, &device).unwrap();
+    let settings = TrainSettings {
+        steps: 1000,
+        batch: 256,
+        lr: 3e-2,
+        lr_schedule: nrg_flow::train::LrSchedule::Cosine,
+        lr_min: 1e-4,
+        ..TrainSettings::default()
+    };
+    let mut trainer = Trainer::new(model, &action, None, settings, &device).unwrap();
+    let first = trainer.step().unwrap();
+    while trainer.step_index() < trainer.settings().steps {
+        trainer.step().unwrap();
+    }
+    let model = trainer.into_model();
+    let sample = model.sample(16384, &device);
+    let s = action.action(sample.x.clone());
+    let log_w: Vec<f64> = host(s + sample.log_q).iter().map(|v| -v).collect();
+    let (f_q, f_err, ess) = weight_stats(&log_w);
+    let rel = (f_q + exact).abs() / exact.abs();
+    eprintln!("free field: exact ln Z {exact}, F_q {f_q} ± {f_err}, rel {rel:e}, ESS {ess}");
+    assert!(first.free_energy + exact > 0.5, "identity flow too good?");
+    assert!(f_q > -exact - 3.0 * f_err, "F_q below −ln Z");
+    assert!(rel < 1e-3, "F_q misses −ln Z by {rel:e}");
+}
+
+#[test]
+fn ising_l4_nis_matches_kaufman() {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let lattice = Lattice::square(4).unwrap();
+    let beta_c = (1.0 + 2f64.sqrt()).ln() / 2.0;
+    let action = IsingRelaxed::new(lattice, beta_c, &device).unwrap();
+    let ln_z_ising = action.exact_ising_ln_z().unwrap();
+    // NeuralRG's block bijectors (MLP 10-10, ELU), 4 couplings each, Z₂-symmetric, with the
+    // circulant layer; 600 steps × 256 with a cosine learning rate (about 30 s).
+    let spec = FlowSpec {
+        z2: true,
+        circulant: true,
+        couplings: 4,
+        ..FlowSpec::default()
+    };
+    let model = spec.build(1, 4, &device).unwrap();
+    let settings = TrainSettings {
+        steps: 600,
+        batch: 256,
+        lr: 1e-2,
+        lr_schedule: nrg_flow::train::LrSchedule::Cosine,
+        lr_min: 1e-4,
+        ..TrainSettings::default()
+    };
+    let mut trainer = Trainer::new(model, &action, None, settings, &device).unwrap();
+    while trainer.step_index() < trainer.settings().steps {
+        trainer.step().unwrap();
+    }
+    // Evaluate without the autodiff graph.
+    let model = burn::module::Module::valid(&trainer.into_model());
+    let device = Device::flex();
+    let action = IsingRelaxed::new(lattice, beta_c, &device).unwrap();
+    let mut log_w = Vec::new();
+    for _ in 0..8 {
+        let sample = model.sample(4096, &device);
+        let s = action.action(sample.x.clone());
+        log_w.extend(host(s + sample.log_q).iter().map(|v| -v));
+    }
+    let n = log_w.len() as f64;
+    let top = log_w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let ln_z_x = top + (log_w.iter().map(|l| (l - top).exp()).sum::<f64>() / n).ln();
+    let (_, _, ess) = weight_stats(&log_w);
+    let sigma = ((1.0 / ess - 1.0) / n).sqrt();
+    let ln_z = ln_z_x + action.ln_z_offset();
+    let dev_sigma = (ln_z - ln_z_ising).abs() / sigma;
+    eprintln!(
+        "Ising L=4: NIS ln Z {ln_z} ± {sigma} vs Kaufman {ln_z_ising} ({dev_sigma:.2}σ), ESS {ess}"
+    );
+    // Heavy-tailed weights: the 32768-sample ESS is far below the per-batch one (measured
+    // 0.045 here, 0.76 on the last training batch); σ from it is still below 0.05.
+    assert!(ess > 0.02, "ESS {ess}");
+    assert!(sigma < 0.05, "σ {sigma}");
+    assert!(dev_sigma < 3.0, "{dev_sigma}σ off");
+}
