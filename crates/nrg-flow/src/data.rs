@@ -25,8 +25,9 @@ pub fn read_configurations(path: &Path) -> Result<(Vec<f32>, [usize; 4]), NrgErr
             )));
         }
     };
-    let type_str = npy.dtype().descr();
-    let values: Vec<f32> = match type_str.as_str() {
+    let descr = npy.dtype().descr();
+    let type_str = descr.trim_matches(|c| c == '\'' || c == '"');
+    let values: Vec<f32> = match type_str {
         "<f4" => npy
             .into_vec::<f32>()
             .map_err(|e| bad(format!("corrupt data: {e}")))?,
