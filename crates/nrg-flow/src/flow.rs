@@ -191,3 +191,39 @@ impl FlowModel {
         self.inverse_map(x)
     }
 }
+
+impl nrg_core::DensityModel for FlowModel {
+    fn shape(&self) -> [usize; 3] {
+        FlowModel::shape(self)
+    }
+
+    fn sample_with_log_q(&self, n: usize, device: &Device) -> (Tensor<4>, Tensor<1>) {
+        let s = self.sample(n, device);
+        (s.x, s.log_q)
+    }
+
+    fn log_q(&self, x: Tensor<4>) -> Tensor<1> {
+        self.log_prob(x)
+    }
+}
+
+/// The bulk view uses the unsymmetrised map `G`: the bulk target
+/// `exp(−S(G(z)) + ln|det ∂G/∂z|)` is exact for any bijective `G`.
+impl nrg_core::LatentModel for FlowModel {
+    fn latent_shape(&self) -> [usize; 3] {
+        FlowModel::shape(self)
+    }
+
+    fn generate_with_log_det(&self, z: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        self.forward_map(z)
+    }
+
+    fn sample_latent(&self, n: usize, device: &Device) -> Tensor<4> {
+        let [c, r, w] = FlowModel::shape(self);
+        self.prior.sample([n, c, r, w], device)
+    }
+
+    fn prior_log_prob(&self, z: Tensor<4>) -> Tensor<1> {
+        self.prior.log_prob(z)
+    }
+}

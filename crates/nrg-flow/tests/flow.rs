@@ -1,6 +1,7 @@
 //! Behaviour of whole flows: the hierarchical flow's invertibility and log-determinant
 //! against autodiff on 4×4 lattices, the model's density against its sampler, and training
-//! (free field to 0.1 % of the exact `ln Z`; Ising L = 4 whose NIS `ln Z` matches Kaufman).
+//! (free field to 0.1 % of the exact `ln Z`). The Ising L = 4 flow whose NIS `ln Z` matches
+//! Kaufman is trained in `nrg-samplers`' tests, beside the NIS estimator it exercises.
 
 use burn::tensor::{Device, Distribution, Tensor};
 use nrg_core::{Action, Bijector, Lattice};
@@ -8,7 +9,7 @@ use nrg_flow::train::{TrainSettings, Trainer, weight_stats};
 use nrg_flow::{
     FlowBijector, FlowKind, FlowModel, FlowSpec, HierarchicalFlow, LatentPrior, SubnetKind,
 };
-use nrg_lattice::{IsingRelaxed, PhiFour};
+use nrg_lattice::PhiFour;
 use nrg_layers::check::forward_log_det_vs_autodiff;
 use nrg_layers::{BlockBijector, BlockOdeConfig, BlockRealNvpConfig};
 
@@ -144,60 +145,4 @@ fn free_field_flow_reaches_exact_ln_z() {
     assert!(first.free_energy + exact > 0.5, "identity flow too good?");
     assert!(f_q > -exact - 3.0 * f_err, "F_q below −ln Z");
     assert!(rel < 1e-3, "F_q misses −ln Z by {rel:e}");
-}
-
-#[test]
-fn ising_l4_nis_matches_kaufman() {
-    let device = Device::flex().autodiff();
-    device.seed(3);
-    let lattice = Lattice::square(4).unwrap();
-    let beta_c = (1.0 + 2f64.sqrt()).ln() / 2.0;
-    let action = IsingRelaxed::new(lattice, beta_c, &device).unwrap();
-    let ln_z_ising = action.exact_ising_ln_z().unwrap();
-    // NeuralRG's block bijectors (MLP 10-10, ELU), 4 couplings each, Z₂-symmetric, with the
-    // circulant layer; 600 steps × 256 with a cosine learning rate (about 30 s).
-    let spec = FlowSpec {
-        z2: true,
-        circulant: true,
-        couplings: 4,
-        ..FlowSpec::default()
-    };
-    let model = spec.build(1, 4, &device).unwrap();
-    let settings = TrainSettings {
-        steps: 600,
-        batch: 256,
-        lr: 1e-2,
-        lr_schedule: nrg_flow::train::LrSchedule::Cosine,
-        lr_min: 1e-4,
-        ..TrainSettings::default()
-    };
-    let mut trainer = Trainer::new(model, &action, None, settings, &device).unwrap();
-    while trainer.step_index() < trainer.settings().steps {
-        trainer.step().unwrap();
-    }
-    // Evaluate without the autodiff graph.
-    let model = burn::module::Module::valid(&trainer.into_model());
-    let device = Device::flex();
-    let action = IsingRelaxed::new(lattice, beta_c, &device).unwrap();
-    let mut log_w = Vec::new();
-    for _ in 0..8 {
-        let sample = model.sample(4096, &device);
-        let s = action.action(sample.x.clone());
-        log_w.extend(host(s + sample.log_q).iter().map(|v| -v));
-    }
-    let n = log_w.len() as f64;
-    let top = log_w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let ln_z_x = top + (log_w.iter().map(|l| (l - top).exp()).sum::<f64>() / n).ln();
-    let (_, _, ess) = weight_stats(&log_w);
-    let sigma = ((1.0 / ess - 1.0) / n).sqrt();
-    let ln_z = ln_z_x + action.ln_z_offset();
-    let dev_sigma = (ln_z - ln_z_ising).abs() / sigma;
-    eprintln!(
-        "Ising L=4: NIS ln Z {ln_z} ± {sigma} vs Kaufman {ln_z_ising} ({dev_sigma:.2}σ), ESS {ess}"
-    );
-    // Heavy-tailed weights: the 32768-sample ESS is far below the per-batch one (measured
-    // 0.045 here, 0.76 on the last training batch); σ from it is still below 0.05.
-    assert!(ess > 0.02, "ESS {ess}");
-    assert!(sigma < 0.05, "σ {sigma}");
-    assert!(dev_sigma < 3.0, "{dev_sigma}σ off");
 }

@@ -13,5 +13,7 @@
 
 pub mod actions;
 pub mod exact;
+pub mod spec;
 
 pub use actions::{IsingRelaxed, IsingSpins, PhiFour, PhiFourForm};
+pub use spec::{ActionSpec, ModelKind};

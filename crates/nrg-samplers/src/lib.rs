@@ -5,11 +5,15 @@
 //! - [`baseline`]: physical-space Monte Carlo — single-spin Metropolis and Wolff cluster
 //!   updates for the Ising model, HMC on any [`nrg_core::action::HostAction`], local
 //!   Metropolis for φ⁴/O(n) — all seeded and reproducible;
+//! - [`neural`]: what uses a trained flow — neural importance sampling, independence
+//!   Metropolis with flow proposals, HMC and local Metropolis in the latent bulk — and boundary
+//!   HMC beside them;
 //! - [`run`]: thermalise, measure, analyse: a chain's measurement series and its summary
 //!   (every observable with its Gamma-method error and `τ_int`, derived quantities by
 //!   blocked jackknife, and the deviation from the exact value where one is known).
 
 pub mod baseline;
+pub mod neural;
 pub mod run;
 
 /// The random number generator of every chain: xoshiro256++ (fast, 256-bit state,

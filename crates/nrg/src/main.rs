@@ -3,6 +3,7 @@
 //! ```text
 //! nrg exact ising --L 16 --beta 0.4406868          # Kaufman: ln Z, f, u, c per site
 //! nrg mc ising --L 16 --beta 0.4 --algo wolff --sweeps 10000 --seed 1 --out runs/ising
+//! nrg train --config configs/phi4-tutorial.toml   # train a flow into runs/phi4-tutorial/
 //! nrg info --device wgpu                           # check a backend
 //! ```
 //!
@@ -12,6 +13,9 @@ mod device;
 mod exact_cmd;
 mod mc_cmd;
 mod output;
+mod plot;
+mod run_config;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +37,8 @@ enum Command {
     Exact(exact_cmd::ExactArgs),
     /// Baseline Monte Carlo: Metropolis and Wolff (Ising), HMC and local Metropolis (φ⁴, O(n)).
     Mc(mc_cmd::McArgs),
+    /// Train a flow from a run configuration (TOML), writing runs/NAME/.
+    Train(train_cmd::TrainArgs),
     /// Show the compiled backends and check that the selected device runs a tensor op.
     Info,
 }
@@ -42,6 +48,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Exact(args) => exact_cmd::run(args),
         Command::Mc(args) => mc_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args, cli.device),
         Command::Info => device::info(cli.device),
     };
     match result {

@@ -171,3 +171,103 @@ fn info_runs_a_tensor_op_on_the_cpu() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
+
+const TINY_RUN: &str = r#"
+name = "ff"
+[action]
+model = "free-field"
+L = 4
+m2 = 1.0
+[flow]
+kind = "hierarchical"
+couplings = 2
+hidden = [4]
+circulant = true
+[train]
+steps = 30
+batch = 64
+lr = 3e-2
+[log]
+every = 5
+checkpoint_every = 10
+"#;
+
+fn run_nrg_ok(args: &[&str]) -> String {
+    let out = nrg(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?}: {err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn checkpoint_step(run: &Path) -> u64 {
+    read_json(&run.join("checkpoint/state.json"))["step"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn train_writes_a_run_resumes_and_survives_divergence() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, TINY_RUN).unwrap();
+    let runs = dir.path().join("runs");
+    let (c, r) = (config.to_str().unwrap(), runs.to_str().unwrap());
+    let out = run_nrg_ok(&["train", "--config", c, "--runs", r, "--quiet"]);
+    assert!(out.contains("30 steps"), "{out}");
+    let run = runs.join("ff");
+    for f in ["config.toml", "metrics.csv", "training.png", "summary.json"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(checkpoint_step(&run), 30);
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = metrics.lines().collect();
+    assert!(
+        lines[0].starts_with("step,loss,free_energy"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines.len(), 1 + 7, "rows at 0,5,…,25 and the last step");
+    let summary = read_json(&run.join("summary.json"));
+    let gap = summary["last_step"]["relative_gap"].as_f64().unwrap();
+    assert!(gap.is_finite() && gap < 1.0, "gap {gap}");
+
+    // The same name again is refused; --resume continues from the checkpoint.
+    assert_usage_error(&["train", "--config", c, "--runs", r], "--resume");
+    let run_s = run.to_str().unwrap();
+    assert_usage_error(&["train", "--resume", run_s], "extend it with --steps");
+    let out = run_nrg_ok(&["train", "--resume", run_s, "--steps", "40", "--quiet"]);
+    assert!(out.contains("10 steps"), "{out}");
+    assert_eq!(checkpoint_step(&run), 40);
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        1 + 7 + 3,
+        "old rows kept; 30, 35, 39 appended"
+    );
+
+    // A learning rate that blows up stops with a message and keeps the good checkpoint.
+    let out = nrg(&[
+        "train", "--resume", run_s, "--steps", "80", "--lr", "1e7", "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("diverged") && err.contains("last good checkpoint"),
+        "{err}"
+    );
+    let kept = checkpoint_step(&run);
+    assert!((40..80).contains(&kept), "checkpoint at {kept}");
+    let model = std::fs::read(run.join("checkpoint/model.bpk")).unwrap();
+    assert!(!model.is_empty());
+
+    // Bad inputs: missing file, unknown key, corrupt checkpoint.
+    assert_usage_error(
+        &["train", "--config", "/nonexistent.toml"],
+        "cannot read config",
+    );
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, TINY_RUN.replace("batch", "bacth")).unwrap();
+    assert_usage_error(&["train", "--config", typo.to_str().unwrap()], "bacth");
+    std::fs::write(run.join("checkpoint/model.bpk"), b"not a model").unwrap();
+    assert_usage_error(&["train", "--resume", run_s, "--steps", "90"], "checkpoint");
+}

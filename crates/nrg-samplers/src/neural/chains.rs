@@ -1,0 +1,494 @@
+//! Markov chains that use a flow, and boundary HMC beside them.
+//!
+//! - [`nmcmc`]: independence Metropolis. Proposals `x' ∼ q` are generated in batches; the
+//!   chain moves to `x'` with probability `min(1, w(x')/w(x))`, `w = e^{−S}/q`.
+//! - [`bulk_hmc`]: HMC on the latents with `U(z) = S(G(z)) − ln|det ∂G/∂z|`, whose
+//!   stationary density `e^{−U}` maps to `e^{−S}` under `x = G(z)`. Gradients come from
+//!   autodiff through the flow; leapfrog and the accept/reject step run in `f64` on the host.
+//!   A batch of independent chains moves together.
+//! - [`bulk_local`]: Metropolis moves of one latent at a time, `z_k → z_k + δ·N(0,1)`, with `k`
+//!   drawn uniformly from an allowed set (all latents, or e.g. one bulk level).
+//! - [`boundary_hmc`]: HMC on the field itself (the baseline [`crate::baseline::Hmc`]), with
+//!   the same observables, for side-by-side `τ_int`.
+//!
+//! Step sizes adapt during thermalisation only (towards acceptance 0.75 for HMC, 0.5 for
+//! local moves), so the measured chains are stationary. Every chain records the action per
+//! site `s` and the [`Measure`] columns after each update; each observable gets its
+//! Gamma-method error and `τ_int` (in updates), combined over independent chains as the mean of
+//! the chain means with `σ = √(Σσ_c²)/C`. `effective_per_second = C·N/(2τ_int)/seconds`
+//! compares methods at equal wall time.
+
+use super::host;
+use super::measure::Measure;
+use crate::ChainRng;
+use crate::baseline::Hmc;
+use burn::tensor::{Device, Tensor, TensorData};
+use nrg_core::action::HostAction;
+use nrg_core::stats::gamma_method;
+use nrg_core::{Action, DensityModel, Estimate, LatentModel, NrgError, Result};
+use rand::{RngExt, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// An observable from a Markov chain.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ChainEstimate {
+    /// Mean and error, with `τ_int` in updates.
+    #[serde(flatten)]
+    pub estimate: Estimate,
+    /// Effectively independent measurements per second of wall time.
+    pub effective_per_second: f64,
+}
+
+/// The result of a chain run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainSummary {
+    /// `nmcmc`, `bulk-hmc`, `bulk-local` or `hmc`.
+    pub method: String,
+    /// Independent chains.
+    pub chains: usize,
+    /// Measured updates per chain.
+    pub updates: usize,
+    /// Thermalisation updates per chain.
+    pub thermalisation: usize,
+    /// Acceptance rate of the measured updates.
+    pub acceptance: f64,
+    /// Step size (HMC: leapfrog ε; local: δ) after tuning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_size: Option<f64>,
+    /// Wall time of the measured updates.
+    pub seconds: f64,
+    /// Every observable (`s` is the action per site).
+    pub observables: BTreeMap<String, ChainEstimate>,
+}
+
+/// Chain lengths and seeds.
+#[derive(Clone, Copy, Debug)]
+pub struct ChainSettings {
+    /// Independent chains (batched where the method allows).
+    pub chains: usize,
+    /// Discarded updates per chain.
+    pub thermalisation: usize,
+    /// Measured updates per chain.
+    pub updates: usize,
+    /// Seed of the host random numbers (the flow's proposals use the device's).
+    pub seed: u64,
+}
+
+impl ChainSettings {
+    fn check(&self) -> Result<()> {
+        if self.chains == 0 || self.updates < 8 {
+            return Err(NrgError::param(
+                "samples",
+                "need at least one chain and 8 measured updates",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Per-chain measurement series: `series[chain][column]`.
+struct Recorder {
+    names: Vec<String>,
+    series: Vec<Vec<Vec<f64>>>,
+    volume: f64,
+}
+
+impl Recorder {
+    fn new(measure: &dyn Measure, chains: usize, volume: usize) -> Self {
+        let mut names = vec!["s".to_string()];
+        names.extend(measure.names());
+        let cols = names.len();
+        Self {
+            names,
+            series: vec![vec![Vec::new(); cols]; chains],
+            volume: volume as f64,
+        }
+    }
+
+    fn record(&mut self, chain: usize, action: f64, values: &[f64]) {
+        let row = &mut self.series[chain];
+        row[0].push(action / self.volume);
+        for (col, v) in row[1..].iter_mut().zip(values) {
+            col.push(*v);
+        }
+    }
+
+    fn summarise(
+        self,
+        method: &str,
+        settings: &ChainSettings,
+        acceptance: f64,
+        step_size: Option<f64>,
+        seconds: f64,
+    ) -> Result<ChainSummary> {
+        let c = self.series.len() as f64;
+        let mut observables = BTreeMap::new();
+        for (k, name) in self.names.iter().enumerate() {
+            let (mut mean, mut var, mut tau, mut tau_var) = (0.0, 0.0, 0.0, 0.0);
+            for chain in &self.series {
+                let g = gamma_method(&chain[k])?;
+                mean += g.value / c;
+                var += g.error * g.error / (c * c);
+                tau += g.tau_int / c;
+                tau_var += g.tau_int_error * g.tau_int_error / (c * c);
+            }
+            let mut estimate = Estimate::new(mean, var.sqrt());
+            estimate.tau_int = Some(tau);
+            estimate.tau_int_error = Some(tau_var.sqrt());
+            let effective = c * settings.updates as f64 / (2.0 * tau);
+            observables.insert(
+                name.clone(),
+                ChainEstimate {
+                    estimate,
+                    effective_per_second: effective / seconds.max(1e-9),
+                },
+            );
+        }
+        Ok(ChainSummary {
+            method: method.into(),
+            chains: settings.chains,
+            updates: settings.updates,
+            thermalisation: settings.thermalisation,
+            acceptance,
+            step_size,
+            seconds,
+            observables,
+        })
+    }
+}
+
+/// Independence Metropolis with proposals from `model`, generated `batch` at a time;
+/// `progress` gets the updates done. With `keep`, the chain's configurations (after each
+/// update, thermalisation excluded) are appended as `f32`.
+pub fn nmcmc(
+    model: &dyn DensityModel,
+    action: &dyn Action,
+    measure: &dyn Measure,
+    settings: &ChainSettings,
+    batch: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+    mut keep: Option<&mut Vec<f32>>,
+) -> Result<ChainSummary> {
+    settings.check()?;
+    let per_config: usize = model.shape().iter().product();
+    let volume = action.lattice().volume();
+    let mut rng = ChainRng::seed_from_u64(settings.seed);
+    let mut rec = Recorder::new(measure, settings.chains, volume);
+    let total = settings.thermalisation + settings.updates;
+    let mut accepted = 0usize;
+    let mut start = Instant::now();
+    for chain in 0..settings.chains {
+        // (log w, S, configuration) of the current state.
+        let mut current: Option<(f64, f64, Vec<f64>)> = None;
+        let mut done = 0;
+        while done < total {
+            let (x, log_q) = model.sample_with_log_q(batch, device);
+            let s = host(action.action(x.clone()));
+            let lq = host(log_q);
+            let xs = host(x);
+            for i in 0..batch.min(total - done) {
+                let log_w = -s[i] - lq[i];
+                let accept = match &current {
+                    None => true,
+                    Some((lw, _, _)) => {
+                        let u: f64 = rng.random();
+                        log_w.is_finite() && u.ln() < log_w - lw
+                    }
+                };
+                if accept {
+                    current = Some((
+                        log_w,
+                        s[i],
+                        xs[i * per_config..(i + 1) * per_config].to_vec(),
+                    ));
+                }
+                if done >= settings.thermalisation {
+                    if done == settings.thermalisation && chain == 0 {
+                        start = Instant::now();
+                    }
+                    accepted += accept as usize;
+                    let (_, s_cur, field) = current.as_ref().expect("set on the first proposal");
+                    rec.record(chain, *s_cur, &measure.measure(field));
+                    if let Some(k) = keep.as_deref_mut() {
+                        k.extend(field.iter().map(|v| *v as f32));
+                    }
+                }
+                done += 1;
+            }
+            progress(chain * total + done);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let acceptance = accepted as f64 / (settings.updates * settings.chains) as f64;
+    rec.summarise("nmcmc", settings, acceptance, None, seconds)
+}
+
+/// `U(z) = S(G(z)) − ln|det ∂G/∂z|` for a batch of latents, with `∂U/∂z` when `grad` is set
+/// (then `device` must be an autodiff device), and the configurations `x = G(z)`.
+fn potential(
+    model: &dyn LatentModel,
+    action: &dyn Action,
+    z: &[f64],
+    shape: [usize; 4],
+    grad: bool,
+    device: &Device,
+) -> (Vec<f64>, Option<Vec<f64>>, Vec<f64>, Vec<f64>) {
+    let data: Vec<f32> = z.iter().map(|v| *v as f32).collect();
+    let mut zt = Tensor::<4>::from_data(TensorData::new(data, shape), device);
+    if grad {
+        zt = zt.require_grad();
+    }
+    let (x, log_det) = model.generate_with_log_det(zt.clone());
+    let s = action.action(x.clone());
+    let u = s.clone() - log_det;
+    let g = if grad {
+        let grads = u.clone().sum().backward();
+        zt.grad(&grads).map(host)
+    } else {
+        None
+    };
+    (host(u), g, host(s), host(x))
+}
+
+/// HMC in the bulk: `settings.chains` chains batched through the flow, `leapfrog` steps of
+/// size `step` per trajectory (adapted during thermalisation). `model` and `action` must
+/// live on the autodiff `device`.
+pub fn bulk_hmc(
+    model: &dyn LatentModel,
+    action: &dyn Action,
+    measure: &dyn Measure,
+    settings: &ChainSettings,
+    mut step: f64,
+    leapfrog: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<ChainSummary> {
+    settings.check()?;
+    if !(step.is_finite() && step > 0.0) || leapfrog == 0 {
+        return Err(NrgError::param(
+            "step",
+            "need a positive step size and ≥ 1 leapfrog step",
+        ));
+    }
+    let [c, r, w] = model.latent_shape();
+    let b = settings.chains;
+    let per = c * r * w;
+    let shape = [b, c, r, w];
+    let mut rng = ChainRng::seed_from_u64(settings.seed);
+    let mut z = host(model.sample_latent(b, device));
+    let (mut u, mut g, mut s, mut x) = potential(model, action, &z, shape, true, device);
+    let mut g_cur = g.take().ok_or_else(|| {
+        NrgError::InvalidData("no gradient through the flow: is the device autodiff?".into())
+    })?;
+    let mut rec = Recorder::new(measure, b, action.lattice().volume());
+    let total = settings.thermalisation + settings.updates;
+    let (mut accepted, mut window_acc, mut window_n) = (0usize, 0usize, 0usize);
+    let mut start = Instant::now();
+    for t in 0..total {
+        if t == settings.thermalisation {
+            start = Instant::now();
+        }
+        let mut p: Vec<f64> = (0..b * per).map(|_| rng.sample(StandardNormal)).collect();
+        let h0: Vec<f64> = (0..b)
+            .map(|i| u[i] + 0.5 * p[i * per..(i + 1) * per].iter().map(|v| v * v).sum::<f64>())
+            .collect();
+        let mut zn = z.clone();
+        let mut gn = g_cur.clone();
+        let mut un = u.clone();
+        let (mut sn, mut xn) = (s.clone(), x.clone());
+        for k in 0..leapfrog {
+            for j in 0..b * per {
+                p[j] -= 0.5 * step * gn[j];
+                zn[j] += step * p[j];
+            }
+            let (u1, g1, s1, x1) = potential(model, action, &zn, shape, true, device);
+            gn = g1.expect("autodiff gradient");
+            for j in 0..b * per {
+                p[j] -= 0.5 * step * gn[j];
+            }
+            if k + 1 == leapfrog {
+                (un, sn, xn) = (u1, s1, x1);
+            }
+        }
+        let mut acc_now = 0;
+        for i in 0..b {
+            let h1 = un[i] + 0.5 * p[i * per..(i + 1) * per].iter().map(|v| v * v).sum::<f64>();
+            let dh = h1 - h0[i];
+            let uniform: f64 = rng.random();
+            if dh.is_finite() && uniform.ln() < -dh {
+                acc_now += 1;
+                let rng_i = i * per..(i + 1) * per;
+                z[rng_i.clone()].copy_from_slice(&zn[rng_i.clone()]);
+                g_cur[rng_i.clone()].copy_from_slice(&gn[rng_i]);
+                u[i] = un[i];
+                s[i] = sn[i];
+                let xr = i * per..(i + 1) * per;
+                x[xr.clone()].copy_from_slice(&xn[xr]);
+            }
+        }
+        if t < settings.thermalisation {
+            window_acc += acc_now;
+            window_n += b;
+            if window_n >= 10 * b.max(2) {
+                let a = window_acc as f64 / window_n as f64;
+                step *= (1.0 + (a - 0.75)).clamp(0.5, 1.5);
+                (window_acc, window_n) = (0, 0);
+            }
+        } else {
+            accepted += acc_now;
+            for i in 0..b {
+                rec.record(i, s[i], &measure.measure(&x[i * per..(i + 1) * per]));
+            }
+        }
+        progress(t + 1);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let acceptance = accepted as f64 / (settings.updates * b) as f64;
+    rec.summarise("bulk-hmc", settings, acceptance, Some(step), seconds)
+}
+
+/// Local Metropolis in the bulk: each update moves one latent of every chain,
+/// `z_k → z_k + δ ξ`, with `k` drawn from `allowed` (flat latent indices `c·R·W + r·W + w`;
+/// empty means all). No gradients: `device` need not be autodiff.
+pub fn bulk_local(
+    model: &dyn LatentModel,
+    action: &dyn Action,
+    measure: &dyn Measure,
+    settings: &ChainSettings,
+    mut delta: f64,
+    allowed: &[usize],
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<ChainSummary> {
+    settings.check()?;
+    let [c, r, w] = model.latent_shape();
+    let b = settings.chains;
+    let per = c * r * w;
+    if let Some(bad) = allowed.iter().find(|&&k| k >= per) {
+        return Err(NrgError::param(
+            "level",
+            format!("latent index {bad} out of range"),
+        ));
+    }
+    let all: Vec<usize> = (0..per).collect();
+    let allowed = if allowed.is_empty() {
+        &all[..]
+    } else {
+        allowed
+    };
+    let shape = [b, c, r, w];
+    let mut rng = ChainRng::seed_from_u64(settings.seed);
+    let mut z = host(model.sample_latent(b, device));
+    let (mut u, _, mut s, mut x) = potential(model, action, &z, shape, false, device);
+    let mut rec = Recorder::new(measure, b, action.lattice().volume());
+    let total = settings.thermalisation + settings.updates;
+    let (mut accepted, mut window_acc, mut window_n) = (0usize, 0usize, 0usize);
+    let mut start = Instant::now();
+    for t in 0..total {
+        if t == settings.thermalisation {
+            start = Instant::now();
+        }
+        let mut zn = z.clone();
+        let mut moved = Vec::with_capacity(b);
+        for i in 0..b {
+            let k = allowed[rng.random_range(0..allowed.len())];
+            let xi: f64 = rng.sample(StandardNormal);
+            zn[i * per + k] += delta * xi;
+            moved.push(k);
+        }
+        let (un, _, sn, xn) = potential(model, action, &zn, shape, false, device);
+        let mut acc_now = 0;
+        for i in 0..b {
+            let uniform: f64 = rng.random();
+            if (un[i] - u[i]).is_finite() && uniform.ln() < u[i] - un[i] {
+                acc_now += 1;
+                z[i * per + moved[i]] = zn[i * per + moved[i]];
+                u[i] = un[i];
+                s[i] = sn[i];
+                let xr = i * per..(i + 1) * per;
+                x[xr.clone()].copy_from_slice(&xn[xr]);
+            }
+        }
+        if t < settings.thermalisation {
+            window_acc += acc_now;
+            window_n += b;
+            if window_n >= 20 * b.max(2) {
+                let a = window_acc as f64 / window_n as f64;
+                delta *= (1.0 + (a - 0.5)).clamp(0.5, 1.5);
+                (window_acc, window_n) = (0, 0);
+            }
+        } else {
+            accepted += acc_now;
+            for i in 0..b {
+                rec.record(i, s[i], &measure.measure(&x[i * per..(i + 1) * per]));
+            }
+        }
+        progress(t + 1);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let acceptance = accepted as f64 / (settings.updates * b) as f64;
+    rec.summarise("bulk-local", settings, acceptance, Some(delta), seconds)
+}
+
+/// HMC on the boundary field with the baseline integrator: `settings.chains` chains from
+/// `start` configurations (`f64`, `channels·V` each), `leapfrog` steps per trajectory.
+pub fn boundary_hmc<A: HostAction + Clone>(
+    action: &A,
+    starts: Vec<Vec<f64>>,
+    measure: &dyn Measure,
+    settings: &ChainSettings,
+    step: f64,
+    leapfrog: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<ChainSummary> {
+    settings.check()?;
+    if starts.len() != settings.chains {
+        return Err(NrgError::param(
+            "chains",
+            "one start configuration per chain",
+        ));
+    }
+    let volume = action.lattice().volume();
+    let mut rec = Recorder::new(measure, settings.chains, volume);
+    let mut chains: Vec<Hmc<A>> = starts
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| Hmc::new(action.clone(), f, step, leapfrog, settings.seed + i as u64))
+        .collect();
+    let total = settings.thermalisation + settings.updates;
+    let mut accepted = 0usize;
+    let mut seconds = 0.0;
+    for (ci, chain) in chains.iter_mut().enumerate() {
+        let (mut wa, mut wn) = (0usize, 0usize);
+        let mut start = Instant::now();
+        for t in 0..total {
+            if t == settings.thermalisation {
+                start = Instant::now();
+            }
+            let acc = chain.trajectory();
+            if t < settings.thermalisation {
+                wa += acc as usize;
+                wn += 1;
+                if wn == 20 {
+                    let a = wa as f64 / wn as f64;
+                    let eps = chain.step() * (1.0 + (a - 0.75)).clamp(0.5, 1.5);
+                    chain.set_step(eps);
+                    (wa, wn) = (0, 0);
+                }
+            } else {
+                accepted += acc as usize;
+                let field = chain.field();
+                rec.record(ci, action.action_host(field), &measure.measure(field));
+            }
+            progress(ci * total + t + 1);
+        }
+        seconds += start.elapsed().as_secs_f64();
+    }
+    let step = chains.first().map(|c| c.step());
+    let acceptance = accepted as f64 / (settings.updates * settings.chains) as f64;
+    rec.summarise("hmc", settings, acceptance, step, seconds)
+}

@@ -1,0 +1,162 @@
+//! A training run's configuration, one TOML file (`configs/*.toml`, copied to
+//! `runs/NAME/config.toml` with the command-line overrides applied):
+//!
+//! ```toml
+//! name = "ising-l16-betac"        # the run directory runs/NAME (default: the file's stem)
+//! data = "configs.npy"            # optional: configurations for forward KL
+//!
+//! [action]                        # nrg_lattice::ActionSpec
+//! model = "ising"
+//! L = 16
+//! beta = 0.44068679350977147
+//!
+//! [flow]                          # nrg_flow::FlowSpec
+//! kind = "hierarchical"
+//!
+//! [train]                         # nrg_flow::train::TrainSettings
+//! steps = 2000
+//! batch = 512
+//!
+//! [log]
+//! every = 10                      # a metrics.csv row every N steps
+//! checkpoint_every = 100          # an atomic checkpoint every N steps
+//! ```
+
+use anyhow::{Context, Result, bail};
+use nrg_flow::FlowSpec;
+use nrg_flow::train::TrainSettings;
+use nrg_lattice::ActionSpec;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// How often to log and checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Steps between rows of `metrics.csv`.
+    pub every: usize,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            every: 10,
+            checkpoint_every: 100,
+        }
+    }
+}
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Name of the run directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Training configurations (`.npy`, `[N, C, L, L]` or `[N, L, L]`), relative to the
+    /// config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    /// The action.
+    pub action: ActionSpec,
+    /// The flow.
+    #[serde(default)]
+    pub flow: FlowSpec,
+    /// The optimisation.
+    #[serde(default)]
+    pub train: TrainSettings,
+    /// Logging and checkpoints.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+impl RunConfig {
+    /// Reads and checks a configuration file; a relative `data` path is resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut config: RunConfig =
+            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        if let Some(d) = &config.data
+            && d.is_relative()
+        {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.data = Some(base.join(d));
+        }
+        if config.name.is_none() {
+            config.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks what can be checked without building tensors.
+    pub fn check(&self) -> Result<()> {
+        if let Some(name) = &self.name
+            && (name.is_empty() || name.contains(['/', '\\']) || name == "." || name == "..")
+        {
+            bail!("invalid run name {name:?}: use a plain directory name");
+        }
+        if self.log.every == 0 || self.log.checkpoint_every == 0 {
+            bail!("invalid [log]: `every` and `checkpoint_every` must be at least 1");
+        }
+        self.action.lattice()?;
+        self.train.validate(self.data.is_some())?;
+        Ok(())
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_parse_and_check() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let config = RunConfig::load(&path).unwrap();
+                let back: RunConfig = toml::from_str(&config.to_toml().unwrap()).unwrap();
+                assert_eq!(back, config, "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 3,
+            "expected the shipped configs in {}",
+            dir.display()
+        );
+    }
+
+    #[test]
+    fn rejects_typos_and_bad_values() {
+        let base = "[action]\nmodel = \"ising\"\nL = 4\nbeta = 0.4\n";
+        assert!(toml::from_str::<RunConfig>(base).is_ok());
+        for bad in [
+            format!("{base}[train]\nstepz = 3\n"),
+            format!("{base}[flow]\nkind = \"deep\"\n"),
+            format!("bogus = 1\n{base}"),
+        ] {
+            assert!(toml::from_str::<RunConfig>(&bad).is_err(), "{bad}");
+        }
+        for bad in [
+            format!("{base}[train]\nlr = -1.0\n"),
+            format!("{base}[log]\nevery = 0\n"),
+            format!("name = \"a/b\"\n{base}"),
+            format!("{base}[train]\nforward_weight = 0.5\n"),
+        ] {
+            let config: RunConfig = toml::from_str(&bad).unwrap();
+            assert!(config.check().is_err(), "{bad}");
+        }
+    }
+}
