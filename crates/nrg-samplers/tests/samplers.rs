@@ -258,6 +258,7 @@ mod neural {
             4096,
             &device,
             &mut |_| {},
+            None,
         )
         .unwrap();
         let rel = (out.ln_z.value - exact.ln_z).abs() / exact.ln_z.abs();
@@ -333,6 +334,7 @@ mod neural {
             4096,
             &device,
             &mut |_| {},
+            None,
         )
         .unwrap();
         let exact = kaufman(L, beta_c).unwrap();

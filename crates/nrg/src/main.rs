@@ -4,6 +4,7 @@
 //! nrg exact ising --L 16 --beta 0.4406868          # Kaufman: ln Z, f, u, c per site
 //! nrg mc ising --L 16 --beta 0.4 --algo wolff --sweeps 10000 --seed 1 --out runs/ising
 //! nrg train --config configs/phi4-tutorial.toml   # train a flow into runs/phi4-tutorial/
+//! nrg sample --run runs/phi4-tutorial --method nmcmc --samples 100000
 //! nrg info --device wgpu                           # check a backend
 //! ```
 //!
@@ -15,6 +16,7 @@ mod mc_cmd;
 mod output;
 mod plot;
 mod run_config;
+mod sample_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +41,8 @@ enum Command {
     Mc(mc_cmd::McArgs),
     /// Train a flow from a run configuration (TOML), writing runs/NAME/.
     Train(train_cmd::TrainArgs),
+    /// Sample a trained run: NIS, NMCMC, bulk HMC / local moves, or boundary HMC.
+    Sample(sample_cmd::SampleArgs),
     /// Show the compiled backends and check that the selected device runs a tensor op.
     Info,
 }
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Exact(args) => exact_cmd::run(args),
         Command::Mc(args) => mc_cmd::run(args),
         Command::Train(args) => train_cmd::run(args, cli.device),
+        Command::Sample(args) => sample_cmd::run(args, cli.device),
         Command::Info => device::info(cli.device),
     };
     match result {

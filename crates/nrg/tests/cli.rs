@@ -260,6 +260,77 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
     let model = std::fs::read(run.join("checkpoint/model.bpk")).unwrap();
     assert!(!model.is_empty());
 
+    // Sampling the trained run: every method writes a summary with the exact comparison.
+    for method in ["nis", "nmcmc", "bulk-hmc", "bulk-local", "hmc"] {
+        let out_dir = dir.path().join(format!("sample-{method}"));
+        let args = [
+            "sample",
+            "--run",
+            run_s,
+            "--method",
+            method,
+            "--samples",
+            "300",
+            "--leapfrog",
+            "3",
+            "--batch",
+            "256",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--quiet",
+        ];
+        run_nrg_ok(&args);
+        let v = read_json(&out_dir.join("summary.json"));
+        let phi2 = &v["exact"]["phi2"];
+        let sigma = phi2["deviation_sigma"].as_f64().unwrap();
+        assert!(
+            sigma.is_finite() && phi2["exact"].as_f64().unwrap() > 0.0,
+            "{method}: {v}"
+        );
+        if method == "nis" {
+            assert!(v["result"]["ess"].as_f64().unwrap() > 0.0);
+            assert!(v["exact"]["ln_z"]["error"].as_f64().unwrap() > 0.0);
+        } else {
+            let tau = v["result"]["observables"]["phi2"]["tau_int"]
+                .as_f64()
+                .unwrap();
+            assert!(tau >= 0.4, "{method}: τ_int {tau}");
+        }
+    }
+    let out_dir = dir.path().join("saved");
+    run_nrg_ok(&[
+        "sample",
+        "--run",
+        run_s,
+        "--method",
+        "nis",
+        "--samples",
+        "100",
+        "--save-samples",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let (values, shape) =
+        nrg_flow::data::read_configurations(&out_dir.join("samples.npy")).unwrap();
+    assert_eq!((values.len(), shape), (1600, [100, 1, 4, 4]));
+    assert_usage_error(
+        &[
+            "sample",
+            "--run",
+            run_s,
+            "--method",
+            "bulk-local",
+            "--level",
+            "7",
+        ],
+        "--level 7 does not exist",
+    );
+    assert_usage_error(
+        &["sample", "--run", "/nonexistent", "--method", "nis"],
+        "not a run directory",
+    );
+
     // Bad inputs: missing file, unknown key, corrupt checkpoint.
     assert_usage_error(
         &["train", "--config", "/nonexistent.toml"],

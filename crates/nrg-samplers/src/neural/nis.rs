@@ -143,7 +143,8 @@ pub struct NisRequest<'a> {
 
 /// Runs NIS with `samples` draws in batches of `batch`; `progress` is called with the
 /// number of samples done after each batch. The model and the action live on `device`
-/// (no autodiff needed).
+/// (no autodiff needed). With `keep`, every configuration (`f32`) and its `ln w` are
+/// appended — memory then grows with `samples`.
 pub fn nis(
     model: &dyn DensityModel,
     action: &dyn Action,
@@ -152,6 +153,7 @@ pub fn nis(
     batch: usize,
     device: &Device,
     progress: &mut dyn FnMut(usize),
+    mut keep: Option<&mut (Vec<f32>, Vec<f64>)>,
 ) -> Result<NisSummary> {
     if samples < 2 || batch == 0 {
         return Err(NrgError::param(
@@ -184,6 +186,14 @@ pub fn nis(
                     .measure(&xs[i * per_config..(i + 1) * per_config]),
             );
             acc.push(log_w, &values);
+            if let Some((configs, log_ws)) = keep.as_deref_mut() {
+                configs.extend(
+                    xs[i * per_config..(i + 1) * per_config]
+                        .iter()
+                        .map(|v| *v as f32),
+                );
+                log_ws.push(log_w);
+            }
         }
         done += b;
         progress(done);
