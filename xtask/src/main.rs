@@ -142,6 +142,38 @@ fn demo(out: PathBuf) -> Result<()> {
         "--out",
         &format!("{out}/phi4-hmc"),
     ])?;
+    println!("== train a hierarchical flow for the Ising model, L = 4, at beta_c");
+    nrg(&[
+        "train",
+        "--config",
+        "configs/demo-ising-l4.toml",
+        "--runs",
+        &out,
+        "--force",
+    ])?;
+    let run = format!("{out}/demo-ising-l4");
+    println!("== neural importance sampling with it: ln Z against Kaufman");
+    nrg(&[
+        "sample",
+        "--run",
+        &run,
+        "--method",
+        "nis",
+        "--samples",
+        "65536",
+    ])?;
+    println!("== neural MCMC with it: the Ising energy against Kaufman");
+    nrg(&[
+        "sample",
+        "--run",
+        &run,
+        "--method",
+        "nmcmc",
+        "--samples",
+        "20000",
+        "--batch",
+        "1024",
+    ])?;
     println!("demo results are in {out}/");
     Ok(())
 }
