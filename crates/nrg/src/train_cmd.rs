@@ -315,6 +315,8 @@ pub fn train(
     device_name: &str,
     quiet: bool,
 ) -> Result<()> {
+    // Seed before building the model, so that its initialisation is reproducible too.
+    device.seed(config.train.seed);
     let action: Box<dyn Action> = config.action.build(device)?;
     let channels = action.channels();
     let l = config.action.l;
@@ -335,8 +337,6 @@ pub fn train(
         trainer = trainer.load(&ckpt, state.step)?;
         elapsed0 = state.elapsed_s;
         device.seed(settings.seed.wrapping_add(state.step as u64));
-    } else {
-        device.seed(settings.seed);
     }
     let start_step = trainer.step_index();
     let metrics_path = dir.join("metrics.csv");
