@@ -1,7 +1,9 @@
 //! Benchmarks of nrg live in `benches/`; this library only hosts shared set-up.
 //!
 //! - `baselines`: the single-spin Metropolis sweep (reported as spin updates per second),
-//!   the Wolff cluster update and an HMC trajectory of φ⁴.
+//!   the Wolff cluster update and an HMC trajectory of φ⁴;
+//! - `flows`: a coupling layer and the hierarchical flow, forward and inverse, and whole
+//!   training steps of the φ⁴ tutorial flow and the hierarchical Ising L = 16 flow.
 
 use nrg_core::Lattice;
 use nrg_lattice::{IsingSpins, PhiFour};

@@ -1,0 +1,109 @@
+//! Flow throughput on the backend the benches were built with (`flex` by default; build
+//! with `--features ndarray` or `--features wgpu` and set `NRG_BENCH_DEVICE=ndarray|wgpu`).
+//!
+//! - `coupling/{forward,inverse}`: one affine checkerboard coupling with the φ⁴ tutorial's
+//!   CNN (1 → 8 → 8 → 2, 3×3), batch 256, L = 8;
+//! - `hierarchical/{forward,inverse}`: NeuralRG's hierarchical flow (2×2 blocks, 10
+//!   couplings, MLP 10-10), Z₂-free, batch 512, L = 16;
+//! - `train_step/{phi4_tutorial,ising_l16}`: one whole reverse-KL step (sample, action,
+//!   backward, Adam) — the number to compare with the PyTorch peers.
+
+use burn::tensor::{Device, Distribution, Tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+use nrg_core::{Bijector, Lattice};
+use nrg_flow::FlowSpec;
+use nrg_flow::train::{TrainSettings, Trainer};
+use nrg_lattice::{IsingRelaxed, PhiFour};
+use nrg_layers::{AffineCouplingConfig, BlockRealNvpConfig, MaskKind};
+use std::hint::black_box;
+
+#[allow(unreachable_code, deprecated)]
+fn device() -> Device {
+    match std::env::var("NRG_BENCH_DEVICE").as_deref() {
+        #[cfg(feature = "wgpu")]
+        Ok("wgpu") => return Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(feature = "ndarray")]
+        Ok("ndarray") => return Device::ndarray(),
+        _ => {}
+    }
+    #[cfg(feature = "flex")]
+    return Device::flex();
+    panic!("build the benches with a backend feature (flex, ndarray or wgpu)")
+}
+
+fn sync(t: Tensor<1>) -> f32 {
+    t.sum().into_scalar()
+}
+
+fn coupling(c: &mut Criterion) {
+    let dev = device();
+    let layer = AffineCouplingConfig::new(1, 8, 8, vec![8, 8])
+        .with_zero_init(false)
+        .init(MaskKind::Checkerboard { parity: 0 }, &dev);
+    let z = Tensor::<4>::random([256, 1, 8, 8], Distribution::Normal(0.0, 1.0), &dev);
+    let mut group = c.benchmark_group("coupling");
+    group.bench_function("forward", |b| {
+        b.iter(|| black_box(sync(layer.forward(z.clone()).1)))
+    });
+    group.bench_function("inverse", |b| {
+        b.iter(|| black_box(sync(layer.inverse(z.clone()).1)))
+    });
+    group.finish();
+}
+
+fn hierarchical(c: &mut Criterion) {
+    let dev = device();
+    let flow = nrg_flow::HierarchicalFlow::new(16, 2, None, 1, |_, _| {
+        nrg_layers::BlockBijector::RealNvp(
+            BlockRealNvpConfig::new(1, 2, 10, vec![10, 10])
+                .with_zero_init(false)
+                .init(&dev),
+        )
+    })
+    .expect("valid flow");
+    let z = Tensor::<4>::random([512, 1, 16, 16], Distribution::Normal(0.0, 1.0), &dev);
+    let mut group = c.benchmark_group("hierarchical");
+    group.sample_size(10);
+    group.bench_function("forward", |b| {
+        b.iter(|| black_box(sync(flow.forward(z.clone()).1)))
+    });
+    group.bench_function("inverse", |b| {
+        b.iter(|| black_box(sync(flow.inverse(z.clone()).1)))
+    });
+    group.finish();
+}
+
+fn train_step(c: &mut Criterion) {
+    let dev = device().autodiff();
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    let phi4 = PhiFour::lattice_form(Lattice::square(8).expect("L"), 1, -4.0, 8.0).expect("φ⁴");
+    let model = FlowSpec::phi4_tutorial().build(1, 8, &dev).expect("flow");
+    let settings = TrainSettings {
+        batch: 256,
+        ..TrainSettings::default()
+    };
+    let mut trainer = Trainer::new(model, &phi4, None, settings, &dev).expect("trainer");
+    group.bench_function("phi4_tutorial", |b| {
+        b.iter(|| black_box(trainer.step().expect("finite")))
+    });
+    let beta_c = (1.0 + 2f64.sqrt()).ln() / 2.0;
+    let ising = IsingRelaxed::new(Lattice::square(16).expect("L"), beta_c, &dev).expect("Ising");
+    let spec = FlowSpec {
+        z2: true,
+        ..FlowSpec::default()
+    };
+    let model = spec.build(1, 16, &dev).expect("flow");
+    let settings = TrainSettings {
+        batch: 512,
+        ..TrainSettings::default()
+    };
+    let mut trainer = Trainer::new(model, &ising, None, settings, &dev).expect("trainer");
+    group.bench_function("ising_l16", |b| {
+        b.iter(|| black_box(trainer.step().expect("finite")))
+    });
+    group.finish();
+}
+
+criterion_group!(flows, coupling, hierarchical, train_step);
+criterion_main!(flows);
