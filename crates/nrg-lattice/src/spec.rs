@@ -184,32 +184,33 @@ impl ActionSpec {
 
     /// Builds the action on `device`.
     pub fn build(&self, device: &Device) -> Result<Box<dyn Action>> {
+        Ok(match self.model {
+            ModelKind::Ising => Box::new(self.build_ising(device)?),
+            _ => Box::new(self.build_phi4()?),
+        })
+    }
+
+    /// The φ⁴-family action itself (it also serves as a host action); an error for the Ising
+    /// model.
+    pub fn build_phi4(&self) -> Result<PhiFour> {
         self.check_keys()?;
         let lattice = self.lattice()?;
         let n = self.n.unwrap_or(1);
         let want = |v: Option<f64>| v.unwrap_or(f64::NAN);
-        Ok(match self.model {
-            ModelKind::Ising => Box::new(self.build_ising(device)?),
-            ModelKind::Phi4 if self.kappa.is_some() => Box::new(PhiFour::hopping_form(
-                lattice,
-                n,
-                want(self.kappa),
-                want(self.lambda_hat),
-            )?),
-            ModelKind::Phi4 => Box::new(PhiFour::lattice_form(
-                lattice,
-                n,
-                want(self.m2),
-                want(self.lambda),
-            )?),
-            ModelKind::ComplexPhi4 => Box::new(PhiFour::complex_form(
-                lattice,
-                want(self.t),
-                want(self.mu),
-                want(self.lambda),
-            )?),
-            ModelKind::FreeField => Box::new(PhiFour::free_field(lattice, n, want(self.m2))?),
-        })
+        match self.model {
+            ModelKind::Ising => Err(NrgError::param(
+                "model",
+                "the Ising model is not a φ⁴ action",
+            )),
+            ModelKind::Phi4 if self.kappa.is_some() => {
+                PhiFour::hopping_form(lattice, n, want(self.kappa), want(self.lambda_hat))
+            }
+            ModelKind::Phi4 => PhiFour::lattice_form(lattice, n, want(self.m2), want(self.lambda)),
+            ModelKind::ComplexPhi4 => {
+                PhiFour::complex_form(lattice, want(self.t), want(self.mu), want(self.lambda))
+            }
+            ModelKind::FreeField => PhiFour::free_field(lattice, n, want(self.m2)),
+        }
     }
 
     /// The relaxed Ising action itself (for its Ising-specific estimators); an error for
@@ -255,6 +256,7 @@ mod tests {
             assert!(spec.build(&device).is_err(), "{text}");
         }
         assert!(ActionSpec::phi4(8, 1.0, 1.0).build_ising(&device).is_err());
+        assert!(ActionSpec::ising(8, 0.4).build_phi4().is_err());
         for text in [
             "model = \"ising\"\nL = 8\nbeta = 0.4\nfoo = 1\n",
             "model = \"potts\"\nL = 8\n",

@@ -51,6 +51,13 @@ pub trait Simulation: MarkovChain {
     }
 }
 
+/// The factor by which a step size is scaled after a tuning window with the given
+/// acceptance: `exp(clamp(acceptance − target, ±½))` — larger steps when too many proposals
+/// are accepted, smaller when too few.
+pub(crate) fn step_factor(acceptance: f64, target: f64) -> f64 {
+    (acceptance - target).clamp(-0.5, 0.5).exp()
+}
+
 /// How long to run.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct RunConfig {
@@ -389,11 +396,11 @@ impl Simulation for PhiFourSimulation {
     fn tune(&mut self, acceptance: f64) {
         match self {
             Self::Hmc(c, target) => {
-                let f = (acceptance - *target).clamp(-0.5, 0.5).exp();
+                let f = step_factor(acceptance, *target);
                 c.set_step((c.step() * f).clamp(1e-4, 2.0));
             }
             Self::Local(c, target) => {
-                let f = (acceptance - *target).clamp(-0.5, 0.5).exp();
+                let f = step_factor(acceptance, *target);
                 c.set_delta((c.delta() * f).clamp(1e-4, 100.0));
             }
         }

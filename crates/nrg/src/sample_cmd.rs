@@ -28,12 +28,11 @@ use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use nrg_core::Action;
-use nrg_core::action::HostAction;
 use nrg_flow::data::write_npy_f32;
 use nrg_flow::{FlowBijector, FlowModel};
 use nrg_lattice::exact::gaussian::GaussianExact;
 use nrg_lattice::exact::ising2d::kaufman;
-use nrg_lattice::{IsingRelaxed, ModelKind, PhiFour};
+use nrg_lattice::{IsingRelaxed, ModelKind};
 use nrg_samplers::neural::{
     ChainSettings, ChainSummary, FieldObservables, IsingImproved, Measure, NisRequest,
     boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
@@ -283,14 +282,15 @@ pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
             let starts =
                 vec![vec![0.0; action.channels() * action.lattice().volume()]; args.chains];
             let mut tick = |d: usize| pb.set_position(d as u64);
+            let (m, step, leapfrog) = (measure.as_ref(), args.step, args.leapfrog);
             let s = match config.action.model {
                 ModelKind::Ising => {
                     let host = config.action.build_ising(&plain)?;
-                    boundary(&host, starts, measure.as_ref(), &settings, &args, &mut tick)?
+                    boundary_hmc(&host, starts, m, &settings, step, leapfrog, &mut tick)?
                 }
                 _ => {
-                    let host = phi4_host(&config)?;
-                    boundary(&host, starts, measure.as_ref(), &settings, &args, &mut tick)?
+                    let host = config.action.build_phi4()?;
+                    boundary_hmc(&host, starts, m, &settings, step, leapfrog, &mut tick)?
                 }
             };
             pb.finish_and_clear();
@@ -301,41 +301,6 @@ pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
     print_summary(&summary);
     println!("wrote {}", out.join("summary.json").display());
     Ok(())
-}
-
-fn boundary<A: HostAction + Clone>(
-    action: &A,
-    starts: Vec<Vec<f64>>,
-    measure: &dyn Measure,
-    settings: &ChainSettings,
-    args: &SampleArgs,
-    tick: &mut dyn FnMut(usize),
-) -> Result<ChainSummary> {
-    Ok(boundary_hmc(
-        action,
-        starts,
-        measure,
-        settings,
-        args.step,
-        args.leapfrog,
-        tick,
-    )?)
-}
-
-/// The φ⁴ action of the run as a host action.
-fn phi4_host(config: &RunConfig) -> Result<PhiFour> {
-    let a = &config.action;
-    let lattice = a.lattice()?;
-    let n = a.n.unwrap_or(1);
-    let v = |x: Option<f64>| x.unwrap_or(f64::NAN);
-    Ok(match a.model {
-        ModelKind::ComplexPhi4 => PhiFour::complex_form(lattice, v(a.t), v(a.mu), v(a.lambda))?,
-        ModelKind::FreeField => PhiFour::free_field(lattice, n, v(a.m2))?,
-        ModelKind::Phi4 if a.kappa.is_some() => {
-            PhiFour::hopping_form(lattice, n, v(a.kappa), v(a.lambda_hat))?
-        }
-        _ => PhiFour::lattice_form(lattice, n, v(a.m2), v(a.lambda))?,
-    })
 }
 
 fn chain_settings(args: &SampleArgs) -> ChainSettings {
@@ -432,7 +397,16 @@ fn run_nis(args: &SampleArgs, device: &Device, out: &Path) -> Result<Value> {
     let pb = bar(args.samples, args.quiet, "samples");
     let mut kept = (Vec::new(), Vec::new());
     let keep = args.save_samples.then_some(&mut kept);
-    let s = nis_keep(&model, action.as_ref(), &request, args, device, &pb, keep)?;
+    let s = nis(
+        &model,
+        action.as_ref(),
+        &request,
+        args.samples,
+        args.batch,
+        device,
+        &mut |d| pb.set_position(d as u64),
+        keep,
+    )?;
     pb.finish_and_clear();
     if args.save_samples {
         save_samples(out, &config, &kept.0)?;
@@ -490,27 +464,6 @@ fn run_nis(args: &SampleArgs, device: &Device, out: &Path) -> Result<Value> {
         "ising": ising_json,
         "exact": exact,
     }))
-}
-
-fn nis_keep(
-    model: &FlowModel,
-    action: &dyn Action,
-    request: &NisRequest,
-    args: &SampleArgs,
-    device: &Device,
-    pb: &ProgressBar,
-    keep: Option<&mut (Vec<f32>, Vec<f64>)>,
-) -> Result<nrg_samplers::neural::NisSummary> {
-    Ok(nis(
-        model,
-        action,
-        request,
-        args.samples,
-        args.batch,
-        device,
-        &mut |d| pb.set_position(d as u64),
-        keep,
-    )?)
 }
 
 fn print_summary(v: &Value) {

@@ -12,7 +12,7 @@
 //!   the same observables, for side-by-side `τ_int`.
 //!
 //! Step sizes adapt during thermalisation only (towards acceptance 0.75 for HMC, 0.5 for
-//! local moves), so the measured chains are stationary. Every chain records the action per
+//! local moves, by the baseline chains' rule), so the measured chains are stationary. Every chain records the action per
 //! site `s` and the [`Measure`] columns after each update; each observable gets its
 //! Gamma-method error and `τ_int` (in updates), combined over independent chains as the mean of
 //! the chain means with `σ = √(Σσ_c²)/C`. `effective_per_second = C·N/(2τ_int)/seconds`
@@ -22,6 +22,7 @@ use super::host;
 use super::measure::Measure;
 use crate::ChainRng;
 use crate::baseline::Hmc;
+use crate::run::step_factor;
 use burn::tensor::{Device, Tensor, TensorData};
 use nrg_core::action::HostAction;
 use nrg_core::stats::gamma_method;
@@ -180,8 +181,9 @@ pub fn nmcmc(
     let mut rec = Recorder::new(measure, settings.chains, volume);
     let total = settings.thermalisation + settings.updates;
     let mut accepted = 0usize;
-    let mut start = Instant::now();
+    let mut seconds = 0.0;
     for chain in 0..settings.chains {
+        let mut start = Instant::now();
         // (log w, S, configuration) of the current state.
         let mut current: Option<(f64, f64, Vec<f64>)> = None;
         let mut done = 0;
@@ -207,7 +209,7 @@ pub fn nmcmc(
                     ));
                 }
                 if done >= settings.thermalisation {
-                    if done == settings.thermalisation && chain == 0 {
+                    if done == settings.thermalisation {
                         start = Instant::now();
                     }
                     accepted += accept as usize;
@@ -221,37 +223,115 @@ pub fn nmcmc(
             }
             progress(chain * total + done);
         }
+        seconds += start.elapsed().as_secs_f64();
     }
-    let seconds = start.elapsed().as_secs_f64();
     let acceptance = accepted as f64 / (settings.updates * settings.chains) as f64;
     rec.summarise("nmcmc", settings, acceptance, None, seconds)
 }
 
-/// `U(z) = S(G(z)) − ln|det ∂G/∂z|` for a batch of latents, with `∂U/∂z` when `grad` is set
-/// (then `device` must be an autodiff device), and the configurations `x = G(z)`.
-fn potential(
-    model: &dyn LatentModel,
-    action: &dyn Action,
-    z: &[f64],
-    shape: [usize; 4],
-    grad: bool,
-    device: &Device,
-) -> (Vec<f64>, Option<Vec<f64>>, Vec<f64>, Vec<f64>) {
-    let data: Vec<f32> = z.iter().map(|v| *v as f32).collect();
-    let mut zt = Tensor::<4>::from_data(TensorData::new(data, shape), device);
-    if grad {
-        zt = zt.require_grad();
+/// Adapts a step size during thermalisation: after every `window` proposals the step is
+/// multiplied by [`crate::run::step_factor`] of the window's acceptance (the rule of the
+/// baseline chains).
+struct StepTuner {
+    target: f64,
+    window: usize,
+    accepted: usize,
+    proposed: usize,
+}
+
+impl StepTuner {
+    fn new(target: f64, window: usize) -> Self {
+        Self {
+            target,
+            window,
+            accepted: 0,
+            proposed: 0,
+        }
     }
-    let (x, log_det) = model.generate_with_log_det(zt.clone());
-    let s = action.action(x.clone());
-    let u = s.clone() - log_det;
-    let g = if grad {
-        let grads = u.clone().sum().backward();
-        zt.grad(&grads).map(host)
-    } else {
-        None
-    };
-    (host(u), g, host(s), host(x))
+
+    /// Records a batch of proposals; returns the factor to apply when a window is full.
+    fn observe(&mut self, accepted: usize, proposed: usize) -> Option<f64> {
+        self.accepted += accepted;
+        self.proposed += proposed;
+        if self.proposed < self.window {
+            return None;
+        }
+        let a = self.accepted as f64 / self.proposed as f64;
+        (self.accepted, self.proposed) = (0, 0);
+        Some(step_factor(a, self.target))
+    }
+}
+
+/// A batch of bulk chains: latents, `U(z)`, `S(G(z))`, and (where asked for) `∂U/∂z` and the
+/// configurations `x = G(z)`, all on the host; rows of `per` values per chain.
+struct BulkBatch {
+    z: Vec<f64>,
+    u: Vec<f64>,
+    s: Vec<f64>,
+    grad: Option<Vec<f64>>,
+    x: Vec<f64>,
+    per: usize,
+}
+
+impl BulkBatch {
+    /// Evaluates `U(z) = S(G(z)) − ln|det ∂G/∂z|` for the latents `z` (`shape` = `[B, C, R, W]`),
+    /// with `∂U/∂z` when `grad` is set (then `device` must be an autodiff device) and `x` when
+    /// `with_x` is set.
+    fn evaluate(
+        model: &dyn LatentModel,
+        action: &dyn Action,
+        z: Vec<f64>,
+        shape: [usize; 4],
+        grad: bool,
+        with_x: bool,
+        device: &Device,
+    ) -> Self {
+        let data: Vec<f32> = z.iter().map(|v| *v as f32).collect();
+        let mut zt = Tensor::<4>::from_data(TensorData::new(data, shape), device);
+        if grad {
+            zt = zt.require_grad();
+        }
+        let (x, log_det) = model.generate_with_log_det(zt.clone());
+        let s = action.action(x.clone());
+        let u = s.clone() - log_det;
+        let grad = if grad {
+            let grads = u.clone().sum().backward();
+            zt.grad(&grads).map(host)
+        } else {
+            None
+        };
+        Self {
+            z,
+            u: host(u),
+            s: host(s),
+            grad,
+            x: if with_x { host(x) } else { Vec::new() },
+            per: shape[1] * shape[2] * shape[3],
+        }
+    }
+
+    fn rows(&self, i: usize) -> std::ops::Range<usize> {
+        i * self.per..(i + 1) * self.per
+    }
+
+    /// Replaces chain `i` by the proposal's chain `i`.
+    fn accept(&mut self, i: usize, proposal: &Self) {
+        let r = self.rows(i);
+        self.z[r.clone()].copy_from_slice(&proposal.z[r.clone()]);
+        self.x[r.clone()].copy_from_slice(&proposal.x[r.clone()]);
+        if let (Some(g), Some(gp)) = (&mut self.grad, &proposal.grad) {
+            g[r.clone()].copy_from_slice(&gp[r]);
+        }
+        self.u[i] = proposal.u[i];
+        self.s[i] = proposal.s[i];
+    }
+
+    /// Measures every chain.
+    fn record(&self, rec: &mut Recorder, measure: &dyn Measure) {
+        for i in 0..self.u.len() {
+            rec.record(i, self.s[i], &measure.measure(&self.x[self.rows(i)]));
+        }
+    }
 }
 
 /// HMC in the bulk: `settings.chains` chains batched through the flow, `leapfrog` steps of
@@ -276,73 +356,63 @@ pub fn bulk_hmc(
     }
     let [c, r, w] = model.latent_shape();
     let b = settings.chains;
-    let per = c * r * w;
     let shape = [b, c, r, w];
     let mut rng = ChainRng::seed_from_u64(settings.seed);
-    let mut z = host(model.sample_latent(b, device));
-    let (mut u, mut g, mut s, mut x) = potential(model, action, &z, shape, true, device);
-    let mut g_cur = g.take().ok_or_else(|| {
-        NrgError::InvalidData("no gradient through the flow: is the device autodiff?".into())
-    })?;
+    let z = host(model.sample_latent(b, device));
+    let mut cur = BulkBatch::evaluate(model, action, z, shape, true, true, device);
+    if cur.grad.is_none() {
+        return Err(NrgError::InvalidData(
+            "no gradient through the flow: is the device autodiff?".into(),
+        ));
+    }
+    let per = cur.per;
     let mut rec = Recorder::new(measure, b, action.lattice().volume());
     let total = settings.thermalisation + settings.updates;
-    let (mut accepted, mut window_acc, mut window_n) = (0usize, 0usize, 0usize);
+    let mut tuner = StepTuner::new(0.75, 10 * b.max(2));
+    let mut accepted = 0usize;
     let mut start = Instant::now();
     for t in 0..total {
         if t == settings.thermalisation {
             start = Instant::now();
         }
         let mut p: Vec<f64> = (0..b * per).map(|_| rng.sample(StandardNormal)).collect();
-        let h0: Vec<f64> = (0..b)
-            .map(|i| u[i] + 0.5 * p[i * per..(i + 1) * per].iter().map(|v| v * v).sum::<f64>())
-            .collect();
-        let mut zn = z.clone();
-        let mut gn = g_cur.clone();
-        let mut un = u.clone();
-        let (mut sn, mut xn) = (s.clone(), x.clone());
+        let kinetic = |p: &[f64], i: usize| {
+            0.5 * p[i * per..(i + 1) * per].iter().map(|v| v * v).sum::<f64>()
+        };
+        let h0: Vec<f64> = (0..b).map(|i| cur.u[i] + kinetic(&p, i)).collect();
+        let mut z = cur.z.clone();
+        let mut g = cur.grad.clone().expect("checked above");
+        let mut prop = None;
         for k in 0..leapfrog {
             for j in 0..b * per {
-                p[j] -= 0.5 * step * gn[j];
-                zn[j] += step * p[j];
+                p[j] -= 0.5 * step * g[j];
+                z[j] += step * p[j];
             }
-            let (u1, g1, s1, x1) = potential(model, action, &zn, shape, true, device);
-            gn = g1.expect("autodiff gradient");
+            let last = k + 1 == leapfrog;
+            let next = BulkBatch::evaluate(model, action, z.clone(), shape, true, last, device);
+            g = next.grad.clone().expect("autodiff gradient");
             for j in 0..b * per {
-                p[j] -= 0.5 * step * gn[j];
+                p[j] -= 0.5 * step * g[j];
             }
-            if k + 1 == leapfrog {
-                (un, sn, xn) = (u1, s1, x1);
-            }
+            prop = Some(next);
         }
+        let prop = prop.expect("at least one leapfrog step");
         let mut acc_now = 0;
         for i in 0..b {
-            let h1 = un[i] + 0.5 * p[i * per..(i + 1) * per].iter().map(|v| v * v).sum::<f64>();
-            let dh = h1 - h0[i];
+            let dh = prop.u[i] + kinetic(&p, i) - h0[i];
             let uniform: f64 = rng.random();
             if dh.is_finite() && uniform.ln() < -dh {
                 acc_now += 1;
-                let rng_i = i * per..(i + 1) * per;
-                z[rng_i.clone()].copy_from_slice(&zn[rng_i.clone()]);
-                g_cur[rng_i.clone()].copy_from_slice(&gn[rng_i]);
-                u[i] = un[i];
-                s[i] = sn[i];
-                let xr = i * per..(i + 1) * per;
-                x[xr.clone()].copy_from_slice(&xn[xr]);
+                cur.accept(i, &prop);
             }
         }
         if t < settings.thermalisation {
-            window_acc += acc_now;
-            window_n += b;
-            if window_n >= 10 * b.max(2) {
-                let a = window_acc as f64 / window_n as f64;
-                step *= (1.0 + (a - 0.75)).clamp(0.5, 1.5);
-                (window_acc, window_n) = (0, 0);
+            if let Some(f) = tuner.observe(acc_now, b) {
+                step *= f;
             }
         } else {
             accepted += acc_now;
-            for i in 0..b {
-                rec.record(i, s[i], &measure.measure(&x[i * per..(i + 1) * per]));
-            }
+            cur.record(&mut rec, measure);
         }
         progress(t + 1);
     }
@@ -382,50 +452,40 @@ pub fn bulk_local(
     };
     let shape = [b, c, r, w];
     let mut rng = ChainRng::seed_from_u64(settings.seed);
-    let mut z = host(model.sample_latent(b, device));
-    let (mut u, _, mut s, mut x) = potential(model, action, &z, shape, false, device);
+    let z = host(model.sample_latent(b, device));
+    let mut cur = BulkBatch::evaluate(model, action, z, shape, false, true, device);
     let mut rec = Recorder::new(measure, b, action.lattice().volume());
     let total = settings.thermalisation + settings.updates;
-    let (mut accepted, mut window_acc, mut window_n) = (0usize, 0usize, 0usize);
+    let mut tuner = StepTuner::new(0.5, 20 * b.max(2));
+    let mut accepted = 0usize;
     let mut start = Instant::now();
     for t in 0..total {
         if t == settings.thermalisation {
             start = Instant::now();
         }
-        let mut zn = z.clone();
-        let mut moved = Vec::with_capacity(b);
+        let mut z = cur.z.clone();
         for i in 0..b {
             let k = allowed[rng.random_range(0..allowed.len())];
             let xi: f64 = rng.sample(StandardNormal);
-            zn[i * per + k] += delta * xi;
-            moved.push(k);
+            z[i * per + k] += delta * xi;
         }
-        let (un, _, sn, xn) = potential(model, action, &zn, shape, false, device);
+        let prop = BulkBatch::evaluate(model, action, z, shape, false, true, device);
         let mut acc_now = 0;
         for i in 0..b {
             let uniform: f64 = rng.random();
-            if (un[i] - u[i]).is_finite() && uniform.ln() < u[i] - un[i] {
+            let du = prop.u[i] - cur.u[i];
+            if du.is_finite() && uniform.ln() < -du {
                 acc_now += 1;
-                z[i * per + moved[i]] = zn[i * per + moved[i]];
-                u[i] = un[i];
-                s[i] = sn[i];
-                let xr = i * per..(i + 1) * per;
-                x[xr.clone()].copy_from_slice(&xn[xr]);
+                cur.accept(i, &prop);
             }
         }
         if t < settings.thermalisation {
-            window_acc += acc_now;
-            window_n += b;
-            if window_n >= 20 * b.max(2) {
-                let a = window_acc as f64 / window_n as f64;
-                delta *= (1.0 + (a - 0.5)).clamp(0.5, 1.5);
-                (window_acc, window_n) = (0, 0);
+            if let Some(f) = tuner.observe(acc_now, b) {
+                delta *= f;
             }
         } else {
             accepted += acc_now;
-            for i in 0..b {
-                rec.record(i, s[i], &measure.measure(&x[i * per..(i + 1) * per]));
-            }
+            cur.record(&mut rec, measure);
         }
         progress(t + 1);
     }
@@ -463,7 +523,7 @@ pub fn boundary_hmc<A: HostAction + Clone>(
     let mut accepted = 0usize;
     let mut seconds = 0.0;
     for (ci, chain) in chains.iter_mut().enumerate() {
-        let (mut wa, mut wn) = (0usize, 0usize);
+        let mut tuner = StepTuner::new(0.75, 20);
         let mut start = Instant::now();
         for t in 0..total {
             if t == settings.thermalisation {
@@ -471,13 +531,8 @@ pub fn boundary_hmc<A: HostAction + Clone>(
             }
             let acc = chain.trajectory();
             if t < settings.thermalisation {
-                wa += acc as usize;
-                wn += 1;
-                if wn == 20 {
-                    let a = wa as f64 / wn as f64;
-                    let eps = chain.step() * (1.0 + (a - 0.75)).clamp(0.5, 1.5);
-                    chain.set_step(eps);
-                    (wa, wn) = (0, 0);
+                if let Some(f) = tuner.observe(acc as usize, 1) {
+                    chain.set_step(chain.step() * f);
                 }
             } else {
                 accepted += acc as usize;
