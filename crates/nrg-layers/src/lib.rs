@@ -22,6 +22,7 @@ pub mod block;
 pub mod check;
 pub mod circulant;
 pub mod coupling;
+pub mod kernels;
 pub mod mask;
 pub mod mlp;
 pub mod ode;

@@ -22,6 +22,8 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::elu;
 use burn::tensor::{Device, Distribution, Tensor};
 
+use crate::kernels::{self, Activation};
+
 /// Configuration of a [`TwinMlp`].
 #[derive(Config, Debug)]
 pub struct TwinMlpConfig {
@@ -67,9 +69,10 @@ impl TwinLinear {
         }
     }
 
-    /// `[2, N, in] → [2, N, out]` (an input `[1, N, in]` is shared by both twins).
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        x.matmul(self.weight.val()) + self.bias.val()
+    /// `act(x W + b)`: `[2, N, in] → [2, N, out]` (an input `[1, N, in]` is shared by both
+    /// twins), one fused [`kernels::twin_dense`](crate::kernels::twin_dense).
+    fn forward(&self, x: Tensor<3>, act: Activation) -> Tensor<3> {
+        kernels::twin_dense(x, self.weight.val(), self.bias.val(), act)
     }
 }
 
@@ -115,21 +118,23 @@ impl TwinMlp {
         let u = u.reshape([1, n, i]);
         let last = self.layers.len() - 1;
         if self.residual {
-            let mut h = self.layers[0].forward(u);
+            let mut h = self.layers[0].forward(u, Activation::Identity);
             let mut k = 1;
             while k < last {
-                let inner = self.layers[k].forward(elu(h.clone(), 1.0));
-                h = h + self.layers[k + 1].forward(elu(inner, 1.0));
+                let inner = self.layers[k].forward(elu(h.clone(), 1.0), Activation::Elu);
+                h = h + self.layers[k + 1].forward(inner, Activation::Identity);
                 k += 2;
             }
-            return self.layers[last].forward(elu(h, 1.0));
+            return self.layers[last].forward(elu(h, 1.0), Activation::Identity);
         }
         let mut h = u;
         for (k, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(h);
-            if k != last {
-                h = elu(h, 1.0);
-            }
+            let act = if k == last {
+                Activation::Identity
+            } else {
+                Activation::Elu
+            };
+            h = layer.forward(h, act);
         }
         h
     }

@@ -1,0 +1,346 @@
+//! The fused kernels as a burn backend extension: implemented on the flex backend by the
+//! [`host`](super::host) routines, and on `Autodiff<flex>` with hand-written backward
+//! steps that call the same routines.
+
+use super::Activation;
+use super::host::{self, ConvGeometry, DenseGeometry};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
+    backend_extension,
+};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+
+/// Operations with a fused implementation. The backward entries compute the gradients of
+/// the forward entries from saved inputs and outputs; they are not differentiable themselves.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// See [`super::periodic_conv2d`].
+    fn periodic_conv2d(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        act: Activation,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂input, ∂L/∂weight, ∂L/∂bias)` of [`FusedOps::periodic_conv2d`].
+    fn periodic_conv2d_backward(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        act: Activation,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// See [`super::twin_dense`].
+    fn twin_dense(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        act: Activation,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂input, ∂L/∂weight, ∂L/∂bias)` of [`FusedOps::twin_dense`].
+    fn twin_dense_backward(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        act: Activation,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Whether `device` is flex (possibly with autodiff).
+pub fn is_flex(device: &Device) -> bool {
+    matches!(
+        device.as_dispatch().clone().inner(),
+        DispatchDevice::Flex(_)
+    )
+}
+
+/// A contiguous f32 copy-free view (a copy only when the tensor is strided or not f32).
+fn host(t: FloatTensor<Flex>) -> FlexTensor {
+    let t = if t.dtype() == DType::F32 {
+        t
+    } else {
+        <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_cast(
+            t,
+            burn::tensor::FloatDType::F32,
+        )
+    };
+    t.to_contiguous()
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32 tensor")
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn conv_geometry(input: &FlexTensor, weight: &FlexTensor) -> ConvGeometry {
+    let (x, w) = (input.shape(), weight.shape());
+    assert_eq!(
+        x.num_dims(),
+        4,
+        "periodic_conv2d: input must be [B, C, H, W]"
+    );
+    assert_eq!(
+        w.num_dims(),
+        4,
+        "periodic_conv2d: weight must be [cout, cin, k, k]"
+    );
+    assert_eq!(
+        x[1], w[1],
+        "periodic_conv2d: input channels differ from the weight's"
+    );
+    assert!(
+        w[2] == w[3] && w[2] % 2 == 1,
+        "periodic_conv2d: kernel must be odd and square"
+    );
+    ConvGeometry {
+        batch: x[0],
+        cin: x[1],
+        cout: w[0],
+        rows: x[2],
+        cols: x[3],
+        kernel: w[2],
+    }
+}
+
+fn dense_geometry(input: &FlexTensor, weight: &FlexTensor) -> DenseGeometry {
+    let (x, w) = (input.shape(), weight.shape());
+    assert_eq!(x.num_dims(), 3, "twin_dense: input must be [G, N, in]");
+    assert_eq!(w.num_dims(), 3, "twin_dense: weight must be [T, in, out]");
+    assert!(
+        x[0] == 1 || x[0] == w[0],
+        "twin_dense: input groups must be 1 or T"
+    );
+    assert_eq!(
+        x[2], w[1],
+        "twin_dense: input width differs from the weight's"
+    );
+    DenseGeometry {
+        groups_in: x[0],
+        twins: w[0],
+        rows: x[1],
+        input: x[2],
+        output: w[2],
+    }
+}
+
+impl FusedOps for Flex {
+    fn periodic_conv2d(
+        input: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        act: Activation,
+    ) -> FlexTensor {
+        let (x, w, b) = (host(input), host(weight), host(bias));
+        let g = conv_geometry(&x, &w);
+        let y = host::conv_forward(&g, slice(&x), slice(&w), slice(&b), act);
+        tensor(y, vec![g.batch, g.cout, g.rows, g.cols])
+    }
+
+    fn periodic_conv2d_backward(
+        input: FlexTensor,
+        weight: FlexTensor,
+        output: FlexTensor,
+        grad_output: FlexTensor,
+        act: Activation,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (x, w, y, gy) = (host(input), host(weight), host(output), host(grad_output));
+        let g = conv_geometry(&x, &w);
+        let (gx, gw, gb) =
+            host::conv_backward(&g, slice(&x), slice(&w), slice(&y), slice(&gy), act);
+        (
+            tensor(gx, vec![g.batch, g.cin, g.rows, g.cols]),
+            tensor(gw, vec![g.cout, g.cin, g.kernel, g.kernel]),
+            tensor(gb, vec![g.cout]),
+        )
+    }
+
+    fn twin_dense(
+        input: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        act: Activation,
+    ) -> FlexTensor {
+        let (x, w, b) = (host(input), host(weight), host(bias));
+        let g = dense_geometry(&x, &w);
+        let y = host::dense_forward(&g, slice(&x), slice(&w), slice(&b), act);
+        tensor(y, vec![g.twins, g.rows, g.output])
+    }
+
+    fn twin_dense_backward(
+        input: FlexTensor,
+        weight: FlexTensor,
+        output: FlexTensor,
+        grad_output: FlexTensor,
+        act: Activation,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (x, w, y, gy) = (host(input), host(weight), host(output), host(grad_output));
+        let g = dense_geometry(&x, &w);
+        let (gx, gw, gb) =
+            host::dense_backward(&g, slice(&x), slice(&w), slice(&y), slice(&gy), act);
+        (
+            tensor(gx, vec![g.groups_in, g.rows, g.input]),
+            tensor(gw, vec![g.twins, g.input, g.output]),
+            tensor(gb, vec![g.twins, 1, g.output]),
+        )
+    }
+}
+
+/// Backward step of a fused layer `y = f(x, w, b)`: the saved input, weight and output.
+#[derive(Debug)]
+struct FusedBackward {
+    dense: bool,
+}
+
+impl<B: Backend + FusedOps> Backward<B, 3> for FusedBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Activation);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, w, y, act) = ops.state;
+        let (gx, gw, gb) = if self.dense {
+            B::twin_dense_backward(x, w, y, grad, act)
+        } else {
+            B::periodic_conv2d_backward(x, w, y, grad, act)
+        };
+        for (node, g) in [(node_x, gx), (node_w, gw), (node_b, gb)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+fn tracked<B: Backend + FusedOps, C: CheckpointStrategy>(
+    dense: bool,
+    input: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+    act: Activation,
+) -> FloatTensor<Autodiff<B, C>> {
+    let guards = [input.node(), weight.node(), bias.node()];
+    let (x, w, b) = (
+        input.into_primitive(),
+        weight.into_primitive(),
+        bias.into_primitive(),
+    );
+    let forward = |x, w, b| {
+        if dense {
+            B::twin_dense(x, w, b, act)
+        } else {
+            B::periodic_conv2d(x, w, b, act)
+        }
+    };
+    match (FusedBackward { dense })
+        .prepare::<C>(guards)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let y = forward(x.clone(), w.clone(), b);
+            prep.finish((x, w, y.clone(), act), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x, w, b)),
+    }
+}
+
+/// `(∂L/∂input, ∂L/∂weight, ∂L/∂bias)` on backend `B`.
+type Grads3<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// The backward entries on autodiff tensors: evaluated on the inner backend, untracked.
+fn untracked_backward<B: Backend + FusedOps, C: CheckpointStrategy>(
+    dense: bool,
+    tensors: [FloatTensor<Autodiff<B, C>>; 4],
+    act: Activation,
+) -> Grads3<Autodiff<B, C>> {
+    let [x, w, y, g] = tensors.map(|t| t.into_primitive());
+    let (gx, gw, gb) = if dense {
+        B::twin_dense_backward(x, w, y, g, act)
+    } else {
+        B::periodic_conv2d_backward(x, w, y, g, act)
+    };
+    let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+    (lift(gx), lift(gw), lift(gb))
+}
+
+impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn periodic_conv2d(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        act: Activation,
+    ) -> FloatTensor<Self> {
+        tracked::<B, C>(false, input, weight, bias, act)
+    }
+
+    fn periodic_conv2d_backward(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        act: Activation,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        untracked_backward::<B, C>(false, [input, weight, output, grad_output], act)
+    }
+
+    fn twin_dense(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        act: Activation,
+    ) -> FloatTensor<Self> {
+        tracked::<B, C>(true, input, weight, bias, act)
+    }
+
+    fn twin_dense_backward(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        act: Activation,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        untracked_backward::<B, C>(true, [input, weight, output, grad_output], act)
+    }
+}
+
+/// [`super::periodic_conv2d`] on a flex device.
+pub fn periodic_conv2d(
+    input: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    act: Activation,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::periodic_conv2d(
+        input.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        act,
+    ))
+}
+
+/// [`super::twin_dense`] on a flex device.
+pub fn twin_dense(
+    input: Tensor<3>,
+    weight: Tensor<3>,
+    bias: Tensor<3>,
+    act: Activation,
+) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::twin_dense(
+        input.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        act,
+    ))
+}
