@@ -12,7 +12,6 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::activation::leaky_relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::kernels::{self, Activation};
@@ -39,7 +38,6 @@ pub struct PeriodicCnnConfig {
 #[derive(Module, Debug)]
 pub struct PeriodicCnn {
     convs: Vec<Conv2d>,
-    pad: usize,
 }
 
 impl PeriodicCnnConfig {
@@ -58,10 +56,7 @@ impl PeriodicCnnConfig {
                 cfg.init(device)
             })
             .collect();
-        PeriodicCnn {
-            convs,
-            pad: self.kernel / 2,
-        }
+        PeriodicCnn { convs }
     }
 }
 
@@ -91,8 +86,24 @@ pub fn periodic_pad(x: Tensor<4>, p: usize) -> Tensor<4> {
 
 impl PeriodicCnn {
     /// `[batch, C, rows, cols] → [batch, 2C, rows, cols]`, each layer one fused
-    /// [`kernels::periodic_conv2d`](crate::kernels::periodic_conv2d).
+    /// [`kernels::periodic_conv2d`].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.layers(x, kernels::periodic_conv2d)
+    }
+
+    /// [`PeriodicCnn::forward`] from burn's primitives
+    /// ([`kernels::periodic_conv2d_reference`]): the reference the fused path is tested against.
+    pub fn forward_reference(&self, x: Tensor<4>) -> Tensor<4> {
+        self.layers(x, kernels::periodic_conv2d_reference)
+    }
+
+    /// The layers in order, each by `layer(h, weight, bias, act)`: LeakyReLU between
+    /// layers, none after the last.
+    fn layers(
+        &self,
+        x: Tensor<4>,
+        layer: fn(Tensor<4>, Tensor<4>, Tensor<1>, Activation) -> Tensor<4>,
+    ) -> Tensor<4> {
         let last = self.convs.len() - 1;
         let mut h = x;
         for (i, conv) in self.convs.iter().enumerate() {
@@ -106,21 +117,7 @@ impl PeriodicCnn {
                 Some(b) => b.val(),
                 None => Tensor::zeros([weight.dims()[0]], &weight.device()),
             };
-            h = kernels::periodic_conv2d(h, weight, bias, act);
-        }
-        h
-    }
-
-    /// [`PeriodicCnn::forward`] from burn's primitives (padding by concatenation, `Conv2d`,
-    /// LeakyReLU): the reference the fused path is tested against.
-    pub fn forward_reference(&self, x: Tensor<4>) -> Tensor<4> {
-        let last = self.convs.len() - 1;
-        let mut h = x;
-        for (i, conv) in self.convs.iter().enumerate() {
-            h = conv.forward(periodic_pad(h, self.pad));
-            if i != last {
-                h = leaky_relu(h, LEAKY_SLOPE as f64);
-            }
+            h = layer(h, weight, bias, act);
         }
         h
     }

@@ -197,11 +197,42 @@ impl FusedOps for Flex {
     }
 }
 
-/// Backward step of a fused layer `y = f(x, w, b)`: the saved input, weight and output.
-#[derive(Debug)]
-struct FusedBackward {
-    dense: bool,
+/// Which fused layer `y = f(x, w, b)` an autodiff step belongs to.
+#[derive(Clone, Copy, Debug)]
+enum Layer {
+    Conv,
+    Dense,
 }
+
+impl Layer {
+    fn forward<B: FusedOps>(
+        self,
+        x: FloatTensor<B>,
+        w: FloatTensor<B>,
+        b: FloatTensor<B>,
+        act: Activation,
+    ) -> FloatTensor<B> {
+        match self {
+            Layer::Conv => B::periodic_conv2d(x, w, b, act),
+            Layer::Dense => B::twin_dense(x, w, b, act),
+        }
+    }
+
+    fn backward<B: FusedOps>(
+        self,
+        [x, w, y, g]: [FloatTensor<B>; 4],
+        act: Activation,
+    ) -> Grads3<B> {
+        match self {
+            Layer::Conv => B::periodic_conv2d_backward(x, w, y, g, act),
+            Layer::Dense => B::twin_dense_backward(x, w, y, g, act),
+        }
+    }
+}
+
+/// Backward step of a fused layer: the saved input, weight and output.
+#[derive(Debug)]
+struct FusedBackward(Layer);
 
 impl<B: Backend + FusedOps> Backward<B, 3> for FusedBackward {
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Activation);
@@ -210,11 +241,7 @@ impl<B: Backend + FusedOps> Backward<B, 3> for FusedBackward {
         let [node_x, node_w, node_b] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (x, w, y, act) = ops.state;
-        let (gx, gw, gb) = if self.dense {
-            B::twin_dense_backward(x, w, y, grad, act)
-        } else {
-            B::periodic_conv2d_backward(x, w, y, grad, act)
-        };
+        let (gx, gw, gb) = self.0.backward::<B>([x, w, y, grad], act);
         for (node, g) in [(node_x, gx), (node_w, gw), (node_b, gb)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
@@ -224,7 +251,7 @@ impl<B: Backend + FusedOps> Backward<B, 3> for FusedBackward {
 }
 
 fn tracked<B: Backend + FusedOps, C: CheckpointStrategy>(
-    dense: bool,
+    layer: Layer,
     input: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
@@ -236,23 +263,16 @@ fn tracked<B: Backend + FusedOps, C: CheckpointStrategy>(
         weight.into_primitive(),
         bias.into_primitive(),
     );
-    let forward = |x, w, b| {
-        if dense {
-            B::twin_dense(x, w, b, act)
-        } else {
-            B::periodic_conv2d(x, w, b, act)
-        }
-    };
-    match (FusedBackward { dense })
+    match FusedBackward(layer)
         .prepare::<C>(guards)
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let y = forward(x.clone(), w.clone(), b);
+            let y = layer.forward::<B>(x.clone(), w.clone(), b, act);
             prep.finish((x, w, y.clone(), act), y)
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(x, w, b)),
+        OpsKind::UnTracked(prep) => prep.finish(layer.forward::<B>(x, w, b, act)),
     }
 }
 
@@ -261,16 +281,11 @@ type Grads3<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
 /// The backward entries on autodiff tensors: evaluated on the inner backend, untracked.
 fn untracked_backward<B: Backend + FusedOps, C: CheckpointStrategy>(
-    dense: bool,
+    layer: Layer,
     tensors: [FloatTensor<Autodiff<B, C>>; 4],
     act: Activation,
 ) -> Grads3<Autodiff<B, C>> {
-    let [x, w, y, g] = tensors.map(|t| t.into_primitive());
-    let (gx, gw, gb) = if dense {
-        B::twin_dense_backward(x, w, y, g, act)
-    } else {
-        B::periodic_conv2d_backward(x, w, y, g, act)
-    };
+    let (gx, gw, gb) = layer.backward::<B>(tensors.map(|t| t.into_primitive()), act);
     let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
     (lift(gx), lift(gw), lift(gb))
 }
@@ -282,7 +297,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         bias: FloatTensor<Self>,
         act: Activation,
     ) -> FloatTensor<Self> {
-        tracked::<B, C>(false, input, weight, bias, act)
+        tracked::<B, C>(Layer::Conv, input, weight, bias, act)
     }
 
     fn periodic_conv2d_backward(
@@ -292,7 +307,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         grad_output: FloatTensor<Self>,
         act: Activation,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        untracked_backward::<B, C>(false, [input, weight, output, grad_output], act)
+        untracked_backward::<B, C>(Layer::Conv, [input, weight, output, grad_output], act)
     }
 
     fn twin_dense(
@@ -301,7 +316,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         bias: FloatTensor<Self>,
         act: Activation,
     ) -> FloatTensor<Self> {
-        tracked::<B, C>(true, input, weight, bias, act)
+        tracked::<B, C>(Layer::Dense, input, weight, bias, act)
     }
 
     fn twin_dense_backward(
@@ -311,7 +326,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         grad_output: FloatTensor<Self>,
         act: Activation,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        untracked_backward::<B, C>(true, [input, weight, output, grad_output], act)
+        untracked_backward::<B, C>(Layer::Dense, [input, weight, output, grad_output], act)
     }
 }
 

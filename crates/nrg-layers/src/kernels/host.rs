@@ -49,6 +49,11 @@ impl ConvGeometry {
     fn sites(&self) -> usize {
         self.rows * self.cols
     }
+    /// Sites of a plane wrapped by `p = ⌊k/2⌋` on each side: `(H + 2p)(W + 2p)`.
+    fn padded_sites(&self) -> usize {
+        let p = self.kernel / 2;
+        (self.rows + 2 * p) * (self.cols + 2 * p)
+    }
     /// Rows of the unfolded input: `cin · k · k`.
     fn taps(&self) -> usize {
         self.cin * self.kernel * self.kernel
@@ -95,7 +100,9 @@ impl Activation {
         }
     }
 
-    /// `d = g ⊙ act′` from the outputs `y` and their cotangents `g`.
+    /// `d = g ⊙ act′(pre)` from the outputs `y = act(pre)` and their cotangents `g`: both
+    /// activations are increasing, so `pre > 0 ⇔ y > 0`, and `elu′(pre) = e^{pre} = y + 1`
+    /// for `pre ≤ 0`.
     #[inline(always)]
     fn chain_slice(self, d: &mut [f32], ys: &[f32], gs: &[f32]) {
         match self {
@@ -108,29 +115,6 @@ impl Activation {
             Activation::Elu => {
                 for ((d, &y), &g) in d.iter_mut().zip(ys).zip(gs) {
                     *d = if y > 0.0 { g } else { (y + 1.0) * g };
-                }
-            }
-        }
-    }
-
-    /// `act′(pre)` written through the output `y = act(pre)`: both activations are
-    /// increasing, so `pre > 0 ⇔ y > 0`, and `elu′(pre) = e^{pre} = y + 1` for `pre ≤ 0`.
-    #[inline(always)]
-    fn derivative_from_output(self, y: f32) -> f32 {
-        match self {
-            Activation::Identity => 1.0,
-            Activation::LeakyRelu(slope) => {
-                if y > 0.0 {
-                    1.0
-                } else {
-                    slope
-                }
-            }
-            Activation::Elu => {
-                if y > 0.0 {
-                    1.0
-                } else {
-                    y + 1.0
                 }
             }
         }
@@ -388,7 +372,7 @@ pub fn conv_forward(
     assert_eq!(input.len(), g.batch * g.cin * hw, "conv input length");
     assert_eq!(weight.len(), g.cout * taps, "conv weight length");
     assert_eq!(bias.len(), g.cout, "conv bias length");
-    let pad_len = (g.rows + 2 * (g.kernel / 2)) * (g.cols + 2 * (g.kernel / 2));
+    let pad_len = g.padded_sites();
     let mut out = vec![0.0f32; g.batch * g.cout * hw];
     let arch = Arch::new();
     out.par_chunks_mut(CONV_CHUNK * g.cout * hw)
@@ -428,7 +412,7 @@ pub fn conv_backward(
     let (hw, taps) = (g.sites(), g.taps());
     assert_eq!(output.len(), g.batch * g.cout * hw, "conv output length");
     assert_eq!(grad_output.len(), output.len(), "conv cotangent length");
-    let pad_len = (g.rows + 2 * (g.kernel / 2)) * (g.cols + 2 * (g.kernel / 2));
+    let pad_len = g.padded_sites();
     let mut weight_t = vec![0.0f32; taps * g.cout];
     for o in 0..g.cout {
         for r in 0..taps {
@@ -477,13 +461,19 @@ pub fn conv_backward(
         })
         .reduce(
             || (vec![0.0f32; g.cout * taps], vec![0.0f32; g.cout]),
-            |(mut wa, mut ba), (wb, bb)| {
-                wa.iter_mut().zip(&wb).for_each(|(a, b)| *a += b);
-                ba.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
-                (wa, ba)
-            },
+            add_pairs,
         );
     (grad_input, grad_weight, grad_bias)
+}
+
+/// Sums the per-task `(∂W, ∂b)` partial gradients.
+fn add_pairs(
+    (mut wa, mut ba): (Vec<f32>, Vec<f32>),
+    (wb, bb): (Vec<f32>, Vec<f32>),
+) -> (Vec<f32>, Vec<f32>) {
+    wa.iter_mut().zip(&wb).for_each(|(a, b)| *a += b);
+    ba.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
+    (wa, ba)
 }
 
 /// Geometry of a twin dense layer.
@@ -580,9 +570,7 @@ pub fn dense_backward(
                         .zip(y.chunks_exact(fo))
                         .zip(gy.chunks_exact(fo));
                     for (((gx_r, x_r), y_r), gy_r) in rows {
-                        for ((d, &yv), &gv) in gp.iter_mut().zip(y_r).zip(gy_r) {
-                            *d = gv * act.derivative_from_output(yv);
-                        }
+                        act.chain_slice(&mut gp, y_r, gy_r);
                         for (b, d) in gb.iter_mut().zip(&gp) {
                             *b += d;
                         }
@@ -594,14 +582,7 @@ pub fn dense_backward(
                     (gw, gb)
                 })
             })
-            .reduce(
-                || (vec![0.0f32; fi * fo], vec![0.0f32; fo]),
-                |(mut wa, mut ba), (wb, bb)| {
-                    wa.iter_mut().zip(&wb).for_each(|(a, b)| *a += b);
-                    ba.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
-                    (wa, ba)
-                },
-            );
+            .reduce(|| (vec![0.0f32; fi * fo], vec![0.0f32; fo]), add_pairs);
         grad_weight[t * fi * fo..(t + 1) * fi * fo].copy_from_slice(&gw);
         grad_bias[t * fo..(t + 1) * fo].copy_from_slice(&gb);
     }
