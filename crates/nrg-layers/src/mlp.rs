@@ -69,8 +69,8 @@ impl TwinLinear {
         }
     }
 
-    /// `act(x W + b)`: `[2, N, in] → [2, N, out]` (an input `[1, N, in]` is shared by both
-    /// twins), one fused [`kernels::twin_dense`](crate::kernels::twin_dense).
+    /// `act(Wᵀ x + b)`, feature-major: `[2, in, N] → [2, out, N]` (an input `[1, in, N]` is
+    /// shared by both twins), one fused [`kernels::twin_dense`](crate::kernels::twin_dense).
     fn forward(&self, x: Tensor<3>, act: Activation) -> Tensor<3> {
         kernels::twin_dense(x, self.weight.val(), self.bias.val(), act)
     }
@@ -112,10 +112,11 @@ impl TwinMlpConfig {
 }
 
 impl TwinMlp {
-    /// `[N, in] → [2, N, out]`.
+    /// `[N, in] → [2, N, out]`. Inside, activations are feature-major (`[2, width, N]`, see
+    /// [`kernels`](crate::kernels)): one transpose in, one out.
     pub fn forward(&self, u: Tensor<2>) -> Tensor<3> {
         let [n, i] = u.dims();
-        let u = u.reshape([1, n, i]);
+        let u = u.transpose().reshape([1, i, n]);
         let last = self.layers.len() - 1;
         if self.residual {
             let mut h = self.layers[0].forward(u, Activation::Identity);
@@ -125,7 +126,9 @@ impl TwinMlp {
                 h = h + self.layers[k + 1].forward(inner, Activation::Identity);
                 k += 2;
             }
-            return self.layers[last].forward(elu(h, 1.0), Activation::Identity);
+            return self.layers[last]
+                .forward(elu(h, 1.0), Activation::Identity)
+                .swap_dims(1, 2);
         }
         let mut h = u;
         for (k, layer) in self.layers.iter().enumerate() {
@@ -136,7 +139,7 @@ impl TwinMlp {
             };
             h = layer.forward(h, act);
         }
-        h
+        h.swap_dims(1, 2)
     }
 }
 

@@ -116,21 +116,21 @@ fn conv_geometry(input: &FlexTensor, weight: &FlexTensor) -> ConvGeometry {
 
 fn dense_geometry(input: &FlexTensor, weight: &FlexTensor) -> DenseGeometry {
     let (x, w) = (input.shape(), weight.shape());
-    assert_eq!(x.num_dims(), 3, "twin_dense: input must be [G, N, in]");
+    assert_eq!(x.num_dims(), 3, "twin_dense: input must be [G, in, N]");
     assert_eq!(w.num_dims(), 3, "twin_dense: weight must be [T, in, out]");
     assert!(
         x[0] == 1 || x[0] == w[0],
         "twin_dense: input groups must be 1 or T"
     );
     assert_eq!(
-        x[2], w[1],
+        x[1], w[1],
         "twin_dense: input width differs from the weight's"
     );
     DenseGeometry {
         groups_in: x[0],
         twins: w[0],
-        rows: x[1],
-        input: x[2],
+        rows: x[2],
+        input: x[1],
         output: w[2],
     }
 }
@@ -175,7 +175,7 @@ impl FusedOps for Flex {
         let (x, w, b) = (host(input), host(weight), host(bias));
         let g = dense_geometry(&x, &w);
         let y = host::dense_forward(&g, slice(&x), slice(&w), slice(&b), act);
-        tensor(y, vec![g.twins, g.rows, g.output])
+        tensor(y, vec![g.twins, g.output, g.rows])
     }
 
     fn twin_dense_backward(
@@ -190,7 +190,7 @@ impl FusedOps for Flex {
         let (gx, gw, gb) =
             host::dense_backward(&g, slice(&x), slice(&w), slice(&y), slice(&gy), act);
         (
-            tensor(gx, vec![g.groups_in, g.rows, g.input]),
+            tensor(gx, vec![g.groups_in, g.input, g.rows]),
             tensor(gw, vec![g.twins, g.input, g.output]),
             tensor(gb, vec![g.twins, 1, g.output]),
         )

@@ -4,8 +4,8 @@
 //! ```text
 //! periodic_conv2d:  [B, cin, H, W] ⊛ [cout, cin, k, k] + [cout]   → act(·)  [B, cout, H, W]
 //!                   (circular padding ⌊k/2⌋, cross-correlation as burn's Conv2d)
-//! twin_dense:       [G, N, in] · [T, in, out] + [T, 1, out]        → act(·)  [T, N, out]
-//!                   (G = 1: one input shared by the T twins)
+//! twin_dense:       [T, in, out]ᵀ · [G, in, N] + [T, 1, out]ᵀ      → act(·)  [T, out, N]
+//!                   (feature-major, the batch N last; G = 1: one input shared by the T twins)
 //! ```
 //!
 //! `act` is the identity, LeakyReLU or ELU. On the flex backend (cargo feature `flex` of
@@ -102,14 +102,15 @@ pub fn twin_dense(
     twin_dense_reference(input, weight, bias, act)
 }
 
-/// [`twin_dense`] from burn's primitives: a broadcast batched matmul, the bias, the activation.
+/// [`twin_dense`] from burn's primitives: a broadcast batched matmul `Wᵀ·x`, the bias, the
+/// activation.
 pub fn twin_dense_reference(
     input: Tensor<3>,
     weight: Tensor<3>,
     bias: Tensor<3>,
     act: Activation,
 ) -> Tensor<3> {
-    act.apply_tensor(input.matmul(weight) + bias)
+    act.apply_tensor(weight.swap_dims(1, 2).matmul(input) + bias.swap_dims(1, 2))
 }
 
 #[cfg(test)]
@@ -160,10 +161,10 @@ mod tests {
             );
 
             for groups in [1, 2] {
-                let x = Tensor::<3>::random([groups, 33, 3], n, &dev).require_grad();
+                let x = Tensor::<3>::random([groups, 3, 33], n, &dev).require_grad();
                 let w = Tensor::<3>::random([2, 3, 4], n, &dev).require_grad();
                 let b = Tensor::<3>::random([2, 1, 4], n, &dev).require_grad();
-                let c = Tensor::<3>::random([2, 33, 4], n, &dev);
+                let c = Tensor::<3>::random([2, 4, 33], n, &dev);
                 let fused = twin_dense(x.clone(), w.clone(), b.clone(), act);
                 let reference = twin_dense_reference(x.clone(), w.clone(), b.clone(), act);
                 assert!(
