@@ -645,8 +645,6 @@ pub fn dense_backward(
     let arch = Arch::new();
     let scratch = || DenseScratch {
         xt: vec![0.0; DENSE_TILE * fi],
-        yt: vec![0.0; DENSE_TILE * fo],
-        gyt: vec![0.0; DENSE_TILE * fo],
         gp: vec![0.0; DENSE_TILE * fo],
         gxt: vec![0.0; DENSE_TILE * fi],
         gw: vec![0.0; fi * fo],
@@ -666,12 +664,12 @@ pub fn dense_backward(
                 let (c0, cols) = (k * DENSE_TILE, segs[0].len());
                 arch.dispatch(|| {
                     let xt = &mut s.xt[..fi * cols];
-                    let (yt, gyt) = (&mut s.yt[..fo * cols], &mut s.gyt[..fo * cols]);
                     let (gp, gxt) = (&mut s.gp[..fo * cols], &mut s.gxt[..fi * cols]);
                     gather_columns(x, fi, n, c0, cols, xt);
-                    gather_columns(y, fo, n, c0, cols, yt);
-                    gather_columns(gy, fo, n, c0, cols, gyt);
-                    act.chain_slice(gp, yt, gyt);
+                    for (j, gp_j) in gp.chunks_exact_mut(cols).enumerate() {
+                        let at = j * n + c0..j * n + c0 + cols;
+                        act.chain_slice(gp_j, &y[at.clone()], &gy[at]);
+                    }
                     for (b, row) in s.gb.iter_mut().zip(gp.chunks_exact(cols)) {
                         *b += row.iter().sum::<f32>();
                     }
@@ -702,8 +700,6 @@ pub fn dense_backward(
 /// Per-task buffers of [`dense_backward`]: contiguous tiles and partial gradients.
 struct DenseScratch {
     xt: Vec<f32>,
-    yt: Vec<f32>,
-    gyt: Vec<f32>,
     gp: Vec<f32>,
     gxt: Vec<f32>,
     gw: Vec<f32>,
