@@ -17,7 +17,8 @@
 //! the `D/2` conditioning variables only, the same function class as a `D`-input net with
 //! the masked inputs zeroed. Additive coupling (NICE) sets `s = 0`.
 //!
-//! Shapes: `[N, C, b, b]` in and out (one block per row of the batch); log-dets `[N]`.
+//! Shapes: `[N, C, b, b]` in and out (one block per row of the batch); log-dets `[N]`. Inside,
+//! the halves are feature-major `[D/2, N]`, the layout of the fused MLP kernels.
 
 use crate::mlp::{TwinMlp, TwinMlpConfig};
 use burn::config::Config;
@@ -85,36 +86,38 @@ impl BlockRealNvpConfig {
 }
 
 impl BlockRealNvp {
-    /// `[N, C, b, b] → (even columns, odd columns)`, each `[N, D/2]`.
+    /// `[N, C, b, b] → (even columns, odd columns)`, each feature-major `[D/2, N]` (the
+    /// layout of [`TwinMlp::forward_features`], so the couplings need no transposes).
     fn split(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let n = x.dims()[0];
-        let (c, b) = (self.channels, self.block);
-        let x = x.reshape([n, c, b, b / 2, 2]);
-        let half = c * b * b / 2;
+        let half = self.channels * self.block * self.block / 2;
+        let x = x.reshape([n, half, 2]).permute([2, 1, 0]);
         (
-            x.clone().slice_dim(4, 0..1).reshape([n, half]),
-            x.slice_dim(4, 1..2).reshape([n, half]),
+            x.clone().slice_dim(0, 0..1).reshape([half, n]),
+            x.slice_dim(0, 1..2).reshape([half, n]),
         )
     }
 
+    /// Inverse of [`Self::split`].
     fn merge(&self, u: Tensor<2>, v: Tensor<2>) -> Tensor<4> {
-        let n = u.dims()[0];
+        let n = u.dims()[1];
         let (c, b) = (self.channels, self.block);
-        let u = u.reshape([n, c, b, b / 2, 1]);
-        let v = v.reshape([n, c, b, b / 2, 1]);
-        Tensor::cat(vec![u, v], 4).reshape([n, c, b, b])
+        Tensor::stack::<3>(vec![u, v], 0)
+            .permute([2, 1, 0])
+            .reshape([n, c, b, b])
     }
 
-    /// `(s, t)` of coupling `k` from the conditioning half; `s` is `None` for NICE.
+    /// `(s, t)` of coupling `k` from the conditioning half, all `[D/2, N]`; `s` is `None`
+    /// for NICE.
     fn scale_shift(&self, k: usize, cond: Tensor<2>) -> (Option<Tensor<2>>, Tensor<2>) {
-        let out = self.nets[k].forward(cond);
-        let [_, n, h] = out.dims();
-        let t = out.clone().slice_dim(0, 1..2).reshape([n, h]);
+        let out = self.nets[k].forward_features(cond);
+        let [_, h, n] = out.dims();
+        let t = out.clone().slice_dim(0, 1..2).reshape([h, n]);
         if self.additive {
             return (None, t);
         }
         let sigma = self.scale.val().slice_dim(0, k..k + 1).reshape([1, 1]);
-        let s = crate::activation::tanh(out.slice_dim(0, 0..1).reshape([n, h])) * sigma;
+        let s = crate::activation::tanh(out.slice_dim(0, 0..1).reshape([h, n])) * sigma;
         (Some(s), t)
     }
 }
@@ -129,7 +132,7 @@ impl Bijector for BlockRealNvp {
             let (s, t) = self.scale_shift(k, cond.clone());
             let upd = match s {
                 Some(s) => {
-                    let ls = s.clone().sum_dim(1);
+                    let ls = s.clone().sum_dim(0);
                     logdet = Some(match logdet {
                         Some(l) => l + ls,
                         None => ls,
@@ -154,7 +157,7 @@ impl Bijector for BlockRealNvp {
             let (s, t) = self.scale_shift(k, cond.clone());
             let upd = match s {
                 Some(s) => {
-                    let ls = s.clone().sum_dim(1).neg();
+                    let ls = s.clone().sum_dim(0).neg();
                     logdet = Some(match logdet {
                         Some(l) => l + ls,
                         None => ls,

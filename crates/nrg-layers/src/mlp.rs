@@ -15,7 +15,8 @@
 //! Weights start like PyTorch's `Linear` (uniform in `±1/√fan_in`); the output layer starts
 //! at zero (unless asked otherwise) so that a fresh coupling is the identity.
 //!
-//! Shapes: input `[N, n_in]`, output `[2, N, n_out]` (index 0: `s`, index 1: `t`).
+//! Shapes: input `[N, n_in]`, output `[2, N, n_out]` (index 0: `s`, index 1: `t`); or
+//! feature-major, `[n_in, N] → [2, n_out, N]` ([`TwinMlp::forward_features`]).
 
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -112,11 +113,15 @@ impl TwinMlpConfig {
 }
 
 impl TwinMlp {
-    /// `[N, in] → [2, N, out]`. Inside, activations are feature-major (`[2, width, N]`, see
-    /// [`kernels`](crate::kernels)): one transpose in, one out.
+    /// `[N, in] → [2, N, out]`: [`Self::forward_features`] between two transposes.
     pub fn forward(&self, u: Tensor<2>) -> Tensor<3> {
-        let [n, i] = u.dims();
-        let u = u.transpose().reshape([1, i, n]);
+        self.forward_features(u.transpose()).swap_dims(1, 2)
+    }
+
+    /// Feature-major, the batch last (see [`kernels`](crate::kernels)): `[in, N] → [2, out, N]`.
+    pub fn forward_features(&self, u: Tensor<2>) -> Tensor<3> {
+        let [i, n] = u.dims();
+        let u = u.reshape([1, i, n]);
         let last = self.layers.len() - 1;
         if self.residual {
             let mut h = self.layers[0].forward(u, Activation::Identity);
@@ -126,9 +131,7 @@ impl TwinMlp {
                 h = h + self.layers[k + 1].forward(inner, Activation::Identity);
                 k += 2;
             }
-            return self.layers[last]
-                .forward(elu(h, 1.0), Activation::Identity)
-                .swap_dims(1, 2);
+            return self.layers[last].forward(elu(h, 1.0), Activation::Identity);
         }
         let mut h = u;
         for (k, layer) in self.layers.iter().enumerate() {
@@ -139,7 +142,7 @@ impl TwinMlp {
             };
             h = layer.forward(h, act);
         }
-        h.swap_dims(1, 2)
+        h
     }
 }
 
