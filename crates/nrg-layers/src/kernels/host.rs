@@ -85,9 +85,9 @@ impl Activation {
     }
 
     /// `y ← act(y)` on a slice (the match outside the loop, so that the loop vectorises;
-    /// ELU through the SIMD [`EluSlice`]).
+    /// ELU through the SIMD [`EluSlice`] on the caller's `arch`).
     #[inline(always)]
-    fn apply_slice(self, ys: &mut [f32]) {
+    fn apply_slice(self, arch: Arch, ys: &mut [f32]) {
         match self {
             Activation::Identity => {}
             Activation::LeakyRelu(slope) => {
@@ -95,7 +95,7 @@ impl Activation {
                     *v = if *v > 0.0 { *v } else { slope * *v };
                 }
             }
-            Activation::Elu => Arch::new().dispatch(EluSlice(ys)),
+            Activation::Elu => arch.dispatch(EluSlice(ys)),
         }
     }
 
@@ -448,7 +448,7 @@ pub fn conv_forward(
                         acc.fill(bias[o]);
                     }
                     gemm_acc(arch, g.cout, hw, taps, weight, &cols, o_s);
-                    act.apply_slice(o_s);
+                    act.apply_slice(arch, o_s);
                 }
             })
         });
@@ -471,12 +471,7 @@ pub fn conv_backward(
     assert_eq!(output.len(), g.batch * g.cout * hw, "conv output length");
     assert_eq!(grad_output.len(), output.len(), "conv cotangent length");
     let pad_len = g.padded_sites();
-    let mut weight_t = vec![0.0f32; taps * g.cout];
-    for o in 0..g.cout {
-        for r in 0..taps {
-            weight_t[r * g.cout + o] = weight[o * taps + r];
-        }
-    }
+    let weight_t = transposed(weight, g.cout, taps);
     let mut grad_input = vec![0.0f32; g.batch * g.cin * hw];
     let arch = Arch::new();
     let (grad_weight, grad_bias) = grad_input
@@ -549,6 +544,18 @@ pub struct DenseGeometry {
     pub output: usize,
 }
 
+/// The transpose `[cols, rows]` of the row-major `[rows, cols]` matrix `m` (weights, once
+/// per call).
+fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; rows * cols];
+    for (r, row) in m.chunks_exact(cols).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
+}
+
 /// The `[rows, n]` row-major `buf` cut into column tiles of `tile`: entry `k` holds the
 /// `rows` row segments of columns `k·tile ..`, so tiles can be written in parallel.
 fn column_tiles(buf: &mut [f32], rows: usize, n: usize, tile: usize) -> Vec<Vec<&mut [f32]>> {
@@ -592,12 +599,7 @@ pub fn dense_forward(
     for (t, out_t) in out.chunks_exact_mut(n * fo).enumerate() {
         let x = &input[t.min(g.groups_in - 1) * n * fi..][..n * fi];
         let w = &weight[t * fi * fo..(t + 1) * fi * fo];
-        let mut wt = vec![0.0f32; fo * fi];
-        for i in 0..fi {
-            for j in 0..fo {
-                wt[j * fi + i] = w[i * fo + j];
-            }
-        }
+        let wt = transposed(w, fi, fo);
         let b = &bias[t * fo..(t + 1) * fo];
         column_tiles(out_t, fo, n, DENSE_TILE)
             .into_par_iter()
@@ -613,7 +615,7 @@ pub fn dense_forward(
                             row.fill(bj);
                         }
                         gemm_acc(arch, fo, cols, fi, &wt, xt, yt);
-                        act.apply_slice(yt);
+                        act.apply_slice(arch, yt);
                         for (seg, row) in segs.iter_mut().zip(yt.chunks_exact(cols)) {
                             seg.copy_from_slice(row);
                         }
@@ -776,7 +778,7 @@ mod tests {
             xs.push(-(10f32.powf(e)) * rng.random::<f32>());
         }
         let mut ys = xs.clone();
-        Activation::Elu.apply_slice(&mut ys);
+        Activation::Elu.apply_slice(Arch::new(), &mut ys);
         for (&x, &y) in xs.iter().zip(&ys) {
             let want = if x > 0.0 {
                 x as f64
