@@ -204,10 +204,29 @@ fn pad_plane(g: &ConvGeometry, plane: &[f32], pad: &mut [f32]) {
     let (h, w, p) = (g.rows, g.cols, g.kernel / 2);
     let wp = w + 2 * p;
     for yy in 0..h + 2 * p {
-        let src = &plane[((yy + h * p - p) % h) * w..][..w];
+        // (yy − p) mod h, without a division where the wrap goes round at most once.
+        let sy = if yy < p && p <= h {
+            yy + h - p
+        } else if yy < p + h && p <= h {
+            yy - p
+        } else if p <= h {
+            yy - p - h
+        } else {
+            (yy + h * p - p) % h
+        };
+        let src = &plane[sy * w..][..w];
         let dst = &mut pad[yy * wp..(yy + 1) * wp];
-        for (xx, d) in dst.iter_mut().enumerate() {
-            *d = src[(xx + w * p - p) % w];
+        if p <= w {
+            for q in 0..p {
+                dst[q] = src[w - p + q];
+                dst[p + w + q] = src[q];
+            }
+            copy_row(&mut dst[p..p + w], src);
+        } else {
+            // A kernel wider than the lattice wraps more than once.
+            for (xx, d) in dst.iter_mut().enumerate() {
+                *d = src[(xx + w * p - p) % w];
+            }
         }
     }
 }
@@ -215,15 +234,30 @@ fn pad_plane(g: &ConvGeometry, plane: &[f32], pad: &mut [f32]) {
 /// `dst = src` for a row of the lattice (fixed-size moves for the common widths).
 #[inline(always)]
 fn copy_row(dst: &mut [f32], src: &[f32]) {
+    // Whole-array moves: a slice `copy_from_slice` of a run-time length calls `memcpy`,
+    // which costs more than the copy at these sizes.
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let d: &mut [f32; N] = dst.try_into().unwrap();
+        *d = *<&[f32; N]>::try_from(&src[..N]).unwrap();
+    }
     match dst.len() {
-        8 => dst.copy_from_slice(<&[f32; 8]>::try_from(&src[..8]).unwrap()),
-        16 => dst.copy_from_slice(<&[f32; 16]>::try_from(&src[..16]).unwrap()),
-        32 => dst.copy_from_slice(<&[f32; 32]>::try_from(&src[..32]).unwrap()),
+        4 => fixed::<4>(dst, src),
+        8 => fixed::<8>(dst, src),
+        16 => fixed::<16>(dst, src),
+        32 => fixed::<32>(dst, src),
         n => {
             for (d, s) in dst.iter_mut().zip(&src[..n]) {
                 *d = *s;
             }
         }
+    }
+}
+
+/// `dst += src` on equal-length slices.
+#[inline(always)]
+fn add_row(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += s;
     }
 }
 
@@ -259,18 +293,22 @@ fn fold_add(g: &ConvGeometry, cols: &[f32], pad: &mut [f32], grad_in: &mut [f32]
             for v in 0..k {
                 let row = &cols[((i * k + u) * k + v) * hw..][..hw];
                 for y in 0..h {
-                    let dst = &mut pad[(y + u) * wp + v..][..w];
-                    for (d, s) in dst.iter_mut().zip(&row[y * w..(y + 1) * w]) {
-                        *d += s;
-                    }
+                    add_row(&mut pad[(y + u) * wp + v..][..w], &row[y * w..(y + 1) * w]);
                 }
             }
         }
         for yy in 0..h + 2 * p {
             let dst = &mut plane[((yy + h * p - p) % h) * w..][..w];
             let src = &pad[yy * wp..(yy + 1) * wp];
-            for (xx, s) in src.iter().enumerate() {
-                dst[(xx + w * p - p) % w] += s;
+            // Padded columns xx < p wrap to w − p + xx, xx ≥ p + w to xx − p − w.
+            if p <= w {
+                add_row(&mut dst[w - p..], &src[..p]);
+                add_row(dst, &src[p..p + w]);
+                add_row(&mut dst[..p], &src[p + w..]);
+            } else {
+                for (xx, s) in src.iter().enumerate() {
+                    dst[(xx + w * p - p) % w] += s;
+                }
             }
         }
     }
@@ -402,6 +440,216 @@ impl WithSimd for GemmAcc<'_> {
     }
 }
 
+/// SIMD lanes of `f32` on `arch` (8 with AVX2, 16 with AVX-512, 4 with NEON, 1 scalar).
+fn f32_lanes(arch: Arch) -> usize {
+    struct Lanes;
+    impl WithSimd for Lanes {
+        type Output = usize;
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) -> usize {
+            core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>()
+        }
+    }
+    arch.dispatch(Lanes)
+}
+
+/// Offsets of the taps `(i, u, v)` in a stack of wrapped planes `[cin, H+2p, W+2p]`:
+/// `i·(H+2p)(W+2p) + u·(W+2p) + v`; adding `y·(W+2p) + x` reads `in[i, y+u−p, x+v−p]`.
+fn tap_offsets(g: &ConvGeometry, channels: usize) -> Vec<usize> {
+    let (k, wp) = (g.kernel, g.cols + 2 * (g.kernel / 2));
+    let plane = g.padded_sites();
+    let mut off = Vec::with_capacity(channels * k * k);
+    for i in 0..channels {
+        for u in 0..k {
+            for v in 0..k {
+                off.push(i * plane + u * wp + v);
+            }
+        }
+    }
+    off
+}
+
+/// Direct periodic convolution of one sample, without unfolding:
+/// `out[o, y·W + x] += Σ_t w[o, t] · pad[off[t] + y·(W+2p) + x]` over the taps `t`, read
+/// straight from the wrapped planes. Needs `W` to be a multiple of the SIMD width; vector
+/// `j` of a plane starts at `at[j] = (pad offset, output offset)`. Register tiles of `M`
+/// output channels × `V` vectors (`M·V = 8` sums, `V` inputs and one weight in registers).
+struct DirectConv<'a> {
+    cout: usize,
+    hw: usize,
+    at: &'a [(usize, usize)],
+    off: &'a [usize],
+    pad: &'a [f32],
+    weight: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl WithSimd for DirectConv<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let mut this = self;
+        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+        let taps = this.off.len();
+        assert!(this.weight.len() >= this.cout * taps && this.out.len() >= this.cout * this.hw);
+        assert!(this.at.len() * lanes == this.hw);
+        let vectors = this.at.len();
+        let mut o0 = 0;
+        while o0 < this.cout {
+            let m = (this.cout - o0).min(4);
+            let width = [8, 4, 2, 2][m - 1];
+            let mut j = 0;
+            while j < vectors {
+                let full = j + width <= vectors;
+                match (m, full) {
+                    (4, true) => this.tile::<S, 4, 2>(simd, o0, j),
+                    (3, true) => this.tile::<S, 3, 2>(simd, o0, j),
+                    (2, true) => this.tile::<S, 2, 4>(simd, o0, j),
+                    (1, true) => this.tile::<S, 1, 8>(simd, o0, j),
+                    (4, false) => this.tile::<S, 4, 1>(simd, o0, j),
+                    (3, false) => this.tile::<S, 3, 1>(simd, o0, j),
+                    (2, false) => this.tile::<S, 2, 1>(simd, o0, j),
+                    _ => this.tile::<S, 1, 1>(simd, o0, j),
+                }
+                j += if full { width } else { 1 };
+            }
+            o0 += m;
+        }
+    }
+}
+
+impl DirectConv<'_> {
+    /// Output channels `o0 .. o0+M` × vectors `j0 .. j0+V`.
+    #[inline(always)]
+    fn tile<S: Simd, const M: usize, const V: usize>(&mut self, simd: S, o0: usize, j0: usize) {
+        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+        let taps = self.off.len();
+        let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(&s[..lanes])[0] };
+        let zero = simd.splat_f32s(0.0);
+        let mut sums = [[zero; V]; M];
+        let at: [(usize, usize); V] = core::array::from_fn(|q| self.at[j0 + q]);
+        for (t, &base) in self.off.iter().enumerate() {
+            let mut b = [zero; V];
+            for (q, b_q) in b.iter_mut().enumerate() {
+                *b_q = load(&self.pad[base + at[q].0..]);
+            }
+            for (r, sums_r) in sums.iter_mut().enumerate() {
+                let a = simd.splat_f32s(self.weight[(o0 + r) * taps + t]);
+                for (s_rq, b_q) in sums_r.iter_mut().zip(&b) {
+                    *s_rq = simd.mul_add_e_f32s(a, *b_q, *s_rq);
+                }
+            }
+        }
+        for (r, sums_r) in sums.iter().enumerate() {
+            let row = &mut self.out[(o0 + r) * self.hw..(o0 + r + 1) * self.hw];
+            for (q, v) in sums_r.iter().enumerate() {
+                let o: &mut [S::f32s] =
+                    bytemuck::cast_slice_mut(&mut row[at[q].1..at[q].1 + lanes]);
+                o[0] = simd.add_f32s(o[0], *v);
+            }
+        }
+    }
+}
+
+/// Where the SIMD vectors of a plane start: `(y·(W+2p) + x, y·W + x)` for `x` in steps of
+/// `lanes` (the pad offset and the output offset).
+fn vector_starts(g: &ConvGeometry, lanes: usize) -> Vec<(usize, usize)> {
+    let stride = g.cols + 2 * (g.kernel / 2);
+    (0..g.rows)
+        .flat_map(|y| {
+            (0..g.cols)
+                .step_by(lanes)
+                .map(move |x| (y * stride + x, y * g.cols + x))
+        })
+        .collect()
+}
+
+/// The weight gradient of [`DirectConv`] for one sample, accumulated in vector lanes:
+/// `acc[t, o] += Σ_{y, x} g[o, y·W + x] · pad[off[t] + y·(W+2p) + x]`, lane by lane
+/// (`acc` is `[taps, cout, lanes]`; the caller sums the lanes once per task).
+struct DirectConvWeightGrad<'a> {
+    cout: usize,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    off: &'a [usize],
+    pad: &'a [f32],
+    grad: &'a [f32],
+    acc: &'a mut [f32],
+}
+
+impl WithSimd for DirectConvWeightGrad<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let k = &self;
+        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+        assert!(k.cols.is_multiple_of(lanes) && k.grad.len() >= k.cout * k.rows * k.cols);
+        assert!(k.acc.len() >= k.off.len() * k.cout * lanes);
+        let mut this = self;
+        let taps = this.off.len();
+        let mut o0 = 0;
+        while o0 < this.cout {
+            let m = (this.cout - o0).min(4);
+            // Register tiles of m output channels × w taps: m·w ≤ 10 independent sums, m
+            // loaded cotangents and one input vector fit the 16 vector registers of AVX2.
+            let width = [10, 5, 3, 2][m - 1];
+            let mut t0 = 0;
+            while t0 < taps {
+                let full = t0 + width <= taps;
+                match (m, full) {
+                    (4, true) => this.tile::<S, 4, 2>(simd, o0, t0),
+                    (3, true) => this.tile::<S, 3, 3>(simd, o0, t0),
+                    (2, true) => this.tile::<S, 2, 5>(simd, o0, t0),
+                    (1, true) => this.tile::<S, 1, 10>(simd, o0, t0),
+                    (4, false) => this.tile::<S, 4, 1>(simd, o0, t0),
+                    (3, false) => this.tile::<S, 3, 1>(simd, o0, t0),
+                    (2, false) => this.tile::<S, 2, 1>(simd, o0, t0),
+                    _ => this.tile::<S, 1, 1>(simd, o0, t0),
+                }
+                t0 += if full { width } else { 1 };
+            }
+            o0 += m;
+        }
+    }
+}
+
+impl DirectConvWeightGrad<'_> {
+    /// Output channels `o0 .. o0+M` × taps `t0 .. t0+T`, over all sites.
+    #[inline(always)]
+    fn tile<S: Simd, const M: usize, const T: usize>(&mut self, simd: S, o0: usize, t0: usize) {
+        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+        let (hw, cols, stride) = (self.rows * self.cols, self.cols, self.stride);
+        let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(&s[..lanes])[0] };
+        let zero = simd.splat_f32s(0.0);
+        let mut sums = [[zero; T]; M];
+        let base: [usize; T] = core::array::from_fn(|q| self.off[t0 + q]);
+        for y in 0..self.rows {
+            for x in (0..cols).step_by(lanes) {
+                let mut a = [zero; M];
+                for (r, a_r) in a.iter_mut().enumerate() {
+                    *a_r = load(&self.grad[(o0 + r) * hw + y * cols + x..]);
+                }
+                for q in 0..T {
+                    let b = load(&self.pad[base[q] + y * stride + x..]);
+                    for r in 0..M {
+                        sums[r][q] = simd.mul_add_e_f32s(a[r], b, sums[r][q]);
+                    }
+                }
+            }
+        }
+        for (r, sums_r) in sums.iter().enumerate() {
+            for (q, v) in sums_r.iter().enumerate() {
+                let at = ((t0 + q) * self.cout + o0 + r) * lanes;
+                let slot: &mut [S::f32s] = bytemuck::cast_slice_mut(&mut self.acc[at..at + lanes]);
+                slot[0] = simd.add_f32s(slot[0], *v);
+            }
+        }
+    }
+}
+
 /// `out[m×n] += a[m×k] · b[k×n]` (see [`GemmAcc`]).
 #[inline(always)]
 fn gemm_acc(arch: Arch, m: usize, n: usize, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
@@ -430,9 +678,12 @@ pub fn conv_forward(
     assert_eq!(input.len(), g.batch * g.cin * hw, "conv input length");
     assert_eq!(weight.len(), g.cout * taps, "conv weight length");
     assert_eq!(bias.len(), g.cout, "conv bias length");
+    let arch = Arch::new();
+    if g.cols.is_multiple_of(f32_lanes(arch)) {
+        return conv_forward_direct(arch, g, input, weight, bias, act);
+    }
     let pad_len = g.padded_sites();
     let mut out = vec![0.0f32; g.batch * g.cout * hw];
-    let arch = Arch::new();
     out.par_chunks_mut(CONV_CHUNK * g.cout * hw)
         .zip(input.par_chunks(CONV_CHUNK * g.cin * hw))
         .for_each(|(out, input)| {
@@ -470,10 +721,13 @@ pub fn conv_backward(
     let (hw, taps) = (g.sites(), g.taps());
     assert_eq!(output.len(), g.batch * g.cout * hw, "conv output length");
     assert_eq!(grad_output.len(), output.len(), "conv cotangent length");
+    let arch = Arch::new();
+    if g.cols.is_multiple_of(f32_lanes(arch)) {
+        return conv_backward_direct(arch, g, input, weight, output, grad_output, act);
+    }
     let pad_len = g.padded_sites();
     let weight_t = transposed(weight, g.cout, taps);
     let mut grad_input = vec![0.0f32; g.batch * g.cin * hw];
-    let arch = Arch::new();
     let (grad_weight, grad_bias) = grad_input
         .par_chunks_mut(CONV_CHUNK * g.cin * hw)
         .zip(input.par_chunks(CONV_CHUNK * g.cin * hw))
@@ -508,6 +762,151 @@ pub fn conv_backward(
                     cols.fill(0.0);
                     gemm_acc(arch, taps, hw, g.cout, &weight_t, &gpre, &mut cols);
                     fold_add(g, &cols, &mut pad, gi_s);
+                }
+                (gw, gb)
+            })
+        })
+        .reduce(
+            || (vec![0.0f32; g.cout * taps], vec![0.0f32; g.cout]),
+            add_pairs,
+        );
+    (grad_input, grad_weight, grad_bias)
+}
+
+/// Wraps the `channels` planes of one sample into `pads` (`[channels, H+2p, W+2p]`).
+#[inline(always)]
+fn pad_planes(g: &ConvGeometry, sample: &[f32], pads: &mut [f32]) {
+    let (hw, pad_len) = (g.sites(), g.padded_sites());
+    for (plane, pad) in sample.chunks_exact(hw).zip(pads.chunks_exact_mut(pad_len)) {
+        pad_plane(g, plane, pad);
+    }
+}
+
+/// [`conv_forward`] by [`DirectConv`] on the wrapped planes (rows a multiple of the SIMD
+/// width): no unfolded copy of the input.
+fn conv_forward_direct(
+    arch: Arch,
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    act: Activation,
+) -> Vec<f32> {
+    let hw = g.sites();
+    let off = tap_offsets(g, g.cin);
+    let at = vector_starts(g, f32_lanes(arch));
+    let pad_len = g.padded_sites();
+    let mut out = vec![0.0f32; g.batch * g.cout * hw];
+    out.par_chunks_mut(CONV_CHUNK * g.cout * hw)
+        .zip(input.par_chunks(CONV_CHUNK * g.cin * hw))
+        .for_each(|(out, input)| {
+            arch.dispatch(|| {
+                let mut pads = vec![0.0f32; g.cin * pad_len];
+                for (o_s, i_s) in out
+                    .chunks_exact_mut(g.cout * hw)
+                    .zip(input.chunks_exact(g.cin * hw))
+                {
+                    pad_planes(g, i_s, &mut pads);
+                    for (o, acc) in o_s.chunks_exact_mut(hw).enumerate() {
+                        acc.fill(bias[o]);
+                    }
+                    arch.dispatch(DirectConv {
+                        cout: g.cout,
+                        hw,
+                        at: &at,
+                        off: &off,
+                        pad: &pads,
+                        weight,
+                        out: o_s,
+                    });
+                    act.apply_slice(arch, o_s);
+                }
+            })
+        });
+    out
+}
+
+/// [`conv_backward`] without unfolding: `∂W` by [`DirectConvWeightGrad`] on the wrapped
+/// input planes, and `∂in` as the forward convolution of the wrapped `gpre` planes with
+/// the flipped, transposed kernel `w′[i, o, u, v] = w[o, i, k−1−u, k−1−v]`
+/// (`∂in[i, Y, X] = Σ_{o,u,v} w[o,i,u,v] · gpre[o, Y−u+p, X−v+p]`).
+fn conv_backward_direct(
+    arch: Arch,
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    output: &[f32],
+    grad_output: &[f32],
+    act: Activation,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (hw, taps, k) = (g.sites(), g.taps(), g.kernel);
+    let lanes = f32_lanes(arch);
+    let pad_len = g.padded_sites();
+    let stride = g.cols + 2 * (k / 2);
+    let off_in = tap_offsets(g, g.cin);
+    let off_grad = tap_offsets(g, g.cout);
+    let at = vector_starts(g, lanes);
+    let mut flipped = vec![0.0f32; g.cin * g.cout * k * k];
+    for o in 0..g.cout {
+        for i in 0..g.cin {
+            for u in 0..k {
+                for v in 0..k {
+                    flipped[((i * g.cout + o) * k + (k - 1 - u)) * k + (k - 1 - v)] =
+                        weight[((o * g.cin + i) * k + u) * k + v];
+                }
+            }
+        }
+    }
+    let mut grad_input = vec![0.0f32; g.batch * g.cin * hw];
+    let (grad_weight, grad_bias) = grad_input
+        .par_chunks_mut(CONV_CHUNK * g.cin * hw)
+        .zip(input.par_chunks(CONV_CHUNK * g.cin * hw))
+        .zip(output.par_chunks(CONV_CHUNK * g.cout * hw))
+        .zip(grad_output.par_chunks(CONV_CHUNK * g.cout * hw))
+        .map(|(((gi, x), y), gy)| {
+            arch.dispatch(|| {
+                let mut gpre = vec![0.0f32; g.cout * hw];
+                let mut pads_in = vec![0.0f32; g.cin * pad_len];
+                let mut pads_grad = vec![0.0f32; g.cout * pad_len];
+                let mut acc = vec![0.0f32; taps * g.cout * lanes];
+                let mut gb = vec![0.0f32; g.cout];
+                let samples = gi
+                    .chunks_exact_mut(g.cin * hw)
+                    .zip(x.chunks_exact(g.cin * hw))
+                    .zip(y.chunks_exact(g.cout * hw))
+                    .zip(gy.chunks_exact(g.cout * hw));
+                for (((gi_s, x_s), y_s), gy_s) in samples {
+                    act.chain_slice(&mut gpre, y_s, gy_s);
+                    for (o, b) in gb.iter_mut().enumerate() {
+                        *b += gpre[o * hw..(o + 1) * hw].iter().sum::<f32>();
+                    }
+                    pad_planes(g, x_s, &mut pads_in);
+                    arch.dispatch(DirectConvWeightGrad {
+                        cout: g.cout,
+                        rows: g.rows,
+                        cols: g.cols,
+                        stride,
+                        off: &off_in,
+                        pad: &pads_in,
+                        grad: &gpre,
+                        acc: &mut acc,
+                    });
+                    pad_planes(g, &gpre, &mut pads_grad);
+                    arch.dispatch(DirectConv {
+                        cout: g.cin,
+                        hw,
+                        at: &at,
+                        off: &off_grad,
+                        pad: &pads_grad,
+                        weight: &flipped,
+                        out: gi_s,
+                    });
+                }
+                // acc is [taps, cout, lanes]; ∂W is [cout, taps].
+                let mut gw = vec![0.0f32; g.cout * taps];
+                for (tc, lane_sums) in acc.chunks_exact(lanes).enumerate() {
+                    let (t, o) = (tc / g.cout, tc % g.cout);
+                    gw[o * taps + t] = lane_sums.iter().sum();
                 }
                 (gw, gb)
             })
@@ -865,6 +1264,42 @@ mod tests {
                     kernel: 5,
                 },
                 Activation::Elu,
+            ),
+            (
+                // Rows a multiple of the SIMD width: the direct (un-unfolded) kernels,
+                // with a partial block of output channels and an odd count of vectors.
+                ConvGeometry {
+                    batch: 3,
+                    cin: 2,
+                    cout: 5,
+                    rows: 3,
+                    cols: 8,
+                    kernel: 3,
+                },
+                Activation::Elu,
+            ),
+            (
+                ConvGeometry {
+                    batch: 2,
+                    cin: 1,
+                    cout: 4,
+                    rows: 4,
+                    cols: 16,
+                    kernel: 5,
+                },
+                Activation::LeakyRelu(0.01),
+            ),
+            (
+                // A kernel wider than the lattice: the wrap goes round more than once.
+                ConvGeometry {
+                    batch: 2,
+                    cin: 1,
+                    cout: 2,
+                    rows: 3,
+                    cols: 2,
+                    kernel: 7,
+                },
+                Activation::LeakyRelu(0.01),
             ),
         ] {
             let x = random(g.batch * g.cin * g.sites(), &mut rng);
