@@ -203,30 +203,33 @@ impl WithSimd for EluSlice<'_> {
 fn pad_plane(g: &ConvGeometry, plane: &[f32], pad: &mut [f32]) {
     let (h, w, p) = (g.rows, g.cols, g.kernel / 2);
     let wp = w + 2 * p;
+    if p <= h && p <= w {
+        // Source rows h−p … h−1, 0 … h−1, 0 … p−1, each wrapped by p columns.
+        let rows = plane[(h - p) * w..h * w]
+            .chunks_exact(w)
+            .chain(plane[..h * w].chunks_exact(w))
+            .chain(plane[..p * w].chunks_exact(w));
+        for (dst, src) in pad.chunks_exact_mut(wp).zip(rows) {
+            let (left, rest) = dst.split_at_mut(p);
+            let (mid, right) = rest.split_at_mut(w);
+            if p == 1 {
+                // 3×3 kernels: two moves, not two calls of `memcpy`.
+                left[0] = src[w - 1];
+                right[0] = src[0];
+            } else {
+                left.copy_from_slice(&src[w - p..]);
+                right.copy_from_slice(&src[..p]);
+            }
+            copy_row(mid, src);
+        }
+        return;
+    }
+    // A kernel wider than the lattice wraps more than once.
     for yy in 0..h + 2 * p {
-        // (yy − p) mod h, without a division where the wrap goes round at most once.
-        let sy = if yy < p && p <= h {
-            yy + h - p
-        } else if yy < p + h && p <= h {
-            yy - p
-        } else if p <= h {
-            yy - p - h
-        } else {
-            (yy + h * p - p) % h
-        };
-        let src = &plane[sy * w..][..w];
+        let src = &plane[((yy + h * p - p) % h) * w..][..w];
         let dst = &mut pad[yy * wp..(yy + 1) * wp];
-        if p <= w {
-            for q in 0..p {
-                dst[q] = src[w - p + q];
-                dst[p + w + q] = src[q];
-            }
-            copy_row(&mut dst[p..p + w], src);
-        } else {
-            // A kernel wider than the lattice wraps more than once.
-            for (xx, d) in dst.iter_mut().enumerate() {
-                *d = src[(xx + w * p - p) % w];
-            }
+        for (xx, d) in dst.iter_mut().enumerate() {
+            *d = src[(xx + w * p - p) % w];
         }
     }
 }
