@@ -659,6 +659,21 @@ fn gemm_acc(arch: Arch, m: usize, n: usize, k: usize, a: &[f32], b: &[f32], out:
     arch.dispatch(GemmAcc { m, n, k, a, b, out });
 }
 
+/// `Σ xs` by eight interleaved partial sums, which the compiler keeps in one SIMD register
+/// (a plain `iter().sum()` must add in order, one element at a time).
+#[inline(always)]
+fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// `acc += a · x` on equal-length slices.
 #[inline(always)]
 fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
@@ -751,7 +766,7 @@ pub fn conv_backward(
                 for (((gi_s, x_s), y_s), gy_s) in samples {
                     act.chain_slice(&mut gpre, y_s, gy_s);
                     for (o, b) in gb.iter_mut().enumerate() {
-                        *b += gpre[o * hw..(o + 1) * hw].iter().sum::<f32>();
+                        *b += sum(&gpre[o * hw..(o + 1) * hw]);
                     }
                     unfold(g, x_s, &mut pad, &mut cols);
                     arch.dispatch(GemmAbt {
@@ -881,7 +896,7 @@ fn conv_backward_direct(
                 for (((gi_s, x_s), y_s), gy_s) in samples {
                     act.chain_slice(&mut gpre, y_s, gy_s);
                     for (o, b) in gb.iter_mut().enumerate() {
-                        *b += gpre[o * hw..(o + 1) * hw].iter().sum::<f32>();
+                        *b += sum(&gpre[o * hw..(o + 1) * hw]);
                     }
                     pad_planes(g, x_s, &mut pads_in);
                     arch.dispatch(DirectConvWeightGrad {
@@ -992,39 +1007,52 @@ pub fn dense_forward(
     bias: &[f32],
     act: Activation,
 ) -> Vec<f32> {
-    let (n, fi, fo) = (g.rows, g.input, g.output);
-    assert_eq!(input.len(), g.groups_in * n * fi, "dense input length");
-    assert_eq!(weight.len(), g.twins * fi * fo, "dense weight length");
-    assert_eq!(bias.len(), g.twins * fo, "dense bias length");
-    let mut out = vec![0.0f32; g.twins * n * fo];
+    let (n, fi, fo, twins, groups) = (g.rows, g.input, g.output, g.twins, g.groups_in);
+    assert_eq!(input.len(), groups * n * fi, "dense input length");
+    assert_eq!(weight.len(), twins * fi * fo, "dense weight length");
+    assert_eq!(bias.len(), twins * fo, "dense bias length");
+    let mut out = vec![0.0f32; twins * n * fo];
     let arch = Arch::new();
-    for (t, out_t) in out.chunks_exact_mut(n * fo).enumerate() {
-        let x = &input[t.min(g.groups_in - 1) * n * fi..][..n * fi];
-        let w = &weight[t * fi * fo..(t + 1) * fi * fo];
-        let wt = transposed(w, fi, fo);
-        let b = &bias[t * fo..(t + 1) * fo];
-        column_tiles(out_t, fo, n, DENSE_TILE)
-            .into_par_iter()
-            .enumerate()
-            .for_each_init(
-                || (vec![0.0f32; DENSE_TILE * fi], vec![0.0f32; DENSE_TILE * fo]),
-                |(xt, yt), (k, mut segs)| {
-                    let (c0, cols) = (k * DENSE_TILE, segs[0].len());
-                    let (xt, yt) = (&mut xt[..fi * cols], &mut yt[..fo * cols]);
-                    arch.dispatch(|| {
-                        gather_columns(x, fi, n, c0, cols, xt);
+    let wt: Vec<Vec<f32>> = weight
+        .chunks_exact(fi * fo)
+        .map(|w| transposed(w, fi, fo))
+        .collect();
+    // One parallel pass over column tiles of all twins' outputs (`[T·out, N]`); a shared
+    // input tile is gathered once for both twins.
+    column_tiles(&mut out, twins * fo, n, DENSE_TILE)
+        .into_par_iter()
+        .enumerate()
+        .for_each_init(
+            || {
+                (
+                    vec![0.0f32; groups * DENSE_TILE * fi],
+                    vec![0.0f32; DENSE_TILE * fo],
+                )
+            },
+            |(xt, yt), (k, mut segs)| {
+                let (c0, cols) = (k * DENSE_TILE, segs[0].len());
+                arch.dispatch(|| {
+                    for (grp, x) in input.chunks_exact(n * fi).enumerate() {
+                        gather_columns(x, fi, n, c0, cols, &mut xt[grp * fi * cols..][..fi * cols]);
+                    }
+                    let yt = &mut yt[..fo * cols];
+                    for (t, (wt_t, b)) in wt.iter().zip(bias.chunks_exact(fo)).enumerate() {
+                        let xg = &xt[t.min(groups - 1) * fi * cols..][..fi * cols];
                         for (row, &bj) in yt.chunks_exact_mut(cols).zip(b) {
                             row.fill(bj);
                         }
-                        gemm_acc(arch, fo, cols, fi, &wt, xt, yt);
+                        gemm_acc(arch, fo, cols, fi, wt_t, xg, yt);
                         act.apply_slice(arch, yt);
-                        for (seg, row) in segs.iter_mut().zip(yt.chunks_exact(cols)) {
+                        for (seg, row) in segs[t * fo..(t + 1) * fo]
+                            .iter_mut()
+                            .zip(yt.chunks_exact(cols))
+                        {
                             seg.copy_from_slice(row);
                         }
-                    })
-                },
-            );
-    }
+                    }
+                })
+            },
+        );
     out
 }
 
@@ -1040,64 +1068,79 @@ pub fn dense_backward(
     grad_output: &[f32],
     act: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (n, fi, fo) = (g.rows, g.input, g.output);
-    assert_eq!(output.len(), g.twins * n * fo, "dense output length");
+    let (n, fi, fo, twins, groups) = (g.rows, g.input, g.output, g.twins, g.groups_in);
+    assert_eq!(output.len(), twins * n * fo, "dense output length");
     assert_eq!(grad_output.len(), output.len(), "dense cotangent length");
-    let mut grad_input = vec![0.0f32; g.groups_in * n * fi];
-    let mut grad_weight = vec![0.0f32; g.twins * fi * fo];
-    let mut grad_bias = vec![0.0f32; g.twins * fo];
+    let mut grad_input = vec![0.0f32; groups * n * fi];
     let arch = Arch::new();
     let scratch = || DenseScratch {
-        xt: vec![0.0; DENSE_TILE * fi],
+        xt: vec![0.0; groups * DENSE_TILE * fi],
         gp: vec![0.0; DENSE_TILE * fo],
-        gxt: vec![0.0; DENSE_TILE * fi],
-        gw: vec![0.0; fi * fo],
-        gb: vec![0.0; fo],
+        gxt: vec![0.0; groups * DENSE_TILE * fi],
+        gw: vec![0.0; twins * fi * fo],
+        gb: vec![0.0; twins * fo],
     };
-    for t in 0..g.twins {
-        let grp = t.min(g.groups_in - 1);
-        let x = &input[grp * n * fi..][..n * fi];
-        let w = &weight[t * fi * fo..(t + 1) * fi * fo];
-        let y = &output[t * n * fo..(t + 1) * n * fo];
-        let gy = &grad_output[t * n * fo..(t + 1) * n * fo];
-        let gx = &mut grad_input[grp * n * fi..][..n * fi];
-        let (gw, gb) = column_tiles(gx, fi, n, DENSE_TILE)
-            .into_par_iter()
-            .enumerate()
-            .fold(scratch, |mut s, (k, mut segs)| {
-                let (c0, cols) = (k * DENSE_TILE, segs[0].len());
-                arch.dispatch(|| {
-                    let xt = &mut s.xt[..fi * cols];
-                    let (gp, gxt) = (&mut s.gp[..fo * cols], &mut s.gxt[..fi * cols]);
-                    gather_columns(x, fi, n, c0, cols, xt);
+    // One parallel pass over column tiles of `∂L/∂input` (`[G·in, N]`), both twins per
+    // task: each tile of the input gradient is written once, by the task that owns it.
+    let (grad_weight, grad_bias) = column_tiles(&mut grad_input, groups * fi, n, DENSE_TILE)
+        .into_par_iter()
+        .enumerate()
+        .fold(scratch, |mut s, (k, mut segs)| {
+            let (c0, cols) = (k * DENSE_TILE, segs[0].len());
+            arch.dispatch(|| {
+                let (xt, gxt) = (
+                    &mut s.xt[..groups * fi * cols],
+                    &mut s.gxt[..groups * fi * cols],
+                );
+                let gp = &mut s.gp[..fo * cols];
+                for (grp, x) in input.chunks_exact(n * fi).enumerate() {
+                    gather_columns(x, fi, n, c0, cols, &mut xt[grp * fi * cols..][..fi * cols]);
+                }
+                gxt.fill(0.0);
+                for t in 0..twins {
+                    let grp = t.min(groups - 1);
+                    let (y, gy) = (&output[t * n * fo..], &grad_output[t * n * fo..]);
                     for (j, gp_j) in gp.chunks_exact_mut(cols).enumerate() {
                         let at = j * n + c0..j * n + c0 + cols;
                         act.chain_slice(gp_j, &y[at.clone()], &gy[at]);
                     }
-                    for (b, row) in s.gb.iter_mut().zip(gp.chunks_exact(cols)) {
-                        *b += row.iter().sum::<f32>();
+                    for (b, row) in s.gb[t * fo..(t + 1) * fo]
+                        .iter_mut()
+                        .zip(gp.chunks_exact(cols))
+                    {
+                        *b += sum(row);
                     }
+                    let xg = &xt[grp * fi * cols..][..fi * cols];
                     arch.dispatch(GemmAbt {
                         m: fi,
                         t: fo,
                         n: cols,
-                        a: xt,
+                        a: xg,
                         b: gp,
-                        out: &mut s.gw,
+                        out: &mut s.gw[t * fi * fo..(t + 1) * fi * fo],
                     });
-                    gxt.fill(0.0);
-                    gemm_acc(arch, fi, cols, fo, w, gp, gxt);
-                    for (seg, row) in segs.iter_mut().zip(gxt.chunks_exact(cols)) {
-                        seg.iter_mut().zip(row).for_each(|(a, b)| *a += b);
-                    }
-                });
-                s
-            })
-            .map(|s| (s.gw, s.gb))
-            .reduce(|| (vec![0.0f32; fi * fo], vec![0.0f32; fo]), add_pairs);
-        grad_weight[t * fi * fo..(t + 1) * fi * fo].copy_from_slice(&gw);
-        grad_bias[t * fo..(t + 1) * fo].copy_from_slice(&gb);
-    }
+                    let w = &weight[t * fi * fo..(t + 1) * fi * fo];
+                    gemm_acc(
+                        arch,
+                        fi,
+                        cols,
+                        fo,
+                        w,
+                        gp,
+                        &mut gxt[grp * fi * cols..][..fi * cols],
+                    );
+                }
+                for (seg, row) in segs.iter_mut().zip(gxt.chunks_exact(cols)) {
+                    seg.copy_from_slice(row);
+                }
+            });
+            s
+        })
+        .map(|s| (s.gw, s.gb))
+        .reduce(
+            || (vec![0.0f32; twins * fi * fo], vec![0.0f32; twins * fo]),
+            add_pairs,
+        );
     (grad_input, grad_weight, grad_bias)
 }
 
