@@ -133,6 +133,24 @@ impl TwinMlp {
             }
             return self.layers[last].forward(elu(h, 1.0), Activation::Identity);
         }
+        if kernels::fused_available(&u.device()) {
+            // The whole plain MLP as one fused operation on its flattened parameters.
+            let mut widths = vec![i];
+            let mut flat = Vec::with_capacity(2 * self.layers.len());
+            for layer in &self.layers {
+                widths.push(layer.weight.dims()[2]);
+                flat.push(layer.weight.val().reshape([-1]));
+                flat.push(layer.bias.val().reshape([-1]));
+            }
+            let shape = kernels::MlpShape {
+                twins: 2,
+                widths,
+                hidden: Activation::Elu,
+            };
+            if let Some(y) = kernels::twin_mlp(u.clone(), Tensor::cat(flat, 0), shape) {
+                return y;
+            }
+        }
         let mut h = u;
         for (k, layer) in self.layers.iter().enumerate() {
             let act = if k == last {

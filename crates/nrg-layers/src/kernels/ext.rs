@@ -3,7 +3,8 @@
 //! steps that call the same routines.
 
 use super::Activation;
-use super::host::{self, ConvGeometry, DenseGeometry};
+use super::MlpShape;
+use super::host::{self, ConvGeometry, DenseGeometry, MlpGeometry};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -53,6 +54,21 @@ pub trait FusedOps: Backend {
         grad_output: FloatTensor<Self>,
         act: Activation,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// See [`super::twin_mlp`].
+    fn twin_mlp(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: MlpShape,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂input, ∂L/∂params)` of [`FusedOps::twin_mlp`].
+    fn twin_mlp_backward(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        shape: MlpShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Whether `device` is flex (possibly with autodiff).
@@ -135,7 +151,47 @@ fn dense_geometry(input: &FlexTensor, weight: &FlexTensor) -> DenseGeometry {
     }
 }
 
+fn mlp_geometry(input: &FlexTensor, shape: &MlpShape) -> MlpGeometry {
+    let x = input.shape();
+    assert_eq!(x.num_dims(), 3, "twin_mlp: input must be [G, in, N]");
+    assert!(
+        x[0] == 1 || x[0] == shape.twins,
+        "twin_mlp: input groups must be 1 or T"
+    );
+    assert_eq!(x[1], shape.widths[0], "twin_mlp: input width differs");
+    MlpGeometry {
+        groups_in: x[0],
+        twins: shape.twins,
+        rows: x[2],
+        widths: shape.widths.clone(),
+        hidden: shape.hidden,
+    }
+}
+
 impl FusedOps for Flex {
+    fn twin_mlp(input: FlexTensor, params: FlexTensor, shape: MlpShape) -> FlexTensor {
+        let (x, p) = (host(input), host(params));
+        let g = mlp_geometry(&x, &shape);
+        let y = host::mlp_forward(&g, slice(&x), slice(&p));
+        tensor(y, vec![g.twins, *g.widths.last().unwrap(), g.rows])
+    }
+
+    fn twin_mlp_backward(
+        input: FlexTensor,
+        params: FlexTensor,
+        grad_output: FlexTensor,
+        shape: MlpShape,
+    ) -> (FlexTensor, FlexTensor) {
+        let (x, p, gy) = (host(input), host(params), host(grad_output));
+        let g = mlp_geometry(&x, &shape);
+        let (gx, gp) = host::mlp_backward(&g, slice(&x), slice(&p), slice(&gy));
+        let len = gp.len();
+        (
+            tensor(gx, vec![g.groups_in, g.widths[0], g.rows]),
+            tensor(gp, vec![len]),
+        )
+    }
+
     fn periodic_conv2d(
         input: FlexTensor,
         weight: FlexTensor,
@@ -276,6 +332,27 @@ fn tracked<B: Backend + FusedOps, C: CheckpointStrategy>(
     }
 }
 
+/// Backward step of the fused MLP: the saved input and parameters (the hidden
+/// activations are recomputed).
+#[derive(Debug)]
+struct MlpBackward;
+
+impl<B: Backend + FusedOps> Backward<B, 2> for MlpBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, MlpShape);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_p] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, p, shape) = ops.state;
+        let (gx, gp) = B::twin_mlp_backward(x, p, grad, shape);
+        for (node, g) in [(node_x, gx), (node_p, gp)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
 /// `(∂L/∂input, ∂L/∂weight, ∂L/∂bias)` on backend `B`.
 type Grads3<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
@@ -328,6 +405,38 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         untracked_backward::<B, C>(Layer::Dense, [input, weight, output, grad_output], act)
     }
+
+    fn twin_mlp(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: MlpShape,
+    ) -> FloatTensor<Self> {
+        let guards = [input.node(), params.node()];
+        let (x, p) = (input.into_primitive(), params.into_primitive());
+        match MlpBackward.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::twin_mlp(x.clone(), p.clone(), shape.clone());
+                prep.finish((x, p, shape), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::twin_mlp(x, p, shape)),
+        }
+    }
+
+    fn twin_mlp_backward(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        shape: MlpShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (gx, gp) = B::twin_mlp_backward(
+            input.into_primitive(),
+            params.into_primitive(),
+            grad_output.into_primitive(),
+            shape,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(gx), lift(gp))
+    }
 }
 
 /// [`super::periodic_conv2d`] on a flex device.
@@ -357,5 +466,14 @@ pub fn twin_dense(
         weight.into_dispatch(),
         bias.into_dispatch(),
         act,
+    ))
+}
+
+/// [`super::twin_mlp`] on a flex device.
+pub fn twin_mlp(input: Tensor<3>, params: Tensor<1>, shape: MlpShape) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::twin_mlp(
+        input.into_dispatch(),
+        params.into_dispatch(),
+        shape,
     ))
 }
