@@ -250,8 +250,13 @@ mod tests {
                 widths: widths.to_vec(),
                 hidden: Activation::Elu,
             };
-            let Some(fused) = twin_mlp(x.clone(), Tensor::cat(flat, 0), shape) else {
-                assert!(!cfg!(feature = "flex"), "the fused MLP must run on flex");
+            let fused = twin_mlp(x.clone(), Tensor::cat(flat, 0), shape);
+            assert_eq!(
+                fused.is_some(),
+                fused_available(&dev),
+                "fused MLP availability"
+            );
+            let Some(fused) = fused else {
                 return;
             };
             let mut h = x.clone();
