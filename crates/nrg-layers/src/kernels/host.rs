@@ -6,6 +6,10 @@
 //! inside [`pulp::Arch::dispatch`], which compiles them for the widest SIMD extension the
 //! processor has (AVX2/FMA, AVX-512, NEON) and picks one at run time.
 //!
+//! The convolution reads its taps straight from a wrapped copy of each plane when a row is a
+//! multiple of the SIMD width (the input gradient is then the same kernel with the flipped,
+//! transposed weights); other shapes unfold each sample into a `[cin·k², H·W]` matrix.
+//!
 //! Conventions (the same as burn's `Conv2d` with periodic padding `p = ⌊k/2⌋`):
 //!
 //! ```text

@@ -1,11 +1,13 @@
 //! Fused layer operations: a periodic convolution and a twin dense layer, each with its
-//! bias and activation, as single differentiable operations.
+//! bias and activation, and a whole twin MLP, as single differentiable operations.
 //!
 //! ```text
 //! periodic_conv2d:  [B, cin, H, W] ⊛ [cout, cin, k, k] + [cout]   → act(·)  [B, cout, H, W]
 //!                   (circular padding ⌊k/2⌋, cross-correlation as burn's Conv2d)
 //! twin_dense:       [T, in, out]ᵀ · [G, in, N] + [T, 1, out]ᵀ      → act(·)  [T, out, N]
 //!                   (feature-major, the batch N last; G = 1: one input shared by the T twins)
+//! twin_mlp:         [G, w₀, N], flat [W₀, b₀, …, W_{L−1}, b_{L−1}]  → [T, w_L, N]
+//!                   (twin_dense layers, hidden activation between them, the last linear)
 //! ```
 //!
 //! `act` is the identity, LeakyReLU or ELU. On the flex backend (cargo feature `flex` of
