@@ -340,7 +340,7 @@ impl WithSimd for GemmAbt<'_> {
         const MR: usize = 4;
         let GemmAbt { m, t, n, a, b, out } = self;
         assert!(a.len() >= m * n && b.len() >= t * n && out.len() >= m * t);
-        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+        let lanes = lanes::<S>();
         let full = n - n % lanes;
         let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(s)[0] };
         let zero = simd.splat_f32s(0.0);
@@ -392,7 +392,7 @@ impl WithSimd for GemmAcc<'_> {
         const MR: usize = 4;
         let GemmAcc { m, n, k, a, b, out } = self;
         assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
-        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+        let lanes = lanes::<S>();
         let nr = 2 * lanes;
         let full_n = n - n % nr;
         let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(s)[0] };
@@ -454,7 +454,7 @@ fn f32_lanes(arch: Arch) -> usize {
         type Output = usize;
         #[inline(always)]
         fn with_simd<S: Simd>(self, _: S) -> usize {
-            core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>()
+            lanes::<S>()
         }
     }
     arch.dispatch(Lanes)
@@ -474,6 +474,36 @@ fn tap_offsets(g: &ConvGeometry, channels: usize) -> Vec<usize> {
         }
     }
     off
+}
+
+/// `f32` lanes of the SIMD type `S`.
+#[inline(always)]
+fn lanes<S: Simd>() -> usize {
+    core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>()
+}
+
+/// The register tiles of a `rows × len` block: rows in groups of `m ≤ 4`, then `len` in
+/// steps of `width[m − 1]` while whole ones fit and of 1 after; calls
+/// `tile(first row, m, first column, whole)` for each.
+#[inline(always)]
+fn for_each_tile(
+    rows: usize,
+    len: usize,
+    width: [usize; 4],
+    mut tile: impl FnMut(usize, usize, usize, bool),
+) {
+    let mut r0 = 0;
+    while r0 < rows {
+        let m = (rows - r0).min(4);
+        let w = width[m - 1];
+        let mut j = 0;
+        while j < len {
+            let whole = j + w <= len;
+            tile(r0, m, j, whole);
+            j += if whole { w } else { 1 };
+        }
+        r0 += m;
+    }
 }
 
 /// Direct periodic convolution of one sample, without unfolding:
@@ -497,32 +527,25 @@ impl WithSimd for DirectConv<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let mut this = self;
-        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
         let taps = this.off.len();
         assert!(this.weight.len() >= this.cout * taps && this.out.len() >= this.cout * this.hw);
-        assert!(this.at.len() * lanes == this.hw);
-        let vectors = this.at.len();
-        let mut o0 = 0;
-        while o0 < this.cout {
-            let m = (this.cout - o0).min(4);
-            let width = [8, 4, 2, 2][m - 1];
-            let mut j = 0;
-            while j < vectors {
-                let full = j + width <= vectors;
-                match (m, full) {
-                    (4, true) => this.tile::<S, 4, 2>(simd, o0, j),
-                    (3, true) => this.tile::<S, 3, 2>(simd, o0, j),
-                    (2, true) => this.tile::<S, 2, 4>(simd, o0, j),
-                    (1, true) => this.tile::<S, 1, 8>(simd, o0, j),
-                    (4, false) => this.tile::<S, 4, 1>(simd, o0, j),
-                    (3, false) => this.tile::<S, 3, 1>(simd, o0, j),
-                    (2, false) => this.tile::<S, 2, 1>(simd, o0, j),
-                    _ => this.tile::<S, 1, 1>(simd, o0, j),
-                }
-                j += if full { width } else { 1 };
-            }
-            o0 += m;
-        }
+        assert!(this.at.len() * lanes::<S>() == this.hw);
+        // M·V = 8 sums, V inputs and one weight in registers.
+        for_each_tile(
+            this.cout,
+            this.at.len(),
+            [8, 4, 2, 2],
+            |o0, m, j, full| match (m, full) {
+                (4, true) => this.tile::<S, 4, 2>(simd, o0, j),
+                (3, true) => this.tile::<S, 3, 2>(simd, o0, j),
+                (2, true) => this.tile::<S, 2, 4>(simd, o0, j),
+                (1, true) => this.tile::<S, 1, 8>(simd, o0, j),
+                (4, false) => this.tile::<S, 4, 1>(simd, o0, j),
+                (3, false) => this.tile::<S, 3, 1>(simd, o0, j),
+                (2, false) => this.tile::<S, 2, 1>(simd, o0, j),
+                _ => this.tile::<S, 1, 1>(simd, o0, j),
+            },
+        );
     }
 }
 
@@ -530,7 +553,7 @@ impl DirectConv<'_> {
     /// Output channels `o0 .. o0+M` × vectors `j0 .. j0+V`.
     #[inline(always)]
     fn tile<S: Simd, const M: usize, const V: usize>(&mut self, simd: S, o0: usize, j0: usize) {
-        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+        let lanes = lanes::<S>();
         let taps = self.off.len();
         let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(&s[..lanes])[0] };
         let zero = simd.splat_f32s(0.0);
@@ -591,35 +614,25 @@ impl WithSimd for DirectConvWeightGrad<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let k = &self;
-        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
-        assert!(k.cols.is_multiple_of(lanes) && k.grad.len() >= k.cout * k.rows * k.cols);
-        assert!(k.acc.len() >= k.off.len() * k.cout * lanes);
         let mut this = self;
-        let taps = this.off.len();
-        let mut o0 = 0;
-        while o0 < this.cout {
-            let m = (this.cout - o0).min(4);
-            // Register tiles of m output channels × w taps: m·w ≤ 10 independent sums, m
-            // loaded cotangents and one input vector fit the 16 vector registers of AVX2.
-            let width = [10, 5, 3, 2][m - 1];
-            let mut t0 = 0;
-            while t0 < taps {
-                let full = t0 + width <= taps;
-                match (m, full) {
-                    (4, true) => this.tile::<S, 4, 2>(simd, o0, t0),
-                    (3, true) => this.tile::<S, 3, 3>(simd, o0, t0),
-                    (2, true) => this.tile::<S, 2, 5>(simd, o0, t0),
-                    (1, true) => this.tile::<S, 1, 10>(simd, o0, t0),
-                    (4, false) => this.tile::<S, 4, 1>(simd, o0, t0),
-                    (3, false) => this.tile::<S, 3, 1>(simd, o0, t0),
-                    (2, false) => this.tile::<S, 2, 1>(simd, o0, t0),
-                    _ => this.tile::<S, 1, 1>(simd, o0, t0),
-                }
-                t0 += if full { width } else { 1 };
+        let (lanes, taps) = (lanes::<S>(), this.off.len());
+        assert!(this.cols.is_multiple_of(lanes));
+        assert!(this.grad.len() >= this.cout * this.rows * this.cols);
+        assert!(this.acc.len() >= taps * this.cout * lanes);
+        // m output channels × w taps: m·w ≤ 10 independent sums, m loaded cotangents and
+        // one input vector fit the 16 vector registers of AVX2.
+        for_each_tile(this.cout, taps, [10, 5, 3, 2], |o0, m, t0, full| {
+            match (m, full) {
+                (4, true) => this.tile::<S, 4, 2>(simd, o0, t0),
+                (3, true) => this.tile::<S, 3, 3>(simd, o0, t0),
+                (2, true) => this.tile::<S, 2, 5>(simd, o0, t0),
+                (1, true) => this.tile::<S, 1, 10>(simd, o0, t0),
+                (4, false) => this.tile::<S, 4, 1>(simd, o0, t0),
+                (3, false) => this.tile::<S, 3, 1>(simd, o0, t0),
+                (2, false) => this.tile::<S, 2, 1>(simd, o0, t0),
+                _ => this.tile::<S, 1, 1>(simd, o0, t0),
             }
-            o0 += m;
-        }
+        });
     }
 }
 
@@ -627,7 +640,7 @@ impl DirectConvWeightGrad<'_> {
     /// Output channels `o0 .. o0+M` × taps `t0 .. t0+T`, over all sites.
     #[inline(always)]
     fn tile<S: Simd, const M: usize, const T: usize>(&mut self, simd: S, o0: usize, t0: usize) {
-        let lanes = core::mem::size_of::<S::f32s>() / core::mem::size_of::<f32>();
+        let lanes = lanes::<S>();
         let (hw, cols, stride) = (self.rows * self.cols, self.cols, self.stride);
         let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(&s[..lanes])[0] };
         let zero = simd.splat_f32s(0.0);
@@ -687,7 +700,8 @@ fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
 }
 
 /// Forward periodic convolution: `input [B, cin, H, W]`, `weight [cout, cin, k, k]`,
-/// `bias [cout]` → `act(pre)` `[B, cout, H, W]`. Per sample: unfold, then
+/// `bias [cout]` → `act(pre)` `[B, cout, H, W]`. Per sample, rows a multiple of the SIMD
+/// width: [`DirectConv`] on the wrapped planes; other rows: unfold, then
 /// `out[cout × hw] = W[cout × taps] · cols[taps × hw]`.
 pub fn conv_forward(
     g: &ConvGeometry,
@@ -701,26 +715,41 @@ pub fn conv_forward(
     assert_eq!(weight.len(), g.cout * taps, "conv weight length");
     assert_eq!(bias.len(), g.cout, "conv bias length");
     let arch = Arch::new();
-    if g.cols.is_multiple_of(f32_lanes(arch)) {
-        return conv_forward_direct(arch, g, input, weight, bias, act);
-    }
+    let direct = Direct::new(arch, g);
     let pad_len = g.padded_sites();
     let mut out = vec![0.0f32; g.batch * g.cout * hw];
     out.par_chunks_mut(CONV_CHUNK * g.cout * hw)
         .zip(input.par_chunks(CONV_CHUNK * g.cin * hw))
         .for_each(|(out, input)| {
             arch.dispatch(|| {
-                let mut cols = vec![0.0f32; taps * hw];
-                let mut pad = vec![0.0f32; pad_len];
+                // Direct: every input plane wrapped; unfolding: one wrapped plane at a time.
+                let mut pad = vec![0.0f32; if direct.is_some() { g.cin } else { 1 } * pad_len];
+                let mut cols = vec![0.0f32; if direct.is_some() { 0 } else { taps * hw }];
                 for (o_s, i_s) in out
                     .chunks_exact_mut(g.cout * hw)
                     .zip(input.chunks_exact(g.cin * hw))
                 {
-                    unfold(g, i_s, &mut pad, &mut cols);
                     for (o, acc) in o_s.chunks_exact_mut(hw).enumerate() {
                         acc.fill(bias[o]);
                     }
-                    gemm_acc(arch, g.cout, hw, taps, weight, &cols, o_s);
+                    match &direct {
+                        Some(d) => {
+                            pad_planes(g, i_s, &mut pad);
+                            arch.dispatch(DirectConv {
+                                cout: g.cout,
+                                hw,
+                                at: &d.at,
+                                off: &d.off_in,
+                                pad: &pad,
+                                weight,
+                                out: o_s,
+                            });
+                        }
+                        None => {
+                            unfold(g, i_s, &mut pad, &mut cols);
+                            gemm_acc(arch, g.cout, hw, taps, weight, &cols, o_s);
+                        }
+                    }
                     act.apply_slice(arch, o_s);
                 }
             })
@@ -728,10 +757,35 @@ pub fn conv_forward(
     out
 }
 
+/// What the direct convolution of [`conv_forward`] and [`conv_backward`] needs, per call:
+/// the SIMD vectors of a plane, the tap offsets into the wrapped input and output planes.
+/// `None` where a row is not a multiple of the SIMD width.
+struct Direct {
+    lanes: usize,
+    at: Vec<(usize, usize)>,
+    off_in: Vec<usize>,
+    off_out: Vec<usize>,
+}
+
+impl Direct {
+    fn new(arch: Arch, g: &ConvGeometry) -> Option<Self> {
+        let lanes = f32_lanes(arch);
+        g.cols.is_multiple_of(lanes).then(|| Direct {
+            lanes,
+            at: vector_starts(g, lanes),
+            off_in: tap_offsets(g, g.cin),
+            off_out: tap_offsets(g, g.cout),
+        })
+    }
+}
+
 /// Gradients of [`conv_forward`]: from the input, the weight, the output `y` and the
 /// output's cotangent, returns `(∂L/∂input, ∂L/∂weight, ∂L/∂bias)`. Per sample, with
-/// `gpre = ∂L/∂y ⊙ act′`: `∂W += gpre · colsᵀ`, `∂cols = Wᵀ · gpre` folded back onto the
-/// input sites. Weight and bias gradients are summed in `f32`, per parallel task first.
+/// `gpre = ∂L/∂y ⊙ act′`, either directly ([`DirectConvWeightGrad`] on the wrapped input,
+/// and `∂in` as the forward convolution of the wrapped `gpre` with the flipped, transposed
+/// kernel `w′[i, o, u, v] = w[o, i, k−1−u, k−1−v]`, since
+/// `∂in[i, Y, X] = Σ_{o,u,v} w[o,i,u,v] · gpre[o, Y−u+p, X−v+p]`), or by unfolding:
+/// `∂W += gpre · colsᵀ`, `∂cols = Wᵀ · gpre` folded back onto the input sites. Weight and bias gradients are summed in `f32`, per parallel task first.
 pub fn conv_backward(
     g: &ConvGeometry,
     input: &[f32],
@@ -740,15 +794,31 @@ pub fn conv_backward(
     grad_output: &[f32],
     act: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (hw, taps) = (g.sites(), g.taps());
+    let (hw, taps, k) = (g.sites(), g.taps(), g.kernel);
     assert_eq!(output.len(), g.batch * g.cout * hw, "conv output length");
     assert_eq!(grad_output.len(), output.len(), "conv cotangent length");
     let arch = Arch::new();
-    if g.cols.is_multiple_of(f32_lanes(arch)) {
-        return conv_backward_direct(arch, g, input, weight, output, grad_output, act);
-    }
+    let direct = Direct::new(arch, g);
     let pad_len = g.padded_sites();
-    let weight_t = transposed(weight, g.cout, taps);
+    let stride = g.cols + 2 * (k / 2);
+    // Direct: the flipped kernel `[cin, cout·k·k]`; unfolding: `Wᵀ` `[taps, cout]`.
+    let weight_t = match direct {
+        Some(_) => {
+            let mut flipped = vec![0.0f32; g.cin * g.cout * k * k];
+            for o in 0..g.cout {
+                for i in 0..g.cin {
+                    for u in 0..k {
+                        for v in 0..k {
+                            flipped[((i * g.cout + o) * k + (k - 1 - u)) * k + (k - 1 - v)] =
+                                weight[((o * g.cin + i) * k + u) * k + v];
+                        }
+                    }
+                }
+            }
+            flipped
+        }
+        None => transposed(weight, g.cout, taps),
+    };
     let mut grad_input = vec![0.0f32; g.batch * g.cin * hw];
     let (grad_weight, grad_bias) = grad_input
         .par_chunks_mut(CONV_CHUNK * g.cin * hw)
@@ -757,11 +827,19 @@ pub fn conv_backward(
         .zip(grad_output.par_chunks(CONV_CHUNK * g.cout * hw))
         .map(|(((gi, x), y), gy)| {
             arch.dispatch(|| {
-                let mut cols = vec![0.0f32; taps * hw];
                 let mut gpre = vec![0.0f32; g.cout * hw];
-                let mut pad = vec![0.0f32; pad_len];
-                let mut gw = vec![0.0f32; g.cout * taps];
                 let mut gb = vec![0.0f32; g.cout];
+                // Direct: wrapped input and cotangent planes and the weight gradient in
+                // vector lanes `[taps, cout, lanes]`; unfolding: one wrapped plane, the
+                // unfolded sample and the weight gradient `[cout, taps]`.
+                let (pads_in, pads_out, gw_len, cols_len) = match &direct {
+                    Some(d) => (g.cin, g.cout, taps * g.cout * d.lanes, 0),
+                    None => (1, 0, g.cout * taps, taps * hw),
+                };
+                let mut pad = vec![0.0f32; pads_in * pad_len];
+                let mut pad_out = vec![0.0f32; pads_out * pad_len];
+                let mut gw = vec![0.0f32; gw_len];
+                let mut cols = vec![0.0f32; cols_len];
                 let samples = gi
                     .chunks_exact_mut(g.cin * hw)
                     .zip(x.chunks_exact(g.cin * hw))
@@ -772,18 +850,53 @@ pub fn conv_backward(
                     for (o, b) in gb.iter_mut().enumerate() {
                         *b += sum(&gpre[o * hw..(o + 1) * hw]);
                     }
-                    unfold(g, x_s, &mut pad, &mut cols);
-                    arch.dispatch(GemmAbt {
-                        m: g.cout,
-                        t: taps,
-                        n: hw,
-                        a: &gpre,
-                        b: &cols,
-                        out: &mut gw,
-                    });
-                    cols.fill(0.0);
-                    gemm_acc(arch, taps, hw, g.cout, &weight_t, &gpre, &mut cols);
-                    fold_add(g, &cols, &mut pad, gi_s);
+                    match &direct {
+                        Some(d) => {
+                            pad_planes(g, x_s, &mut pad);
+                            arch.dispatch(DirectConvWeightGrad {
+                                cout: g.cout,
+                                rows: g.rows,
+                                cols: g.cols,
+                                stride,
+                                off: &d.off_in,
+                                pad: &pad,
+                                grad: &gpre,
+                                acc: &mut gw,
+                            });
+                            pad_planes(g, &gpre, &mut pad_out);
+                            arch.dispatch(DirectConv {
+                                cout: g.cin,
+                                hw,
+                                at: &d.at,
+                                off: &d.off_out,
+                                pad: &pad_out,
+                                weight: &weight_t,
+                                out: gi_s,
+                            });
+                        }
+                        None => {
+                            unfold(g, x_s, &mut pad, &mut cols);
+                            arch.dispatch(GemmAbt {
+                                m: g.cout,
+                                t: taps,
+                                n: hw,
+                                a: &gpre,
+                                b: &cols,
+                                out: &mut gw,
+                            });
+                            cols.fill(0.0);
+                            gemm_acc(arch, taps, hw, g.cout, &weight_t, &gpre, &mut cols);
+                            fold_add(g, &cols, &mut pad, gi_s);
+                        }
+                    }
+                }
+                if let Some(d) = &direct {
+                    // [taps, cout, lanes] → [cout, taps].
+                    let mut sums = vec![0.0f32; g.cout * taps];
+                    for (tc, lane_sums) in gw.chunks_exact(d.lanes).enumerate() {
+                        sums[(tc % g.cout) * taps + tc / g.cout] = lane_sums.iter().sum();
+                    }
+                    gw = sums;
                 }
                 (gw, gb)
             })
@@ -802,142 +915,6 @@ fn pad_planes(g: &ConvGeometry, sample: &[f32], pads: &mut [f32]) {
     for (plane, pad) in sample.chunks_exact(hw).zip(pads.chunks_exact_mut(pad_len)) {
         pad_plane(g, plane, pad);
     }
-}
-
-/// [`conv_forward`] by [`DirectConv`] on the wrapped planes (rows a multiple of the SIMD
-/// width): no unfolded copy of the input.
-fn conv_forward_direct(
-    arch: Arch,
-    g: &ConvGeometry,
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    act: Activation,
-) -> Vec<f32> {
-    let hw = g.sites();
-    let off = tap_offsets(g, g.cin);
-    let at = vector_starts(g, f32_lanes(arch));
-    let pad_len = g.padded_sites();
-    let mut out = vec![0.0f32; g.batch * g.cout * hw];
-    out.par_chunks_mut(CONV_CHUNK * g.cout * hw)
-        .zip(input.par_chunks(CONV_CHUNK * g.cin * hw))
-        .for_each(|(out, input)| {
-            arch.dispatch(|| {
-                let mut pads = vec![0.0f32; g.cin * pad_len];
-                for (o_s, i_s) in out
-                    .chunks_exact_mut(g.cout * hw)
-                    .zip(input.chunks_exact(g.cin * hw))
-                {
-                    pad_planes(g, i_s, &mut pads);
-                    for (o, acc) in o_s.chunks_exact_mut(hw).enumerate() {
-                        acc.fill(bias[o]);
-                    }
-                    arch.dispatch(DirectConv {
-                        cout: g.cout,
-                        hw,
-                        at: &at,
-                        off: &off,
-                        pad: &pads,
-                        weight,
-                        out: o_s,
-                    });
-                    act.apply_slice(arch, o_s);
-                }
-            })
-        });
-    out
-}
-
-/// [`conv_backward`] without unfolding: `∂W` by [`DirectConvWeightGrad`] on the wrapped
-/// input planes, and `∂in` as the forward convolution of the wrapped `gpre` planes with
-/// the flipped, transposed kernel `w′[i, o, u, v] = w[o, i, k−1−u, k−1−v]`
-/// (`∂in[i, Y, X] = Σ_{o,u,v} w[o,i,u,v] · gpre[o, Y−u+p, X−v+p]`).
-fn conv_backward_direct(
-    arch: Arch,
-    g: &ConvGeometry,
-    input: &[f32],
-    weight: &[f32],
-    output: &[f32],
-    grad_output: &[f32],
-    act: Activation,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (hw, taps, k) = (g.sites(), g.taps(), g.kernel);
-    let lanes = f32_lanes(arch);
-    let pad_len = g.padded_sites();
-    let stride = g.cols + 2 * (k / 2);
-    let off_in = tap_offsets(g, g.cin);
-    let off_grad = tap_offsets(g, g.cout);
-    let at = vector_starts(g, lanes);
-    let mut flipped = vec![0.0f32; g.cin * g.cout * k * k];
-    for o in 0..g.cout {
-        for i in 0..g.cin {
-            for u in 0..k {
-                for v in 0..k {
-                    flipped[((i * g.cout + o) * k + (k - 1 - u)) * k + (k - 1 - v)] =
-                        weight[((o * g.cin + i) * k + u) * k + v];
-                }
-            }
-        }
-    }
-    let mut grad_input = vec![0.0f32; g.batch * g.cin * hw];
-    let (grad_weight, grad_bias) = grad_input
-        .par_chunks_mut(CONV_CHUNK * g.cin * hw)
-        .zip(input.par_chunks(CONV_CHUNK * g.cin * hw))
-        .zip(output.par_chunks(CONV_CHUNK * g.cout * hw))
-        .zip(grad_output.par_chunks(CONV_CHUNK * g.cout * hw))
-        .map(|(((gi, x), y), gy)| {
-            arch.dispatch(|| {
-                let mut gpre = vec![0.0f32; g.cout * hw];
-                let mut pads_in = vec![0.0f32; g.cin * pad_len];
-                let mut pads_grad = vec![0.0f32; g.cout * pad_len];
-                let mut acc = vec![0.0f32; taps * g.cout * lanes];
-                let mut gb = vec![0.0f32; g.cout];
-                let samples = gi
-                    .chunks_exact_mut(g.cin * hw)
-                    .zip(x.chunks_exact(g.cin * hw))
-                    .zip(y.chunks_exact(g.cout * hw))
-                    .zip(gy.chunks_exact(g.cout * hw));
-                for (((gi_s, x_s), y_s), gy_s) in samples {
-                    act.chain_slice(&mut gpre, y_s, gy_s);
-                    for (o, b) in gb.iter_mut().enumerate() {
-                        *b += sum(&gpre[o * hw..(o + 1) * hw]);
-                    }
-                    pad_planes(g, x_s, &mut pads_in);
-                    arch.dispatch(DirectConvWeightGrad {
-                        cout: g.cout,
-                        rows: g.rows,
-                        cols: g.cols,
-                        stride,
-                        off: &off_in,
-                        pad: &pads_in,
-                        grad: &gpre,
-                        acc: &mut acc,
-                    });
-                    pad_planes(g, &gpre, &mut pads_grad);
-                    arch.dispatch(DirectConv {
-                        cout: g.cin,
-                        hw,
-                        at: &at,
-                        off: &off_grad,
-                        pad: &pads_grad,
-                        weight: &flipped,
-                        out: gi_s,
-                    });
-                }
-                // acc is [taps, cout, lanes]; ∂W is [cout, taps].
-                let mut gw = vec![0.0f32; g.cout * taps];
-                for (tc, lane_sums) in acc.chunks_exact(lanes).enumerate() {
-                    let (t, o) = (tc / g.cout, tc % g.cout);
-                    gw[o * taps + t] = lane_sums.iter().sum();
-                }
-                (gw, gb)
-            })
-        })
-        .reduce(
-            || (vec![0.0f32; g.cout * taps], vec![0.0f32; g.cout]),
-            add_pairs,
-        );
-    (grad_input, grad_weight, grad_bias)
 }
 
 /// Sums the per-task `(∂W, ∂b)` partial gradients.
@@ -1179,6 +1156,21 @@ impl MlpGeometry {
         (at, off)
     }
 
+    /// The weights transposed to `[out, in]`, per layer and twin.
+    fn transposed_weights(&self, params: &[f32]) -> Vec<Vec<Vec<f32>>> {
+        let (layout, _) = self.layout();
+        self.widths
+            .windows(2)
+            .zip(&layout)
+            .map(|(w, &(at, _))| {
+                params[at..at + self.twins * w[0] * w[1]]
+                    .chunks_exact(w[0] * w[1])
+                    .map(|wt| transposed(wt, w[0], w[1]))
+                    .collect()
+            })
+            .collect()
+    }
+
     fn act(&self, layer: usize) -> Activation {
         if layer + 2 == self.widths.len() {
             Activation::Identity
@@ -1199,17 +1191,7 @@ pub fn mlp_forward(g: &MlpGeometry, input: &[f32], params: &[f32]) -> Vec<f32> {
     assert_eq!(input.len(), groups * n * fi, "mlp input length");
     assert_eq!(params.len(), len, "mlp parameter length");
     let wide = *g.widths.iter().max().unwrap();
-    // Transposed weights `[out, in]` per layer and twin.
-    let wt: Vec<Vec<Vec<f32>>> = g
-        .widths
-        .windows(2)
-        .zip(&layout)
-        .map(|(w, &(wo, _))| {
-            (0..twins)
-                .map(|t| transposed(&params[wo + t * w[0] * w[1]..][..w[0] * w[1]], w[0], w[1]))
-                .collect()
-        })
-        .collect();
+    let wt = g.transposed_weights(params);
     let mut out = vec![0.0f32; twins * fo * n];
     let arch = Arch::new();
     column_tiles(&mut out, twins * fo, n, DENSE_TILE)
@@ -1276,16 +1258,7 @@ pub fn mlp_backward(
     assert_eq!(grad_output.len(), twins * fo * n, "mlp cotangent length");
     let layers = g.widths.len() - 1;
     let wide = *g.widths.iter().max().unwrap();
-    let wt: Vec<Vec<Vec<f32>>> = g
-        .widths
-        .windows(2)
-        .zip(&layout)
-        .map(|(w, &(wo, _))| {
-            (0..twins)
-                .map(|t| transposed(&params[wo + t * w[0] * w[1]..][..w[0] * w[1]], w[0], w[1]))
-                .collect()
-        })
-        .collect();
+    let wt = g.transposed_weights(params);
     // Offsets of the activations h₀ (input) … h_L in a tile's stack.
     let mut h_at = vec![0usize];
     for &w in &g.widths {

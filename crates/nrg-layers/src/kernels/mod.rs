@@ -145,10 +145,15 @@ pub fn twin_mlp(input: Tensor<3>, params: Tensor<1>, shape: MlpShape) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::{Device, Distribution, Gradients};
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar()
+    }
+
+    /// `max |∂₁t − ∂₂t|` between the gradients of `t` in two backward passes.
+    fn grad_diff<const D: usize>(t: &Tensor<D>, g1: &Gradients, g2: &Gradients) -> f32 {
+        max_diff(t.grad(g1).unwrap(), t.grad(g2).unwrap())
     }
 
     /// The fused path equals the composite path, values and every gradient, on the flex
@@ -179,18 +184,9 @@ mod tests {
                 );
                 let g1 = (fused * c.clone()).sum().backward();
                 let g2 = (reference * c).sum().backward();
-                assert!(
-                    max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-4,
-                    "{act:?} dx"
-                );
-                assert!(
-                    max_diff(w.grad(&g1).unwrap(), w.grad(&g2).unwrap()) < 1e-4,
-                    "{act:?} dw"
-                );
-                assert!(
-                    max_diff(b.grad(&g1).unwrap(), b.grad(&g2).unwrap()) < 1e-4,
-                    "{act:?} db"
-                );
+                assert!(grad_diff(&x, &g1, &g2) < 1e-4, "{act:?} dx");
+                assert!(grad_diff(&w, &g1, &g2) < 1e-4, "{act:?} dw");
+                assert!(grad_diff(&b, &g1, &g2) < 1e-4, "{act:?} db");
             }
 
             for groups in [1, 2] {
@@ -206,18 +202,9 @@ mod tests {
                 );
                 let g1 = (fused * c.clone()).sum().backward();
                 let g2 = (reference * c).sum().backward();
-                assert!(
-                    max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-4,
-                    "dense dx"
-                );
-                assert!(
-                    max_diff(w.grad(&g1).unwrap(), w.grad(&g2).unwrap()) < 1e-4,
-                    "dense dw"
-                );
-                assert!(
-                    max_diff(b.grad(&g1).unwrap(), b.grad(&g2).unwrap()) < 1e-4,
-                    "dense db"
-                );
+                assert!(grad_diff(&x, &g1, &g2) < 1e-4, "dense dx");
+                assert!(grad_diff(&w, &g1, &g2) < 1e-4, "dense dw");
+                assert!(grad_diff(&b, &g1, &g2) < 1e-4, "dense db");
             }
         }
     }
@@ -273,19 +260,10 @@ mod tests {
             assert!(max_diff(fused.clone(), h.clone()) < 1e-5, "mlp values");
             let g1 = (fused * c.clone()).sum().backward();
             let g2 = (h * c).sum().backward();
-            assert!(
-                max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-4,
-                "mlp dx"
-            );
+            assert!(grad_diff(&x, &g1, &g2) < 1e-4, "mlp dx");
             for (w, b) in ws.iter().zip(&bs) {
-                assert!(
-                    max_diff(w.grad(&g1).unwrap(), w.grad(&g2).unwrap()) < 1e-4,
-                    "mlp dw"
-                );
-                assert!(
-                    max_diff(b.grad(&g1).unwrap(), b.grad(&g2).unwrap()) < 1e-4,
-                    "mlp db"
-                );
+                assert!(grad_diff(w, &g1, &g2) < 1e-4, "mlp dw");
+                assert!(grad_diff(b, &g1, &g2) < 1e-4, "mlp db");
             }
         }
     }
