@@ -145,6 +145,57 @@ impl Lattice {
         }
     }
 
+    /// A group of lattice symmetries as site permutations: the translations by multiples of
+    /// `shift` in every direction, combined with the point group when `point_group` is set
+    /// (the 8 rotations and reflections of the square, D₄; for a chain, the reflection).
+    /// Each entry `p` acts on a field by `(g·φ)[site] = φ[p[site]]`; the identity comes
+    /// first. The set is closed under composition (translations by multiples of `shift` are
+    /// mapped onto themselves by D₄), so averaging a density over it gives a normalised
+    /// density invariant under the group. Size `(L/shift)^d × (8 or 2 or 1)`.
+    pub fn symmetry_group(&self, shift: usize, point_group: bool) -> Result<Vec<Vec<usize>>> {
+        if shift == 0 || self.l % shift != 0 {
+            return Err(NrgError::param(
+                "shift",
+                format!("a translation step must divide L = {} (got {shift})", self.l),
+            ));
+        }
+        let steps = (self.l / shift) as isize;
+        let s = shift as isize;
+        // Point operations on (i, j): rotations by 0, 90, 180, 270 degrees, then the same
+        // after the reflection j → −j. A chain has only j → ±j.
+        let ops: Vec<fn(isize, isize) -> (isize, isize)> = match (self.dim, point_group) {
+            (_, false) => vec![|i, j| (i, j)],
+            (1, true) => vec![|i, j| (i, j), |i, j| (i, -j)],
+            _ => vec![
+                |i, j| (i, j),
+                |i, j| (j, -i),
+                |i, j| (-i, -j),
+                |i, j| (-j, i),
+                |i, j| (i, -j),
+                |i, j| (-j, -i),
+                |i, j| (-i, j),
+                |i, j| (j, i),
+            ],
+        };
+        let row_steps = if self.dim == 1 { 1 } else { steps };
+        let mut group = Vec::new();
+        for op in &ops {
+            for a in 0..row_steps {
+                for b in 0..steps {
+                    let perm = (0..self.volume())
+                        .map(|site| {
+                            let (i, j) = self.coords(site);
+                            let (ri, rj) = op(i as isize, j as isize);
+                            self.index(ri + a * s, rj + b * s)
+                        })
+                        .collect();
+                    group.push(perm);
+                }
+            }
+        }
+        Ok(group)
+    }
+
     /// Whether `L` is a power of two (needed by the hierarchical flow).
     pub fn is_power_of_two(&self) -> bool {
         self.l.is_power_of_two()
@@ -176,6 +227,48 @@ mod tests {
         assert!(Lattice::new(3, 4).is_err());
         assert!(Lattice::square(6).unwrap().levels().is_err());
         assert_eq!(Lattice::square(16).unwrap().levels().unwrap(), 4);
+    }
+
+    /// Every symmetry is a bijection that maps bonds onto bonds, the set is closed under
+    /// composition, and it has the advertised size.
+    #[test]
+    fn symmetry_groups_are_groups_of_lattice_automorphisms() {
+        for (lattice, shift, pg, size) in [
+            (Lattice::square(4).unwrap(), 1, true, 128),
+            (Lattice::square(8).unwrap(), 4, true, 32),
+            (Lattice::square(8).unwrap(), 8, false, 1),
+            (Lattice::square(6).unwrap(), 3, false, 4),
+            (Lattice::chain(6).unwrap(), 2, true, 6),
+        ] {
+            let group = lattice.symmetry_group(shift, pg).unwrap();
+            assert_eq!(group.len(), size);
+            let v = lattice.volume();
+            assert_eq!(group[0], (0..v).collect::<Vec<_>>());
+            let set: std::collections::HashSet<&Vec<usize>> = group.iter().collect();
+            assert_eq!(set.len(), size, "duplicate elements");
+            let all = lattice.all_neighbours();
+            let d2 = all.len() / v;
+            for p in &group {
+                let mut seen = vec![false; v];
+                p.iter().for_each(|&t| seen[t] = true);
+                assert!(seen.iter().all(|&b| b), "not a bijection");
+                for site in 0..v {
+                    let mut image: Vec<usize> =
+                        (0..d2).map(|k| p[all[site * d2 + k]]).collect();
+                    let mut expected: Vec<usize> =
+                        (0..d2).map(|k| all[p[site] * d2 + k]).collect();
+                    image.sort();
+                    expected.sort();
+                    assert_eq!(image, expected, "a bond is not mapped onto a bond");
+                }
+                for q in &group {
+                    let composed: Vec<usize> = (0..v).map(|s| p[q[s]]).collect();
+                    assert!(set.contains(&composed), "not closed under composition");
+                }
+            }
+        }
+        assert!(Lattice::square(8).unwrap().symmetry_group(3, false).is_err());
+        assert!(Lattice::square(8).unwrap().symmetry_group(0, true).is_err());
     }
 
     #[test]

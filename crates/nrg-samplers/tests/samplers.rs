@@ -162,8 +162,8 @@ mod neural {
     use nrg_lattice::{IsingRelaxed, PhiFour};
     use nrg_layers::{BlockBijector, BlockRealNvpConfig, CirculantLinear};
     use nrg_samplers::neural::{
-        ChainSettings, ChainSummary, FieldObservables, IsingImproved, NisRequest, boundary_hmc,
-        bulk_hmc, bulk_local, nis, nmcmc,
+        ChainSettings, ChainSummary, FieldObservables, IsingImproved, NisRequest,
+        SymmetrisedModel, boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
     };
 
     const L: usize = 4;
@@ -203,11 +203,22 @@ mod neural {
     }
 
     /// A hierarchical flow with random (non-identity) block bijectors and a scaled
-    /// free-field kernel: a non-linear map for the bulk samplers.
-    fn random_flow(lattice: Lattice, device: &Device) -> FlowModel {
+    /// free-field kernel (`scale` 1: exact): a non-linear map for the bulk samplers.
+    fn random_flow(lattice: Lattice, scale: f64, device: &Device) -> FlowModel {
+        random_flow_of(lattice, scale, 2, vec![6], device)
+    }
+
+    /// [`random_flow`] with `couplings` random couplings of MLP `hidden` per block.
+    fn random_flow_of(
+        lattice: Lattice,
+        scale: f64,
+        couplings: usize,
+        hidden: Vec<usize>,
+        device: &Device,
+    ) -> FlowModel {
         let flow = HierarchicalFlow::new(L, 2, None, 1, |_, _| {
             BlockBijector::RealNvp(
-                BlockRealNvpConfig::new(1, 2, 2, vec![6])
+                BlockRealNvpConfig::new(1, 2, couplings, hidden.clone())
                     .with_zero_init(false)
                     .init(device),
             )
@@ -218,7 +229,7 @@ mod neural {
         let mut model = FlowModel::new(FlowBijector::Hierarchical(flow), prior, false, [1, L, L]);
         model.circulant = Some(
             CirculantLinear::new(1, L, L, device)
-                .with_kernel(free_field_kernel(lattice, 0.8, device)),
+                .with_kernel(free_field_kernel(lattice, scale, device)),
         );
         model
     }
@@ -280,6 +291,74 @@ mod neural {
             "{phi2:?}"
         );
         assert!((out.entropy.value - (8.0 + exact.ln_z)).abs() < 3.0 * out.entropy.error);
+    }
+
+    /// Averaging a flow over lattice symmetries of the action: an exact flow stays exact;
+    /// for a symmetry-breaking flow, the average is normalised and sampled correctly —
+    /// `E_{x∼q_G}[q(x)/q_G(x)] = 1`, a bounded integrand (`q_G ≥ q/|G|`): a missing `−ln|G|`
+    /// would give 1/32, samples not moved by the group `∫q²/q_G > 1` — and it is no further
+    /// from the target (`F_q` not above the plain flow's beyond 3σ; convexity says
+    /// `KL(q_G‖p) ≤ KL(q‖p)`); a permutation that is not a symmetry of the action is refused.
+    #[test]
+    fn symmetrised_flow_is_normalised_and_no_worse() {
+        use nrg_core::DensityModel;
+        let device = Device::flex();
+        device.seed(23);
+        let lattice = Lattice::square(L).unwrap();
+        let action = PhiFour::free_field(lattice, 1, M2).unwrap();
+        let exact = GaussianExact::free_field(lattice, 1, M2).unwrap().thermo();
+        let measure = FieldObservables::new(1);
+        let request = NisRequest {
+            measure: &measure,
+            derived: vec![],
+        };
+        let group = || lattice.symmetry_group(2, true).unwrap();
+        let run = |model: &dyn DensityModel, n: usize| {
+            nis(model, &action, &request, n, 2048, &device, &mut |_| {}, None).unwrap()
+        };
+
+        let exact_flow = linear_flow(lattice, 1.0, &device);
+        let sym = SymmetrisedModel::new(&exact_flow, &action, group(), &device).unwrap();
+        assert_eq!(sym.group_size(), 32);
+        let out = run(&sym, 4096);
+        let rel = (out.ln_z.value - exact.ln_z).abs() / exact.ln_z.abs();
+        assert!(rel < 1e-6 && out.ess > 1.0 - 1e-9, "exact flow: {out:?}");
+
+        // One random coupling per block: far from the target, and not translation invariant.
+        let flow = random_flow_of(lattice, 1.0, 1, vec![2], &device);
+        let sym = SymmetrisedModel::new(&flow, &action, group(), &device).unwrap();
+        let n = 16_384;
+        let (x, log_qg) = sym.sample_with_log_q(n, &device);
+        let log_q = flow.log_q(x);
+        let r: Vec<f64> = (log_q - log_qg)
+            .exp()
+            .into_data()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .unwrap();
+        let mean = r.iter().sum::<f64>() / n as f64;
+        let sd = (r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+        let err = sd / (n as f64).sqrt();
+        eprintln!("E[q/q_G] = {mean} ± {err}");
+        assert!((mean - 1.0).abs() < 3.0 * err && err < 0.05, "{mean} ± {err}");
+
+        let plain = run(&flow, 16_384);
+        let avg = run(&sym, 16_384);
+        let (fp, fs) = (plain.variational_free_energy, avg.variational_free_energy);
+        eprintln!(
+            "random flow: F_q {fp:?} plain, {fs:?} averaged over 32 (−ln Z = {}); ESS {} → {}",
+            -exact.ln_z, plain.ess, avg.ess
+        );
+        assert!(fs.value < fp.value + 3.0 * fp.error.hypot(fs.error));
+
+        // {identity, swap of sites 0 and 5} is a group but not a lattice symmetry.
+        let mut swap: Vec<usize> = (0..16).collect();
+        swap.swap(0, 5);
+        let bad = vec![(0..16).collect(), swap];
+        let err = SymmetrisedModel::new(&flow, &action, bad, &device)
+            .err()
+            .expect("a non-symmetry must be refused");
+        assert!(err.to_string().contains("not invariant"), "{err}");
     }
 
     #[test]
@@ -412,7 +491,7 @@ mod neural {
         // Bulk HMC and local moves through a non-linear flow, with gradients by autodiff.
         let ad = Device::flex().autodiff();
         ad.seed(5);
-        let model = random_flow(lattice, &ad);
+        let model = random_flow(lattice, 0.8, &ad);
         let action_ad = PhiFour::free_field(lattice, 1, M2).unwrap();
         let settings = ChainSettings {
             chains: 8,

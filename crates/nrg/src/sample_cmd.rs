@@ -17,6 +17,13 @@
 //! `--samples` counts independent draws for NIS and updates per chain for the chains
 //! (`--chains` of them). `hmc` is HMC on the boundary field of the same action, for
 //! comparing `τ_int` per trajectory and per second with `bulk-hmc`.
+//!
+//! `--symmetry d4,shift=T` (NIS and NMCMC) replaces the flow's density `q` by its average
+//! over a group of lattice symmetries of the action, `q_G(x) = |G|⁻¹ Σ_g q(g·x)`: the
+//! translations by multiples of `T` sites (`shift=T`, `T` dividing `L`) and, with `d4`, the
+//! rotations and reflections of the square. `|G|` density evaluations per sample buy
+//! importance weights of smaller variance when the flow breaks those symmetries (the
+//! hierarchical flow's block grid does); the action's invariance is checked before use.
 
 use crate::device::{DeviceChoice, make};
 use crate::output::write_json;
@@ -27,7 +34,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use nrg_core::Action;
+use nrg_core::{Action, DensityModel};
 use nrg_flow::data::write_npy_f32;
 use nrg_flow::{FlowBijector, FlowModel};
 use nrg_lattice::exact::gaussian::GaussianExact;
@@ -35,7 +42,7 @@ use nrg_lattice::exact::ising2d::kaufman;
 use nrg_lattice::{IsingRelaxed, ModelKind};
 use nrg_samplers::neural::{
     ChainSettings, ChainSummary, FieldObservables, IsingImproved, Measure, NisRequest,
-    boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
+    SymmetrisedModel, boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
 };
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -100,6 +107,11 @@ pub struct SampleArgs {
     /// bulk-local: move only the latents of this RG level (0 = finest).
     #[arg(long)]
     level: Option<usize>,
+    /// NIS, NMCMC: average the flow's density over lattice symmetries of the action:
+    /// `d4` (rotations and reflections), `shift=T` (translations by multiples of T sites),
+    /// or both, comma-separated. Costs |G| density evaluations per sample.
+    #[arg(long)]
+    symmetry: Option<String>,
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -242,8 +254,13 @@ pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
             let pb = bar(total, args.quiet, "updates");
             let mut kept = Vec::new();
             let s = if args.method == Method::Nmcmc {
+                let symmetrised = symmetrise(&args, &config, &model, action.as_ref(), &plain)?;
+                let proposal: &dyn DensityModel = match &symmetrised {
+                    Some(m) => m,
+                    None => &model,
+                };
                 nmcmc(
-                    &model,
+                    proposal,
                     action.as_ref(),
                     measure.as_ref(),
                     &settings,
@@ -301,6 +318,45 @@ pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
     print_summary(&summary);
     println!("wrote {}", out.join("summary.json").display());
     Ok(())
+}
+
+/// The `--symmetry` group: `(shift, point_group)`.
+fn parse_symmetry(spec: &str, l: usize) -> Result<(usize, bool)> {
+    let (mut shift, mut point) = (l, false);
+    for token in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match token.split_once('=') {
+            None if token == "d4" => point = true,
+            Some(("shift", t)) => {
+                shift = t
+                    .parse()
+                    .with_context(|| format!("--symmetry: `{t}` is not a number of sites"))?
+            }
+            _ => bail!("--symmetry: unknown element `{token}` (expected `d4` or `shift=T`)"),
+        }
+    }
+    Ok((shift, point))
+}
+
+/// The flow's density averaged over `--symmetry`, if given.
+fn symmetrise<'a>(
+    args: &SampleArgs,
+    config: &RunConfig,
+    model: &'a FlowModel,
+    action: &dyn Action,
+    device: &Device,
+) -> Result<Option<SymmetrisedModel<'a>>> {
+    let Some(spec) = &args.symmetry else {
+        return Ok(None);
+    };
+    let lattice = config.action.lattice()?;
+    let (shift, point) = parse_symmetry(spec, lattice.l())?;
+    let group = lattice.symmetry_group(shift, point)?;
+    let size = group.len();
+    let m = SymmetrisedModel::new(model, action, group, device)?;
+    if !args.quiet {
+        eprintln!("averaging the flow over {size} lattice symmetries ({spec})");
+    }
+    Ok(Some(m))
 }
 
 fn chain_settings(args: &SampleArgs) -> ChainSettings {
@@ -366,6 +422,7 @@ fn chain_json(
     Ok(json!({
         "run": args.run,
         "method": args.method.name(),
+        "symmetry": args.symmetry,
         "action": action.describe(),
         "result": s,
         "exact": exact,
@@ -394,11 +451,16 @@ fn run_nis(args: &SampleArgs, device: &Device, out: &Path) -> Result<Value> {
         measure: measure.as_ref(),
         derived,
     };
+    let symmetrised = symmetrise(args, &config, &model, action.as_ref(), device)?;
+    let proposal: &dyn DensityModel = match &symmetrised {
+        Some(m) => m,
+        None => &model,
+    };
     let pb = bar(args.samples, args.quiet, "samples");
     let mut kept = (Vec::new(), Vec::new());
     let keep = args.save_samples.then_some(&mut kept);
     let s = nis(
-        &model,
+        proposal,
         action.as_ref(),
         &request,
         args.samples,
@@ -458,6 +520,7 @@ fn run_nis(args: &SampleArgs, device: &Device, out: &Path) -> Result<Value> {
     Ok(json!({
         "run": args.run,
         "method": "nis",
+        "symmetry": args.symmetry,
         "action": action.describe(),
         "result": s,
         "free_energy_per_site": {"value": -s.ln_z.value / volume, "error": s.ln_z.error / volume},

@@ -10,6 +10,8 @@
 //!   gradients through the flow; local Metropolis moves of single latents, optionally
 //!   restricted to a set of latents such as one bulk level) and, beside them, HMC on the
 //!   boundary field. Every chain's observables get Gamma-method errors and `τ_int`;
+//! - [`symmetrise`] — a model density averaged over a group of lattice symmetries of the
+//!   action, a better proposal for any of the above when the flow breaks the symmetry;
 //! - [`measure`] — what is measured on each configuration.
 //!
 //! Shapes follow [`nrg_core::model`]: configurations `[batch, channels, rows, cols]`; host
@@ -18,12 +20,14 @@
 pub mod chains;
 pub mod measure;
 pub mod nis;
+pub mod symmetrise;
 
 pub use chains::{
     ChainEstimate, ChainSettings, ChainSummary, boundary_hmc, bulk_hmc, bulk_local, nmcmc,
 };
 pub use measure::{FieldObservables, IsingImproved, Measure};
 pub use nis::{NisRequest, NisSummary, nis};
+pub use symmetrise::SymmetrisedModel;
 
 use burn::tensor::Tensor;
 
