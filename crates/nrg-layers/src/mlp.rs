@@ -113,6 +113,23 @@ impl TwinMlpConfig {
 }
 
 impl TwinMlp {
+    /// For a plain (not residual) MLP with `input` features: its widths `input → … → out`
+    /// and its parameters as the flat pieces `[W₀, b₀, W₁, b₁, …]` of the fused kernels'
+    /// layout (ELU between the layers, the last linear). `None` for a residual MLP.
+    pub(crate) fn flat_parameters(&self, input: usize) -> Option<(Vec<usize>, Vec<Tensor<1>>)> {
+        if self.residual {
+            return None;
+        }
+        let mut widths = vec![input];
+        let mut flat = Vec::with_capacity(2 * self.layers.len());
+        for layer in &self.layers {
+            widths.push(layer.weight.dims()[2]);
+            flat.push(layer.weight.val().reshape([-1]));
+            flat.push(layer.bias.val().reshape([-1]));
+        }
+        Some((widths, flat))
+    }
+
     /// `[N, in] → [2, N, out]`: [`Self::forward_features`] between two transposes.
     pub fn forward(&self, u: Tensor<2>) -> Tensor<3> {
         self.forward_features(u.transpose()).swap_dims(1, 2)
@@ -133,15 +150,10 @@ impl TwinMlp {
             }
             return self.layers[last].forward(elu(h, 1.0), Activation::Identity);
         }
-        if kernels::fused_available(&u.device()) {
+        if kernels::fused_available(&u.device())
+            && let Some((widths, flat)) = self.flat_parameters(i)
+        {
             // The whole plain MLP as one fused operation on its flattened parameters.
-            let mut widths = vec![i];
-            let mut flat = Vec::with_capacity(2 * self.layers.len());
-            for layer in &self.layers {
-                widths.push(layer.weight.dims()[2]);
-                flat.push(layer.weight.val().reshape([-1]));
-                flat.push(layer.bias.val().reshape([-1]));
-            }
             let shape = kernels::MlpShape {
                 twins: 2,
                 widths,

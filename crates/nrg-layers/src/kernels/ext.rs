@@ -3,7 +3,8 @@
 //! steps that call the same routines.
 
 use super::Activation;
-use super::MlpShape;
+use super::{ChainShape, MlpShape};
+use super::chain::{self, ChainGeometry};
 use super::host::{self, ConvGeometry, DenseGeometry, MlpGeometry};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -68,6 +69,21 @@ pub trait FusedOps: Backend {
         params: FloatTensor<Self>,
         grad_output: FloatTensor<Self>,
         shape: MlpShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// See [`super::coupling_chain`].
+    fn coupling_chain(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: ChainShape,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂input, ∂L/∂params)` of [`FusedOps::coupling_chain`].
+    fn coupling_chain_backward(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        shape: ChainShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -168,7 +184,48 @@ fn mlp_geometry(input: &FlexTensor, shape: &MlpShape) -> MlpGeometry {
     }
 }
 
+fn chain_geometry(input: &FlexTensor, shape: &ChainShape) -> ChainGeometry {
+    let x = input.shape();
+    assert_eq!(x.num_dims(), 3, "coupling_chain: input must be [2, h, N]");
+    assert_eq!(x[0], 2, "coupling_chain: input must be [2, h, N]");
+    assert_eq!(x[1], shape.widths[0], "coupling_chain: half width differs");
+    ChainGeometry {
+        mlp: MlpGeometry {
+            groups_in: 1,
+            twins: 2,
+            rows: x[2],
+            widths: shape.widths.clone(),
+            hidden: shape.hidden,
+        },
+        couplings: shape.couplings,
+        inverse: shape.inverse,
+    }
+}
+
 impl FusedOps for Flex {
+    fn coupling_chain(input: FlexTensor, params: FlexTensor, shape: ChainShape) -> FlexTensor {
+        let (x, p) = (host(input), host(params));
+        let g = chain_geometry(&x, &shape);
+        let y = chain::chain_forward(&g, slice(&x), slice(&p));
+        tensor(y, vec![2 * shape.widths[0] + 1, g.mlp.rows])
+    }
+
+    fn coupling_chain_backward(
+        input: FlexTensor,
+        params: FlexTensor,
+        grad_output: FlexTensor,
+        shape: ChainShape,
+    ) -> (FlexTensor, FlexTensor) {
+        let (x, p, gy) = (host(input), host(params), host(grad_output));
+        let g = chain_geometry(&x, &shape);
+        let (gx, gp) = chain::chain_backward(&g, slice(&x), slice(&p), slice(&gy));
+        let len = gp.len();
+        (
+            tensor(gx, vec![2, shape.widths[0], g.mlp.rows]),
+            tensor(gp, vec![len]),
+        )
+    }
+
     fn twin_mlp(input: FlexTensor, params: FlexTensor, shape: MlpShape) -> FlexTensor {
         let (x, p) = (host(input), host(params));
         let g = mlp_geometry(&x, &shape);
@@ -353,6 +410,27 @@ impl<B: Backend + FusedOps> Backward<B, 2> for MlpBackward {
     }
 }
 
+/// Backward step of the fused coupling chain: the saved input and parameters (the chain
+/// is recomputed).
+#[derive(Debug)]
+struct ChainBackward;
+
+impl<B: Backend + FusedOps> Backward<B, 2> for ChainBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, ChainShape);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_p] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, p, shape) = ops.state;
+        let (gx, gp) = B::coupling_chain_backward(x, p, grad, shape);
+        for (node, g) in [(node_x, gx), (node_p, gp)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
 /// `(∂L/∂input, ∂L/∂weight, ∂L/∂bias)` on backend `B`.
 type Grads3<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
@@ -422,6 +500,38 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         }
     }
 
+    fn coupling_chain(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: ChainShape,
+    ) -> FloatTensor<Self> {
+        let guards = [input.node(), params.node()];
+        let (x, p) = (input.into_primitive(), params.into_primitive());
+        match ChainBackward.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::coupling_chain(x.clone(), p.clone(), shape.clone());
+                prep.finish((x, p, shape), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::coupling_chain(x, p, shape)),
+        }
+    }
+
+    fn coupling_chain_backward(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        shape: ChainShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (gx, gp) = B::coupling_chain_backward(
+            input.into_primitive(),
+            params.into_primitive(),
+            grad_output.into_primitive(),
+            shape,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(gx), lift(gp))
+    }
+
     fn twin_mlp_backward(
         input: FloatTensor<Self>,
         params: FloatTensor<Self>,
@@ -437,6 +547,15 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
         (lift(gx), lift(gp))
     }
+}
+
+/// [`super::coupling_chain`] on a flex device.
+pub fn coupling_chain(input: Tensor<3>, params: Tensor<1>, shape: ChainShape) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::coupling_chain(
+        input.into_dispatch(),
+        params.into_dispatch(),
+        shape,
+    ))
 }
 
 /// [`super::periodic_conv2d`] on a flex device.

@@ -32,7 +32,7 @@ use rayon::prelude::*;
 /// Samples per parallel task of the convolution (large enough to amortise the scratch).
 const CONV_CHUNK: usize = 16;
 /// Batch columns per tile of the dense layer (a tile's copies stay in the L1/L2 cache).
-const DENSE_TILE: usize = 256;
+pub(crate) const DENSE_TILE: usize = 256;
 
 /// Geometry of a periodic convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,15 +125,15 @@ impl Activation {
 }
 
 /// `log₂ e`, and `ln 2` split into a part exact in `f32` products and a remainder.
-const LOG2E: f32 = std::f32::consts::LOG2_E;
-const LN2_HI: f32 = 0.693_145_75;
-const LN2_LO: f32 = 1.428_606_8e-6;
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
 /// `1.5 · 2²³`: adding it rounds an `f32` of magnitude < 2²² to an integer, which then sits
 /// in the low mantissa bits (`bits(MAGIC + n) = MAGIC_BITS + n`).
-const MAGIC: f32 = 12_582_912.0;
-const MAGIC_BITS: u32 = 0x4B40_0000;
+pub(crate) const MAGIC: f32 = 12_582_912.0;
+pub(crate) const MAGIC_BITS: u32 = 0x4B40_0000;
 /// Taylor coefficients `1/k!`, `k = 2 … 7`, of `(eʳ − 1)/r − 1`.
-const EXPM1_C: [f32; 6] = [
+pub(crate) const EXPM1_C: [f32; 6] = [
     0.5,
     1.0 / 6.0,
     1.0 / 24.0,
@@ -672,14 +672,14 @@ impl DirectConvWeightGrad<'_> {
 
 /// `out[m×n] += a[m×k] · b[k×n]` (see [`GemmAcc`]).
 #[inline(always)]
-fn gemm_acc(arch: Arch, m: usize, n: usize, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+pub(crate) fn gemm_acc(arch: Arch, m: usize, n: usize, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
     arch.dispatch(GemmAcc { m, n, k, a, b, out });
 }
 
 /// `Σ xs` by eight interleaved partial sums, which the compiler keeps in one SIMD register
 /// (a plain `iter().sum()` must add in order, one element at a time).
 #[inline(always)]
-fn sum(xs: &[f32]) -> f32 {
+pub(crate) fn sum(xs: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = xs.chunks_exact(8);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -956,7 +956,7 @@ fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// The `[rows, n]` row-major `buf` cut into column tiles of `tile`: entry `k` holds the
 /// `rows` row segments of columns `k·tile ..`, so tiles can be written in parallel.
-fn column_tiles(buf: &mut [f32], rows: usize, n: usize, tile: usize) -> Vec<Vec<&mut [f32]>> {
+pub(crate) fn column_tiles(buf: &mut [f32], rows: usize, n: usize, tile: usize) -> Vec<Vec<&mut [f32]>> {
     let mut tiles: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(tile))
         .map(|_| Vec::with_capacity(rows))
         .collect();
@@ -971,7 +971,7 @@ fn column_tiles(buf: &mut [f32], rows: usize, n: usize, tile: usize) -> Vec<Vec<
 /// Copies columns `c0 .. c0 + cols` of the `[rows, n]` row-major `src` into the contiguous
 /// `[rows, cols]` tile `dst`.
 #[inline(always)]
-fn gather_columns(src: &[f32], rows: usize, n: usize, c0: usize, cols: usize, dst: &mut [f32]) {
+pub(crate) fn gather_columns(src: &[f32], rows: usize, n: usize, c0: usize, cols: usize, dst: &mut [f32]) {
     for (r, d) in dst.chunks_exact_mut(cols).enumerate().take(rows) {
         d.copy_from_slice(&src[r * n + c0..r * n + c0 + cols]);
     }
@@ -1157,7 +1157,7 @@ impl MlpGeometry {
     }
 
     /// The weights transposed to `[out, in]`, per layer and twin.
-    fn transposed_weights(&self, params: &[f32]) -> Vec<Vec<Vec<f32>>> {
+    pub(crate) fn transposed_weights(&self, params: &[f32]) -> Vec<Vec<Vec<f32>>> {
         let (layout, _) = self.layout();
         self.widths
             .windows(2)
@@ -1171,7 +1171,17 @@ impl MlpGeometry {
             .collect()
     }
 
-    fn act(&self, layer: usize) -> Activation {
+    /// Offsets of the activations `h₀` (input) … `h_L` in a column tile's stack, each
+    /// `w_l × DENSE_TILE`; the last entry is the stack's length.
+    pub(crate) fn stack_offsets(&self) -> Vec<usize> {
+        let mut h_at = vec![0usize];
+        for &w in &self.widths {
+            h_at.push(h_at.last().unwrap() + w * DENSE_TILE);
+        }
+        h_at
+    }
+
+    pub(crate) fn act(&self, layer: usize) -> Activation {
         if layer + 2 == self.widths.len() {
             Activation::Identity
         } else {
@@ -1256,14 +1266,9 @@ pub fn mlp_backward(
     assert_eq!(input.len(), groups * n * fi, "mlp input length");
     assert_eq!(params.len(), len, "mlp parameter length");
     assert_eq!(grad_output.len(), twins * fo * n, "mlp cotangent length");
-    let layers = g.widths.len() - 1;
     let wide = *g.widths.iter().max().unwrap();
     let wt = g.transposed_weights(params);
-    // Offsets of the activations h₀ (input) … h_L in a tile's stack.
-    let mut h_at = vec![0usize];
-    for &w in &g.widths {
-        h_at.push(h_at.last().unwrap() + w * DENSE_TILE);
-    }
+    let h_at = g.stack_offsets();
     let mut grad_input = vec![0.0f32; groups * n * fi];
     let arch = Arch::new();
     let scratch = || MlpScratch {
@@ -1295,55 +1300,13 @@ pub fn mlp_backward(
                     let grp = t.min(groups - 1);
                     // Recompute h₁ … h_L of this tile (h₀ is the gathered input).
                     s.hs[..fi * cols].copy_from_slice(&s.xt[grp * fi * cols..][..fi * cols]);
-                    for (l, w) in g.widths.windows(2).enumerate() {
-                        let (wi, wo) = (w[0], w[1]);
-                        let (lo, hi) = s.hs.split_at_mut(h_at[l + 1]);
-                        let (h, y) = (&lo[h_at[l]..h_at[l] + wi * cols], &mut hi[..wo * cols]);
-                        let b = &params[layout[l].1 + t * wo..][..wo];
-                        for (row, &bj) in y.chunks_exact_mut(cols).zip(b) {
-                            row.fill(bj);
-                        }
-                        gemm_acc(arch, wo, cols, wi, &wt[l][t], h, y);
-                        g.act(l).apply_slice(arch, y);
-                    }
+                    mlp_tile_forward(g, arch, &layout, &wt, params, t, cols, &mut s.hs, &h_at);
                     // The cotangent of h_L.
                     let gy = &grad_output[t * fo * n..][..fo * n];
                     gather_columns(gy, fo, n, c0, cols, &mut s.ga[..fo * cols]);
-                    for l in (0..layers).rev() {
-                        let (wi, wo) = (g.widths[l], g.widths[l + 1]);
-                        let y = &s.hs[h_at[l + 1]..h_at[l + 1] + wo * cols];
-                        // gpre in gb (in place is fine: chain reads y and g elementwise).
-                        {
-                            let (ga, gb) = (&s.ga[..wo * cols], &mut s.gb[..wo * cols]);
-                            g.act(l).chain_slice(gb, y, ga);
-                        }
-                        let gpre = &s.gb[..wo * cols];
-                        let (w_off, b_off) = layout[l];
-                        for (b, row) in s.grads[b_off + t * wo..][..wo]
-                            .iter_mut()
-                            .zip(gpre.chunks_exact(cols))
-                        {
-                            *b += sum(row);
-                        }
-                        let h = &s.hs[h_at[l]..h_at[l] + wi * cols];
-                        arch.dispatch(GemmAbt {
-                            m: wi,
-                            t: wo,
-                            n: cols,
-                            a: h,
-                            b: gpre,
-                            out: &mut s.grads[w_off + t * wi * wo..][..wi * wo],
-                        });
-                        let w = &params[w_off + t * wi * wo..][..wi * wo];
-                        if l == 0 {
-                            let gx = &mut s.gxt[grp * fi * cols..][..fi * cols];
-                            gemm_acc(arch, wi, cols, wo, w, gpre, gx);
-                        } else {
-                            let ga = &mut s.ga[..wi * cols];
-                            ga.fill(0.0);
-                            gemm_acc(arch, wi, cols, wo, w, gpre, ga);
-                        }
-                    }
+                    let gx = &mut s.gxt[grp * fi * cols..][..fi * cols];
+                    let bufs = (&mut s.ga[..], &mut s.gb[..]);
+                    mlp_tile_backward(g, arch, &layout, params, t, cols, &s.hs, &h_at, bufs, &mut s.grads, gx);
                 }
                 for (seg, row) in segs.iter_mut().zip(s.gxt.chunks_exact(cols)) {
                     seg.copy_from_slice(row);
@@ -1360,6 +1323,89 @@ pub fn mlp_backward(
             },
         );
     (grad_input, grad_params)
+}
+
+/// One twin of a fused MLP on a column tile: with the input `h₀` in `hs[h_at[0]..]`
+/// (`w₀ × cols`), computes `h₁ … h_L` into `hs[h_at[l]..]` (`h_at` from
+/// [`MlpGeometry::stack_offsets`]; the output is `hs[h_at[L]..][..w_L·cols]`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn mlp_tile_forward(
+    g: &MlpGeometry,
+    arch: Arch,
+    layout: &[(usize, usize)],
+    wt: &[Vec<Vec<f32>>],
+    params: &[f32],
+    t: usize,
+    cols: usize,
+    hs: &mut [f32],
+    h_at: &[usize],
+) {
+    for (l, w) in g.widths.windows(2).enumerate() {
+        let (wi, wo) = (w[0], w[1]);
+        let (lo, hi) = hs.split_at_mut(h_at[l + 1]);
+        let (h, y) = (&lo[h_at[l]..h_at[l] + wi * cols], &mut hi[..wo * cols]);
+        let b = &params[layout[l].1 + t * wo..][..wo];
+        for (row, &bj) in y.chunks_exact_mut(cols).zip(b) {
+            row.fill(bj);
+        }
+        gemm_acc(arch, wo, cols, wi, &wt[l][t], h, y);
+        g.act(l).apply_slice(arch, y);
+    }
+}
+
+/// Back-propagates the cotangent of twin `t`'s output, held in `bufs.0[..w_L·cols]`,
+/// through the activation stack `hs` of [`mlp_tile_forward`]: layer by layer from the top,
+/// with `gpre = g ⊙ act′`, `∂W += h · gpreᵀ`, `∂b += Σ gpre` (into `grads`, the net's flat
+/// layout) and `g ← W · gpre`; the input's cotangent is added to `gx` (`w₀ × cols`).
+/// `bufs` are two scratch tiles of the widest layer.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn mlp_tile_backward(
+    g: &MlpGeometry,
+    arch: Arch,
+    layout: &[(usize, usize)],
+    params: &[f32],
+    t: usize,
+    cols: usize,
+    hs: &[f32],
+    h_at: &[usize],
+    bufs: (&mut [f32], &mut [f32]),
+    grads: &mut [f32],
+    gx: &mut [f32],
+) {
+    let (ga, gb) = bufs;
+    for l in (0..g.widths.len() - 1).rev() {
+        let (wi, wo) = (g.widths[l], g.widths[l + 1]);
+        let y = &hs[h_at[l + 1]..h_at[l + 1] + wo * cols];
+        g.act(l)
+            .chain_slice(&mut gb[..wo * cols], y, &ga[..wo * cols]);
+        let gpre = &gb[..wo * cols];
+        let (w_off, b_off) = layout[l];
+        for (b, row) in grads[b_off + t * wo..][..wo]
+            .iter_mut()
+            .zip(gpre.chunks_exact(cols))
+        {
+            *b += sum(row);
+        }
+        let h = &hs[h_at[l]..h_at[l] + wi * cols];
+        arch.dispatch(GemmAbt {
+            m: wi,
+            t: wo,
+            n: cols,
+            a: h,
+            b: gpre,
+            out: &mut grads[w_off + t * wi * wo..][..wi * wo],
+        });
+        let w = &params[w_off + t * wi * wo..][..wi * wo];
+        if l == 0 {
+            gemm_acc(arch, wi, cols, wo, w, gpre, gx);
+        } else {
+            let ga = &mut ga[..wi * cols];
+            ga.fill(0.0);
+            gemm_acc(arch, wi, cols, wo, w, gpre, ga);
+        }
+    }
 }
 
 /// Per-task buffers of [`mlp_backward`].

@@ -8,6 +8,8 @@
 //!                   (feature-major, the batch N last; G = 1: one input shared by the T twins)
 //! twin_mlp:         [G, w₀, N], flat [W₀, b₀, …, W_{L−1}, b_{L−1}]  → [T, w_L, N]
 //!                   (twin_dense layers, hidden activation between them, the last linear)
+//! coupling_chain:   [2, h, N], flat [net₀ … net_{K−1}, σ₀ … σ_{K−1}] → [2h + 1, N]
+//!                   (K affine couplings of a block's halves, ln|det| as the last row)
 //! ```
 //!
 //! `act` is the identity, LeakyReLU or ELU. On the flex backend (cargo feature `flex` of
@@ -20,6 +22,7 @@
 
 #[cfg(feature = "flex")]
 mod ext;
+pub mod chain;
 pub mod host;
 
 use burn::tensor::Tensor;
@@ -137,6 +140,41 @@ pub fn twin_mlp(input: Tensor<3>, params: Tensor<1>, shape: MlpShape) -> Option<
     #[cfg(feature = "flex")]
     if ext::is_flex(&input.device()) {
         return Some(ext::twin_mlp(input, params, shape));
+    }
+    let _ = (input, params, shape);
+    None
+}
+
+/// The shape of a fused coupling chain (a [`crate::BlockRealNvp`] on `[2, h, N]`):
+/// `couplings` affine couplings, each with a twin MLP of widths `h → … → h`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainShape {
+    /// Couplings `K`.
+    pub couplings: usize,
+    /// Widths of every coupling's MLP, `h` first and last.
+    pub widths: Vec<usize>,
+    /// Activation of the hidden layers.
+    pub hidden: Activation,
+    /// The inverse direction (`x → z`, couplings undone from the last).
+    pub inverse: bool,
+}
+
+/// A chain of affine couplings on the two halves of a block as one operation (flex with
+/// this crate's `flex` feature; see [`fused_available`]): input `[2, h, N]` (the halves,
+/// feature-major), parameters flat as `[net₀, …, net_{K−1}, σ₀, …, σ_{K−1}]` (each net a
+/// twin MLP in [`twin_mlp`]'s layout, twin 0 giving `ŝ`, twin 1 `t`) → `[2h + 1, N]`: the
+/// two updated halves and `ln|det|` as the last row. Coupling `k` updates `v` from `u`
+/// (`k` even) or `u` from `v` (odd) by `upd·eˢ + t` (inverse: `(upd − t)·e^{−s}`), with
+/// `s = σ_k tanh ŝ`. The arithmetic and its backward pass are in [`chain`]. `None` where
+/// the fused path is not available (the caller then composes the couplings itself).
+pub fn coupling_chain(
+    input: Tensor<3>,
+    params: Tensor<1>,
+    shape: ChainShape,
+) -> Option<Tensor<2>> {
+    #[cfg(feature = "flex")]
+    if ext::is_flex(&input.device()) {
+        return Some(ext::coupling_chain(input, params, shape));
     }
     let _ = (input, params, shape);
     None
