@@ -156,7 +156,10 @@ impl Lattice {
         if shift == 0 || self.l % shift != 0 {
             return Err(NrgError::param(
                 "shift",
-                format!("a translation step must divide L = {} (got {shift})", self.l),
+                format!(
+                    "a translation step must divide L = {} (got {shift})",
+                    self.l
+                ),
             ));
         }
         let steps = (self.l / shift) as isize;
@@ -253,10 +256,8 @@ mod tests {
                 p.iter().for_each(|&t| seen[t] = true);
                 assert!(seen.iter().all(|&b| b), "not a bijection");
                 for site in 0..v {
-                    let mut image: Vec<usize> =
-                        (0..d2).map(|k| p[all[site * d2 + k]]).collect();
-                    let mut expected: Vec<usize> =
-                        (0..d2).map(|k| all[p[site] * d2 + k]).collect();
+                    let mut image: Vec<usize> = (0..d2).map(|k| p[all[site * d2 + k]]).collect();
+                    let mut expected: Vec<usize> = (0..d2).map(|k| all[p[site] * d2 + k]).collect();
                     image.sort();
                     expected.sort();
                     assert_eq!(image, expected, "a bond is not mapped onto a bond");
@@ -267,7 +268,12 @@ mod tests {
                 }
             }
         }
-        assert!(Lattice::square(8).unwrap().symmetry_group(3, false).is_err());
+        assert!(
+            Lattice::square(8)
+                .unwrap()
+                .symmetry_group(3, false)
+                .is_err()
+        );
         assert!(Lattice::square(8).unwrap().symmetry_group(0, true).is_err());
     }
 

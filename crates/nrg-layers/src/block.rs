@@ -266,13 +266,19 @@ mod tests {
 
     impl ModuleVisitor for GradsOf<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let g = param.val().grad(self.0).expect("a gradient for every parameter");
+            let g = param
+                .val()
+                .grad(self.0)
+                .expect("a gradient for every parameter");
             self.1.push(g.into_data().try_to_vec::<f32>().unwrap());
         }
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     /// The fused chain equals the composite couplings on the flex autodiff device, both
@@ -302,8 +308,14 @@ mod tests {
             };
             let vals = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
             let lds = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
-            assert!(max_diff(&vals(y1.clone()), &vals(y2.clone())) < 1e-5, "values");
-            assert!(max_diff(&lds(l1.clone()), &lds(l2.clone())) < 1e-5, "log-dets");
+            assert!(
+                max_diff(&vals(y1.clone()), &vals(y2.clone())) < 1e-5,
+                "values"
+            );
+            assert!(
+                max_diff(&lds(l1.clone()), &lds(l2.clone())) < 1e-5,
+                "log-dets"
+            );
             let loss = |y: Tensor<4>, l: Tensor<1>| (y * cy.clone()).sum() + (l * cl.clone()).sum();
             let g1 = loss(y1, l1).backward();
             let g2 = loss(y2, l2).backward();

@@ -162,8 +162,8 @@ mod neural {
     use nrg_lattice::{IsingRelaxed, PhiFour};
     use nrg_layers::{BlockBijector, BlockRealNvpConfig, CirculantLinear};
     use nrg_samplers::neural::{
-        ChainSettings, ChainSummary, FieldObservables, IsingImproved, NisRequest,
-        SymmetrisedModel, boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
+        ChainSettings, ChainSummary, FieldObservables, IsingImproved, NisRequest, SymmetrisedModel,
+        boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
     };
 
     const L: usize = 4;
@@ -314,7 +314,17 @@ mod neural {
         };
         let group = || lattice.symmetry_group(2, true).unwrap();
         let run = |model: &dyn DensityModel, n: usize| {
-            nis(model, &action, &request, n, 2048, &device, &mut |_| {}, None).unwrap()
+            nis(
+                model,
+                &action,
+                &request,
+                n,
+                2048,
+                &device,
+                &mut |_| {},
+                None,
+            )
+            .unwrap()
         };
 
         let exact_flow = linear_flow(lattice, 1.0, &device);
@@ -340,7 +350,10 @@ mod neural {
         let sd = (r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
         let err = sd / (n as f64).sqrt();
         eprintln!("E[q/q_G] = {mean} ± {err}");
-        assert!((mean - 1.0).abs() < 3.0 * err && err < 0.05, "{mean} ± {err}");
+        assert!(
+            (mean - 1.0).abs() < 3.0 * err && err < 0.05,
+            "{mean} ± {err}"
+        );
 
         let plain = run(&flow, 16_384);
         let avg = run(&sym, 16_384);

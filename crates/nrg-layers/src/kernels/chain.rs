@@ -13,7 +13,7 @@
 //!
 //! Output `[2h + 1, N]`: the two halves, then `ln|det|` as the last row. The backward pass
 //! recomputes the chain per column tile, keeping the `K + 1` intermediate states of the
-//! tile, and walks the couplings back (for the generative direction, with `b` the updated
+//! tile and every coupling's MLP activations, and walks the couplings back (for the generative direction, with `b` the updated
 //! half and `a` its value before):
 //!
 //! ```text
@@ -77,9 +77,17 @@ impl ChainGeometry {
         let (h, n) = (self.half(), self.mlp.rows);
         assert_eq!(self.mlp.twins, 2, "coupling chain: twin MLPs");
         assert_eq!(self.mlp.groups_in, 1, "coupling chain: one input");
-        assert_eq!(*self.mlp.widths.last().unwrap(), h, "coupling chain: net widths");
+        assert_eq!(
+            *self.mlp.widths.last().unwrap(),
+            h,
+            "coupling chain: net widths"
+        );
         assert_eq!(input.len(), 2 * h * n, "coupling chain input length");
-        assert_eq!(params.len(), self.param_len(), "coupling chain parameter length");
+        assert_eq!(
+            params.len(),
+            self.param_len(),
+            "coupling chain parameter length"
+        );
     }
 }
 
@@ -184,15 +192,21 @@ impl WithSimd for TanhExp<'_> {
     }
 }
 
+/// One coupling's intermediates on a tile: the activation stacks of its two twins (`ŝ`
+/// and `t` at their tops), `tanh ŝ` and `e^{±s}`.
+struct CouplingTile {
+    stack: [Vec<f32>; 2],
+    th: Vec<f32>,
+    e: Vec<f32>,
+}
+
 /// Per-task buffers of a chain tile.
 struct ChainScratch {
     /// The `K + 1` states `[2h, cols]` of the tile (the backward keeps them all; the
     /// forward uses the first).
     states: Vec<f32>,
-    /// The activation stacks of the two twins.
-    stack: [Vec<f32>; 2],
-    th: Vec<f32>,
-    e: Vec<f32>,
+    /// The couplings' intermediates (the backward keeps all `K`; the forward reuses one).
+    couplings: Vec<CouplingTile>,
     /// Backward: scratch tiles of the widest layer, `∂t`, the state's cotangent, `∂ln|det|`.
     ga: Vec<f32>,
     gb: Vec<f32>,
@@ -204,15 +218,26 @@ struct ChainScratch {
 }
 
 impl ChainScratch {
-    fn new(g: &ChainGeometry, states: usize) -> Self {
+    /// For the forward (`keep` false: one state, one coupling's intermediates) or the
+    /// backward (all `K + 1` states and `K` couplings).
+    fn new(g: &ChainGeometry, keep: bool) -> Self {
         let h = g.half();
+        let (states, kept) = if keep {
+            (g.couplings + 1, g.couplings)
+        } else {
+            (1, 1)
+        };
         let stack = *g.mlp.stack_offsets().last().unwrap();
         let wide = *g.mlp.widths.iter().max().unwrap();
         Self {
             states: vec![0.0; states * 2 * h * DENSE_TILE],
-            stack: [vec![0.0; stack], vec![0.0; stack]],
-            th: vec![0.0; h * DENSE_TILE],
-            e: vec![0.0; h * DENSE_TILE],
+            couplings: (0..kept)
+                .map(|_| CouplingTile {
+                    stack: [vec![0.0; stack], vec![0.0; stack]],
+                    th: vec![0.0; h * DENSE_TILE],
+                    e: vec![0.0; h * DENSE_TILE],
+                })
+                .collect(),
             ga: vec![0.0; wide * DENSE_TILE],
             gb: vec![0.0; wide * DENSE_TILE],
             gt: vec![0.0; h * DENSE_TILE],
@@ -278,7 +303,8 @@ impl<'a> Nets<'a> {
     }
 }
 
-/// Applies coupling `k` to the state `[2h, cols]` in place and adds its log-det to `ld`.
+/// Applies coupling `k` to the state `[2h, cols]` in place and adds its log-det to `ld`,
+/// leaving its intermediates in `c`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn apply_coupling(
@@ -289,22 +315,22 @@ fn apply_coupling(
     cols: usize,
     state: &mut [f32],
     ld: &mut [f32],
-    s: &mut ChainScratch,
+    c: &mut CouplingTile,
 ) {
     let hc = g.half() * cols;
     let (c_at, u_at) = g.halves(k, cols);
-    nets.evaluate(g, arch, k, &state[c_at..c_at + hc], cols, &mut s.stack);
+    nets.evaluate(g, arch, k, &state[c_at..c_at + hc], cols, &mut c.stack);
     let sigma = nets.sigma(g.couplings, k);
     let sign = if g.inverse { -1.0 } else { 1.0 };
-    let (th, e) = (&mut s.th[..hc], &mut s.e[..hc]);
-    let shat = nets.output(g, &s.stack[0], cols);
+    let (th, e) = (&mut c.th[..hc], &mut c.e[..hc]);
+    let shat = nets.output(g, &c.stack[0], cols);
     arch.dispatch(TanhExp {
         x: shat,
         scale: sign * sigma,
         th: &mut *th,
         e: &mut *e,
     });
-    let t = nets.output(g, &s.stack[1], cols);
+    let t = nets.output(g, &c.stack[1], cols);
     let upd = &mut state[u_at..u_at + hc];
     if g.inverse {
         for ((u, &t), &e) in upd.iter_mut().zip(t).zip(&*e) {
@@ -335,7 +361,7 @@ pub fn chain_forward(g: &ChainGeometry, input: &[f32], params: &[f32]) -> Vec<f3
         .into_par_iter()
         .enumerate()
         .for_each_init(
-            || ChainScratch::new(g, 1),
+            || ChainScratch::new(g, false),
             |s, (tile, mut segs)| {
                 let (c0, cols) = (tile * DENSE_TILE, segs[0].len());
                 arch.dispatch(|| {
@@ -352,7 +378,7 @@ pub fn chain_forward(g: &ChainGeometry, input: &[f32], params: &[f32]) -> Vec<f3
                             cols,
                             &mut state[..2 * h * cols],
                             &mut ld[..cols],
-                            s,
+                            &mut s.couplings[0],
                         );
                     }
                     for (seg, row) in segs.iter_mut().zip(
@@ -380,54 +406,52 @@ pub fn chain_backward(
 ) -> (Vec<f32>, Vec<f32>) {
     g.check(input, params);
     let (h, n, kk) = (g.half(), g.mlp.rows, g.couplings);
-    assert_eq!(grad_output.len(), (2 * h + 1) * n, "coupling chain cotangent");
+    assert_eq!(
+        grad_output.len(),
+        (2 * h + 1) * n,
+        "coupling chain cotangent"
+    );
     let nets = Nets::new(g, params);
     let order = g.order();
     let len = nets.len;
     let mut grad_input = vec![0.0f32; 2 * h * n];
     let arch = Arch::new();
-    let sign = if g.inverse { -1.0f32 } else { 1.0 };
     let grad_params = column_tiles(&mut grad_input, 2 * h, n, DENSE_TILE)
         .into_par_iter()
         .enumerate()
         .fold(
-            || ChainScratch::new(g, kk + 1),
+            || ChainScratch::new(g, true),
             |mut s, (tile, mut segs)| {
                 let (c0, cols) = (tile * DENSE_TILE, segs[0].len());
                 let (hc, sc) = (h * cols, 2 * h * cols);
                 arch.dispatch(|| {
-                    // Recompute the chain, keeping every state.
+                    // Recompute the chain, keeping every state and every coupling's
+                    // intermediates (cheaper than evaluating the nets a third time).
                     let mut states = std::mem::take(&mut s.states);
                     let mut gld = std::mem::take(&mut s.gld);
                     gather_columns(input, 2 * h, n, c0, cols, &mut states[..sc]);
                     for (j, &k) in order.iter().enumerate() {
                         let (done, rest) = states.split_at_mut((j + 1) * sc);
                         rest[..sc].copy_from_slice(&done[j * sc..]);
-                        apply_coupling(g, &nets, arch, k, cols, &mut rest[..sc], &mut gld[..cols], &mut s);
+                        let (state, ld) = (&mut rest[..sc], &mut gld[..cols]);
+                        apply_coupling(g, &nets, arch, k, cols, state, ld, &mut s.couplings[j]);
                     }
                     gather_columns(grad_output, 2 * h, n, c0, cols, &mut s.gstate[..sc]);
                     gather_columns(&grad_output[2 * h * n..], 1, n, c0, cols, &mut gld[..cols]);
                     for (j, &k) in order.iter().enumerate().rev() {
                         let after = &states[(j + 1) * sc..(j + 2) * sc];
                         let (c_at, u_at) = g.halves(k, cols);
-                        let cond = &after[c_at..c_at + hc];
-                        nets.evaluate(g, arch, k, cond, cols, &mut s.stack);
                         let sigma = nets.sigma(kk, k);
-                        arch.dispatch(TanhExp {
-                            x: nets.output(g, &s.stack[0], cols),
-                            scale: sign * sigma,
-                            th: &mut s.th[..hc],
-                            e: &mut s.e[..hc],
-                        });
+                        let ct = &s.couplings[j];
                         // Cotangents of ŝ (into ga) and t (into gt); ∂a replaces ∂b.
                         let b = &after[u_at..u_at + hc];
-                        let t = nets.output(g, &s.stack[1], cols);
+                        let t = nets.output(g, &ct.stack[1], cols);
                         let gupd = &mut s.gstate[u_at..u_at + hc];
                         let mut gsigma = 0.0f32;
                         for r in 0..h {
                             let row = r * cols..(r + 1) * cols;
                             for c in row {
-                                let (gb_, th, e) = (gupd[c], s.th[c], s.e[c]);
+                                let (gb_, th, e) = (gupd[c], ct.th[c], ct.e[c]);
                                 let gl = gld[c - r * cols];
                                 let (ga_, gt, gs) = if g.inverse {
                                     let ga_ = gb_ * e;
@@ -445,7 +469,7 @@ pub fn chain_backward(
                         // Through the twins; their input cotangent adds to the condition's.
                         let (net, grads) = (nets.net(k), &mut s.grads[k * len..(k + 1) * len]);
                         let gcond = &mut s.gstate[c_at..c_at + hc];
-                        for (twin, hs) in s.stack.iter().enumerate() {
+                        for (twin, hs) in ct.stack.iter().enumerate() {
                             if twin == 1 {
                                 s.ga[..hc].copy_from_slice(&s.gt[..hc]);
                             }
@@ -517,7 +541,11 @@ mod tests {
                                     + (0..wi)
                                         .map(|i| x[i] * p[w_off + twin * wi * wo + i * wo + j])
                                         .sum::<f64>();
-                                if l + 2 < g.mlp.widths.len() { elu(pre) } else { pre }
+                                if l + 2 < g.mlp.widths.len() {
+                                    elu(pre)
+                                } else {
+                                    pre
+                                }
                             })
                             .collect();
                     }
@@ -591,12 +619,20 @@ mod tests {
             assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }
         for (a, b) in z[4 * n..].iter().zip(&y[4 * n..]) {
-            assert!((a + b).abs() < 1e-5 * (1.0 + b.abs()), "log-dets {a} vs {b}");
+            assert!(
+                (a + b).abs() < 1e-5 * (1.0 + b.abs()),
+                "log-dets {a} vs {b}"
+            );
         }
-        for v in [-100.0f32, -3.0, -0.2, -1e-4, 0.0, 1e-4, 0.3, 2.0, 30.0, 100.0] {
+        for v in [
+            -100.0f32, -3.0, -0.2, -1e-4, 0.0, 1e-4, 0.3, 2.0, 30.0, 100.0,
+        ] {
             let e = expm1_f32(v) as f64;
             let want = (v.clamp(-87.0, 88.0) as f64).exp_m1();
-            assert!((e - want).abs() <= 3e-7 * want.abs().max(1e-30), "expm1({v}) = {e}");
+            assert!(
+                (e - want).abs() <= 3e-7 * want.abs().max(1e-30),
+                "expm1({v}) = {e}"
+            );
         }
     }
 
@@ -616,7 +652,11 @@ mod tests {
             let (gx, gp) = chain_backward(&g, &x, &p, &r);
             let (x64, p64, r64) = (wide(&x), wide(&p), wide(&r));
             let loss = |x: &[f64], p: &[f64]| -> f64 {
-                reference(&g, x, p).iter().zip(&r64).map(|(a, b)| a * b).sum()
+                reference(&g, x, p)
+                    .iter()
+                    .zip(&r64)
+                    .map(|(a, b)| a * b)
+                    .sum()
             };
             let eps = 1e-5;
             let fd = |which: usize, i: usize| {

@@ -3,9 +3,9 @@
 //! steps that call the same routines.
 
 use super::Activation;
-use super::{ChainShape, MlpShape};
 use super::chain::{self, ChainGeometry};
 use super::host::{self, ConvGeometry, DenseGeometry, MlpGeometry};
+use super::{ChainShape, MlpShape};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -507,7 +507,11 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         let guards = [input.node(), params.node()];
         let (x, p) = (input.into_primitive(), params.into_primitive());
-        match ChainBackward.prepare::<C>(guards).compute_bound().stateful() {
+        match ChainBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
                 let y = B::coupling_chain(x.clone(), p.clone(), shape.clone());
                 prep.finish((x, p, shape), y)

@@ -672,7 +672,15 @@ impl DirectConvWeightGrad<'_> {
 
 /// `out[m×n] += a[m×k] · b[k×n]` (see [`GemmAcc`]).
 #[inline(always)]
-pub(crate) fn gemm_acc(arch: Arch, m: usize, n: usize, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+pub(crate) fn gemm_acc(
+    arch: Arch,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) {
     arch.dispatch(GemmAcc { m, n, k, a, b, out });
 }
 
@@ -956,7 +964,12 @@ fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// The `[rows, n]` row-major `buf` cut into column tiles of `tile`: entry `k` holds the
 /// `rows` row segments of columns `k·tile ..`, so tiles can be written in parallel.
-pub(crate) fn column_tiles(buf: &mut [f32], rows: usize, n: usize, tile: usize) -> Vec<Vec<&mut [f32]>> {
+pub(crate) fn column_tiles(
+    buf: &mut [f32],
+    rows: usize,
+    n: usize,
+    tile: usize,
+) -> Vec<Vec<&mut [f32]>> {
     let mut tiles: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(tile))
         .map(|_| Vec::with_capacity(rows))
         .collect();
@@ -971,7 +984,14 @@ pub(crate) fn column_tiles(buf: &mut [f32], rows: usize, n: usize, tile: usize) 
 /// Copies columns `c0 .. c0 + cols` of the `[rows, n]` row-major `src` into the contiguous
 /// `[rows, cols]` tile `dst`.
 #[inline(always)]
-pub(crate) fn gather_columns(src: &[f32], rows: usize, n: usize, c0: usize, cols: usize, dst: &mut [f32]) {
+pub(crate) fn gather_columns(
+    src: &[f32],
+    rows: usize,
+    n: usize,
+    c0: usize,
+    cols: usize,
+    dst: &mut [f32],
+) {
     for (r, d) in dst.chunks_exact_mut(cols).enumerate().take(rows) {
         d.copy_from_slice(&src[r * n + c0..r * n + c0 + cols]);
     }
@@ -1306,7 +1326,19 @@ pub fn mlp_backward(
                     gather_columns(gy, fo, n, c0, cols, &mut s.ga[..fo * cols]);
                     let gx = &mut s.gxt[grp * fi * cols..][..fi * cols];
                     let bufs = (&mut s.ga[..], &mut s.gb[..]);
-                    mlp_tile_backward(g, arch, &layout, params, t, cols, &s.hs, &h_at, bufs, &mut s.grads, gx);
+                    mlp_tile_backward(
+                        g,
+                        arch,
+                        &layout,
+                        params,
+                        t,
+                        cols,
+                        &s.hs,
+                        &h_at,
+                        bufs,
+                        &mut s.grads,
+                        gx,
+                    );
                 }
                 for (seg, row) in segs.iter_mut().zip(s.gxt.chunks_exact(cols)) {
                     seg.copy_from_slice(row);

@@ -20,9 +20,9 @@
 //! feature, the same functions fall back to the composite form ([`periodic_conv2d_reference`],
 //! [`twin_dense_reference`]), so results never depend on which path ran beyond f32 rounding.
 
+pub mod chain;
 #[cfg(feature = "flex")]
 mod ext;
-pub mod chain;
 pub mod host;
 
 use burn::tensor::Tensor;
@@ -167,11 +167,7 @@ pub struct ChainShape {
 /// (`k` even) or `u` from `v` (odd) by `upd·eˢ + t` (inverse: `(upd − t)·e^{−s}`), with
 /// `s = σ_k tanh ŝ`. The arithmetic and its backward pass are in [`chain`]. `None` where
 /// the fused path is not available (the caller then composes the couplings itself).
-pub fn coupling_chain(
-    input: Tensor<3>,
-    params: Tensor<1>,
-    shape: ChainShape,
-) -> Option<Tensor<2>> {
+pub fn coupling_chain(input: Tensor<3>, params: Tensor<1>, shape: ChainShape) -> Option<Tensor<2>> {
     #[cfg(feature = "flex")]
     if ext::is_flex(&input.device()) {
         return Some(ext::coupling_chain(input, params, shape));
