@@ -12,6 +12,9 @@
 use crate::error::{NrgError, Result};
 use serde::{Deserialize, Serialize};
 
+/// A point operation of the square lattice on coordinates `(i, j)`.
+type PointOp = fn(isize, isize) -> (isize, isize);
+
 /// A periodic hypercubic lattice in one or two dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lattice {
@@ -153,7 +156,7 @@ impl Lattice {
     /// mapped onto themselves by D₄), so averaging a density over it gives a normalised
     /// density invariant under the group. Size `(L/shift)^d × (8 or 2 or 1)`.
     pub fn symmetry_group(&self, shift: usize, point_group: bool) -> Result<Vec<Vec<usize>>> {
-        if shift == 0 || self.l % shift != 0 {
+        if shift == 0 || !self.l.is_multiple_of(shift) {
             return Err(NrgError::param(
                 "shift",
                 format!(
@@ -166,7 +169,7 @@ impl Lattice {
         let s = shift as isize;
         // Point operations on (i, j): rotations by 0, 90, 180, 270 degrees, then the same
         // after the reflection j → −j. A chain has only j → ±j.
-        let ops: Vec<fn(isize, isize) -> (isize, isize)> = match (self.dim, point_group) {
+        let ops: Vec<PointOp> = match (self.dim, point_group) {
             (_, false) => vec![|i, j| (i, j)],
             (1, true) => vec![|i, j| (i, j), |i, j| (i, -j)],
             _ => vec![
