@@ -86,11 +86,11 @@ impl<'a> SymmetrisedModel<'a> {
         let s0 = host(action.action(x.clone()));
         for k in 1..self.group.len() {
             let s = host(action.action(self.apply(k, x.clone())));
-            if let Some((a, b)) = s0
-                .iter()
-                .zip(&s)
-                .find(|(a, b)| !((*a - *b).abs() <= 1e-4 * (1.0 + a.abs())))
-            {
+            if let Some((a, b)) = s0.iter().zip(&s).find(|(a, b)| {
+                // NaN counts as a difference.
+                let d = (*a - *b).abs();
+                d.is_nan() || d > 1e-4 * (1.0 + a.abs())
+            }) {
                 return Err(NrgError::param(
                     "symmetry group",
                     format!(
