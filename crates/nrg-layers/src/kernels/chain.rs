@@ -111,11 +111,11 @@ fn expm1_f32(x: f32) -> f32 {
 
 /// `th = tanh x` and `e = exp(scale · th)` on slices: `tanh x = m/(m + 2)` with
 /// `m = e^{2x} − 1` (exact in relative terms near 0, ±1 at the clamps), `e = 1 + expm1`.
-struct TanhExp<'a> {
-    x: &'a [f32],
-    scale: f32,
-    th: &'a mut [f32],
-    e: &'a mut [f32],
+pub(crate) struct TanhExp<'a> {
+    pub(crate) x: &'a [f32],
+    pub(crate) scale: f32,
+    pub(crate) th: &'a mut [f32],
+    pub(crate) e: &'a mut [f32],
 }
 
 /// The constants of the vectorised `expm1`, splatted once per call.

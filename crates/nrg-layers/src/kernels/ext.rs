@@ -3,6 +3,7 @@
 //! steps that call the same routines.
 
 use super::Activation;
+use super::affine::{self, AffineGeometry};
 use super::chain::{self, ChainGeometry};
 use super::host::{self, ConvGeometry, DenseGeometry, MlpGeometry};
 use super::{ChainShape, MlpShape};
@@ -70,6 +71,25 @@ pub trait FusedOps: Backend {
         grad_output: FloatTensor<Self>,
         shape: MlpShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// See [`super::affine_update`].
+    fn affine_update(
+        field: FloatTensor<Self>,
+        subnet: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        inverse: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂field, ∂L/∂subnet, ∂L/∂scale)` of [`FusedOps::affine_update`].
+    fn affine_update_backward(
+        field: FloatTensor<Self>,
+        subnet: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        inverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// See [`super::coupling_chain`].
     fn coupling_chain(
@@ -202,7 +222,54 @@ fn chain_geometry(input: &FlexTensor, shape: &ChainShape) -> ChainGeometry {
     }
 }
 
+fn affine_geometry(field: &FlexTensor, inverse: bool) -> AffineGeometry {
+    let z = field.shape();
+    assert_eq!(z.num_dims(), 4, "affine_update: field must be [B, C, H, W]");
+    AffineGeometry {
+        batch: z[0],
+        channels: z[1],
+        sites: z[2] * z[3],
+        inverse,
+    }
+}
+
 impl FusedOps for Flex {
+    fn affine_update(
+        field: FlexTensor,
+        subnet: FlexTensor,
+        mask: FlexTensor,
+        scale: FlexTensor,
+        inverse: bool,
+    ) -> FlexTensor {
+        let (z, o, m, s) = (host(field), host(subnet), host(mask), host(scale));
+        let g = affine_geometry(&z, inverse);
+        let y = affine::affine_forward(&g, slice(&z), slice(&o), slice(&m), slice(&s));
+        tensor(y, vec![g.batch, g.channels * g.sites + 1])
+    }
+
+    fn affine_update_backward(
+        field: FlexTensor,
+        subnet: FlexTensor,
+        mask: FlexTensor,
+        scale: FlexTensor,
+        grad_output: FlexTensor,
+        inverse: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (z, o, m, s) = (host(field), host(subnet), host(mask), host(scale));
+        let gy = host(grad_output);
+        let g = affine_geometry(&z, inverse);
+        let (gz, go, gs) =
+            affine::affine_backward(&g, slice(&z), slice(&o), slice(&m), slice(&s), slice(&gy));
+        let (b, c) = (g.batch, g.channels);
+        let z = z.shape();
+        let (h, w) = (z[2], z[3]);
+        (
+            tensor(gz, vec![b, c, h, w]),
+            tensor(go, vec![b, 2 * c, h, w]),
+            tensor(gs, vec![1, c, 1, 1]),
+        )
+    }
+
     fn coupling_chain(input: FlexTensor, params: FlexTensor, shape: ChainShape) -> FlexTensor {
         let (x, p) = (host(input), host(params));
         let g = chain_geometry(&x, &shape);
@@ -410,6 +477,27 @@ impl<B: Backend + FusedOps> Backward<B, 2> for MlpBackward {
     }
 }
 
+/// Backward step of the fused affine update: the saved field, subnet output, mask and
+/// scales (the update is recomputed).
+#[derive(Debug)]
+struct AffineBackward;
+
+impl<B: Backend + FusedOps> Backward<B, 3> for AffineBackward {
+    type State = ([FloatTensor<B>; 4], bool);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_z, node_o, node_s] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let ([z, o, m, s], inverse) = ops.state;
+        let (gz, go, gs) = B::affine_update_backward(z, o, m, s, grad, inverse);
+        for (node, g) in [(node_z, gz), (node_o, go), (node_s, gs)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
 /// Backward step of the fused coupling chain: the saved input and parameters (the chain
 /// is recomputed).
 #[derive(Debug)]
@@ -500,6 +588,53 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         }
     }
 
+    fn affine_update(
+        field: FloatTensor<Self>,
+        subnet: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        inverse: bool,
+    ) -> FloatTensor<Self> {
+        let guards = [field.node(), subnet.node(), scale.node()];
+        let (z, o, s) = (
+            field.into_primitive(),
+            subnet.into_primitive(),
+            scale.into_primitive(),
+        );
+        let m = mask.into_primitive();
+        match AffineBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::affine_update(z.clone(), o.clone(), m.clone(), s.clone(), inverse);
+                prep.finish(([z, o, m, s], inverse), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::affine_update(z, o, m, s, inverse)),
+        }
+    }
+
+    fn affine_update_backward(
+        field: FloatTensor<Self>,
+        subnet: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        inverse: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (gz, go, gs) = B::affine_update_backward(
+            field.into_primitive(),
+            subnet.into_primitive(),
+            mask.into_primitive(),
+            scale.into_primitive(),
+            grad_output.into_primitive(),
+            inverse,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(gz), lift(go), lift(gs))
+    }
+
     fn coupling_chain(
         input: FloatTensor<Self>,
         params: FloatTensor<Self>,
@@ -551,6 +686,23 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
         (lift(gx), lift(gp))
     }
+}
+
+/// [`super::affine_update`] on a flex device.
+pub fn affine_update(
+    field: Tensor<4>,
+    subnet: Tensor<4>,
+    mask: Tensor<4>,
+    scale: Tensor<4>,
+    inverse: bool,
+) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::affine_update(
+        field.into_dispatch(),
+        subnet.into_dispatch(),
+        mask.into_dispatch(),
+        scale.into_dispatch(),
+        inverse,
+    ))
 }
 
 /// [`super::coupling_chain`] on a flex device.

@@ -8,6 +8,8 @@
 //!                   (feature-major, the batch N last; G = 1: one input shared by the T twins)
 //! twin_mlp:         [G, w₀, N], flat [W₀, b₀, …, W_{L−1}, b_{L−1}]  → [T, w_L, N]
 //!                   (twin_dense layers, hidden activation between them, the last linear)
+//! affine_update:    [B, C, H, W], net output [B, 2C, H, W], mask, σ  → [B, C·H·W + 1]
+//!                   (a lattice coupling's x·eˢ + t and its ln|det| as the last column)
 //! coupling_chain:   [2, h, N], flat [net₀ … net_{K−1}, σ₀ … σ_{K−1}] → [2h + 1, N]
 //!                   (K affine couplings of a block's halves, ln|det| as the last row)
 //! ```
@@ -20,6 +22,7 @@
 //! feature, the same functions fall back to the composite form ([`periodic_conv2d_reference`],
 //! [`twin_dense_reference`]), so results never depend on which path ran beyond f32 rounding.
 
+pub mod affine;
 pub mod chain;
 #[cfg(feature = "flex")]
 mod ext;
@@ -142,6 +145,28 @@ pub fn twin_mlp(input: Tensor<3>, params: Tensor<1>, shape: MlpShape) -> Option<
         return Some(ext::twin_mlp(input, params, shape));
     }
     let _ = (input, params, shape);
+    None
+}
+
+/// The elementwise part of an affine lattice coupling as one operation (flex with this
+/// crate's `flex` feature; see [`fused_available`]): the field `[B, C, H, W]`, the subnet's
+/// output `[B, 2C, H, W]` (`ŝ`, then `t`), the 0/1 mask `[1, C, H, W]` (1 = conditioning)
+/// and the scales `[1, C, 1, 1]` → `[B, C·H·W + 1]`: the updated field flattened per sample,
+/// then `ln|det|`. With `f = 1 − m`, `s = σ f tanh ŝ`: `z eˢ + f t` (inverse:
+/// `(z − f t) e^{−s}`), `ln|det| = ±Σ s`. The arithmetic and its backward pass are in
+/// [`affine`]. `None` where the fused path is not available.
+pub fn affine_update(
+    field: Tensor<4>,
+    subnet: Tensor<4>,
+    mask: Tensor<4>,
+    scale: Tensor<4>,
+    inverse: bool,
+) -> Option<Tensor<2>> {
+    #[cfg(feature = "flex")]
+    if ext::is_flex(&field.device()) {
+        return Some(ext::affine_update(field, subnet, mask, scale, inverse));
+    }
+    let _ = (field, subnet, mask, scale, inverse);
     None
 }
 
