@@ -331,6 +331,44 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
         "not a run directory",
     );
 
+    // Symmetry-averaged proposals: NIS and NMCMC run and record the group; bad groups are
+    // refused with a message.
+    for method in ["nis", "nmcmc"] {
+        let out_dir = dir.path().join(format!("sym-{method}"));
+        run_nrg_ok(&[
+            "sample",
+            "--run",
+            run_s,
+            "--method",
+            method,
+            "--samples",
+            "200",
+            "--symmetry",
+            "d4,shift=2",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--quiet",
+        ]);
+        let v = read_json(&out_dir.join("summary.json"));
+        assert_eq!(v["symmetry"], "d4,shift=2", "{method}: {v}");
+        let sigma = v["exact"]["phi2"]["deviation_sigma"].as_f64().unwrap();
+        assert!(sigma.is_finite(), "{method}: {v}");
+    }
+    for (spec, message) in [("shift=3", "must divide L"), ("c6", "unknown element")] {
+        assert_usage_error(
+            &[
+                "sample",
+                "--run",
+                run_s,
+                "--method",
+                "nis",
+                "--symmetry",
+                spec,
+            ],
+            message,
+        );
+    }
+
     // Bad inputs: missing file, unknown key, corrupt checkpoint.
     assert_usage_error(
         &["train", "--config", "/nonexistent.toml"],
