@@ -258,28 +258,8 @@ impl Bijector for BlockBijector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::ModuleVisitor;
+    use crate::test_util::{GradsOf, max_diff};
     use burn::tensor::{Distribution, Gradients};
-
-    /// Every parameter's gradient, in visiting order.
-    struct GradsOf<'a>(&'a Gradients, Vec<Vec<f32>>);
-
-    impl ModuleVisitor for GradsOf<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let g = param
-                .val()
-                .grad(self.0)
-                .expect("a gradient for every parameter");
-            self.1.push(g.into_data().try_to_vec::<f32>().unwrap());
-        }
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
 
     /// The fused chain equals the composite couplings on the flex autodiff device, both
     /// directions: values and log-dets (1e-5 of values of size ~1), the gradients of the

@@ -27,6 +27,8 @@ pub mod mask;
 pub mod mlp;
 pub mod ode;
 pub mod subnet;
+#[cfg(test)]
+mod test_util;
 
 pub use block::{BlockBijector, BlockRealNvp, BlockRealNvpConfig};
 pub use circulant::CirculantLinear;

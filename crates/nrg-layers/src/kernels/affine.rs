@@ -214,8 +214,7 @@ pub fn affine_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{RngExt, SeedableRng};
-    use rand_xoshiro::Xoshiro256PlusPlus;
+    use crate::test_util::{rng, uniform as random, wide};
 
     /// The update in f64 from the definition.
     fn reference(
@@ -248,23 +247,13 @@ mod tests {
         out
     }
 
-    fn random(len: usize, scale: f32, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
-        (0..len)
-            .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
-            .collect()
-    }
-
-    fn wide(v: &[f32]) -> Vec<f64> {
-        v.iter().map(|&x| x as f64).collect()
-    }
-
     /// Values against the f64 definition (1e-5 relative), the inverse undoes the forward,
     /// and every gradient (field, subnet output, scales) against f64 central differences of
     /// `L = Σ r ⊙ output` (step 1e-6; the kernel is f32: 1e-4 of the largest gradient).
     /// 19 samples of 2 channels × 13 sites: a partial parallel chunk and SIMD tails.
     #[test]
     fn affine_update_matches_the_definition() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let mut rng = rng(9);
         let (b, c, v) = (19, 2, 13);
         let mask: Vec<f32> = (0..c * v).map(|i| ((i * 7 + i / 3) % 2) as f32).collect();
         for inverse in [false, true] {

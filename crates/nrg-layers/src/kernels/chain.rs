@@ -25,8 +25,8 @@
 //! `tanh` and `exp` are evaluated on SIMD vectors by the range reduction of the ELU kernel.
 
 use super::host::{
-    DENSE_TILE, EXPM1_C, LN2_HI, LN2_LO, LOG2E, MAGIC, MAGIC_BITS, MlpGeometry, column_tiles,
-    gather_columns, mlp_tile_backward, mlp_tile_forward,
+    DENSE_TILE, ExpConsts, MlpGeometry, column_tiles, expm1_f32, expm1_simd, gather_columns,
+    mlp_tile_backward, mlp_tile_forward,
 };
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
@@ -91,24 +91,6 @@ impl ChainGeometry {
     }
 }
 
-/// `eˣ − 1` for `x` clamped to `[−87, 88]`, the arithmetic of the ELU kernel's
-/// `expm1_nonpositive` without its upper clamp at 0 (`2ⁿ` stays a normal `f32` for
-/// `n ∈ [−126, 127]`).
-#[inline(always)]
-fn expm1_f32(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    let t = x.mul_add(LOG2E, MAGIC);
-    let n = t - MAGIC;
-    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
-    let mut p = EXPM1_C[5];
-    for &c in EXPM1_C[..5].iter().rev() {
-        p = p.mul_add(r, c);
-    }
-    let q = r * p.mul_add(r, 1.0);
-    let scale = f32::from_bits(t.to_bits().wrapping_add(127u32.wrapping_sub(MAGIC_BITS)) << 23);
-    scale.mul_add(q, scale - 1.0)
-}
-
 /// `th = tanh x` and `e = exp(scale · th)` on slices: `tanh x = m/(m + 2)` with
 /// `m = e^{2x} − 1` (exact in relative terms near 0, ±1 at the clamps), `e = 1 + expm1`.
 pub(crate) struct TanhExp<'a> {
@@ -116,56 +98,6 @@ pub(crate) struct TanhExp<'a> {
     pub(crate) scale: f32,
     pub(crate) th: &'a mut [f32],
     pub(crate) e: &'a mut [f32],
-}
-
-/// The constants of the vectorised `expm1`, splatted once per call.
-struct ExpConsts<S: Simd> {
-    lo: S::f32s,
-    hi: S::f32s,
-    log2e: S::f32s,
-    magic: S::f32s,
-    ln2_hi: S::f32s,
-    ln2_lo: S::f32s,
-    coef: [S::f32s; 6],
-    one: S::f32s,
-    bias: S::u32s,
-    shift: S::u32s,
-}
-
-impl<S: Simd> ExpConsts<S> {
-    #[inline(always)]
-    fn new(simd: S) -> Self {
-        Self {
-            lo: simd.splat_f32s(-87.0),
-            hi: simd.splat_f32s(88.0),
-            log2e: simd.splat_f32s(LOG2E),
-            magic: simd.splat_f32s(MAGIC),
-            ln2_hi: simd.splat_f32s(-LN2_HI),
-            ln2_lo: simd.splat_f32s(-LN2_LO),
-            coef: EXPM1_C.map(|c| simd.splat_f32s(c)),
-            one: simd.splat_f32s(1.0),
-            bias: simd.splat_u32s(127u32.wrapping_sub(MAGIC_BITS)),
-            shift: simd.splat_u32s(23),
-        }
-    }
-}
-
-/// [`expm1_f32`] on a SIMD vector (a generic function, not a closure, so that it is inlined
-/// into the caller's target-feature context).
-#[inline(always)]
-fn expm1_simd<S: Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) -> S::f32s {
-    let x = simd.min_f32s(simd.max_f32s(x, k.lo), k.hi);
-    let t = simd.mul_add_e_f32s(x, k.log2e, k.magic);
-    let n = simd.sub_f32s(t, k.magic);
-    let r = simd.mul_add_e_f32s(n, k.ln2_lo, simd.mul_add_e_f32s(n, k.ln2_hi, x));
-    let mut p = k.coef[5];
-    for &c in k.coef[..5].iter().rev() {
-        p = simd.mul_add_e_f32s(p, r, c);
-    }
-    let q = simd.mul_f32s(r, simd.mul_add_e_f32s(p, r, k.one));
-    let bits = simd.add_u32s(simd.transmute_u32s_f32s(t), k.bias);
-    let s = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(bits, k.shift));
-    simd.mul_add_e_f32s(s, q, simd.sub_f32s(s, k.one))
 }
 
 impl WithSimd for TanhExp<'_> {
@@ -512,8 +444,7 @@ pub fn chain_backward(
 mod tests {
     use super::*;
     use crate::kernels::Activation;
-    use rand::{RngExt, SeedableRng};
-    use rand_xoshiro::Xoshiro256PlusPlus;
+    use crate::test_util::{rng, uniform as random, wide};
 
     /// The chain in f64 straight from the definition, one column at a time.
     fn reference(g: &ChainGeometry, input: &[f64], params: &[f64]) -> Vec<f64> {
@@ -587,22 +518,12 @@ mod tests {
         }
     }
 
-    fn random(len: usize, scale: f32, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
-        (0..len)
-            .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
-            .collect()
-    }
-
-    fn wide(v: &[f32]) -> Vec<f64> {
-        v.iter().map(|&x| x as f64).collect()
-    }
-
     /// Forward equals the f64 definition (to f32 rounding: 1e-5 of the values' scale), the
     /// inverse undoes it with the opposite log-det, and the scalar `tanh`/`exp` of the
     /// SIMD tails agree with f64 to a few ulp.
     #[test]
     fn chain_matches_the_definition_and_inverts() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut rng = rng(3);
         // 300 columns: one full tile of 256, one of 44 (SIMD vectors and scalar tails).
         let n = 300;
         let g = geometry(n, false);
@@ -642,7 +563,7 @@ mod tests {
     /// gradient plus 1e-4 absolute.
     #[test]
     fn chain_gradients_match_finite_differences() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        let mut rng = rng(5);
         let n = 37;
         for inverse in [false, true] {
             let g = geometry(n, inverse);

@@ -142,14 +142,14 @@ pub(crate) const EXPM1_C: [f32; 6] = [
     1.0 / 5040.0,
 ];
 
-/// `eˣ − 1` for `x ≤ 0` (ELU's negative branch), branch-free so that it vectorises:
-/// `x = n ln 2 + r` with `|r| ≤ ln 2 / 2`, `eʳ − 1 = q(r)` by its degree-7 Taylor
-/// polynomial (truncation < 6e-9 relative), `eˣ − 1 = 2ⁿ q + (2ⁿ − 1)`, which keeps full
-/// relative accuracy near 0 (there `n = 0` and the result is `q`). Inputs below −87 are
-/// clamped (the result is −1 to f32 precision); positive inputs are clamped to 0.
+/// `eˣ − 1`, branch-free so that it vectorises, for `x` clamped to `[−87, 88]` (`2ⁿ` stays
+/// a normal `f32` for `n ∈ [−126, 127]`): `x = n ln 2 + r` with `|r| ≤ ln 2 / 2`,
+/// `eʳ − 1 = q(r)` by its degree-7 Taylor polynomial (truncation < 6e-9 relative),
+/// `eˣ − 1 = 2ⁿ q + (2ⁿ − 1)`, which keeps full relative accuracy near 0 (there `n = 0` and
+/// the result is `q`). Below −87 the result is −1 to f32 precision.
 #[inline(always)]
-fn expm1_nonpositive(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 0.0);
+pub(crate) fn expm1_f32(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
     let t = x.mul_add(LOG2E, MAGIC);
     let n = t - MAGIC;
     let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
@@ -162,8 +162,14 @@ fn expm1_nonpositive(x: f32) -> f32 {
     scale.mul_add(q, scale - 1.0)
 }
 
+/// `eˣ − 1` for `x ≤ 0` (ELU's negative branch); positive inputs are clamped to 0.
+#[inline(always)]
+fn expm1_nonpositive(x: f32) -> f32 {
+    expm1_f32(x.min(0.0))
+}
+
 /// ELU in place on a slice, `y = x` for `x > 0` and `eˣ − 1` otherwise, with
-/// [`expm1_nonpositive`]'s arithmetic on whole SIMD vectors (the scalar tail uses the same
+/// [`expm1_f32`]'s arithmetic on whole SIMD vectors ([`expm1_simd`]) (the scalar tail uses the same
 /// formula, so a value's result does not depend on its position).
 struct EluSlice<'a>(&'a mut [f32]);
 
@@ -173,32 +179,66 @@ impl WithSimd for EluSlice<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let (head, tail) = S::as_mut_simd_f32s(self.0);
-        let (lo, hi) = (simd.splat_f32s(-87.0), simd.splat_f32s(0.0));
-        let (log2e, magic) = (simd.splat_f32s(LOG2E), simd.splat_f32s(MAGIC));
-        let (ln2_hi, ln2_lo) = (simd.splat_f32s(-LN2_HI), simd.splat_f32s(-LN2_LO));
-        let coef = EXPM1_C.map(|c| simd.splat_f32s(c));
-        let one = simd.splat_f32s(1.0);
-        let bias = simd.splat_u32s(127u32.wrapping_sub(MAGIC_BITS));
-        let shift = simd.splat_u32s(23);
+        let k = ExpConsts::new(simd);
+        let zero = simd.splat_f32s(0.0);
         for v in head.iter_mut() {
-            let x = simd.min_f32s(simd.max_f32s(*v, lo), hi);
-            let t = simd.mul_add_e_f32s(x, log2e, magic);
-            let n = simd.sub_f32s(t, magic);
-            let r = simd.mul_add_e_f32s(n, ln2_lo, simd.mul_add_e_f32s(n, ln2_hi, x));
-            let mut p = coef[5];
-            for &c in coef[..5].iter().rev() {
-                p = simd.mul_add_e_f32s(p, r, c);
-            }
-            let q = simd.mul_f32s(r, simd.mul_add_e_f32s(p, r, one));
-            let bits = simd.add_u32s(simd.transmute_u32s_f32s(t), bias);
-            let scale = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(bits, shift));
-            let em1 = simd.mul_add_e_f32s(scale, q, simd.sub_f32s(scale, one));
-            *v = simd.select_f32s(simd.greater_than_f32s(*v, hi), *v, em1);
+            let em1 = expm1_simd(simd, &k, simd.min_f32s(*v, zero));
+            *v = simd.select_f32s(simd.greater_than_f32s(*v, zero), *v, em1);
         }
         for v in tail.iter_mut() {
             *v = Activation::Elu.apply(*v);
         }
     }
+}
+
+/// The constants of the vectorised `expm1`, splatted once per call.
+pub(crate) struct ExpConsts<S: Simd> {
+    lo: S::f32s,
+    hi: S::f32s,
+    log2e: S::f32s,
+    magic: S::f32s,
+    ln2_hi: S::f32s,
+    ln2_lo: S::f32s,
+    coef: [S::f32s; 6],
+    pub(crate) one: S::f32s,
+    bias: S::u32s,
+    shift: S::u32s,
+}
+
+impl<S: Simd> ExpConsts<S> {
+    #[inline(always)]
+    pub(crate) fn new(simd: S) -> Self {
+        Self {
+            lo: simd.splat_f32s(-87.0),
+            hi: simd.splat_f32s(88.0),
+            log2e: simd.splat_f32s(LOG2E),
+            magic: simd.splat_f32s(MAGIC),
+            ln2_hi: simd.splat_f32s(-LN2_HI),
+            ln2_lo: simd.splat_f32s(-LN2_LO),
+            coef: EXPM1_C.map(|c| simd.splat_f32s(c)),
+            one: simd.splat_f32s(1.0),
+            bias: simd.splat_u32s(127u32.wrapping_sub(MAGIC_BITS)),
+            shift: simd.splat_u32s(23),
+        }
+    }
+}
+
+/// [`expm1_f32`] on a SIMD vector (a generic function, not a closure, so that it is inlined
+/// into the caller's target-feature context).
+#[inline(always)]
+pub(crate) fn expm1_simd<S: Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) -> S::f32s {
+    let x = simd.min_f32s(simd.max_f32s(x, k.lo), k.hi);
+    let t = simd.mul_add_e_f32s(x, k.log2e, k.magic);
+    let n = simd.sub_f32s(t, k.magic);
+    let r = simd.mul_add_e_f32s(n, k.ln2_lo, simd.mul_add_e_f32s(n, k.ln2_hi, x));
+    let mut p = k.coef[5];
+    for &c in k.coef[..5].iter().rev() {
+        p = simd.mul_add_e_f32s(p, r, c);
+    }
+    let q = simd.mul_f32s(r, simd.mul_add_e_f32s(p, r, k.one));
+    let bits = simd.add_u32s(simd.transmute_u32s_f32s(t), k.bias);
+    let s = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(bits, k.shift));
+    simd.mul_add_e_f32s(s, q, simd.sub_f32s(s, k.one))
 }
 
 /// Wraps one `[H, W]` plane into `pad[(H+2p) × (W+2p)]`, `pad[yy, xx] = plane[(yy−p) mod H,
