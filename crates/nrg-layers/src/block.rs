@@ -93,9 +93,8 @@ impl BlockRealNvp {
     /// `[N, C, b, b] → (even columns, odd columns)`, each feature-major `[D/2, N]` (the
     /// layout of [`TwinMlp::forward_features`], so the couplings need no transposes).
     fn split(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
-        let n = x.dims()[0];
-        let half = self.channels * self.block * self.block / 2;
-        let x = x.reshape([n, half, 2]).permute([2, 1, 0]);
+        let x = self.halves(x);
+        let [_, half, n] = x.dims();
         (
             x.clone().slice_dim(0, 0..1).reshape([half, n]),
             x.slice_dim(0, 1..2).reshape([half, n]),
@@ -104,11 +103,21 @@ impl BlockRealNvp {
 
     /// Inverse of [`Self::split`].
     fn merge(&self, u: Tensor<2>, v: Tensor<2>) -> Tensor<4> {
-        let n = u.dims()[1];
+        self.join_halves(Tensor::stack::<3>(vec![u, v], 0))
+    }
+
+    /// `[N, C, b, b] → [2, D/2, N]`: the even and odd columns, feature-major.
+    fn halves(&self, x: Tensor<4>) -> Tensor<3> {
+        let n = x.dims()[0];
+        let half = self.channels * self.block * self.block / 2;
+        x.reshape([n, half, 2]).permute([2, 1, 0])
+    }
+
+    /// Inverse of [`Self::halves`].
+    fn join_halves(&self, h: Tensor<3>) -> Tensor<4> {
+        let n = h.dims()[2];
         let (c, b) = (self.channels, self.block);
-        Tensor::stack::<3>(vec![u, v], 0)
-            .permute([2, 1, 0])
-            .reshape([n, c, b, b])
+        h.permute([2, 1, 0]).reshape([n, c, b, b])
     }
 
     /// The whole chain of couplings as one fused operation ([`kernels::coupling_chain`]),
@@ -134,14 +143,8 @@ impl BlockRealNvp {
             hidden: kernels::Activation::Elu,
             inverse,
         };
-        let halves = x.reshape([n, half, 2]).permute([2, 1, 0]);
-        let out = kernels::coupling_chain(halves, Tensor::cat(flat, 0), shape)?;
-        let y = out
-            .clone()
-            .slice_dim(0, 0..2 * half)
-            .reshape([2, half, n])
-            .permute([2, 1, 0])
-            .reshape([n, c, b, b]);
+        let out = kernels::coupling_chain(self.halves(x), Tensor::cat(flat, 0), shape)?;
+        let y = self.join_halves(out.clone().slice_dim(0, 0..2 * half).reshape([2, half, n]));
         Some((y, out.slice_dim(0, 2 * half..2 * half + 1).reshape([n])))
     }
 

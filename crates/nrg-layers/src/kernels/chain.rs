@@ -161,6 +161,8 @@ impl ChainScratch {
         };
         let stack = *g.mlp.stack_offsets().last().unwrap();
         let wide = *g.mlp.widths.iter().max().unwrap();
+        // Only the backward needs cotangent tiles and parameter gradients.
+        let back = |len: usize| vec![0.0; if keep { len } else { 0 }];
         Self {
             states: vec![0.0; states * 2 * h * DENSE_TILE],
             couplings: (0..kept)
@@ -170,12 +172,12 @@ impl ChainScratch {
                     e: vec![0.0; h * DENSE_TILE],
                 })
                 .collect(),
-            ga: vec![0.0; wide * DENSE_TILE],
-            gb: vec![0.0; wide * DENSE_TILE],
-            gt: vec![0.0; h * DENSE_TILE],
-            gstate: vec![0.0; 2 * h * DENSE_TILE],
+            ga: back(wide * DENSE_TILE),
+            gb: back(wide * DENSE_TILE),
+            gt: back(h * DENSE_TILE),
+            gstate: back(2 * h * DENSE_TILE),
             gld: vec![0.0; DENSE_TILE],
-            grads: vec![0.0; g.param_len()],
+            grads: back(g.param_len()),
         }
     }
 }

@@ -125,15 +125,15 @@ impl Activation {
 }
 
 /// `log₂ e`, and `ln 2` split into a part exact in `f32` products and a remainder.
-pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
-pub(crate) const LN2_HI: f32 = 0.693_145_75;
-pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
 /// `1.5 · 2²³`: adding it rounds an `f32` of magnitude < 2²² to an integer, which then sits
 /// in the low mantissa bits (`bits(MAGIC + n) = MAGIC_BITS + n`).
-pub(crate) const MAGIC: f32 = 12_582_912.0;
-pub(crate) const MAGIC_BITS: u32 = 0x4B40_0000;
+const MAGIC: f32 = 12_582_912.0;
+const MAGIC_BITS: u32 = 0x4B40_0000;
 /// Taylor coefficients `1/k!`, `k = 2 … 7`, of `(eʳ − 1)/r − 1`.
-pub(crate) const EXPM1_C: [f32; 6] = [
+const EXPM1_C: [f32; 6] = [
     0.5,
     1.0 / 6.0,
     1.0 / 24.0,
