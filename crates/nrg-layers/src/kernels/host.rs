@@ -523,26 +523,49 @@ fn lanes<S: Simd>() -> usize {
 }
 
 /// The register tiles of a `rows × len` block: rows in groups of `m ≤ 4`, then `len` in
-/// steps of `width[m − 1]` while whole ones fit and of 1 after; calls
-/// `tile(first row, m, first column, whole)` for each.
-#[inline(always)]
-fn for_each_tile(
+/// steps of `width[m − 1]` while whole ones fit and of 1 after; yields
+/// `(first row, m, first column, whole)` for each. An iterator, not a callback, so that the
+/// kernel's `match` on the tile shape stays in the SIMD context (a closure body may be
+/// compiled outside it, and then every intrinsic becomes a call).
+struct Tiles {
     rows: usize,
     len: usize,
     width: [usize; 4],
-    mut tile: impl FnMut(usize, usize, usize, bool),
-) {
-    let mut r0 = 0;
-    while r0 < rows {
-        let m = (rows - r0).min(4);
-        let w = width[m - 1];
-        let mut j = 0;
-        while j < len {
-            let whole = j + w <= len;
-            tile(r0, m, j, whole);
-            j += if whole { w } else { 1 };
+    r0: usize,
+    j: usize,
+}
+
+impl Tiles {
+    fn new(rows: usize, len: usize, width: [usize; 4]) -> Self {
+        Tiles {
+            rows,
+            len,
+            width,
+            r0: 0,
+            j: 0,
         }
-        r0 += m;
+    }
+}
+
+impl Iterator for Tiles {
+    type Item = (usize, usize, usize, bool);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.j >= self.len {
+            // Row groups are 4 rows but the last, so this passes `rows` after the last.
+            self.r0 += 4;
+            self.j = 0;
+        }
+        if self.r0 >= self.rows || self.len == 0 {
+            return None;
+        }
+        let m = (self.rows - self.r0).min(4);
+        let w = self.width[m - 1];
+        let whole = self.j + w <= self.len;
+        let tile = (self.r0, m, self.j, whole);
+        self.j += if whole { w } else { 1 };
+        Some(tile)
     }
 }
 
@@ -571,11 +594,8 @@ impl WithSimd for DirectConv<'_> {
         assert!(this.weight.len() >= this.cout * taps && this.out.len() >= this.cout * this.hw);
         assert!(this.at.len() * lanes::<S>() == this.hw);
         // M·V = 8 sums, V inputs and one weight in registers.
-        for_each_tile(
-            this.cout,
-            this.at.len(),
-            [8, 4, 2, 2],
-            |o0, m, j, full| match (m, full) {
+        for (o0, m, j, full) in Tiles::new(this.cout, this.at.len(), [8, 4, 2, 2]) {
+            match (m, full) {
                 (4, true) => this.tile::<S, 4, 2>(simd, o0, j),
                 (3, true) => this.tile::<S, 3, 2>(simd, o0, j),
                 (2, true) => this.tile::<S, 2, 4>(simd, o0, j),
@@ -584,28 +604,40 @@ impl WithSimd for DirectConv<'_> {
                 (3, false) => this.tile::<S, 3, 1>(simd, o0, j),
                 (2, false) => this.tile::<S, 2, 1>(simd, o0, j),
                 _ => this.tile::<S, 1, 1>(simd, o0, j),
-            },
-        );
+            }
+        }
     }
 }
 
 impl DirectConv<'_> {
     /// Output channels `o0 .. o0+M` × vectors `j0 .. j0+V`.
+    ///
+    /// Bounds are checked once per tile, not per load: each vector reads a window of the
+    /// wrapped planes `pad[at.0 .. at.0 + max(off) + lanes]` and each output channel one
+    /// weight row of `taps` entries, so inside the tap loop only the window check remains
+    /// (without this the loop was a dozen compare-and-branch pairs and register spills
+    /// around eight FMAs).
     #[inline(always)]
     fn tile<S: Simd, const M: usize, const V: usize>(&mut self, simd: S, o0: usize, j0: usize) {
         let lanes = lanes::<S>();
         let taps = self.off.len();
-        let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(&s[..lanes])[0] };
+        let window = self.off.iter().max().map_or(0, |&m| m + lanes);
+        let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(s)[0] };
         let zero = simd.splat_f32s(0.0);
         let mut sums = [[zero; V]; M];
         let at: [(usize, usize); V] = core::array::from_fn(|q| self.at[j0 + q]);
+        let wins: [&[f32]; V] = core::array::from_fn(|q| &self.pad[at[q].0..at[q].0 + window]);
+        let rows: [&[f32]; M] =
+            core::array::from_fn(|r| &self.weight[(o0 + r) * taps..(o0 + r + 1) * taps]);
         for (t, &base) in self.off.iter().enumerate() {
+            // Plain loops, not `array::from_fn`, for SIMD values: a closure is not always
+            // inlined into the SIMD context, and then every load becomes a call.
             let mut b = [zero; V];
-            for (q, b_q) in b.iter_mut().enumerate() {
-                *b_q = load(&self.pad[base + at[q].0..]);
+            for (b_q, win) in b.iter_mut().zip(&wins) {
+                *b_q = load(&win[base..base + lanes]);
             }
-            for (r, sums_r) in sums.iter_mut().enumerate() {
-                let a = simd.splat_f32s(self.weight[(o0 + r) * taps + t]);
+            for (sums_r, row) in sums.iter_mut().zip(&rows) {
+                let a = simd.splat_f32s(row[t]);
                 for (s_rq, b_q) in sums_r.iter_mut().zip(&b) {
                     *s_rq = simd.mul_add_e_f32s(a, *b_q, *s_rq);
                 }
@@ -637,12 +669,11 @@ fn vector_starts(g: &ConvGeometry, lanes: usize) -> Vec<(usize, usize)> {
 
 /// The weight gradient of [`DirectConv`] for one sample, accumulated in vector lanes:
 /// `acc[t, o] += Σ_{y, x} g[o, y·W + x] · pad[off[t] + y·(W+2p) + x]`, lane by lane
-/// (`acc` is `[taps, cout, lanes]`; the caller sums the lanes once per task).
+/// (`acc` is `[taps, cout, lanes]`; the caller sums the lanes once per task). Vector `j` of
+/// a plane starts at `at[j] = (pad offset, j·lanes)`, as in [`DirectConv`].
 struct DirectConvWeightGrad<'a> {
     cout: usize,
-    rows: usize,
-    cols: usize,
-    stride: usize,
+    at: &'a [(usize, usize)],
     off: &'a [usize],
     pad: &'a [f32],
     grad: &'a [f32],
@@ -656,12 +687,12 @@ impl WithSimd for DirectConvWeightGrad<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let mut this = self;
         let (lanes, taps) = (lanes::<S>(), this.off.len());
-        assert!(this.cols.is_multiple_of(lanes));
-        assert!(this.grad.len() >= this.cout * this.rows * this.cols);
+        assert!(this.at.iter().enumerate().all(|(j, a)| a.1 == j * lanes));
+        assert!(this.grad.len() >= this.cout * this.at.len() * lanes);
         assert!(this.acc.len() >= taps * this.cout * lanes);
         // m output channels × w taps: m·w ≤ 10 independent sums, m loaded cotangents and
         // one input vector fit the 16 vector registers of AVX2.
-        for_each_tile(this.cout, taps, [10, 5, 3, 2], |o0, m, t0, full| {
+        for (o0, m, t0, full) in Tiles::new(this.cout, taps, [10, 5, 3, 2]) {
             match (m, full) {
                 (4, true) => this.tile::<S, 4, 2>(simd, o0, t0),
                 (3, true) => this.tile::<S, 3, 3>(simd, o0, t0),
@@ -672,31 +703,39 @@ impl WithSimd for DirectConvWeightGrad<'_> {
                 (2, false) => this.tile::<S, 2, 1>(simd, o0, t0),
                 _ => this.tile::<S, 1, 1>(simd, o0, t0),
             }
-        });
+        }
     }
 }
 
 impl DirectConvWeightGrad<'_> {
-    /// Output channels `o0 .. o0+M` × taps `t0 .. t0+T`, over all sites.
+    /// Output channels `o0 .. o0+M` × taps `t0 .. t0+T`, over all sites. As in
+    /// [`DirectConv::tile`], bounds are checked per tile: the cotangent rows are viewed as
+    /// vectors and each tap reads one window `pad[off[t] .. off[t] + max(at.0) + lanes]`.
     #[inline(always)]
     fn tile<S: Simd, const M: usize, const T: usize>(&mut self, simd: S, o0: usize, t0: usize) {
         let lanes = lanes::<S>();
-        let (hw, cols, stride) = (self.rows * self.cols, self.cols, self.stride);
-        let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(&s[..lanes])[0] };
+        let n = self.at.len();
+        let hw = n * lanes;
+        let span = self.at.last().map_or(0, |&(p, _)| p + lanes);
+        let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(s)[0] };
         let zero = simd.splat_f32s(0.0);
         let mut sums = [[zero; T]; M];
-        let base: [usize; T] = core::array::from_fn(|q| self.off[t0 + q]);
-        for y in 0..self.rows {
-            for x in (0..cols).step_by(lanes) {
-                let mut a = [zero; M];
-                for (r, a_r) in a.iter_mut().enumerate() {
-                    *a_r = load(&self.grad[(o0 + r) * hw + y * cols + x..]);
-                }
-                for q in 0..T {
-                    let b = load(&self.pad[base[q] + y * stride + x..]);
-                    for r in 0..M {
-                        sums[r][q] = simd.mul_add_e_f32s(a[r], b, sums[r][q]);
-                    }
+        let grads: [&[S::f32s]; M] = core::array::from_fn(|r| {
+            &bytemuck::cast_slice::<f32, S::f32s>(&self.grad[(o0 + r) * hw..(o0 + r + 1) * hw])[..n]
+        });
+        let wins: [&[f32]; T] = core::array::from_fn(|q| {
+            let base = self.off[t0 + q];
+            &self.pad[base..base + span]
+        });
+        for (j, &(p, _)) in self.at.iter().enumerate() {
+            let mut a = [zero; M];
+            for (a_r, g) in a.iter_mut().zip(&grads) {
+                *a_r = g[j];
+            }
+            for (q, win) in wins.iter().enumerate() {
+                let b = load(&win[p..p + lanes]);
+                for r in 0..M {
+                    sums[r][q] = simd.mul_add_e_f32s(a[r], b, sums[r][q]);
                 }
             }
         }
@@ -848,7 +887,6 @@ pub fn conv_backward(
     let arch = Arch::new();
     let direct = Direct::new(arch, g);
     let pad_len = g.padded_sites();
-    let stride = g.cols + 2 * (k / 2);
     // Direct: the flipped kernel `[cin, cout·k·k]`; unfolding: `Wᵀ` `[taps, cout]`.
     let weight_t = match direct {
         Some(_) => {
@@ -903,9 +941,7 @@ pub fn conv_backward(
                             pad_planes(g, x_s, &mut pad);
                             arch.dispatch(DirectConvWeightGrad {
                                 cout: g.cout,
-                                rows: g.rows,
-                                cols: g.cols,
-                                stride,
+                                at: &d.at,
                                 off: &d.off_in,
                                 pad: &pad,
                                 grad: &gpre,
