@@ -16,7 +16,9 @@
 //!   function, second-moment correlation length) and their reduction to estimates with
 //!   error bars;
 //! - [`series`]: named measurement series (the table behind `series.csv`);
-//! - [`error`]: the error type shared by the library crates.
+//! - [`error`]: the error type shared by the library crates;
+//! - [`parallel`]: [`parallel::on_pool`], which runs a whole step of work on the CPU
+//!   thread pool.
 //!
 //! Conventions (see `docs/physics.md`): periodic lattices, `V = L²` sites, actions are
 //! `S = −ln p + const`, every estimator accumulates in `f64`.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod lattice;
 pub mod model;
 pub mod observables;
+pub mod parallel;
 pub mod prior;
 pub mod series;
 pub mod stats;

@@ -23,6 +23,7 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Distribution, Int, Tensor};
+use nrg_core::parallel::on_pool;
 use nrg_core::{Action, NrgError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -291,7 +292,14 @@ impl<'a> Trainer<'a> {
     }
 
     /// Draws a batch, computes the loss and the step's statistics.
+    ///
+    /// Runs on rayon's pool ([`nrg_core::parallel::on_pool`]): the step's operations then
+    /// share out their work without putting the calling thread to sleep each time.
     pub fn evaluate(&self) -> Result<PendingStep, TrainError> {
+        on_pool(|| self.evaluate_here())
+    }
+
+    fn evaluate_here(&self) -> Result<PendingStep, TrainError> {
         let s = &self.settings;
         let step = self.step;
         let gamma = s.gamma_at(step);
@@ -365,11 +373,14 @@ impl<'a> Trainer<'a> {
         Ok(PendingStep { loss, stats })
     }
 
-    /// Backpropagates a pending step and applies the Adam update.
+    /// Backpropagates a pending step and applies the Adam update (on rayon's pool, as
+    /// [`Trainer::evaluate`]).
     pub fn update(&mut self, pending: PendingStep) {
-        let grads = GradientsParams::from_grads(pending.loss.backward(), &self.model);
-        let model = self.model.clone();
-        self.model = self.optim.step(pending.stats.lr, model, grads);
+        on_pool(|| {
+            let grads = GradientsParams::from_grads(pending.loss.backward(), &self.model);
+            let model = self.model.clone();
+            self.model = self.optim.step(pending.stats.lr, model, grads);
+        });
         self.step += 1;
     }
 

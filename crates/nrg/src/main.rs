@@ -49,13 +49,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    // The whole command on a worker of the CPU thread pool: each parallel kernel then
+    // shares its work out without a sleep and wake-up of this thread (docs/decisions.md).
+    let result = nrg_core::parallel::on_pool(|| match cli.command {
         Command::Exact(args) => exact_cmd::run(args),
         Command::Mc(args) => mc_cmd::run(args),
         Command::Train(args) => train_cmd::run(args, cli.device),
         Command::Sample(args) => sample_cmd::run(args, cli.device),
         Command::Info => device::info(cli.device),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -17,6 +17,7 @@
 //! `e^{σ f tanh ŝ} = f e^{σ tanh ŝ} + (1 − f)` exactly).
 
 use super::chain::TanhExp;
+use super::host::ORDERED;
 use pulp::Arch;
 use rayon::prelude::*;
 
@@ -152,6 +153,7 @@ pub fn affine_backward(
         .par_chunks_mut(CHUNK * c * v)
         .zip(go.par_chunks_mut(CHUNK * 2 * c * v))
         .enumerate()
+        .with_max_len(ORDERED)
         .fold(
             || vec![0.0f32; c],
             |mut gsigma, (k, (gz, go))| {

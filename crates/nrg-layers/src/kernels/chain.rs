@@ -25,8 +25,8 @@
 //! `tanh` and `exp` are evaluated on SIMD vectors by the range reduction of the ELU kernel.
 
 use super::host::{
-    DENSE_TILE, ExpConsts, MlpGeometry, column_tiles, expm1_f32, expm1_simd, gather_columns,
-    mlp_tile_backward, mlp_tile_forward,
+    DENSE_TILE, ExpConsts, MlpGeometry, ORDERED, column_tiles, expm1_f32, expm1_simd,
+    gather_columns, mlp_tile_backward, mlp_tile_forward,
 };
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
@@ -353,6 +353,7 @@ pub fn chain_backward(
     let grad_params = column_tiles(&mut grad_input, 2 * h, n, DENSE_TILE)
         .into_par_iter()
         .enumerate()
+        .with_max_len(ORDERED)
         .fold(
             || ChainScratch::new(g, true),
             |mut s, (tile, mut segs)| {

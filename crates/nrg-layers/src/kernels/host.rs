@@ -33,6 +33,12 @@ use rayon::prelude::*;
 const CONV_CHUNK: usize = 16;
 /// Batch columns per tile of the dense layer (a tile's copies stay in the L1/L2 cache).
 pub(crate) const DENSE_TILE: usize = 256;
+/// `with_max_len(ORDERED)` on a parallel loop that sums partial gradients: rayon then
+/// splits it down to single tasks at fixed midpoints, so every partial sum covers the
+/// same tasks and is added in the same order whichever thread ran it — the result is the
+/// same to the last bit from run to run (a plain `fold`/`reduce` groups tasks by how the
+/// work happened to be stolen).
+pub(crate) const ORDERED: usize = 1;
 
 /// Geometry of a periodic convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -911,6 +917,7 @@ pub fn conv_backward(
         .zip(input.par_chunks(CONV_CHUNK * g.cin * hw))
         .zip(output.par_chunks(CONV_CHUNK * g.cout * hw))
         .zip(grad_output.par_chunks(CONV_CHUNK * g.cout * hw))
+        .with_max_len(ORDERED)
         .map(|(((gi, x), y), gy)| {
             arch.dispatch(|| {
                 let mut gpre = vec![0.0f32; g.cout * hw];
@@ -1162,6 +1169,7 @@ pub fn dense_backward(
     let (grad_weight, grad_bias) = column_tiles(&mut grad_input, groups * fi, n, DENSE_TILE)
         .into_par_iter()
         .enumerate()
+        .with_max_len(ORDERED)
         .fold(scratch, |mut s, (k, mut segs)| {
             let (c0, cols) = (k * DENSE_TILE, segs[0].len());
             arch.dispatch(|| {
@@ -1378,6 +1386,7 @@ pub fn mlp_backward(
     let grad_params = column_tiles(&mut grad_input, groups * fi, n, DENSE_TILE)
         .into_par_iter()
         .enumerate()
+        .with_max_len(ORDERED)
         .fold(scratch, |mut s, (k, mut segs)| {
             let (c0, cols) = (k * DENSE_TILE, segs[0].len());
             arch.dispatch(|| {
