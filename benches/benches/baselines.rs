@@ -4,6 +4,10 @@
 //! elements = spin updates per second). `wolff_cluster/L`: one cluster flip at β_c.
 //! `hmc_trajectory/L`: one 10-step leapfrog trajectory of φ⁴ at the tutorial point.
 
+/// The allocator of the `nrg` program (mimalloc), so that the benches time what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nrg_benches::{ising, phi4_tutorial};
 use nrg_core::action::HostAction;

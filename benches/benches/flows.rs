@@ -8,6 +8,10 @@
 //! - `train_step/{phi4_tutorial,ising_l16}`: one whole reverse-KL step (sample, action,
 //!   backward, Adam) — the number to compare with the PyTorch peers.
 
+/// The allocator of the `nrg` program (mimalloc), so that the benches time what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use nrg_core::{Bijector, Lattice};

@@ -47,6 +47,12 @@ enum Command {
     Info,
 }
 
+/// mimalloc instead of glibc's allocator: the tensor operations allocate and free
+/// buffers of 0.1–1 MB at a high rate, which glibc serves by `mmap`/`munmap` with a page
+/// fault per touched page (a flow's inference ran up to 2× slower; docs/decisions.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The whole command on a worker of the CPU thread pool: each parallel kernel then

@@ -636,8 +636,8 @@ impl DirectConv<'_> {
         let rows: [&[f32]; M] =
             core::array::from_fn(|r| &self.weight[(o0 + r) * taps..(o0 + r + 1) * taps]);
         for (t, &base) in self.off.iter().enumerate() {
-            // Plain loops, not `array::from_fn`, for SIMD values: a closure is not always
-            // inlined into the SIMD context, and then every load becomes a call.
+            // Plain loops for SIMD values, as everywhere in these kernels: the body of a
+            // closure may be compiled outside the SIMD context.
             let mut b = [zero; V];
             for (b_q, win) in b.iter_mut().zip(&wins) {
                 *b_q = load(&win[base..base + lanes]);
@@ -1727,6 +1727,27 @@ mod tests {
     /// Forward equals the definition (1e-5: f32 sums of ≤ 100 terms of size ≤ 1), and every
     /// gradient component equals a central finite difference of the f64 loss `Σ c ⊙ y`
     /// (1e-4 relative: the analytic gradients are f32 sums of ≤ 100 terms).
+    /// The register tiles cover a `rows × len` block exactly once, in groups of at most 4
+    /// rows, whole tiles `width[m − 1]` wide and partial ones 1 wide.
+    #[test]
+    fn tiles_cover_the_block_once() {
+        for (rows, len) in [(8, 72), (5, 18), (2, 8), (1, 9), (3, 1), (0, 4), (4, 0)] {
+            let width = [10, 5, 3, 2];
+            let mut hits = vec![0u32; rows * len];
+            for (r0, m, j, whole) in Tiles::new(rows, len, width) {
+                assert!((1..=4).contains(&m) && r0 + m <= rows);
+                let w = if whole { width[m - 1] } else { 1 };
+                assert!(j + w <= len);
+                for r in r0..r0 + m {
+                    for c in j..j + w {
+                        hits[r * len + c] += 1;
+                    }
+                }
+            }
+            assert!(hits.iter().all(|&h| h == 1), "{rows} × {len}: {hits:?}");
+        }
+    }
+
     #[test]
     fn conv_matches_definition_and_finite_differences() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
