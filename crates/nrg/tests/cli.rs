@@ -192,6 +192,13 @@ every = 5
 checkpoint_every = 10
 "#;
 
+/// `nrg sample --run RUN --method METHOD` followed by `extra`.
+fn sample_args<'a>(run: &'a str, method: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["sample", "--run", run, "--method", method];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn run_nrg_ok(args: &[&str]) -> String {
     let out = nrg(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -263,23 +270,21 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
     // Sampling the trained run: every method writes a summary with the exact comparison.
     for method in ["nis", "nmcmc", "bulk-hmc", "bulk-local", "hmc"] {
         let out_dir = dir.path().join(format!("sample-{method}"));
-        let args = [
-            "sample",
-            "--run",
+        run_nrg_ok(&sample_args(
             run_s,
-            "--method",
             method,
-            "--samples",
-            "300",
-            "--leapfrog",
-            "3",
-            "--batch",
-            "256",
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--quiet",
-        ];
-        run_nrg_ok(&args);
+            &[
+                "--samples",
+                "300",
+                "--leapfrog",
+                "3",
+                "--batch",
+                "256",
+                "--out",
+                out_dir.to_str().unwrap(),
+                "--quiet",
+            ],
+        ));
         let v = read_json(&out_dir.join("summary.json"));
         let phi2 = &v["exact"]["phi2"];
         let sigma = phi2["deviation_sigma"].as_f64().unwrap();
@@ -298,32 +303,23 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
         }
     }
     let out_dir = dir.path().join("saved");
-    run_nrg_ok(&[
-        "sample",
-        "--run",
+    run_nrg_ok(&sample_args(
         run_s,
-        "--method",
         "nis",
-        "--samples",
-        "100",
-        "--save-samples",
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--quiet",
-    ]);
+        &[
+            "--samples",
+            "100",
+            "--save-samples",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--quiet",
+        ],
+    ));
     let (values, shape) =
         nrg_flow::data::read_configurations(&out_dir.join("samples.npy")).unwrap();
     assert_eq!((values.len(), shape), (1600, [100, 1, 4, 4]));
     assert_usage_error(
-        &[
-            "sample",
-            "--run",
-            run_s,
-            "--method",
-            "bulk-local",
-            "--level",
-            "7",
-        ],
+        &sample_args(run_s, "bulk-local", &["--level", "7"]),
         "--level 7 does not exist",
     );
     assert_usage_error(
@@ -335,38 +331,26 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
     // refused with a message.
     for method in ["nis", "nmcmc"] {
         let out_dir = dir.path().join(format!("sym-{method}"));
-        run_nrg_ok(&[
-            "sample",
-            "--run",
+        run_nrg_ok(&sample_args(
             run_s,
-            "--method",
             method,
-            "--samples",
-            "200",
-            "--symmetry",
-            "d4,shift=2",
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--quiet",
-        ]);
+            &[
+                "--samples",
+                "200",
+                "--symmetry",
+                "d4,shift=2",
+                "--out",
+                out_dir.to_str().unwrap(),
+                "--quiet",
+            ],
+        ));
         let v = read_json(&out_dir.join("summary.json"));
         assert_eq!(v["symmetry"], "d4,shift=2", "{method}: {v}");
         let sigma = v["exact"]["phi2"]["deviation_sigma"].as_f64().unwrap();
         assert!(sigma.is_finite(), "{method}: {v}");
     }
     for (spec, message) in [("shift=3", "must divide L"), ("c6", "unknown element")] {
-        assert_usage_error(
-            &[
-                "sample",
-                "--run",
-                run_s,
-                "--method",
-                "nis",
-                "--symmetry",
-                spec,
-            ],
-            message,
-        );
+        assert_usage_error(&sample_args(run_s, "nis", &["--symmetry", spec]), message);
     }
 
     // Bad inputs: missing file, unknown key, corrupt checkpoint.

@@ -599,17 +599,19 @@ impl WithSimd for DirectConv<'_> {
         let taps = this.off.len();
         assert!(this.weight.len() >= this.cout * taps && this.out.len() >= this.cout * this.hw);
         assert!(this.at.len() * lanes::<S>() == this.hw);
+        // What a vector reads from the wrapped planes: `max(off) + lanes` floats.
+        let window = this.off.iter().max().map_or(0, |&m| m + lanes::<S>());
         // M·V = 8 sums, V inputs and one weight in registers.
         for (o0, m, j, full) in Tiles::new(this.cout, this.at.len(), [8, 4, 2, 2]) {
             match (m, full) {
-                (4, true) => this.tile::<S, 4, 2>(simd, o0, j),
-                (3, true) => this.tile::<S, 3, 2>(simd, o0, j),
-                (2, true) => this.tile::<S, 2, 4>(simd, o0, j),
-                (1, true) => this.tile::<S, 1, 8>(simd, o0, j),
-                (4, false) => this.tile::<S, 4, 1>(simd, o0, j),
-                (3, false) => this.tile::<S, 3, 1>(simd, o0, j),
-                (2, false) => this.tile::<S, 2, 1>(simd, o0, j),
-                _ => this.tile::<S, 1, 1>(simd, o0, j),
+                (4, true) => this.tile::<S, 4, 2>(simd, o0, j, window),
+                (3, true) => this.tile::<S, 3, 2>(simd, o0, j, window),
+                (2, true) => this.tile::<S, 2, 4>(simd, o0, j, window),
+                (1, true) => this.tile::<S, 1, 8>(simd, o0, j, window),
+                (4, false) => this.tile::<S, 4, 1>(simd, o0, j, window),
+                (3, false) => this.tile::<S, 3, 1>(simd, o0, j, window),
+                (2, false) => this.tile::<S, 2, 1>(simd, o0, j, window),
+                _ => this.tile::<S, 1, 1>(simd, o0, j, window),
             }
         }
     }
@@ -624,10 +626,15 @@ impl DirectConv<'_> {
     /// (without this the loop was a dozen compare-and-branch pairs and register spills
     /// around eight FMAs).
     #[inline(always)]
-    fn tile<S: Simd, const M: usize, const V: usize>(&mut self, simd: S, o0: usize, j0: usize) {
+    fn tile<S: Simd, const M: usize, const V: usize>(
+        &mut self,
+        simd: S,
+        o0: usize,
+        j0: usize,
+        window: usize,
+    ) {
         let lanes = lanes::<S>();
         let taps = self.off.len();
-        let window = self.off.iter().max().map_or(0, |&m| m + lanes);
         let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(s)[0] };
         let zero = simd.splat_f32s(0.0);
         let mut sums = [[zero; V]; M];
