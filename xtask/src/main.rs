@@ -7,9 +7,12 @@
 //! - `cargo xtask demo [--out DIR]`: the small end-to-end demo on the CPU default (exact
 //!   Ising solution, Wolff and Metropolis chains checked against it, a free-field HMC run).
 //! - `cargo xtask bench [--features F] [-- criterion args]`: the criterion benchmarks.
+//! - `cargo xtask reproduce STUDY [--runs DIR]`: one of the studies in `docs/benchmarks.md`
+//!   end to end with the shipped configs and a release build (data, training, sampling);
+//!   the results land in `DIR/…/summary.json`.
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -31,6 +34,14 @@ enum Task {
         /// Where the demo writes its results.
         #[arg(long, default_value = "runs/demo")]
         out: PathBuf,
+    },
+    /// A study of docs/benchmarks.md end to end (release build; tens of minutes).
+    Reproduce {
+        /// Which study.
+        study: Study,
+        /// Where the runs go.
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
     },
     /// Criterion benchmarks (`benches/`).
     Bench {
@@ -64,6 +75,120 @@ fn nrg(args: &[&str]) -> Result<()> {
     let mut full = vec!["run", "--quiet", "-p", "nrg", "--"];
     full.extend_from_slice(args);
     cargo(&full)
+}
+
+/// The studies `cargo xtask reproduce` knows.
+#[derive(Clone, Copy, ValueEnum)]
+enum Study {
+    /// Ising L = 16 at β_c: exact Wolff data, a flow trained on both KL directions, NIS
+    /// `ln Z_Ising` against Kaufman from 10⁵ samples.
+    IsingL16Betac,
+    /// The φ⁴ tutorial point: flat flow, NIS and NMCMC.
+    Phi4Tutorial,
+    /// Complex φ⁴, L = 32: bulk HMC against boundary HMC.
+    ComplexPhi4L32,
+}
+
+fn nrg_release(args: &[&str]) -> Result<()> {
+    let mut full = vec!["run", "--release", "--quiet", "-p", "nrg", "--"];
+    full.extend_from_slice(args);
+    cargo(&full)
+}
+
+fn reproduce(study: Study, runs: PathBuf) -> Result<()> {
+    let runs = runs.to_str().context("runs path is not UTF-8")?.to_string();
+    let train = |config: &str| -> Result<()> {
+        nrg_release(&["train", "--config", config, "--runs", &runs, "--force"])
+    };
+    match study {
+        Study::IsingL16Betac => {
+            println!("== exact relaxed-Ising data: Wolff chain + Hubbard-Stratonovich fields");
+            nrg_release(&[
+                "mc",
+                "ising",
+                "--L",
+                "16",
+                "--beta",
+                "0.44068679350977147",
+                "--algo",
+                "wolff",
+                "--sweeps",
+                "100000",
+                "--seed",
+                "7",
+                "--relaxed",
+                "--out",
+                &format!("{runs}/wolff-l16-betac"),
+            ])?;
+            println!("== train the flow (reverse + forward KL)");
+            nrg_release(&[
+                "train",
+                "--config",
+                "configs/ising-l16-betac-nis.toml",
+                "--runs",
+                &runs,
+                "--data",
+                &format!("{runs}/wolff-l16-betac/relaxed.npy"),
+                "--force",
+            ])?;
+            println!("== NIS, 10^5 samples: ln Z_Ising against Kaufman");
+            nrg_release(&[
+                "sample",
+                "--run",
+                &format!("{runs}/ising-l16-betac-nis"),
+                "--method",
+                "nis",
+                "--samples",
+                "100000",
+            ])
+        }
+        Study::Phi4Tutorial => {
+            train("configs/phi4-tutorial.toml")?;
+            let run = format!("{runs}/phi4-tutorial");
+            nrg_release(&[
+                "sample",
+                "--run",
+                &run,
+                "--method",
+                "nis",
+                "--samples",
+                "65536",
+            ])?;
+            nrg_release(&[
+                "sample",
+                "--run",
+                &run,
+                "--method",
+                "nmcmc",
+                "--samples",
+                "100000",
+            ])
+        }
+        Study::ComplexPhi4L32 => {
+            train("configs/complex-phi4-l32.toml")?;
+            let run = format!("{runs}/complex-phi4-l32");
+            nrg_release(&[
+                "sample",
+                "--run",
+                &run,
+                "--method",
+                "bulk-hmc",
+                "--chains",
+                "16",
+                "--samples",
+                "200",
+            ])?;
+            nrg_release(&[
+                "sample",
+                "--run",
+                &run,
+                "--method",
+                "hmc",
+                "--samples",
+                "20000",
+            ])
+        }
+    }
 }
 
 fn demo(out: PathBuf) -> Result<()> {
@@ -195,6 +320,7 @@ fn main() -> Result<()> {
         }
         Task::Test => test(),
         Task::Demo { out } => demo(out),
+        Task::Reproduce { study, runs } => reproduce(study, runs),
         Task::Bench { features, args } => {
             let mut full = vec!["bench", "-p", "nrg-benches"];
             if let Some(f) = features.as_deref() {

@@ -9,7 +9,7 @@
 //! subnet = "mlp"          # "mlp", "residual-mlp" or "ode" (block bijectors)
 //! couplings = 10          # couplings per block bijector (flat: couplings in the stack)
 //! hidden = [10, 10]       # hidden widths of each subnet
-//! prior = "gaussian"      # or "laplace"
+//! prior = "gaussian"      # or "laplace", or "bimodal" (½N(μ,1) + ½N(−μ,1), μ learned per level)
 //! learn_prior_scale = false
 //! z2 = true               # Z₂ symmetrisation
 //! circulant = false       # learnable momentum-space linear layer at the boundary
@@ -58,6 +58,9 @@ pub enum PriorShape {
     Gaussian,
     /// Laplace with scale `σ`.
     Laplace,
+    /// The symmetric mixture `½N(μ, σ²) + ½N(−μ, σ²)` with a learnable `μ` per level
+    /// (starting at 1).
+    Bimodal,
 }
 
 /// The description of a flow.
@@ -184,12 +187,17 @@ impl FlowSpec {
                 (FlowBijector::Hierarchical(flow), levels)
             }
         };
-        let prior = LatentPrior::new(
+        let mut prior = LatentPrior::new(
             &site_levels,
             self.prior == PriorShape::Laplace,
             self.learn_prior_scale,
             device,
         );
+        if self.prior == PriorShape::Bimodal {
+            prior = prior
+                .with_bimodal(1.0)
+                .ok_or_else(|| NrgError::param("prior", "bimodal needs the Gaussian shape"))?;
+        }
         let model = FlowModel::new(bijector, prior, self.z2, [channels, size, size]);
         Ok(if self.circulant {
             model.with_circulant(device)

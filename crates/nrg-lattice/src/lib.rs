@@ -15,5 +15,5 @@ pub mod actions;
 pub mod exact;
 pub mod spec;
 
-pub use actions::{IsingRelaxed, IsingSpins, PhiFour, PhiFourForm};
+pub use actions::{FieldGivenSpins, IsingRelaxed, IsingSpins, PhiFour, PhiFourForm};
 pub use spec::{ActionSpec, ModelKind};

@@ -152,6 +152,17 @@ pub fn run(
     config: &RunConfig,
     progress: &mut dyn FnMut(usize),
 ) -> Result<RunOutput> {
+    run_observed(sim, config, progress, &mut |_| Ok(()))
+}
+
+/// [`run`], handing every measured configuration ([`Simulation::configuration`]) to
+/// `observe` as well (e.g. to write it out); an error from `observe` stops the run.
+pub fn run_observed(
+    sim: &mut dyn Simulation,
+    config: &RunConfig,
+    progress: &mut dyn FnMut(usize),
+    observe: &mut dyn FnMut(&[f64]) -> Result<()>,
+) -> Result<RunOutput> {
     if config.sweeps == 0 || config.measure_every == 0 {
         return Err(NrgError::param("sweeps", "must be ≥ 1"));
     }
@@ -176,6 +187,7 @@ pub fn run(
                 )));
             }
             series.push(&row)?;
+            observe(&sim.configuration())?;
         }
         progress(done);
     }

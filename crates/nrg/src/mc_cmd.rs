@@ -7,11 +7,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use nrg_core::Lattice;
-use nrg_lattice::{IsingSpins, PhiFour};
+use nrg_flow::data::write_npy_f32;
+use nrg_lattice::{FieldGivenSpins, IsingRelaxed, IsingSpins, PhiFour};
 use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff, PhiFourMetropolis};
-use nrg_samplers::run::{
-    IsingSimulation, PhiFourSimulation, RunConfig, Simulation, run as run_chain,
-};
+use nrg_samplers::run::{IsingSimulation, PhiFourSimulation, RunConfig, Simulation, run_observed};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use rand_distr::StandardNormal;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -38,6 +39,11 @@ enum McModel {
         /// Start from all spins up instead of random spins.
         #[arg(long)]
         cold: bool,
+        /// Also write `relaxed.npy` (`[N, 1, L, L]`, f32): for every measured spin
+        /// configuration `s`, one exact draw of the continuous relaxation's field,
+        /// `x = M s + M^{1/2} ξ` (NeuralRG's shift; training data for forward KL).
+        #[arg(long)]
+        relaxed: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -199,15 +205,22 @@ fn validate(run: &RunArgs) -> Result<()> {
 
 /// Runs `nrg mc`.
 pub fn run(args: McArgs) -> Result<()> {
+    let mut relaxed: Option<FieldGivenSpins> = None;
     let (mut sim, model, run): (Box<dyn Simulation>, Value, RunArgs) = match args.model {
         McModel::Ising {
             l,
             beta,
             dim,
             cold,
+            relaxed: want_relaxed,
             run,
         } => {
             validate(&run)?;
+            if want_relaxed {
+                let device = burn::tensor::Device::flex();
+                let action = IsingRelaxed::new(Lattice::new(dim, l)?, beta, &device)?;
+                relaxed = Some(action.field_given_spins());
+            }
             let model = IsingSpins::new(Lattice::new(dim, l)?, beta)?;
             let desc = json!({"model": "ising", "dim": dim, "L": l, "beta": beta});
             let sim = match run.algo {
@@ -258,11 +271,28 @@ pub fn run(args: McArgs) -> Result<()> {
     bar.set_message(format!("mc {}", sim.algorithm()));
     let stride = (total / 1000).max(1);
     let start = std::time::Instant::now();
-    let output = run_chain(sim.as_mut(), &config, &mut |done| {
-        if (done as u64).is_multiple_of(stride) {
-            bar.set_position(done as u64);
-        }
-    })?;
+    let mut fields: Vec<f32> = Vec::new();
+    let mut rng = StdRng::seed_from_u64(run.seed.wrapping_add(0x5eed));
+    let (mut noise, mut x) = (Vec::new(), Vec::new());
+    let output = run_observed(
+        sim.as_mut(),
+        &config,
+        &mut |done| {
+            if (done as u64).is_multiple_of(stride) {
+                bar.set_position(done as u64);
+            }
+        },
+        &mut |spins| {
+            if let Some(f) = &relaxed {
+                noise.clear();
+                noise.extend((0..spins.len()).map(|_| rng.sample::<f64, _>(StandardNormal)));
+                x.resize(spins.len(), 0.0);
+                f.sample(spins, &noise, &mut x);
+                fields.extend(x.iter().map(|&v| v as f32));
+            }
+            Ok(())
+        },
+    )?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
 
@@ -275,6 +305,16 @@ pub fn run(args: McArgs) -> Result<()> {
     let summary_path = run.out.join("summary.json");
     write_json(&summary_path, &summary)?;
     write_series_csv(&run.out.join("series.csv"), &output.series)?;
+    if let Some(f) = &relaxed {
+        let lattice = sim.lattice();
+        let shape = vec![fields.len() / f.volume(), 1, lattice.rows(), lattice.cols()];
+        write_npy_f32(&run.out.join("relaxed.npy"), &fields, &shape)?;
+        println!(
+            "wrote {} ({} relaxed fields)",
+            run.out.join("relaxed.npy").display(),
+            shape[0]
+        );
+    }
 
     let s = &output.summary;
     println!(

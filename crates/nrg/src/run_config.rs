@@ -86,6 +86,13 @@ impl RunConfig {
             let base = path.parent().unwrap_or(Path::new("."));
             config.data = Some(base.join(d));
         }
+        // An absolute path survives the copy of the configuration into the run directory.
+        if let Some(d) = &config.data {
+            config.data = Some(
+                std::path::absolute(d)
+                    .with_context(|| format!("invalid data path {}", d.display()))?,
+            );
+        }
         if config.name.is_none() {
             config.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }

@@ -166,9 +166,15 @@ fn prepare(args: &TrainArgs) -> Result<(RunConfig, PathBuf, bool)> {
         config.train.seed = v;
     }
     if let Some(v) = &args.data {
-        config.data = Some(v.clone());
+        config.data = Some(
+            std::path::absolute(v).with_context(|| format!("invalid data path {}", v.display()))?,
+        );
     }
     config.check()?;
+    // Before the run directory exists, so a mistyped path leaves nothing behind.
+    if let Some(data) = &config.data {
+        require_data_file(data)?;
+    }
     let name = config.name.clone().unwrap_or_else(|| "run".into());
     let dir = args.runs.join(&name);
     if dir.join("config.toml").exists() {
@@ -184,6 +190,19 @@ fn prepare(args: &TrainArgs) -> Result<(RunConfig, PathBuf, bool)> {
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     write_atomic(&dir.join("config.toml"), config.to_toml()?.as_bytes())?;
     Ok((config, dir, false))
+}
+
+/// A clear error, with the way to make one, when the forward-KL data file is missing.
+fn require_data_file(path: &Path) -> Result<()> {
+    if !path.is_file() {
+        bail!(
+            "the data file {} does not exist; exact relaxed-Ising configurations are made \
+             with `nrg mc ising --L L --beta B --algo wolff --relaxed --out DIR` \
+             (DIR/relaxed.npy)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The newest complete checkpoint in a run directory.
@@ -325,7 +344,10 @@ pub fn train(
     }
     let model = config.flow.build(channels, l, device)?;
     let data = match &config.data {
-        Some(path) => Some(load_configurations(path, device)?),
+        Some(path) => {
+            require_data_file(path)?;
+            Some(load_configurations(path, device)?)
+        }
         None => None,
     };
     let settings = config.train.clone();

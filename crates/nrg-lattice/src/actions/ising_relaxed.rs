@@ -33,6 +33,69 @@ pub struct IsingRelaxed {
     /// `M⁻¹` row-major in f64, for the host path.
     minv_host: Vec<f64>,
     minv: Tensor<2>,
+    /// The eigenvalues `m_p` of `M`, in the lattice's momentum order.
+    eig_m: Vec<f64>,
+}
+
+/// The dense `[V, V]` circulant matrix `f(M)`: `f(M)_{xy} = V⁻¹ Σ_p cos(p·(x−y)) f(m_p)`.
+fn circulant(lattice: &Lattice, eig: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
+    let v = lattice.volume();
+    let kernel: Vec<f64> = (0..v)
+        .map(|dx| {
+            let (di, dj) = lattice.coords(dx);
+            (0..v)
+                .map(|k| {
+                    let (k1, k2) = lattice.coords(k);
+                    let phase = std::f64::consts::TAU
+                        * (k1 as f64 * di as f64 / lattice.rows() as f64
+                            + k2 as f64 * dj as f64 / lattice.cols() as f64);
+                    phase.cos() * f(eig[k])
+                })
+                .sum::<f64>()
+                / v as f64
+        })
+        .collect();
+    let mut dense = vec![0.0; v * v];
+    for x in 0..v {
+        let (xi, xj) = lattice.coords(x);
+        for y in 0..v {
+            let (yi, yj) = lattice.coords(y);
+            let d = lattice.index(yi as isize - xi as isize, yj as isize - xj as isize);
+            dense[x * v + y] = kernel[d];
+        }
+    }
+    dense
+}
+
+/// `x = M s + M^{1/2} ξ`: given spins `s` and standard normal `ξ`, a draw from the relaxed
+/// field's exact conditional `N(M s, M)`. With `s` an exact (or equilibrium Monte Carlo)
+/// Ising sample, `x` is one of the relaxed model: summing `e^{−½(x−Ms)ᵀM⁻¹(x−Ms)}·e^{½sᵀMs}`
+/// over `s` gives `e^{−½xᵀM⁻¹x} Π 2cosh x_i`, and over `x` the Boltzmann weight of `s`.
+/// Training data for forward KL, with no flow involved. Dense `[V, V]` matrices in `f64`.
+#[derive(Clone, Debug)]
+pub struct FieldGivenSpins {
+    volume: usize,
+    m: Vec<f64>,
+    sqrt_m: Vec<f64>,
+}
+
+impl FieldGivenSpins {
+    /// Sites `V`.
+    pub fn volume(&self) -> usize {
+        self.volume
+    }
+
+    /// Writes `x = M s + M^{1/2} ξ` into `x` (all three of length `V`).
+    pub fn sample(&self, spins: &[f64], noise: &[f64], x: &mut [f64]) {
+        let v = self.volume;
+        assert!(spins.len() == v && noise.len() == v && x.len() == v);
+        for (i, xi) in x.iter_mut().enumerate() {
+            let m = &self.m[i * v..(i + 1) * v];
+            let r = &self.sqrt_m[i * v..(i + 1) * v];
+            *xi = m.iter().zip(spins).map(|(a, b)| a * b).sum::<f64>()
+                + r.iter().zip(noise).map(|(a, b)| a * b).sum::<f64>();
+        }
+    }
 }
 
 impl IsingRelaxed {
@@ -59,31 +122,9 @@ impl IsingRelaxed {
             ));
         }
         let ln_det_m = eig.iter().map(|e| e.ln()).sum();
+        let eig_m = eig.clone();
         // (M⁻¹)_{xy} = V⁻¹ Σ_p cos(p·(x−y)) / m_p, a function of x − y only.
-        let kernel: Vec<f64> = (0..v)
-            .map(|dx| {
-                let (di, dj) = lattice.coords(dx);
-                (0..v)
-                    .map(|k| {
-                        let (k1, k2) = lattice.coords(k);
-                        let phase = std::f64::consts::TAU
-                            * (k1 as f64 * di as f64 / lattice.rows() as f64
-                                + k2 as f64 * dj as f64 / lattice.cols() as f64);
-                        phase.cos() / eig[k]
-                    })
-                    .sum::<f64>()
-                    / v as f64
-            })
-            .collect();
-        let mut minv_host = vec![0.0; v * v];
-        for x in 0..v {
-            let (xi, xj) = lattice.coords(x);
-            for y in 0..v {
-                let (yi, yj) = lattice.coords(y);
-                let d = lattice.index(yi as isize - xi as isize, yj as isize - xj as isize);
-                minv_host[x * v + y] = kernel[d];
-            }
-        }
+        let minv_host = circulant(&lattice, &eig, |m| 1.0 / m);
         let minv = tensor_from_f64(&minv_host, [v, v], device);
         Ok(Self {
             lattice,
@@ -92,7 +133,18 @@ impl IsingRelaxed {
             ln_det_m,
             minv_host,
             minv,
+            eig_m,
         })
+    }
+
+    /// The exact conditional `x | s ∼ N(M s, M)` of the relaxation (module docs), for
+    /// drawing exact samples of `x` from exact samples of the spins.
+    pub fn field_given_spins(&self) -> FieldGivenSpins {
+        FieldGivenSpins {
+            volume: self.lattice.volume(),
+            m: circulant(&self.lattice, &self.eig_m, |m| m),
+            sqrt_m: circulant(&self.lattice, &self.eig_m, f64::sqrt),
+        }
     }
 
     /// Inverse temperature `K = β`.

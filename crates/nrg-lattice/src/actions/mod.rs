@@ -10,7 +10,7 @@ mod ising_relaxed;
 mod ising_spins;
 mod phi4;
 
-pub use ising_relaxed::IsingRelaxed;
+pub use ising_relaxed::{FieldGivenSpins, IsingRelaxed};
 pub use ising_spins::IsingSpins;
 pub use phi4::{PhiFour, PhiFourForm};
 
