@@ -364,3 +364,66 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
     std::fs::write(run.join("checkpoint/model.bpk"), b"not a model").unwrap();
     assert_usage_error(&["train", "--resume", run_s, "--steps", "90"], "checkpoint");
 }
+
+#[test]
+fn relaxed_ising_data_feeds_forward_kl_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let mc = dir.path().join("wolff");
+    run_nrg_ok(&[
+        "mc",
+        "ising",
+        "--L",
+        "4",
+        "--beta",
+        "0.44",
+        "--algo",
+        "wolff",
+        "--sweeps",
+        "400",
+        "--relaxed",
+        "--out",
+        mc.to_str().unwrap(),
+    ]);
+    let data = mc.join("relaxed.npy");
+    let (values, shape) = nrg_flow::data::read_configurations(&data).unwrap();
+    assert_eq!(shape, [400, 1, 4, 4]);
+    assert!(values.iter().all(|v| v.is_finite()));
+    // Spins are ±1 and the field is x = M s + M^{1/2} ξ with M_ii = α = 0.1 + 4K: the
+    // per-site mean square is far from zero (≥ α² ≈ 3.3 on average over spins).
+    let ms = values.iter().map(|v| (v * v) as f64).sum::<f64>() / values.len() as f64;
+    assert!(ms > 2.0, "mean square {ms}");
+
+    let config = dir.path().join("ising.toml");
+    let toml = "name = \"fkl\"\ndata = \"wolff/relaxed.npy\"\n\
+        [action]\nmodel = \"ising\"\nL = 4\nbeta = 0.44\n\
+        [flow]\nkind = \"hierarchical\"\ncouplings = 2\nhidden = [4]\nprior = \"bimodal\"\nz2 = true\n\
+        [train]\nsteps = 6\nbatch = 32\ndata_batch = 32\nforward_weight = 0.5\n\
+        [log]\nevery = 2\ncheckpoint_every = 3\n";
+    std::fs::write(&config, toml).unwrap();
+    let (c, runs) = (config.to_str().unwrap(), dir.path().join("runs"));
+    let r = runs.to_str().unwrap();
+    run_nrg_ok(&["train", "--config", c, "--runs", r, "--quiet"]);
+    let metrics = std::fs::read_to_string(runs.join("fkl/metrics.csv")).unwrap();
+    let header: Vec<&str> = metrics.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "forward_kl").unwrap();
+    let last: Vec<&str> = metrics.lines().last().unwrap().split(',').collect();
+    let fkl: f64 = last[col].parse().unwrap();
+    assert!(fkl.is_finite(), "forward KL {fkl}");
+    // The data path is stored absolute, so resuming from another directory finds it.
+    let stored = std::fs::read_to_string(runs.join("fkl/config.toml")).unwrap();
+    assert!(stored.contains(data.to_str().unwrap()), "{stored}");
+    run_nrg_ok(&[
+        "train",
+        "--resume",
+        runs.join("fkl").to_str().unwrap(),
+        "--steps",
+        "8",
+        "--quiet",
+    ]);
+
+    // A missing data file: a one-line error that says how to make one, and no run left.
+    std::fs::write(&config, toml.replace("wolff/relaxed", "nowhere/relaxed")).unwrap();
+    let args = ["train", "--config", c, "--runs", r, "--name", "missing"];
+    assert_usage_error(&args, "nrg mc ising");
+    assert!(!runs.join("missing").exists());
+}
