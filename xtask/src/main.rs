@@ -71,10 +71,39 @@ fn test() -> Result<()> {
     cargo(&["test", "--workspace", "--no-fail-fast"])
 }
 
-fn nrg(args: &[&str]) -> Result<()> {
-    let mut full = vec!["run", "--quiet", "-p", "nrg", "--"];
+/// `nrg ARGS` through `cargo run`, in the dev profile (the demo) or the release one (the
+/// studies).
+fn nrg_in(release: bool, args: &[&str]) -> Result<()> {
+    let mut full = vec!["run", "--quiet", "-p", "nrg"];
+    if release {
+        full.push("--release");
+    }
+    full.push("--");
     full.extend_from_slice(args);
     cargo(&full)
+}
+
+fn nrg(args: &[&str]) -> Result<()> {
+    nrg_in(false, args)
+}
+
+fn nrg_release(args: &[&str]) -> Result<()> {
+    nrg_in(true, args)
+}
+
+/// `nrg sample --run RUN --method METHOD --samples N EXTRA…`.
+fn sample(release: bool, run: &str, method: &str, samples: &str, extra: &[&str]) -> Result<()> {
+    let mut args = vec![
+        "sample",
+        "--run",
+        run,
+        "--method",
+        method,
+        "--samples",
+        samples,
+    ];
+    args.extend_from_slice(extra);
+    nrg_in(release, &args)
 }
 
 /// The studies `cargo xtask reproduce` knows.
@@ -89,16 +118,12 @@ enum Study {
     ComplexPhi4L32,
 }
 
-fn nrg_release(args: &[&str]) -> Result<()> {
-    let mut full = vec!["run", "--release", "--quiet", "-p", "nrg", "--"];
-    full.extend_from_slice(args);
-    cargo(&full)
-}
-
 fn reproduce(study: Study, runs: PathBuf) -> Result<()> {
     let runs = runs.to_str().context("runs path is not UTF-8")?.to_string();
-    let train = |config: &str| -> Result<()> {
-        nrg_release(&["train", "--config", config, "--runs", &runs, "--force"])
+    let train = |config: &str, extra: &[&str]| -> Result<()> {
+        let mut args = vec!["train", "--config", config, "--runs", &runs, "--force"];
+        args.extend_from_slice(extra);
+        nrg_release(&args)
     };
     match study {
         Study::IsingL16Betac => {
@@ -121,72 +146,28 @@ fn reproduce(study: Study, runs: PathBuf) -> Result<()> {
                 &format!("{runs}/wolff-l16-betac"),
             ])?;
             println!("== train the flow (reverse + forward KL)");
-            nrg_release(&[
-                "train",
-                "--config",
-                "configs/ising-l16-betac-nis.toml",
-                "--runs",
-                &runs,
-                "--data",
-                &format!("{runs}/wolff-l16-betac/relaxed.npy"),
-                "--force",
-            ])?;
+            let data = format!("{runs}/wolff-l16-betac/relaxed.npy");
+            train("configs/ising-l16-betac-nis.toml", &["--data", &data])?;
             println!("== NIS, 10^5 samples: ln Z_Ising against Kaufman");
-            nrg_release(&[
-                "sample",
-                "--run",
+            sample(
+                true,
                 &format!("{runs}/ising-l16-betac-nis"),
-                "--method",
                 "nis",
-                "--samples",
                 "100000",
-            ])
+                &[],
+            )
         }
         Study::Phi4Tutorial => {
-            train("configs/phi4-tutorial.toml")?;
+            train("configs/phi4-tutorial.toml", &[])?;
             let run = format!("{runs}/phi4-tutorial");
-            nrg_release(&[
-                "sample",
-                "--run",
-                &run,
-                "--method",
-                "nis",
-                "--samples",
-                "65536",
-            ])?;
-            nrg_release(&[
-                "sample",
-                "--run",
-                &run,
-                "--method",
-                "nmcmc",
-                "--samples",
-                "100000",
-            ])
+            sample(true, &run, "nis", "65536", &[])?;
+            sample(true, &run, "nmcmc", "100000", &[])
         }
         Study::ComplexPhi4L32 => {
-            train("configs/complex-phi4-l32.toml")?;
+            train("configs/complex-phi4-l32.toml", &[])?;
             let run = format!("{runs}/complex-phi4-l32");
-            nrg_release(&[
-                "sample",
-                "--run",
-                &run,
-                "--method",
-                "bulk-hmc",
-                "--chains",
-                "16",
-                "--samples",
-                "200",
-            ])?;
-            nrg_release(&[
-                "sample",
-                "--run",
-                &run,
-                "--method",
-                "hmc",
-                "--samples",
-                "20000",
-            ])
+            sample(true, &run, "bulk-hmc", "200", &["--chains", "16"])?;
+            sample(true, &run, "hmc", "20000", &[])
         }
     }
 }
@@ -278,27 +259,9 @@ fn demo(out: PathBuf) -> Result<()> {
     ])?;
     let run = format!("{out}/demo-ising-l4");
     println!("== neural importance sampling with it: ln Z against Kaufman");
-    nrg(&[
-        "sample",
-        "--run",
-        &run,
-        "--method",
-        "nis",
-        "--samples",
-        "65536",
-    ])?;
+    sample(false, &run, "nis", "65536", &[])?;
     println!("== neural MCMC with it: the Ising energy against Kaufman");
-    nrg(&[
-        "sample",
-        "--run",
-        &run,
-        "--method",
-        "nmcmc",
-        "--samples",
-        "20000",
-        "--batch",
-        "1024",
-    ])?;
+    sample(false, &run, "nmcmc", "20000", &["--batch", "1024"])?;
     println!("demo results are in {out}/");
     Ok(())
 }

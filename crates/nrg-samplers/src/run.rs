@@ -125,22 +125,21 @@ fn column_names(sim: &dyn Simulation) -> Vec<String> {
     names
 }
 
-fn measure(sim: &dyn Simulation, acceptance: f64) -> Vec<f64> {
+fn measure(sim: &dyn Simulation, field: &[f64], acceptance: f64) -> Vec<f64> {
     let lattice = sim.lattice();
     let n = sim.channels();
-    let field = sim.configuration();
-    let (_, e) = sim.energy_like(&field);
-    let m = magnetisation(&field, n);
+    let (_, e) = sim.energy_like(field);
+    let m = magnetisation(field, n);
     let m2: f64 = m.iter().map(|x| x * x).sum();
-    let mut row = vec![e, e * e, mean_square(&field, n)];
+    let mut row = vec![e, e * e, mean_square(field, n)];
     row.extend(&m);
     row.extend([
         m2,
         m2.sqrt(),
         m2 * m2,
-        lowest_momentum_power(&field, n, &lattice),
+        lowest_momentum_power(field, n, &lattice),
     ]);
-    row.extend(two_point_axes(&field, n, &lattice));
+    row.extend(two_point_axes(field, n, &lattice));
     row.push(acceptance);
     row
 }
@@ -178,7 +177,8 @@ pub fn run_observed(
         let acc = sim.update();
         done += 1;
         if (s + 1).is_multiple_of(config.measure_every) {
-            let row = measure(sim, acc);
+            let field = sim.configuration();
+            let row = measure(sim, &field, acc);
             if let Some(bad) = row.iter().position(|v| !v.is_finite()) {
                 return Err(NrgError::InvalidData(format!(
                     "observable `{}` became non-finite at update {done}: the chain diverged \
@@ -187,7 +187,7 @@ pub fn run_observed(
                 )));
             }
             series.push(&row)?;
-            observe(&sim.configuration())?;
+            observe(&field)?;
         }
         progress(done);
     }

@@ -80,24 +80,24 @@ impl RunConfig {
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let mut config: RunConfig =
             toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
-        if let Some(d) = &config.data
-            && d.is_relative()
-        {
-            let base = path.parent().unwrap_or(Path::new("."));
-            config.data = Some(base.join(d));
-        }
-        // An absolute path survives the copy of the configuration into the run directory.
         if let Some(d) = &config.data {
-            config.data = Some(
-                std::path::absolute(d)
-                    .with_context(|| format!("invalid data path {}", d.display()))?,
-            );
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.set_data(&base.join(d))?;
         }
         if config.name.is_none() {
             config.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
         config.check()?;
         Ok(config)
+    }
+
+    /// Sets the `data` path, made absolute (against the working directory) so that it
+    /// survives the copy of the configuration into the run directory.
+    pub fn set_data(&mut self, path: &Path) -> Result<()> {
+        let abs = std::path::absolute(path)
+            .with_context(|| format!("invalid data path {}", path.display()))?;
+        self.data = Some(abs);
+        Ok(())
     }
 
     /// Checks what can be checked without building tensors.

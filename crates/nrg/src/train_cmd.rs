@@ -166,9 +166,7 @@ fn prepare(args: &TrainArgs) -> Result<(RunConfig, PathBuf, bool)> {
         config.train.seed = v;
     }
     if let Some(v) = &args.data {
-        config.data = Some(
-            std::path::absolute(v).with_context(|| format!("invalid data path {}", v.display()))?,
-        );
+        config.set_data(v)?;
     }
     config.check()?;
     // Before the run directory exists, so a mistyped path leaves nothing behind.
