@@ -18,11 +18,12 @@
 //! two-phase step ([`Trainer::evaluate`], then [`Trainer::update`]) lets a caller checkpoint
 //! a model whose loss it has just seen finite, before the update.
 
+use crate::data::LatticeSymmetry;
 use crate::flow::FlowModel;
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor, s};
 use nrg_core::parallel::on_pool;
 use nrg_core::{Action, NrgError};
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,11 @@ pub struct TrainSettings {
     pub forward_weight: f64,
     /// Data configurations per step.
     pub data_batch: usize,
+    /// Transform each step's data batch by a uniformly random lattice symmetry (a
+    /// translation, and on a square lattice one of the 8 elements of D₄; on a chain a
+    /// reflection). The target is invariant, so the data stay exact samples of it; a flow
+    /// that breaks these symmetries (a block grid) then sees every translate of every datum.
+    pub augment: bool,
     /// Seed of the device's random numbers.
     pub seed: u64,
 }
@@ -79,6 +85,7 @@ impl Default for TrainSettings {
             anneal_start: 1.0,
             forward_weight: 0.0,
             data_batch: 256,
+            augment: false,
             seed: 0,
         }
     }
@@ -112,6 +119,12 @@ impl TrainSettings {
         }
         if !(0.0..=1.0).contains(&self.forward_weight) {
             return Err(NrgError::param("forward_weight", "must be in [0, 1]"));
+        }
+        if self.augment && !has_data {
+            return Err(NrgError::param(
+                "augment",
+                "augments training data, and there is none (`data = \"configs.npy\"`)",
+            ));
         }
         if self.forward_weight > 0.0 && !has_data {
             return Err(NrgError::param(
@@ -207,6 +220,40 @@ fn host(t: Tensor<1>) -> Vec<f64> {
         .unwrap_or_default()
 }
 
+/// Checks on a few data configurations that `action` is invariant under the lattice
+/// symmetries used by `augment` (each generator, and one composite element); augmenting data
+/// of an action that is not would train on configurations of a different distribution.
+fn check_invariance(action: &dyn Action, data: &Tensor<4>) -> Result<(), NrgError> {
+    let [n, _, rows, cols] = data.dims();
+    let x = data.clone().slice(s![0..n.min(8)]);
+    let before = host(action.action(x.clone()));
+    let elements = [
+        [0.99, 0.0, 0.9, 0.9, 0.9],
+        [0.0, 0.99, 0.9, 0.9, 0.9],
+        [0.0, 0.0, 0.1, 0.9, 0.9],
+        [0.0, 0.0, 0.9, 0.1, 0.9],
+        [0.0, 0.0, 0.9, 0.9, 0.1],
+        [0.3, 0.6, 0.1, 0.1, 0.1],
+    ];
+    for u in elements {
+        let g = LatticeSymmetry::from_uniforms(u, rows, cols);
+        let after = host(action.action(g.apply(x.clone())));
+        for (a, b) in before.iter().zip(&after) {
+            // f32 sums over the lattice: allow rounding of a few ulps of the total.
+            if (a - b).abs() > 1e-4 * (1.0 + a.abs()) {
+                return Err(NrgError::param(
+                    "augment",
+                    format!(
+                        "the action is not invariant under the lattice symmetry {g:?} \
+                         (S = {a} before, {b} after), so augmented data would not be samples of it"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A step evaluated but not yet applied.
 pub struct PendingStep {
     loss: Tensor<1>,
@@ -255,6 +302,9 @@ impl<'a> Trainer<'a> {
                     want[0], want[1], want[2]
                 )));
             }
+        }
+        if let (true, Some(d)) = (settings.augment, &data) {
+            check_invariance(action, d)?;
         }
         let mut adam = AdamConfig::new();
         if let Some(c) = settings.clip_grad_norm {
@@ -306,7 +356,15 @@ impl<'a> Trainer<'a> {
         let w = s.forward_weight;
         let exact = self.action.exact_ln_z();
 
-        let sample = self.model.sample(s.batch, &self.device);
+        // With forward KL alone the flow's own samples only measure the step (F_q, ESS):
+        // draw them without recording a graph.
+        let sample = if w == 1.0 {
+            self.model
+                .valid()
+                .sample(s.batch, &self.device.clone().inner())
+        } else {
+            self.model.sample(s.batch, &self.device)
+        };
         let action = self.action.action(sample.x);
         let per_sample = sample.log_q.clone() + action.clone();
         let log_w: Vec<f64> = host(per_sample.clone()).iter().map(|v| -v).collect();
@@ -331,7 +389,17 @@ impl<'a> Trainer<'a> {
                     Distribution::Uniform(0.0, n as f64),
                     &self.device,
                 );
-                let x = data.clone().select(0, idx);
+                let mut x = data.clone().select(0, idx);
+                if s.augment {
+                    let u = host(Tensor::<1>::random(
+                        [5],
+                        Distribution::Default,
+                        &self.device,
+                    ));
+                    let [_, _, rows, cols] = x.dims();
+                    let u = [u[0], u[1], u[2], u[3], u[4]];
+                    x = LatticeSymmetry::from_uniforms(u, rows, cols).apply(x);
+                }
                 let log_q = self.model.log_prob(x.clone());
                 let lq = host(log_q.clone());
                 let nll = -lq.iter().sum::<f64>() / lq.len() as f64;
