@@ -34,6 +34,7 @@ pub mod parallel;
 pub mod prior;
 pub mod series;
 pub mod stats;
+pub mod tail;
 
 pub use action::Action;
 pub use bijector::Bijector;

@@ -534,12 +534,19 @@ fn print_summary(v: &Value) {
     let r = &v["result"];
     if method == "nis" {
         println!(
-            "NIS, {} samples: ln Z = {} ± {}, ESS {:.4}, max weight fraction {:.2e}",
+            "NIS, {} samples: ln Z = {} ± {}, ESS {:.4}, max weight fraction {:.2e}, \
+             Pareto k̂ {}",
             r["samples"],
             r["ln_z"]["value"],
             r["ln_z"]["error"],
             r["ess"].as_f64().unwrap_or(0.0),
-            r["max_weight_fraction"].as_f64().unwrap_or(0.0)
+            r["max_weight_fraction"].as_f64().unwrap_or(0.0),
+            match r["pareto_k"].as_f64() {
+                Some(k) if k >= 0.7 =>
+                    format!("{k:.2} (a heavy tail: the error bars may be too small)"),
+                Some(k) => format!("{k:.2}"),
+                None => "n/a".into(),
+            }
         );
     } else {
         println!(

@@ -294,6 +294,7 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
         );
         if method == "nis" {
             assert!(v["result"]["ess"].as_f64().unwrap() > 0.0);
+            assert!(v["result"]["pareto_k"].as_f64().unwrap().is_finite(), "{v}");
             assert!(v["exact"]["ln_z"]["error"].as_f64().unwrap() > 0.0);
         } else {
             let tau = v["result"]["observables"]["phi2"]["tau_int"]

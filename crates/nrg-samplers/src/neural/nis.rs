@@ -12,13 +12,20 @@
 //! ```
 //!
 //! The error bars are the delta method's; they are honest only when the weights have a
-//! finite variance. `max_weight_fraction = max w / Σ w` is reported as a diagnostic: if a
-//! single sample carries a sizeable part of the total weight, the estimate is not converged
-//! whatever its nominal error.
+//! finite variance. Two diagnostics say whether they do: `max_weight_fraction = max w / Σ w`
+//! (if a single sample carries a sizeable part of the total weight, the estimate is not
+//! converged whatever its nominal error) and the Pareto shape `k̂` of the weights' tail
+//! ([`nrg_core::tail`], fitted to the largest `min(n/5, 3√n)` weights, which are the only ones
+//! kept): `k̂ < ½` a finite variance, `½ ≤ k̂ < 0.7` slow convergence with too small an error
+//! bar, `k̂ ≥ 0.7` an estimate not to be trusted (Vehtari et al.). Where the proposal's
+//! tails are Gaussian and a little too narrow in many directions the fit reads high (the
+//! trained Ising L = 4 flow: `k̂` 0.79 with ESS 0.23 and `ln Z` within 0.7σ of Kaufman), so
+//! `k̂` is a warning to read with the ESS and the largest weight, not a verdict.
 
 use super::host;
 use super::measure::Measure;
 use burn::tensor::Device;
+use nrg_core::tail::{TopValues, pareto_k_hat, pareto_tail_size};
 use nrg_core::{Action, DensityModel, Estimate, NrgError, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -127,6 +134,9 @@ pub struct NisSummary {
     pub ess: f64,
     /// `max w / Σ w`: a heavy-tail diagnostic.
     pub max_weight_fraction: f64,
+    /// Pareto shape `k̂` of the weights' tail (`None` with fewer than 25 samples): below ½
+    /// the error bars hold, at 0.7 and above they may be too small.
+    pub pareto_k: Option<f64>,
     /// Reweighted observables.
     pub observables: BTreeMap<String, Estimate>,
     /// `ln Z + c·⟨O⟩` for requested `(name, O, c)` (e.g. an entropy in other units).
@@ -163,6 +173,7 @@ pub fn nis(
     }
     let names = request.measure.names();
     let mut acc = Accumulator::new(names.len() + 1);
+    let mut tail = TopValues::new(pareto_tail_size(samples) + 1);
     let per_config: usize = model.shape().iter().product();
     let mut done = 0;
     while done < samples {
@@ -186,6 +197,7 @@ pub fn nis(
                     .measure(&xs[i * per_config..(i + 1) * per_config]),
             );
             acc.push(log_w, &values);
+            tail.push(log_w);
             if let Some((configs, log_ws)) = keep.as_deref_mut() {
                 configs.extend(
                     xs[i * per_config..(i + 1) * per_config]
@@ -221,6 +233,7 @@ pub fn nis(
         entropy: acc.ln_z_plus(0, 1.0),
         ess: acc.s1 * acc.s1 / (n * acc.s2),
         max_weight_fraction: acc.max_w / acc.s1,
+        pareto_k: pareto_k_hat(&tail.sorted(), acc.n),
         observables,
         derived,
     })
