@@ -109,6 +109,48 @@ impl LatticeSymmetry {
         }
     }
 
+    /// Elements that generate the group on a `rows × cols` lattice — a unit translation
+    /// along each axis, the transposition (square lattices) and each axis' reflection — and
+    /// one composite of all of them.
+    pub fn generators(rows: usize, cols: usize) -> Vec<Self> {
+        let square = rows == cols && rows > 1;
+        let identity = Self {
+            shift: (0, 0),
+            transpose: false,
+            flip: (false, false),
+        };
+        let mut out = vec![Self {
+            shift: (0, 1),
+            ..identity
+        }];
+        if rows > 1 {
+            out.push(Self {
+                shift: (1, 0),
+                ..identity
+            });
+            out.push(Self {
+                flip: (true, false),
+                ..identity
+            });
+        }
+        out.push(Self {
+            flip: (false, true),
+            ..identity
+        });
+        out.push(Self {
+            shift: (rows / 2, cols / 3),
+            transpose: square,
+            flip: (rows > 1, true),
+        });
+        if square {
+            out.push(Self {
+                transpose: true,
+                ..identity
+            });
+        }
+        out
+    }
+
     /// `g·x` for a batch `[N, C, rows, cols]`.
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = x;
@@ -212,6 +254,12 @@ mod tests {
             }
             // Every translation × point operation once: the full group.
             assert_eq!(seen.len(), size, "{rows}×{cols}");
+            // The generators are elements of it, none of them the identity.
+            let identity: Vec<usize> = (0..rows * cols).collect();
+            for g in LatticeSymmetry::generators(rows, cols) {
+                let map = site_map(g, rows, cols);
+                assert!(seen.contains(&map) && map != identity, "{g:?}");
+            }
         }
     }
 }

@@ -221,22 +221,13 @@ fn host(t: Tensor<1>) -> Vec<f64> {
 }
 
 /// Checks on a few data configurations that `action` is invariant under the lattice
-/// symmetries used by `augment` (each generator, and one composite element); augmenting data
+/// symmetries used by `augment` (its generators and a composite element); augmenting data
 /// of an action that is not would train on configurations of a different distribution.
 fn check_invariance(action: &dyn Action, data: &Tensor<4>) -> Result<(), NrgError> {
     let [n, _, rows, cols] = data.dims();
     let x = data.clone().slice(s![0..n.min(8)]);
     let before = host(action.action(x.clone()));
-    let elements = [
-        [0.99, 0.0, 0.9, 0.9, 0.9],
-        [0.0, 0.99, 0.9, 0.9, 0.9],
-        [0.0, 0.0, 0.1, 0.9, 0.9],
-        [0.0, 0.0, 0.9, 0.1, 0.9],
-        [0.0, 0.0, 0.9, 0.9, 0.1],
-        [0.3, 0.6, 0.1, 0.1, 0.1],
-    ];
-    for u in elements {
-        let g = LatticeSymmetry::from_uniforms(u, rows, cols);
+    for g in LatticeSymmetry::generators(rows, cols) {
         let after = host(action.action(g.apply(x.clone())));
         for (a, b) in before.iter().zip(&after) {
             // f32 sums over the lattice: allow rounding of a few ulps of the total.
@@ -356,15 +347,7 @@ impl<'a> Trainer<'a> {
         let w = s.forward_weight;
         let exact = self.action.exact_ln_z();
 
-        // With forward KL alone the flow's own samples only measure the step (F_q, ESS):
-        // draw them without recording a graph.
-        let sample = if w == 1.0 {
-            self.model
-                .valid()
-                .sample(s.batch, &self.device.clone().inner())
-        } else {
-            self.model.sample(s.batch, &self.device)
-        };
+        let sample = self.model.sample(s.batch, &self.device);
         let action = self.action.action(sample.x);
         let per_sample = sample.log_q.clone() + action.clone();
         let log_w: Vec<f64> = host(per_sample.clone()).iter().map(|v| -v).collect();
@@ -397,7 +380,7 @@ impl<'a> Trainer<'a> {
                         &self.device,
                     ));
                     let [_, _, rows, cols] = x.dims();
-                    let u = [u[0], u[1], u[2], u[3], u[4]];
+                    let u: [f64; 5] = std::array::from_fn(|k| u[k]);
                     x = LatticeSymmetry::from_uniforms(u, rows, cols).apply(x);
                 }
                 let log_q = self.model.log_prob(x.clone());

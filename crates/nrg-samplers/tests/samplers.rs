@@ -162,8 +162,8 @@ mod neural {
     use nrg_lattice::{IsingRelaxed, PhiFour};
     use nrg_layers::{BlockBijector, BlockRealNvpConfig, CirculantLinear};
     use nrg_samplers::neural::{
-        ChainSettings, ChainSummary, FieldObservables, IsingImproved, NisRequest, SymmetrisedModel,
-        boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
+        ChainSettings, ChainSummary, FieldObservables, IsingImproved, NisRequest, NisSummary,
+        SymmetrisedModel, boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
     };
 
     const L: usize = 4;
@@ -248,30 +248,36 @@ mod neural {
         assert!(dev < 3.0, "{} {name} {dev:.2}σ off", summary.method);
     }
 
-    #[test]
-    fn nis_is_exact_for_a_gaussian_with_a_linear_flow() {
-        let device = Device::flex();
-        device.seed(11);
-        let lattice = Lattice::square(L).unwrap();
+    /// NIS of the free field (2·10⁴ samples, ⟨φ²⟩ and ⟨M⟩ measured) with the linear flow of
+    /// covariance `scale²` times the exact one.
+    fn free_field_nis(lattice: Lattice, scale: f64, device: &Device) -> NisSummary {
         let action = PhiFour::free_field(lattice, 1, M2).unwrap();
-        let exact = GaussianExact::free_field(lattice, 1, M2).unwrap().thermo();
-        let model = linear_flow(lattice, 1.0, &device);
+        let model = linear_flow(lattice, scale, device);
         let measure = FieldObservables::new(1);
         let request = NisRequest {
             measure: &measure,
             derived: vec![],
         };
-        let out = nis(
+        nis(
             &model,
             &action,
             &request,
             20_000,
             4096,
-            &device,
+            device,
             &mut |_| {},
             None,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn nis_is_exact_for_a_gaussian_with_a_linear_flow() {
+        let device = Device::flex();
+        device.seed(11);
+        let lattice = Lattice::square(L).unwrap();
+        let exact = GaussianExact::free_field(lattice, 1, M2).unwrap().thermo();
+        let out = free_field_nis(lattice, 1.0, &device);
         let rel = (out.ln_z.value - exact.ln_z).abs() / exact.ln_z.abs();
         eprintln!(
             "exact flow: ln Z {:?} vs {}, rel {rel:e}, ESS {}",
@@ -307,26 +313,9 @@ mod neural {
         let device = Device::flex();
         device.seed(5);
         let lattice = Lattice::square(L).unwrap();
-        let action = PhiFour::free_field(lattice, 1, M2).unwrap();
-        let measure = FieldObservables::new(1);
-        let request = NisRequest {
-            measure: &measure,
-            derived: vec![],
-        };
         let mut last = f64::NEG_INFINITY;
         for (scale, low, high) in [(1.25, -1.0, 0.2), (0.8, 0.2, 0.7), (0.6, 0.7, 2.0)] {
-            let model = linear_flow(lattice, scale, &device);
-            let out = nis(
-                &model,
-                &action,
-                &request,
-                20_000,
-                4096,
-                &device,
-                &mut |_| {},
-                None,
-            )
-            .unwrap();
+            let out = free_field_nis(lattice, scale, &device);
             let k = out.pareto_k.unwrap();
             eprintln!(
                 "Gaussian proposal × {scale}: k̂ = {k:.3} (theory {:.2}), ESS {:.3}",
