@@ -17,6 +17,21 @@
 //! projects the primaries on the gradient of `f` at the means (linear error propagation
 //! with the full autocorrelation of the projected series), and by the blocked
 //! [`jackknife`].
+//!
+//! **Edges** (decision 40 in `docs/decisions.md`):
+//!
+//! - *Rounding is not a fluctuation.* Every series is shifted by its first value before the
+//!   mean and the deviations are formed (`a_i − a_1` is exact for a constant series), so a
+//!   constant series of any value has `Γ(0) = 0`, `σ = 0` and `τ_int = ½` exactly, and the
+//!   jackknife of any function of constant series returns `f(ā)` with `σ = 0`.
+//! - *The naive error is a floor.* Wolff's window is built for positive autocorrelation. An
+//!   anti-correlated series (`ρ(1) < 0`, e.g. an over-relaxed or period-2 chain) makes
+//!   `τ_int(W)` fall below ½ at `W = 1` and `C_W` vanish; a series of a few points makes the
+//!   bias-corrected `C_W` negative. In both cases, and whenever the windowed estimate is
+//!   smaller, the reported error is the naive standard error
+//!   `σ = √(Σ(a_i − ā)²/(N(N−1)))` with `τ_int = ½`: an upper bound for anti-correlated
+//!   series (whose true error is smaller), and the only estimate a series too short to
+//!   resolve its autocorrelation allows. A series that fluctuates never gets `σ = 0`.
 
 use crate::error::{NrgError, Result};
 use serde::{Deserialize, Serialize};
@@ -112,12 +127,21 @@ pub fn gamma_method(series: &[f64]) -> Result<GammaAnalysis> {
 /// Gamma-method analysis of a primary observable with a chosen `S_τ`.
 pub fn gamma_method_with(series: &[f64], s_tau: f64) -> Result<GammaAnalysis> {
     check_series(series)?;
-    let n = series.len();
-    let mean = series.iter().sum::<f64>() / n as f64;
-    let dev: Vec<f64> = series.iter().map(|a| a - mean).collect();
+    let (mean, dev) = shifted_deviations(series);
     let mut analysis = gamma_of_deviations(&dev, s_tau);
     analysis.value = mean;
     Ok(analysis)
+}
+
+/// The mean of a series and its deviations from it, both formed after shifting by the first
+/// value: `ā = a_1 + N⁻¹ Σ (a_i − a_1)`, `δ_i = (a_i − a_1) − N⁻¹ Σ (a_j − a_1)`. For a
+/// constant series every `δ_i` is exactly zero and `ā = a_1`, whatever the value (a plain
+/// `Σ a_i / N` of `0.1` repeated rounds, and the rounding would read as a fluctuation).
+fn shifted_deviations(series: &[f64]) -> (f64, Vec<f64>) {
+    let first = series[0];
+    let shift = series.iter().map(|a| a - first).sum::<f64>() / series.len() as f64;
+    let dev = series.iter().map(|a| (a - first) - shift).collect();
+    (first + shift, dev)
 }
 
 /// Autocovariance `Γ(t)` of a mean-free series.
@@ -127,7 +151,8 @@ fn autocovariance(dev: &[f64], t: usize) -> f64 {
     s / (n - t) as f64
 }
 
-/// The windowing procedure on a mean-free series; `value` is left at 0.
+/// The windowing procedure on a mean-free series; `value` is left at 0. The error is never
+/// below the naive standard error (see the module docs).
 fn gamma_of_deviations(dev: &[f64], s_tau: f64) -> GammaAnalysis {
     let n = dev.len();
     let nf = n as f64;
@@ -168,8 +193,14 @@ fn gamma_of_deviations(dev: &[f64], s_tau: f64) -> GammaAnalysis {
     let shift = c_w / nf;
     let gamma0_c = gammas[0] + shift;
     let c_w_c = c_w + (2 * window + 1) as f64 * shift;
-    let tau_int = (c_w_c / (2.0 * gamma0_c)).max(0.5);
-    let variance = (c_w_c / nf).max(0.0);
+    // The naive variance of the mean, Σδ²/(N(N−1)) = Γ(0)/(N−1), is the floor.
+    let naive = gamma0 / (nf - 1.0);
+    let windowed = c_w_c / nf;
+    let (tau_int, variance) = if windowed > naive && c_w_c > gamma0_c {
+        (c_w_c / (2.0 * gamma0_c), windowed)
+    } else {
+        (0.5, naive)
+    };
     let error = variance.sqrt();
     let tau_int_error = 2.0 * tau_int * ((window as f64 + 0.5 - tau_int).max(0.0) / nf).sqrt();
     GammaAnalysis {
@@ -191,26 +222,17 @@ fn gamma_of_deviations(dev: &[f64], s_tau: f64) -> GammaAnalysis {
 /// autocorrelation function, as in Wolff's UWerr.
 pub fn gamma_method_derived(series: &[&[f64]], f: impl Fn(&[f64]) -> f64) -> Result<GammaAnalysis> {
     let n = check_columns(series)?;
-    let means: Vec<f64> = series
-        .iter()
-        .map(|s| s.iter().sum::<f64>() / n as f64)
-        .collect();
+    let (means, devs): (Vec<f64>, Vec<Vec<f64>>) =
+        series.iter().map(|s| shifted_deviations(s)).unzip();
     let value = f(&means);
     if !value.is_finite() {
         return Err(NrgError::InvalidData(format!(
             "derived quantity is not finite at the means ({value})"
         )));
     }
-    let grad = numerical_gradient(&means, series, &f);
+    let grad = numerical_gradient(&means, &devs, &f);
     let projected: Vec<f64> = (0..n)
-        .map(|i| {
-            series
-                .iter()
-                .zip(&means)
-                .zip(&grad)
-                .map(|((s, m), g)| g * (s[i] - m))
-                .sum()
-        })
+        .map(|i| devs.iter().zip(&grad).map(|(d, g)| g * d[i]).sum())
         .collect();
     let mut analysis = gamma_of_deviations(&projected, DEFAULT_S_TAU);
     analysis.value = value;
@@ -233,17 +255,14 @@ fn check_columns(series: &[&[f64]]) -> Result<usize> {
     Ok(n)
 }
 
-/// Central-difference gradient with steps scaled to each primary's standard deviation.
-fn numerical_gradient(means: &[f64], series: &[&[f64]], f: &impl Fn(&[f64]) -> f64) -> Vec<f64> {
-    let n = series[0].len() as f64;
+/// Central-difference gradient with steps scaled to each primary's standard deviation
+/// (`devs`: each primary's deviations from its mean).
+fn numerical_gradient(means: &[f64], devs: &[Vec<f64>], f: &impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let n = devs[0].len() as f64;
     let mut point = means.to_vec();
     (0..means.len())
         .map(|a| {
-            let var = series[a]
-                .iter()
-                .map(|v| (v - means[a]).powi(2))
-                .sum::<f64>()
-                / n;
+            let var = devs[a].iter().map(|v| v * v).sum::<f64>() / n;
             let scale = var.sqrt().max(means[a].abs() * 1e-8).max(1e-300);
             let h = 1e-3 * scale / n.sqrt();
             point[a] = means[a] + h;
@@ -263,6 +282,12 @@ fn numerical_gradient(means: &[f64], series: &[&[f64]], f: &impl Fn(&[f64]) -> f
 /// `f̂ = B f(Ā) − (B−1) f̄_b` (bias-corrected) and `σ² = (B−1)/B Σ_b (f_b − f̄_b)²`.
 /// Choose `block` well above the largest `τ_int` of the primaries (see
 /// [`jackknife_block_length`]).
+///
+/// Rounding is kept out of both: block sums are taken of `a_i − a_1` (exactly zero for a
+/// constant series), and the estimate is formed from the differences `d_b = f_b − f(Ā)` as
+/// `f̂ = f(Ā) − (B−1) d̄`, `σ² = (B−1)/B Σ_b (d_b − d̄)²`, so constant series give `f(Ā)`
+/// with `σ = 0` exactly (a plain `B f(Ā) − (B−1) f̄_b` multiplies the rounding of `f̄_b`
+/// by `B`).
 pub fn jackknife(series: &[&[f64]], block: usize, f: impl Fn(&[f64]) -> f64) -> Result<Estimate> {
     let n = check_columns(series)?;
     if block == 0 {
@@ -276,30 +301,36 @@ pub fn jackknife(series: &[&[f64]], block: usize, f: impl Fn(&[f64]) -> f64) -> 
     }
     let used = blocks * block;
     let m = series.len();
+    let firsts: Vec<f64> = series.iter().map(|s| s[0]).collect();
     let block_sums: Vec<Vec<f64>> = series
         .iter()
-        .map(|s| {
+        .zip(&firsts)
+        .map(|(s, first)| {
             s[..used]
                 .chunks_exact(block)
-                .map(|c| c.iter().sum::<f64>())
+                .map(|c| c.iter().map(|a| a - first).sum::<f64>())
                 .collect()
         })
         .collect();
     let totals: Vec<f64> = block_sums.iter().map(|b| b.iter().sum()).collect();
-    let full_means: Vec<f64> = totals.iter().map(|t| t / used as f64).collect();
+    let full_means: Vec<f64> = totals
+        .iter()
+        .zip(&firsts)
+        .map(|(t, first)| first + t / used as f64)
+        .collect();
     let full = f(&full_means);
-    let mut leave_out = Vec::with_capacity(blocks);
+    let mut diffs = Vec::with_capacity(blocks);
     let mut means = vec![0.0; m];
     for b in 0..blocks {
         for a in 0..m {
-            means[a] = (totals[a] - block_sums[a][b]) / (used - block) as f64;
+            means[a] = firsts[a] + (totals[a] - block_sums[a][b]) / (used - block) as f64;
         }
-        leave_out.push(f(&means));
+        diffs.push(f(&means) - full);
     }
     let bf = blocks as f64;
-    let mean_lo = leave_out.iter().sum::<f64>() / bf;
-    let var = (bf - 1.0) / bf * leave_out.iter().map(|v| (v - mean_lo).powi(2)).sum::<f64>();
-    let value = bf * full - (bf - 1.0) * mean_lo;
+    let mean_d = diffs.iter().sum::<f64>() / bf;
+    let var = (bf - 1.0) / bf * diffs.iter().map(|d| (d - mean_d).powi(2)).sum::<f64>();
+    let value = full - (bf - 1.0) * mean_d;
     if !value.is_finite() || !var.is_finite() {
         return Err(NrgError::InvalidData(
             "jackknife of a derived quantity is not finite".into(),
@@ -320,8 +351,8 @@ pub fn jackknife_block_length(tau_int: f64, n: usize) -> usize {
 pub fn mean_and_naive_error(series: &[f64]) -> Result<Estimate> {
     check_series(series)?;
     let n = series.len() as f64;
-    let mean = series.iter().sum::<f64>() / n;
-    let var = series.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let (mean, dev) = shifted_deviations(series);
+    let var = dev.iter().map(|d| d * d).sum::<f64>() / (n - 1.0);
     Ok(Estimate::new(mean, (var / n).sqrt()))
 }
 
@@ -421,6 +452,67 @@ mod tests {
         );
         assert!((g.value - 0.5).abs() < 4.0 * delta);
         assert!(g.tau_int < 0.5 + 4.0 * g.tau_int_error + 0.05);
+    }
+
+    /// Anti-correlated AR(1) (a = −0.5 and −0.9, N = 10⁴): the true error of the mean is
+    /// `√((1+a)/((1−a)N))` (5.8·10⁻³ and 2.3·10⁻³); the windowed estimate collapses at
+    /// `W = 1` (it was 0 or 3·10⁻⁴). The naive error `√(Var/N)` is the stated floor: never
+    /// below the true error, and within 5% of `1/√N` (the sample variance of N = 10⁴ unit
+    /// Gaussians is 1 ± 0.014 (1σ)·√(1+a²)/(1−a²)…, well inside 5% at these a).
+    #[test]
+    fn anti_correlated_series_get_the_naive_error() {
+        for (a, seeds) in [(-0.5, 1..=6), (-0.9, 7..=12)] {
+            for seed in seeds {
+                let xs = ar1(a, 10_000, seed);
+                let g = gamma_method(&xs).unwrap();
+                let naive = mean_and_naive_error(&xs).unwrap();
+                let exact = ((1.0 + a) / ((1.0 - a) * 1e4)).sqrt();
+                assert!(g.error >= exact, "a={a} seed {seed}: {} < {exact}", g.error);
+                assert!((g.error / naive.error - 1.0).abs() < 1e-12);
+                assert!((g.error / 1e-2 - 1.0).abs() < 0.05, "a={a}: {}", g.error);
+                assert_eq!(g.tau_int, 0.5);
+            }
+        }
+    }
+
+    /// Series too short for the window (N = 2, 3, 8, i.i.d.) get the naive standard error,
+    /// never zero. N = 2: `[1, 3]` has sample variance 2, so σ = √(2/2) = 1 exactly.
+    #[test]
+    fn short_series_get_the_naive_error() {
+        let g = gamma_method(&[1.0, 3.0]).unwrap();
+        assert_eq!((g.value, g.error, g.tau_int), (2.0, 1.0, 0.5));
+        for n in [2, 3, 8] {
+            for seed in 0..50 {
+                let xs = ar1(0.0, n, 100 + seed);
+                let g = gamma_method(&xs).unwrap();
+                let naive = mean_and_naive_error(&xs).unwrap();
+                assert!(g.error > 0.0, "N={n} seed {seed}");
+                assert!(g.error >= naive.error * (1.0 - 1e-12), "N={n} seed {seed}");
+            }
+        }
+    }
+
+    /// Constant series of values that are not powers of two: σ = 0 and τ_int = ½ exactly,
+    /// the mean equal to the value, for the Gamma method (primary and derived) and for the
+    /// jackknife (before: 0.1 × 10⁵ gave σ ≈ 10⁻¹³, τ_int = 11716.5; the Binder cumulant
+    /// of a constant series 0.666666665871 ± 7.9·10⁻¹²).
+    #[test]
+    fn constant_series_of_any_value_have_zero_error() {
+        for c in [0.1, 1.0 / 3.0, -2.7e-12, 6.02e23, -0.3] {
+            let xs = vec![c; 100_000];
+            let g = gamma_method(&xs).unwrap();
+            assert_eq!((g.value, g.error, g.tau_int), (c, 0.0, 0.5), "c={c}");
+            let sq = vec![c * c; 100_000];
+            let q = vec![(c * c) * (c * c); 100_000];
+            let binder = |m: &[f64]| 1.0 - m[1] / (3.0 * m[0] * m[0]);
+            let exact = binder(&[c * c, (c * c) * (c * c)]);
+            let jk = jackknife(&[&sq, &q], 1, binder).unwrap();
+            assert_eq!((jk.value, jk.error), (exact, 0.0), "c={c}");
+            assert!((jk.value - 2.0 / 3.0).abs() < 1e-15);
+            let d = gamma_method_derived(&[&sq, &q], binder).unwrap();
+            assert_eq!((d.value, d.error, d.tau_int), (exact, 0.0, 0.5), "c={c}");
+            assert_eq!(mean_and_naive_error(&xs).unwrap().error, 0.0);
+        }
     }
 
     #[test]

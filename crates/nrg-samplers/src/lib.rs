@@ -10,11 +10,14 @@
 //!   HMC beside them;
 //! - [`run`]: thermalise, measure, analyse: a chain's measurement series and its summary
 //!   (every observable with its Gamma-method error and `τ_int`, derived quantities by
-//!   blocked jackknife, and the deviation from the exact value where one is known).
+//!   blocked jackknife, and the deviation from the exact value where one is known);
+//! - [`tuning`]: step-size adaptation during thermalisation (dual averaging), shared by every
+//!   chain with a step size.
 
 pub mod baseline;
 pub mod neural;
 pub mod run;
+pub mod tuning;
 
 /// The random number generator of every chain: xoshiro256++ (fast, 256-bit state,
 /// reproducible from a `u64` seed).

@@ -2,8 +2,10 @@
 //!
 //! A [`Simulation`] is a Markov chain that knows its model's observables. [`run`]
 //! thermalises it (adapting the step size of HMC / local Metropolis towards a target
-//! acceptance during thermalisation only, so the measured chain is stationary), records
-//! one row of primary observables every `measure_every` updates, and analyses the series:
+//! acceptance by dual averaging, [`crate::tuning`], during thermalisation only, so the
+//! measured chain is stationary), records one row of primary observables every
+//! `measure_every` updates, and analyses the series. A chain that accepted nothing while
+//! measuring is refused (its series is constant, so it has no error bar to give):
 //!
 //! - every primary observable: mean, Gamma-method error and `τ_int` (in updates between
 //!   measurements);
@@ -19,6 +21,7 @@
 //! `fmin` (power at the smallest momentum), `g_r` (`G(r)`, `r = 0 … L/2`), `acceptance`.
 
 use crate::baseline::{Hmc, IsingMetropolis, IsingWolff, PhiFourMetropolis};
+use crate::tuning::{DualAveraging, acceptance_probability};
 use nrg_core::action::HostAction;
 use nrg_core::observables::{
     binder, lowest_momentum_power, magnetisation, mean_square, second_moment_xi, two_point_axes,
@@ -43,19 +46,16 @@ pub trait Simulation: MarkovChain {
     fn beta(&self) -> Option<f64> {
         None
     }
-    /// Adapts the proposal to `acceptance` (called during thermalisation only).
+    /// Adapts the proposal after an update whose acceptance was `acceptance` (called during
+    /// thermalisation only).
     fn tune(&mut self, _acceptance: f64) {}
+    /// Fixes the adapted proposal for the measurement (called once, when thermalisation
+    /// ends).
+    fn finish_tuning(&mut self) {}
     /// Exact values of named observables, where known.
     fn exact(&self) -> BTreeMap<String, f64> {
         BTreeMap::new()
     }
-}
-
-/// The factor by which a step size is scaled after a tuning window with the given
-/// acceptance: `exp(clamp(acceptance − target, ±½))` — larger steps when too many proposals
-/// are accepted, smaller when too few.
-pub(crate) fn step_factor(acceptance: f64, target: f64) -> f64 {
-    (acceptance - target).clamp(-0.5, 0.5).exp()
 }
 
 /// How long to run.
@@ -172,6 +172,7 @@ pub fn run_observed(
         done += 1;
         progress(done);
     }
+    sim.finish_tuning();
     let mut series = Series::new(column_names(sim));
     for s in 0..config.sweeps {
         let acc = sim.update();
@@ -206,6 +207,13 @@ pub fn analyse(sim: &dyn Simulation, series: &Series, config: &RunConfig) -> Res
     }
     let acc = series.require("acceptance")?;
     let acceptance = acc.iter().sum::<f64>() / acc.len() as f64;
+    if acceptance == 0.0 {
+        return Err(NrgError::InvalidData(format!(
+            "the {} chain accepted no proposal in {} measured updates: it did not move, so              its estimates have no error bar (tune the step, run longer, or use another              algorithm)",
+            sim.algorithm(),
+            config.sweeps
+        )));
+    }
 
     let lattice = sim.lattice();
     let v = lattice.volume() as f64;
@@ -348,13 +356,26 @@ impl Simulation for IsingSimulation {
 
 /// φ⁴ / O(n) with HMC or local Metropolis.
 pub enum PhiFourSimulation {
-    /// Hybrid Monte Carlo, with the target acceptance used during thermalisation.
-    Hmc(Hmc<PhiFour>, f64),
-    /// Local Metropolis, with the target acceptance used during thermalisation.
-    Local(PhiFourMetropolis, f64),
+    /// Hybrid Monte Carlo, with its step adaptation (used during thermalisation).
+    Hmc(Hmc<PhiFour>, DualAveraging),
+    /// Local Metropolis, with its proposal-width adaptation (used during thermalisation).
+    Local(PhiFourMetropolis, DualAveraging),
 }
 
 impl PhiFourSimulation {
+    /// HMC whose leapfrog step adapts towards acceptance `target` during thermalisation.
+    pub fn hmc(chain: Hmc<PhiFour>, target: f64) -> Self {
+        let tuner = DualAveraging::new(chain.step(), target, 1, (1e-4, 2.0));
+        Self::Hmc(chain, tuner)
+    }
+
+    /// Local Metropolis whose proposal width adapts towards acceptance `target` during
+    /// thermalisation.
+    pub fn local(chain: PhiFourMetropolis, target: f64) -> Self {
+        let tuner = DualAveraging::new(chain.delta(), target, 1, (1e-4, 100.0));
+        Self::Local(chain, tuner)
+    }
+
     fn action(&self) -> &PhiFour {
         match self {
             Self::Hmc(c, _) => c.action(),
@@ -404,17 +425,27 @@ impl Simulation for PhiFourSimulation {
         ("s", self.action().action_host(field) / v)
     }
 
-    /// Multiplicative step adaptation, `ε ← ε·e^{(acc − target)}`, bounded per update.
+    /// Dual averaging of the step (HMC: on `min(1, e^{−ΔH})` of each trajectory; local
+    /// Metropolis: on each sweep's accepted fraction).
     fn tune(&mut self, acceptance: f64) {
         match self {
-            Self::Hmc(c, target) => {
-                let f = step_factor(acceptance, *target);
-                c.set_step((c.step() * f).clamp(1e-4, 2.0));
+            Self::Hmc(c, tuner) => {
+                if let Some(step) = tuner.observe(acceptance_probability(c.last_delta_h()), 1) {
+                    c.set_step(step);
+                }
             }
-            Self::Local(c, target) => {
-                let f = step_factor(acceptance, *target);
-                c.set_delta((c.delta() * f).clamp(1e-4, 100.0));
+            Self::Local(c, tuner) => {
+                if let Some(delta) = tuner.observe(acceptance, 1) {
+                    c.set_delta(delta);
+                }
             }
+        }
+    }
+
+    fn finish_tuning(&mut self) {
+        match self {
+            Self::Hmc(c, tuner) => c.set_step(tuner.final_step()),
+            Self::Local(c, tuner) => c.set_delta(tuner.final_step()),
         }
     }
 

@@ -49,7 +49,7 @@ fn ising16() -> IsingSpins {
 #[test]
 fn metropolis_reproduces_kaufman_energy() {
     let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(ising16(), 11, true));
-    check_exact(&mut sim, config(2000, 40_000), &["e", "specific_heat"]);
+    check_exact(&mut sim, config(2000, 80_000), &["e", "specific_heat"]);
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn free_field() -> PhiFour {
 #[test]
 fn hmc_reproduces_free_field() {
     let field = vec![0.0; 64];
-    let mut sim = PhiFourSimulation::Hmc(Hmc::new(free_field(), field, 0.2, 10, 21), 0.8);
+    let mut sim = PhiFourSimulation::hmc(Hmc::new(free_field(), field, 0.2, 10, 21), 0.8);
     check_exact(&mut sim, config(500, 10_000), &["phi2", "s", "g_1", "chi"]);
 }
 
@@ -80,7 +80,7 @@ fn hmc_reproduces_free_field() {
 fn local_metropolis_reproduces_free_field() {
     let field = vec![0.0; 64];
     let mut sim =
-        PhiFourSimulation::Local(PhiFourMetropolis::new(free_field(), field, 1.0, 22), 0.5);
+        PhiFourSimulation::local(PhiFourMetropolis::new(free_field(), field, 1.0, 22), 0.5);
     check_exact(&mut sim, config(500, 20_000), &["phi2", "s", "g_1"]);
 }
 
@@ -90,9 +90,9 @@ fn local_metropolis_reproduces_free_field() {
 fn chains_sample_an_o2_gaussian() {
     let action = PhiFour::free_field(Lattice::chain(16).unwrap(), 2, 1.0).unwrap();
     let field = vec![0.0; 32];
-    let mut hmc = PhiFourSimulation::Hmc(Hmc::new(action.clone(), field.clone(), 0.2, 8, 31), 0.8);
+    let mut hmc = PhiFourSimulation::hmc(Hmc::new(action.clone(), field.clone(), 0.2, 8, 31), 0.8);
     check_exact(&mut hmc, config(500, 10_000), &["phi2", "s"]);
-    let mut local = PhiFourSimulation::Local(PhiFourMetropolis::new(action, field, 1.0, 32), 0.5);
+    let mut local = PhiFourSimulation::local(PhiFourMetropolis::new(action, field, 1.0, 32), 0.5);
     let out = run(&mut local, &config(500, 20_000), &mut |_| {}).unwrap();
     for c in ["m_0", "m_1"] {
         let m = out.summary.observables[c];
@@ -122,7 +122,7 @@ fn chains_are_reproducible() {
 #[test]
 fn hmc_step_is_tuned_during_thermalisation() {
     let action = PhiFour::lattice_form(Lattice::square(8).unwrap(), 1, -4.0, 8.0).unwrap();
-    let mut sim = PhiFourSimulation::Hmc(Hmc::new(action, vec![0.0; 64], 1.0, 10, 41), 0.8);
+    let mut sim = PhiFourSimulation::hmc(Hmc::new(action, vec![0.0; 64], 1.0, 10, 41), 0.8);
     let out = run(&mut sim, &config(1000, 2000), &mut |_| {}).unwrap();
     assert!(
         (out.summary.acceptance - 0.8).abs() < 0.15,
@@ -147,6 +147,148 @@ fn both_ising_algorithms_are_exact_on_a_small_critical_torus() {
     );
     let mut wolff = IsingSimulation::Wolff(IsingWolff::new(model(), 52, true));
     check_exact(&mut wolff, config(1000, 50_000), &["e", "specific_heat"]);
+}
+
+/// `(⟨e⟩, U₄)` of the Ising model by enumeration of all `2^V` states (`V ≤ 16`), in f64 with
+/// weights relative to the ground state.
+fn enumerate_energy_and_binder(model: &IsingSpins) -> (f64, f64) {
+    let v = model.lattice().volume();
+    let (mut z, mut e1, mut m2, mut m4) = (0.0, 0.0, 0.0, 0.0);
+    let e0 = -(model.lattice().bonds() as f64);
+    let mut spins = vec![1i8; v];
+    for state in 0u32..(1 << v) {
+        for (i, s) in spins.iter_mut().enumerate() {
+            *s = if state >> i & 1 == 1 { 1 } else { -1 };
+        }
+        let e = model.energy(&spins) as f64;
+        let m = model.magnetisation(&spins) as f64;
+        let w = (-model.beta() * (e - e0)).exp();
+        z += w;
+        e1 += w * e;
+        m2 += w * m * m;
+        m4 += w * m.powi(4);
+    }
+    let (m2, m4) = (m2 / z, m4 / z);
+    (e1 / z / v as f64, 1.0 - m4 / (3.0 * m2 * m2))
+}
+
+/// `(e, U₄)` as β → 0 to first order: `e = −(bonds/V) β`, and independent spins give
+/// `U₄ = 1 − (3V² − 2V)/(3V²) = 2/(3V)` (corrections O(β), far below the errors here).
+fn high_temperature(model: &IsingSpins) -> (f64, f64) {
+    let lattice = model.lattice();
+    let v = lattice.volume() as f64;
+    (-(lattice.bonds() as f64) / v * model.beta(), 2.0 / (3.0 * v))
+}
+
+/// `|estimate − exact|` in units of the error, with a check that the error is not zero.
+fn sigmas(name: &str, est: nrg_core::Estimate, exact: f64) -> f64 {
+    assert!(est.error > 0.0, "{name}: zero error ({est:?})");
+    (est.value - exact).abs() / est.error
+}
+
+/// Runs an Ising chain and checks `e` and the Binder cumulant against `exact = (e, U₄)`
+/// within 3.5σ (several seeds per case: a correct chain fails one 3.5σ check with
+/// probability 5·10⁻⁴).
+fn check_ising_chain(sim: &mut IsingSimulation, sweeps: usize, exact: (f64, f64), case: &str) {
+    let out = run(sim, &config(1000, sweeps), &mut |_| {}).unwrap();
+    let e = out.summary.observables["e"];
+    let u4 = out.summary.derived["binder"];
+    let (de, du) = (sigmas("e", e, exact.0), sigmas("binder", u4, exact.1));
+    assert!(
+        de < 3.5 && du < 3.5,
+        "{case}: e {} ± {} vs {} ({de:.1}σ), U₄ {} ± {} vs {} ({du:.1}σ)",
+        e.value,
+        e.error,
+        exact.0,
+        u4.value,
+        u4.error,
+        exact.1
+    );
+}
+
+/// Issue 17, item 1: single-spin Metropolis on tiny lattices and near infinite temperature.
+/// The typewriter sweep locked L = 2, β = 0.3 into a cycle of zero-energy states (e = 0 ± 0,
+/// U₄ = ⅔; exact −1.2776120051, 0.5551276060) and flipped every spin at β = 10⁻⁹ (e =
+/// −0.125 ± 0 at L = 8); a fixed even number of flips per sweep kept M's parity at L = 2.
+#[test]
+fn metropolis_is_ergodic_on_tiny_lattices_and_at_high_temperature() {
+    let ising = |dim: usize, l: usize, beta: f64| {
+        IsingSpins::new(Lattice::new(dim, l).unwrap(), beta).unwrap()
+    };
+    let l2 = enumerate_energy_and_binder(&ising(2, 2, 0.3));
+    assert!((l2.0 + 1.2776120051).abs() < 1e-9 && (l2.1 - 0.5551276060).abs() < 1e-9);
+    for seed in [1, 2, 3] {
+        let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(ising(2, 2, 0.3), seed, true));
+        check_ising_chain(&mut sim, 200_000, l2, &format!("L=2 β=0.3 seed {seed}"));
+    }
+    // β → 0: e ≈ −2β and U₄ = 2/(3V) (independent spins; V = 64, 4, 9 and the chain's 4)
+    for (dim, l, seed) in [(2, 8, 1), (2, 8, 2), (2, 2, 3), (2, 3, 4), (1, 4, 5)] {
+        let model = ising(dim, l, 1e-9);
+        let exact = high_temperature(&model);
+        let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(model, seed, true));
+        let case = format!("dim {dim} L={l} β=1e-9 seed {seed}");
+        check_ising_chain(&mut sim, 50_000, exact, &case);
+    }
+    // a second small case at finite β: L = 3 (odd: not bipartite), β = 0.5
+    let l3 = enumerate_energy_and_binder(&ising(2, 3, 0.5));
+    let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(ising(2, 3, 0.5), 6, false));
+    check_ising_chain(&mut sim, 100_000, l3, "L=3 β=0.5");
+}
+
+/// Issue 17, item 2: Wolff updates flipped exactly n_c = V single-spin clusters at β → 0,
+/// so M kept its parity (L = 2: U₄ = −0.349 ± 0.011, exact ⅙).
+#[test]
+fn wolff_is_ergodic_near_infinite_temperature() {
+    let ising = |dim: usize, l: usize, beta: f64| {
+        IsingSpins::new(Lattice::new(dim, l).unwrap(), beta).unwrap()
+    };
+    for (dim, l, seed) in [(2, 2, 2), (2, 2, 3), (1, 4, 4), (1, 2, 5), (2, 4, 6)] {
+        let model = ising(dim, l, 1e-9);
+        let exact = high_temperature(&model);
+        let mut sim = IsingSimulation::Wolff(IsingWolff::new(model, seed, true));
+        let case = format!("dim {dim} L={l} β=1e-9 seed {seed}");
+        check_ising_chain(&mut sim, 50_000, exact, &case);
+    }
+    // and a finite β on the smallest torus
+    let l2 = enumerate_energy_and_binder(&ising(2, 2, 0.3));
+    let mut sim = IsingSimulation::Wolff(IsingWolff::new(ising(2, 2, 0.3), 7, true));
+    check_ising_chain(&mut sim, 100_000, l2, "L=2 β=0.3");
+}
+
+/// Issue 17, item 6: HMC on the free field L = 4, m² = 1 (leapfrog stable for ε < 2/3):
+/// the old multiplicative tuning ended above the limit for 5 of 12 seeds and reported
+/// ⟨φ²⟩ = 0.07004 ± 7·10⁻¹⁵ with acceptance 0 (exact 0.131746031746). Dual averaging ends
+/// at a stable step for every seed; the second case is the same with 4 leapfrog steps from a
+/// far too large initial step.
+#[test]
+fn hmc_tuning_converges_for_every_seed() {
+    let action = || PhiFour::free_field(Lattice::square(4).unwrap(), 1, 1.0).unwrap();
+    for (seed, step, md) in (1..=12).map(|s| (s, 0.1, 10)).chain([(13, 1.9, 4), (14, 1.9, 4)]) {
+        let mut sim = PhiFourSimulation::hmc(Hmc::new(action(), vec![0.0; 16], step, md, seed), 0.8);
+        let out = run(&mut sim, &config(2000, 20_000), &mut |_| {}).unwrap();
+        assert!(
+            (out.summary.acceptance - 0.8).abs() < 0.1,
+            "seed {seed}: acceptance {}",
+            out.summary.acceptance
+        );
+        let phi2 = out.summary.exact["phi2"];
+        assert!((phi2.exact - 0.131746031746).abs() < 1e-11, "{phi2:?}");
+        assert!(phi2.deviation_sigma < 3.5, "seed {seed}: {phi2:?}");
+    }
+}
+
+/// A chain that does not move is refused, not reported with a zero error bar.
+#[test]
+fn a_chain_that_does_not_move_is_refused() {
+    let action = PhiFour::free_field(Lattice::square(4).unwrap(), 1, 1.0).unwrap();
+    // ε = 1.5 is far above the stability limit 2/3, and no thermalisation adapts it
+    let mut sim = PhiFourSimulation::hmc(Hmc::new(action, vec![0.0; 16], 1.5, 10, 1), 0.8);
+    let err = run(&mut sim, &config(0, 2000), &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("did not move"), "{err}");
+    // Metropolis frozen in the ground state at β = 20 (acceptance e^{−160})
+    let model = IsingSpins::new(Lattice::square(4).unwrap(), 20.0).unwrap();
+    let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(model, 1, false));
+    assert!(run(&mut sim, &config(10, 1000), &mut |_| {}).is_err());
 }
 
 // ---------------------------------------------------------------------------------------

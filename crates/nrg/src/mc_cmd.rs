@@ -241,11 +241,11 @@ pub fn run(args: McArgs) -> Result<()> {
             });
             let field = vec![0.0; n * Lattice::new(params.dim, params.l)?.volume()];
             let sim = match run.algo {
-                Algo::Hmc => PhiFourSimulation::Hmc(
+                Algo::Hmc => PhiFourSimulation::hmc(
                     Hmc::new(action, field, run.step, run.md_steps, run.seed),
                     run.target_acceptance.unwrap_or(0.8),
                 ),
-                Algo::Metropolis => PhiFourSimulation::Local(
+                Algo::Metropolis => PhiFourSimulation::local(
                     PhiFourMetropolis::new(action, field, run.delta, run.seed),
                     run.target_acceptance.unwrap_or(0.5),
                 ),

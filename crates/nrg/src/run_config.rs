@@ -76,6 +76,15 @@ impl RunConfig {
     /// Reads and checks a configuration file; a relative `data` path is resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Self> {
+        let config = Self::read(path)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Reads a configuration file without [`RunConfig::check`]ing it, for a caller that
+    /// applies command-line options first (they may supply what the check requires, e.g.
+    /// `--data` for a config with `forward_weight`).
+    pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let mut config: RunConfig =
@@ -87,7 +96,6 @@ impl RunConfig {
         if config.name.is_none() {
             config.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
-        config.check()?;
         Ok(config)
     }
 

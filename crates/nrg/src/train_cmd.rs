@@ -148,7 +148,8 @@ fn prepare(args: &TrainArgs) -> Result<(RunConfig, PathBuf, bool)> {
         return Ok((config, dir.clone(), true));
     }
     let path = args.config.as_ref().expect("clap requires --config");
-    let mut config = RunConfig::load(path)?;
+    // Checked after the command-line options are applied (they may supply `data`).
+    let mut config = RunConfig::read(path)?;
     if let Some(name) = &args.name {
         config.name = Some(name.clone());
     }

@@ -9,12 +9,30 @@
 //!
 //! and accepts the end point with `min(1, e^{−ΔH})`. Leapfrog is reversible and volume
 //! preserving, so the chain satisfies detailed balance for `e^{−S}` at any `ε`.
+//!
+//! The step of each trajectory is drawn uniformly from `ε·[1 − j, 1 + j]`, `j =`
+//! [`STEP_JITTER`] (Mackenzie, Phys. Lett. B 226, 369 (1989)), independently of the state,
+//! so detailed balance holds for each draw. With a fixed `ε` and `n` a Gaussian mode of
+//! frequency `ω` is rotated by the same angle `nθ(εω)` every trajectory; where that angle
+//! is close to a multiple of `2π` the mode barely moves, and its slow decorrelation hides
+//! from the Gamma method's window (free field L = 8: z-scores of ⟨φ²⟩ up to 6σ over eight
+//! seeds). The jitter spreads the angle over a range wider than `π` for every mode that
+//! turns more than about `2.5π` per trajectory.
 
 use crate::ChainRng;
 use nrg_core::MarkovChain;
 use nrg_core::action::HostAction;
 use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;
+
+/// The relative half-width `j` of the uniform jitter of each trajectory's step, `ε·[1 − j,
+/// 1 + j]`.
+pub const STEP_JITTER: f64 = 0.2;
+
+/// The step of one trajectory: `ε (1 + j (2u − 1))`, `u ∼ U[0, 1)`.
+pub fn jittered_step(step: f64, rng: &mut crate::ChainRng) -> f64 {
+    step * (1.0 + STEP_JITTER * (2.0 * rng.random::<f64>() - 1.0))
+}
 
 /// HMC for a host action.
 pub struct Hmc<A: HostAction> {
@@ -63,7 +81,7 @@ impl<A: HostAction> Hmc<A> {
         &self.action
     }
 
-    /// Leapfrog step size `ε`.
+    /// Leapfrog step size `ε` (the centre of the jittered steps).
     pub fn step(&self) -> f64 {
         self.step
     }
@@ -80,7 +98,7 @@ impl<A: HostAction> Hmc<A> {
 
     /// One trajectory; returns whether it was accepted.
     pub fn trajectory(&mut self) -> bool {
-        let eps = self.step;
+        let eps = jittered_step(self.step, &mut self.rng);
         for p in &mut self.momentum {
             *p = self.rng.sample(StandardNormal);
         }

@@ -1,26 +1,36 @@
 //! Ising chains: single-spin Metropolis and the Wolff cluster algorithm.
 //!
-//! **Metropolis.** On the torus sites are visited in lexicographic order (a sweep is `V`
-//! updates); on the chain `V` sites are drawn at random, because the typewriter order in 1D
-//! carries every domain wall along with the sweep (a `ΔE = 0` flip is always accepted), a
-//! deterministic conveyor that breaks ergodicity. The
-//! flip of `s_x` changes the energy by `ΔE = 2 s_x h_x`, `h_x = Σ_{y∼x} s_y`, and is accepted
-//! with `min(1, e^{−K ΔE})`. Acceptance thresholds for the `2d + 1` possible values of
-//! `s_x h_x` are precomputed as 32-bit integers, so one update costs a few neighbour loads,
-//! a table look-up and — only when `ΔE > 0` — one 32-bit random number. Each single-site
-//! update satisfies detailed balance; the sequential sweep preserves the Boltzmann
-//! distribution.
+//! **Metropolis.** One sweep is `V` single-site updates at sites drawn uniformly at random,
+//! plus one more with probability ½. The flip of `s_x` changes the energy by
+//! `ΔE = 2 s_x h_x`, `h_x = Σ_{y∼x} s_y`, and is accepted with `min(1, e^{−K ΔE})`.
+//! Acceptance thresholds for the `2d + 1` possible values of `s_x h_x` are precomputed as
+//! 32-bit integers, so one update costs a few neighbour loads, a table look-up and — only
+//! when `ΔE > 0` — one 32-bit random number. Each single-site update satisfies detailed
+//! balance, so every sweep preserves the Boltzmann distribution.
+//!
+//! Why not the typewriter sweep: with certain acceptance for `ΔE ≤ 0`, visiting the sites
+//! in a fixed order is a deterministic map whenever the visited flips all have `ΔE ≤ 0`
+//! (or `K → 0`, where every flip is accepted): on `L = 2` at `K = 0.3` the chain locks into
+//! a cycle of zero-energy states, at `K = 10⁻⁹` every sweep flips every spin. Random sites
+//! make the chain irreducible. Why the extra update: every accepted flip changes the parity
+//! of the number of up spins, so at `K → 0` (every flip accepted) a fixed, even number of
+//! updates per sweep preserves the parity of `M` between measurements — a periodic chain,
+//! whose measurements see half the states (Binder −⅓ instead of ⅙ at `V = 4`). A sweep
+//! length of `V` or `V + 1`, chosen independently of the state, makes it aperiodic; each of
+//! the two kernels preserves the distribution, so their mixture does. (Decision 41.)
 //!
 //! **Wolff.** A cluster is grown from a random seed, adding aligned neighbours with
-//! probability `p = 1 − e^{−2K}`, and flipped. One [`MarkovChain::update`] flips a fixed
-//! number `n_c` of clusters. `n_c` may be re-chosen during thermalisation
+//! probability `p = 1 − e^{−2K}`, and flipped. One [`MarkovChain::update`] flips `n_c`
+//! clusters, plus one more with probability ½ (the same parity argument: at `K → 0` every
+//! cluster is one spin). `n_c` may be re-chosen during thermalisation
 //! ([`IsingWolff::tune_clusters`]: `n_c ≈ V/⟨C⟩`, so an update flips about `V` spins, a
 //! "sweep" of comparable cost) but must stay fixed while measuring: stopping after a
-//! random number of clusters, e.g. "until `V` spins are flipped", measures at a
-//! state-dependent stopping time and biases every observable.
+//! random number of clusters that depends on the state, e.g. "until `V` spins are
+//! flipped", measures at a state-dependent stopping time and biases every observable; the
+//! extra cluster's coin does not look at the state.
 
 use crate::ChainRng;
-use nrg_core::{Lattice, MarkovChain};
+use nrg_core::MarkovChain;
 use nrg_lattice::IsingSpins;
 use rand::{Rng, RngExt, SeedableRng};
 
@@ -54,6 +64,8 @@ pub struct IsingMetropolis {
     state: SpinState,
     /// `thresholds[s·h + 2d]` for `s·h ∈ {−2d, …, 2d}`.
     thresholds: [u64; 9],
+    neighbours: Vec<usize>,
+    attempts: usize,
 }
 
 impl IsingMetropolis {
@@ -66,9 +78,12 @@ impl IsingMetropolis {
             let de = 2.0 * sh as f64;
             thresholds[(sh + 2 * d) as usize] = threshold((-k * de).exp().min(1.0));
         }
+        let neighbours = model.lattice().all_neighbours();
         Self {
             state: SpinState::new(model, seed, hot),
             thresholds,
+            neighbours,
+            attempts: 0,
         }
     }
 
@@ -82,78 +97,41 @@ impl IsingMetropolis {
         &self.state.model
     }
 
-    /// One sweep; returns the number of accepted flips.
+    /// Single-site updates attempted by the last sweep (`V` or `V + 1`).
+    pub fn attempts(&self) -> usize {
+        self.attempts
+    }
+
+    /// One sweep: `V` updates at random sites and, with probability ½, one more. Returns
+    /// the number of accepted flips.
     pub fn sweep(&mut self) -> usize {
-        let lattice = self.state.model.lattice();
-        if lattice.dim() == 2 {
-            self.sweep_2d(lattice)
-        } else {
-            self.sweep_1d(lattice)
-        }
-    }
-
-    #[inline(always)]
-    fn try_flip(
-        spins: &mut [i8],
-        rng: &mut ChainRng,
-        thr: &[u64; 9],
-        x: usize,
-        sh: i32,
-        off: i32,
-    ) -> usize {
-        let t = thr[(sh + off) as usize];
-        if t >= 1 << 32 || (rng.next_u32() as u64) < t {
-            spins[x] = -spins[x];
-            1
-        } else {
-            0
-        }
-    }
-
-    fn sweep_2d(&mut self, lattice: Lattice) -> usize {
-        let l = lattice.l();
+        let v = self.state.spins.len();
+        let nn = 2 * self.state.model.lattice().dim();
+        let off = nn as i32;
         let SpinState { spins, rng, .. } = &mut self.state;
-        let thr = &self.thresholds;
+        let attempts = v + usize::from(rng.random::<bool>());
         let mut accepted = 0;
-        for i in 0..l {
-            let row = i * l;
-            let up = if i == 0 { (l - 1) * l } else { row - l };
-            let down = if i == l - 1 { 0 } else { row + l };
-            for j in 0..l {
-                let left = if j == 0 { l - 1 } else { j - 1 };
-                let right = if j == l - 1 { 0 } else { j + 1 };
-                let x = row + j;
-                let s = spins[x] as i32;
-                let h = spins[row + left] as i32
-                    + spins[row + right] as i32
-                    + spins[up + j] as i32
-                    + spins[down + j] as i32;
-                accepted += Self::try_flip(spins, rng, thr, x, s * h, 4);
+        for _ in 0..attempts {
+            let x = rng.random_range(0..v);
+            let h: i32 = self.neighbours[x * nn..(x + 1) * nn]
+                .iter()
+                .map(|&y| spins[y] as i32)
+                .sum();
+            let t = self.thresholds[(spins[x] as i32 * h + off) as usize];
+            if t >= 1 << 32 || (rng.next_u32() as u64) < t {
+                spins[x] = -spins[x];
+                accepted += 1;
             }
         }
-        accepted
-    }
-
-    fn sweep_1d(&mut self, lattice: Lattice) -> usize {
-        let l = lattice.l();
-        let SpinState { spins, rng, .. } = &mut self.state;
-        let thr = &self.thresholds;
-        let mut accepted = 0;
-        for _ in 0..l {
-            let j = rng.random_range(0..l);
-            let left = if j == 0 { l - 1 } else { j - 1 };
-            let right = if j == l - 1 { 0 } else { j + 1 };
-            let s = spins[j] as i32;
-            let h = spins[left] as i32 + spins[right] as i32;
-            accepted += Self::try_flip(spins, rng, thr, j, s * h, 2);
-        }
+        self.attempts = attempts;
         accepted
     }
 }
 
 impl MarkovChain for IsingMetropolis {
     fn update(&mut self) -> f64 {
-        self.sweep() as f64 / self.state.spins.len() as f64
+        let accepted = self.sweep();
+        accepted as f64 / self.attempts as f64
     }
 
     fn algorithm(&self) -> &'static str {
@@ -240,13 +218,12 @@ impl IsingWolff {
 }
 
 impl MarkovChain for IsingWolff {
-    /// Flips `n_c` clusters; returns their mean size / V.
+    /// Flips `n_c` clusters and, with probability ½, one more; returns their mean size / V.
     fn update(&mut self) -> f64 {
         let v = self.state.spins.len();
-        let flipped: usize = (0..self.clusters_per_update)
-            .map(|_| self.flip_cluster())
-            .sum();
-        flipped as f64 / (self.clusters_per_update * v) as f64
+        let clusters = self.clusters_per_update + usize::from(self.state.rng.random::<bool>());
+        let flipped: usize = (0..clusters).map(|_| self.flip_cluster()).sum();
+        flipped as f64 / (clusters * v) as f64
     }
 
     fn algorithm(&self) -> &'static str {

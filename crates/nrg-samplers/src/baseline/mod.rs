@@ -4,6 +4,6 @@ mod hmc;
 mod ising;
 mod phi4_local;
 
-pub use hmc::Hmc;
+pub use hmc::{Hmc, STEP_JITTER, jittered_step};
 pub use ising::{IsingMetropolis, IsingWolff};
 pub use phi4_local::PhiFourMetropolis;

@@ -5,14 +5,16 @@
 //! - [`bulk_hmc`]: HMC on the latents with `U(z) = S(G(z)) − ln|det ∂G/∂z|`, whose
 //!   stationary density `e^{−U}` maps to `e^{−S}` under `x = G(z)`. Gradients come from
 //!   autodiff through the flow; leapfrog and the accept/reject step run in `f64` on the host.
-//!   A batch of independent chains moves together.
+//!   A batch of independent chains moves together; each trajectory's step is jittered as in
+//!   [`crate::baseline::Hmc`].
 //! - [`bulk_local`]: Metropolis moves of one latent at a time, `z_k → z_k + δ·N(0,1)`, with `k`
 //!   drawn uniformly from an allowed set (all latents, or e.g. one bulk level).
 //! - [`boundary_hmc`]: HMC on the field itself (the baseline [`crate::baseline::Hmc`]), with
 //!   the same observables, for side-by-side `τ_int`.
 //!
 //! Step sizes adapt during thermalisation only (towards acceptance 0.75 for HMC, 0.5 for
-//! local moves, by the baseline chains' rule), so the measured chains are stationary. Every chain records the action per
+//! local moves, by dual averaging, [`crate::tuning`]), so the measured chains are
+//! stationary; a chain that accepts nothing while measuring is refused. Every chain records the action per
 //! site `s` and the [`Measure`] columns after each update; each observable gets its
 //! Gamma-method error and `τ_int` (in updates), combined over independent chains as the mean of
 //! the chain means with `σ = √(Σσ_c²)/C`. `effective_per_second = C·N/(2τ_int)/seconds`
@@ -21,8 +23,8 @@
 use super::host;
 use super::measure::Measure;
 use crate::ChainRng;
-use crate::baseline::Hmc;
-use crate::run::step_factor;
+use crate::baseline::{Hmc, jittered_step};
+use crate::tuning::{DualAveraging, acceptance_probability};
 use burn::tensor::{Device, Tensor, TensorData};
 use nrg_core::action::HostAction;
 use nrg_core::stats::gamma_method;
@@ -125,6 +127,14 @@ impl Recorder {
         step_size: Option<f64>,
         seconds: f64,
     ) -> Result<ChainSummary> {
+        if acceptance == 0.0 {
+            return Err(NrgError::InvalidData(format!(
+                "the {method} chains accepted no proposal in {} measured updates: they did not \
+                 move, so their estimates have no error bar (change the step size or run \
+                 longer)",
+                settings.updates
+            )));
+        }
         let c = self.series.len() as f64;
         let mut observables = BTreeMap::new();
         for (k, name) in self.names.iter().enumerate() {
@@ -227,39 +237,6 @@ pub fn nmcmc(
     }
     let acceptance = accepted as f64 / (settings.updates * settings.chains) as f64;
     rec.summarise("nmcmc", settings, acceptance, None, seconds)
-}
-
-/// Adapts a step size during thermalisation: after every `window` proposals the step is
-/// multiplied by [`crate::run::step_factor`] of the window's acceptance (the rule of the
-/// baseline chains).
-struct StepTuner {
-    target: f64,
-    window: usize,
-    accepted: usize,
-    proposed: usize,
-}
-
-impl StepTuner {
-    fn new(target: f64, window: usize) -> Self {
-        Self {
-            target,
-            window,
-            accepted: 0,
-            proposed: 0,
-        }
-    }
-
-    /// Records a batch of proposals; returns the factor to apply when a window is full.
-    fn observe(&mut self, accepted: usize, proposed: usize) -> Option<f64> {
-        self.accepted += accepted;
-        self.proposed += proposed;
-        if self.proposed < self.window {
-            return None;
-        }
-        let a = self.accepted as f64 / self.proposed as f64;
-        (self.accepted, self.proposed) = (0, 0);
-        Some(step_factor(a, self.target))
-    }
 }
 
 /// A batch of bulk chains: latents, `U(z)`, `S(G(z))`, and (where asked for) `∂U/∂z` and the
@@ -368,11 +345,12 @@ pub fn bulk_hmc(
     let per = cur.per;
     let mut rec = Recorder::new(measure, b, action.lattice().volume());
     let total = settings.thermalisation + settings.updates;
-    let mut tuner = StepTuner::new(0.75, 10 * b.max(2));
+    let mut tuner = DualAveraging::new(step, 0.75, 10 * b.max(2), (1e-5, 10.0));
     let mut accepted = 0usize;
     let mut start = Instant::now();
     for t in 0..total {
         if t == settings.thermalisation {
+            step = tuner.final_step();
             start = Instant::now();
         }
         let mut p: Vec<f64> = (0..b * per).map(|_| rng.sample(StandardNormal)).collect();
@@ -380,26 +358,29 @@ pub fn bulk_hmc(
             0.5 * p[i * per..(i + 1) * per].iter().map(|v| v * v).sum::<f64>()
         };
         let h0: Vec<f64> = (0..b).map(|i| cur.u[i] + kinetic(&p, i)).collect();
+        let eps = jittered_step(step, &mut rng);
         let mut z = cur.z.clone();
         let mut g = cur.grad.clone().expect("checked above");
         let mut prop = None;
         for k in 0..leapfrog {
             for j in 0..b * per {
-                p[j] -= 0.5 * step * g[j];
-                z[j] += step * p[j];
+                p[j] -= 0.5 * eps * g[j];
+                z[j] += eps * p[j];
             }
             let last = k + 1 == leapfrog;
             let next = BulkBatch::evaluate(model, action, z.clone(), shape, true, last, device);
             g = next.grad.clone().expect("autodiff gradient");
             for j in 0..b * per {
-                p[j] -= 0.5 * step * g[j];
+                p[j] -= 0.5 * eps * g[j];
             }
             prop = Some(next);
         }
         let prop = prop.expect("at least one leapfrog step");
         let mut acc_now = 0;
+        let mut alpha = 0.0;
         for i in 0..b {
             let dh = prop.u[i] + kinetic(&p, i) - h0[i];
+            alpha += acceptance_probability(dh);
             let uniform: f64 = rng.random();
             if dh.is_finite() && uniform.ln() < -dh {
                 acc_now += 1;
@@ -407,8 +388,8 @@ pub fn bulk_hmc(
             }
         }
         if t < settings.thermalisation {
-            if let Some(f) = tuner.observe(acc_now, b) {
-                step *= f;
+            if let Some(s) = tuner.observe(alpha, b) {
+                step = s;
             }
         } else {
             accepted += acc_now;
@@ -456,11 +437,12 @@ pub fn bulk_local(
     let mut cur = BulkBatch::evaluate(model, action, z, shape, false, true, device);
     let mut rec = Recorder::new(measure, b, action.lattice().volume());
     let total = settings.thermalisation + settings.updates;
-    let mut tuner = StepTuner::new(0.5, 20 * b.max(2));
+    let mut tuner = DualAveraging::new(delta, 0.5, 20 * b.max(2), (1e-5, 100.0));
     let mut accepted = 0usize;
     let mut start = Instant::now();
     for t in 0..total {
         if t == settings.thermalisation {
+            delta = tuner.final_step();
             start = Instant::now();
         }
         let mut z = cur.z.clone();
@@ -471,17 +453,19 @@ pub fn bulk_local(
         }
         let prop = BulkBatch::evaluate(model, action, z, shape, false, true, device);
         let mut acc_now = 0;
+        let mut alpha = 0.0;
         for i in 0..b {
             let uniform: f64 = rng.random();
             let du = prop.u[i] - cur.u[i];
+            alpha += acceptance_probability(du);
             if du.is_finite() && uniform.ln() < -du {
                 acc_now += 1;
                 cur.accept(i, &prop);
             }
         }
         if t < settings.thermalisation {
-            if let Some(f) = tuner.observe(acc_now, b) {
-                delta *= f;
+            if let Some(s) = tuner.observe(alpha, b) {
+                delta = s;
             }
         } else {
             accepted += acc_now;
@@ -523,16 +507,17 @@ pub fn boundary_hmc<A: HostAction + Clone>(
     let mut accepted = 0usize;
     let mut seconds = 0.0;
     for (ci, chain) in chains.iter_mut().enumerate() {
-        let mut tuner = StepTuner::new(0.75, 20);
+        let mut tuner = DualAveraging::new(step, 0.75, 1, (1e-5, 10.0));
         let mut start = Instant::now();
         for t in 0..total {
             if t == settings.thermalisation {
+                chain.set_step(tuner.final_step());
                 start = Instant::now();
             }
             let acc = chain.trajectory();
             if t < settings.thermalisation {
-                if let Some(f) = tuner.observe(acc as usize, 1) {
-                    chain.set_step(chain.step() * f);
+                if let Some(s) = tuner.observe(acceptance_probability(chain.last_delta_h()), 1) {
+                    chain.set_step(s);
                 }
             } else {
                 accepted += acc as usize;
