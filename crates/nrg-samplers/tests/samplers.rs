@@ -177,7 +177,10 @@ fn enumerate_energy_and_binder(model: &IsingSpins) -> (f64, f64) {
 fn high_temperature(model: &IsingSpins) -> (f64, f64) {
     let lattice = model.lattice();
     let v = lattice.volume() as f64;
-    (-(lattice.bonds() as f64) / v * model.beta(), 2.0 / (3.0 * v))
+    (
+        -(lattice.bonds() as f64) / v * model.beta(),
+        2.0 / (3.0 * v),
+    )
 }
 
 /// `|estimate − exact|` in units of the error, with a check that the error is not zero.
@@ -218,7 +221,8 @@ fn metropolis_is_ergodic_on_tiny_lattices_and_at_high_temperature() {
     let l2 = enumerate_energy_and_binder(&ising(2, 2, 0.3));
     assert!((l2.0 + 1.2776120051).abs() < 1e-9 && (l2.1 - 0.5551276060).abs() < 1e-9);
     for seed in [1, 2, 3] {
-        let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(ising(2, 2, 0.3), seed, true));
+        let mut sim =
+            IsingSimulation::Metropolis(IsingMetropolis::new(ising(2, 2, 0.3), seed, true));
         check_ising_chain(&mut sim, 200_000, l2, &format!("L=2 β=0.3 seed {seed}"));
     }
     // β → 0: e ≈ −2β and U₄ = 2/(3V) (independent spins; V = 64, 4, 9 and the chain's 4)
@@ -263,8 +267,12 @@ fn wolff_is_ergodic_near_infinite_temperature() {
 #[test]
 fn hmc_tuning_converges_for_every_seed() {
     let action = || PhiFour::free_field(Lattice::square(4).unwrap(), 1, 1.0).unwrap();
-    for (seed, step, md) in (1..=12).map(|s| (s, 0.1, 10)).chain([(13, 1.9, 4), (14, 1.9, 4)]) {
-        let mut sim = PhiFourSimulation::hmc(Hmc::new(action(), vec![0.0; 16], step, md, seed), 0.8);
+    for (seed, step, md) in (1..=12)
+        .map(|s| (s, 0.1, 10))
+        .chain([(13, 1.9, 4), (14, 1.9, 4)])
+    {
+        let mut sim =
+            PhiFourSimulation::hmc(Hmc::new(action(), vec![0.0; 16], step, md, seed), 0.8);
         let out = run(&mut sim, &config(2000, 20_000), &mut |_| {}).unwrap();
         assert!(
             (out.summary.acceptance - 0.8).abs() < 0.1,

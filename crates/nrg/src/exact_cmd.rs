@@ -60,6 +60,17 @@ enum ExactModel {
     },
 }
 
+/// `x` with `digits` decimals, or in scientific notation with as many significant digits
+/// when fixed decimals would hide them (`|x| < 10⁻³`, e.g. `u = −2·10⁻⁸` at `β = 10⁻⁸`,
+/// or `|x| ≥ 10⁷`).
+fn number(x: f64, digits: usize) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-3..1e7).contains(&x.abs()) {
+        format!("{x:.digits$e}")
+    } else {
+        format!("{x:.digits$}")
+    }
+}
+
 fn print_ising(model: &str, t: &IsingThermo, as_json: bool) -> Result<()> {
     if as_json {
         println!(
@@ -70,17 +81,23 @@ fn print_ising(model: &str, t: &IsingThermo, as_json: bool) -> Result<()> {
     }
     println!("{model}: L = {}, beta = {}", t.l, t.beta);
     if t.ln_z.is_finite() {
-        println!("  ln Z                     = {:.12}", t.ln_z);
+        println!("  ln Z                     = {}", number(t.ln_z, 12));
     }
-    println!("  ln Z / V                 = {:.15}", t.ln_z_per_site);
     println!(
-        "  free energy per site f   = {:.15}",
-        t.free_energy_per_site
+        "  ln Z / V                 = {}",
+        number(t.ln_z_per_site, 15)
     );
-    println!("  energy per site u        = {:.15}", t.energy_per_site);
     println!(
-        "  specific heat per site c = {:.15}",
-        t.specific_heat_per_site
+        "  free energy per site f   = {}",
+        number(t.free_energy_per_site, 15)
+    );
+    println!(
+        "  energy per site u        = {}",
+        number(t.energy_per_site, 15)
+    );
+    println!(
+        "  specific heat per site c = {}",
+        number(t.specific_heat_per_site, 15)
     );
     Ok(())
 }

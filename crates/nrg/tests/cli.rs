@@ -428,10 +428,15 @@ fn relaxed_ising_data_feeds_forward_kl_training() {
     std::fs::write(&no_data, toml.replace("data = \"wolff/relaxed.npy\"\n", "")).unwrap();
     let nd = no_data.to_str().unwrap();
     let d = data.to_str().unwrap();
-    run_nrg_ok(&["train", "--config", nd, "--runs", r, "--name", "cli-data", "--data", d, "--quiet"]);
+    run_nrg_ok(&[
+        "train", "--config", nd, "--runs", r, "--name", "cli-data", "--data", d, "--quiet",
+    ]);
     let stored = std::fs::read_to_string(runs.join("cli-data/config.toml")).unwrap();
     assert!(stored.contains(d), "{stored}");
-    assert_usage_error(&["train", "--config", nd, "--runs", r, "--name", "x"], "data");
+    assert_usage_error(
+        &["train", "--config", nd, "--runs", r, "--name", "x"],
+        "data",
+    );
     assert!(!runs.join("x").exists());
 
     // A missing data file: a one-line error that says how to make one, and no run left.

@@ -3,7 +3,16 @@
 //!
 //! All `2^V` states are visited once and binned by energy `E = −Σ_x Σ_μ s_x s_{x+μ̂}`, giving
 //! the exact density of states `g(E)` (integer counts). Then `Z(K) = Σ_E g(E) e^{−KE}`,
-//! `⟨E⟩` and `Var E` follow in `f64` with a log-sum-exp.
+//! `⟨E⟩` and `Var E` follow in `f64`, in forms whose sums have terms of one sign so that
+//! they keep full relative accuracy at any `K` (the reference for the closed formulas at
+//! `β → 0` and `β → ∞`):
+//!
+//! ```text
+//! Z ⟨E⟩      = Σ_E g E + Σ_E g E (e^{−KE} − 1)     (every term of the second sum ≤ 0;
+//!                                                    the first is an exact integer, 0 here)
+//! ⟨E⟩ − E₀   = Σ_E p_E (E − E₀)                    (E₀ the ground-state energy; terms ≥ 0)
+//! Var E      = Σ_E p_E ((E − E₀) − (⟨E⟩ − E₀))²
+//! ```
 
 use super::IsingThermo;
 use nrg_core::{Lattice, NrgError, Result};
@@ -52,24 +61,44 @@ impl DensityOfStates {
     /// `ln Z`, energy and specific heat per site at inverse temperature `beta`.
     pub fn thermo(&self, beta: f64) -> Result<IsingThermo> {
         let beta = super::check_beta(beta)?;
+        let e0 = self.levels[0].0 as f64;
+        // ln(g e^{−K(E−E₀)}) and its log-sum-exp
         let logw: Vec<f64> = self
             .levels
             .iter()
-            .map(|(e, g)| (*g as f64).ln() - beta * *e as f64)
+            .map(|(e, g)| (*g as f64).ln() - beta * (*e as f64 - e0))
             .collect();
         let top = logw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let sum: f64 = logw.iter().map(|w| (w - top).exp()).sum();
-        let ln_z = top + sum.ln();
-        let p: Vec<f64> = logw.iter().map(|w| (w - ln_z).exp()).collect();
-        let mean: f64 = p
+        let ln_zr = top + sum.ln(); // ln(Z e^{K E₀})
+        let ln_z = ln_zr - beta * e0;
+        // Z⟨E⟩ e^{−ln Z} with the e^{−KE} − 1 form; the integer Σ g E exactly
+        let s1: i128 = self
+            .levels
+            .iter()
+            .map(|(e, g)| *e as i128 * *g as i128)
+            .sum();
+        let mut mean = s1 as f64 * (-ln_z).exp();
+        for (e, g) in &self.levels {
+            let (e, ln_g) = (*e as f64, (*g as f64).ln());
+            let term = if e < 0.0 {
+                // g E e^{−KE}(1 − e^{KE}) / Z
+                e * (ln_g - beta * e - ln_z).exp() * -(beta * e).exp_m1()
+            } else {
+                e * (ln_g - ln_z).exp() * (-beta * e).exp_m1()
+            };
+            mean += term;
+        }
+        let p: Vec<f64> = logw.iter().map(|w| (w - ln_zr).exp()).collect();
+        let shift: f64 = p
             .iter()
             .zip(&self.levels)
-            .map(|(p, (e, _))| p * *e as f64)
+            .map(|(p, (e, _))| p * (*e as f64 - e0))
             .sum();
         let var: f64 = p
             .iter()
             .zip(&self.levels)
-            .map(|(p, (e, _))| p * (*e as f64 - mean).powi(2))
+            .map(|(p, (e, _))| p * ((*e as f64 - e0) - shift).powi(2))
             .sum();
         let v = self.lattice.volume() as f64;
         Ok(IsingThermo {

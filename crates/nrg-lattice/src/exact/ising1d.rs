@@ -6,19 +6,26 @@
 //! constant per decimated spin (see [`decimate`]).
 
 use super::dual::Dual2;
+use super::real::Real;
 use super::{IsingThermo, check_beta};
 use nrg_core::{NrgError, Result};
 
-/// The exact solution of the periodic chain of `l ≥ 2` sites.
+/// The exact solution of the periodic chain of `l ≥ 2` sites; `u` and `c` to `f64` relative
+/// accuracy at every `β` (extended precision, as for [`super::ising2d::kaufman`]).
 pub fn chain(l: usize, beta: f64) -> Result<IsingThermo> {
     if l < 2 {
         return Err(NrgError::param("L", format!("must be ≥ 2, got {l}")));
     }
     let beta = check_beta(beta)?;
-    let k = Dual2::variable(beta);
     let lf = l as f64;
-    let ln_z = k.ln_2cosh() * lf + (k.tanh().ln() * lf).exp().ln_1p_dual();
+    let ln_z = super::ising2d::precise_ln_z(beta, lf, |k| chain_ln_z(l, k))?;
     Ok(IsingThermo::from_ln_z(l, beta, lf, ln_z))
+}
+
+/// `ln Z = L ln(2 cosh K) + ln(1 + tanh^L K)` as a function of `K`.
+fn chain_ln_z<T: Real>(l: usize, k: Dual2<T>) -> Dual2<T> {
+    let lf = l as f64;
+    k.clone().ln_2cosh() * lf + (k.tanh().ln() * lf).exp().ln_1p()
 }
 
 /// One exact decimation step: summing out every other spin of the chain at coupling `K`
@@ -30,17 +37,6 @@ pub fn decimate(k: f64) -> (f64, f64) {
     let k_new = (t * t).atanh();
     let ln_g = std::f64::consts::LN_2 + 2.0 * k.cosh().ln() - k_new.cosh().ln();
     (k_new, ln_g)
-}
-
-trait Ln1p {
-    fn ln_1p_dual(self) -> Self;
-}
-
-impl Ln1p for Dual2 {
-    fn ln_1p_dual(self) -> Self {
-        let d = 1.0 + self.v;
-        self.chain(self.v.ln_1p(), 1.0 / d, -1.0 / (d * d))
-    }
 }
 
 #[cfg(test)]
@@ -62,6 +58,29 @@ mod tests {
                 assert!(rel(a.ln_z, b.ln_z) < 1e-12, "L={l} β={beta}");
                 assert!(rel(a.energy_per_site, b.energy_per_site) < 1e-10);
                 assert!(rel(a.specific_heat_per_site, b.specific_heat_per_site) < 1e-9);
+            }
+        }
+    }
+
+    /// `u` and `c` to relative accuracy at extreme β (the same kind of fault as Kaufman's:
+    /// `1 − tanh² K` and `ln tanh K` lose every digit in f64 beyond K ≈ 19).
+    #[test]
+    fn chain_is_relatively_exact_at_extreme_beta() {
+        for l in [2, 5, 12] {
+            let dos = ising_density_of_states(1, l).unwrap();
+            for beta in [1e-8, 0.01, 10.0, 20.0, 40.0] {
+                let a = chain(l, beta).unwrap();
+                let b = dos.thermo(beta).unwrap();
+                assert!(
+                    rel(a.energy_per_site, b.energy_per_site) < 1e-12,
+                    "L={l} β={beta}"
+                );
+                assert!(
+                    rel(a.specific_heat_per_site, b.specific_heat_per_site) < 1e-12,
+                    "L={l} β={beta}: c {} vs {}",
+                    a.specific_heat_per_site,
+                    b.specific_heat_per_site
+                );
             }
         }
     }

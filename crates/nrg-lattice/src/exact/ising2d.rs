@@ -18,6 +18,7 @@
 //! elliptic integral of the first kind; `c = −K² ∂u/∂K`, differentiated exactly.
 
 use super::dual::{Dual2, ScaledDual2};
+use super::real::{Big, Real, evaluate_precise};
 use super::{IsingThermo, check_beta};
 use nrg_core::{NrgError, Result};
 
@@ -26,56 +27,103 @@ pub fn critical_beta() -> f64 {
     (1.0 + 2f64.sqrt()).ln() / 2.0
 }
 
+/// Bits of [`Big`] precision for the derivatives of `ln Z` of a system of `volume` sites at
+/// coupling `k`: 53 for the result and 64 guard bits, plus what the formulas lose —
+/// `2 log₂(1/K)` at high temperature (terms of size `V/K` and `V/K²` whose sums are `2KV`
+/// and `2V`), `8K log₂ e` at low temperature (`c ≈ 64K²e^{−8K}` left of terms of order
+/// one), `2 log₂(1/|K − K_c|)` near criticality (Onsager's `1 − κ ∝ (K − K_c)²`), and
+/// `log₂ V` for the sums. [`evaluate_precise`] checks the estimate.
+pub(crate) fn guard_bits(k: f64, volume: f64) -> usize {
+    let high_t = (-2.0 * k.log2()).max(0.0);
+    let low_t = 8.0 * std::f64::consts::LOG2_E * k;
+    let critical = (-2.0 * (k - critical_beta()).abs().max(1e-18).log2()).clamp(0.0, 120.0);
+    (53.0 + 64.0 + high_t + low_t + critical + volume.log2().max(0.0)).ceil() as usize
+}
+
+/// The most bits [`evaluate_precise`] may use (beyond `K ≈ 1500` the specific heat
+/// underflows `f64` long before).
+pub(crate) const MAX_BITS: usize = 1 << 15;
+
+/// `[ln Z, ∂_K ln Z, ∂²_K ln Z]` of `f` evaluated in [`Big`] at `beta`, with the precision
+/// that gives them to `f64` relative accuracy.
+pub(crate) fn precise_ln_z(
+    beta: f64,
+    volume: f64,
+    f: impl Fn(Dual2<Big>) -> Dual2<Big>,
+) -> Result<Dual2> {
+    let (r, agreed) = evaluate_precise(guard_bits(beta, volume), MAX_BITS, || {
+        let z = f(Dual2::variable(Big::from_f64(beta)));
+        [z.v.to_f64(), z.d1.to_f64(), z.d2.to_f64()]
+    });
+    if !agreed || r.iter().any(|v| !v.is_finite()) {
+        return Err(NrgError::param(
+            "beta",
+            format!(
+                "{beta} is outside the range where ln Z and its derivatives are representable in f64"
+            ),
+        ));
+    }
+    Ok(Dual2 {
+        v: r[0],
+        d1: r[1],
+        d2: r[2],
+    })
+}
+
 /// Kaufman's exact solution on the `L × L` torus at inverse temperature `beta` (`J = 1`).
+///
+/// `ln Z`, `u` and `c` are exact to `f64` relative accuracy at every `β` (the formula is
+/// evaluated in extended precision, [`super::real`]): e.g. `L = 4`, `β = 10⁻⁸` gives
+/// `u = −2.0·10⁻⁸`, `c = 2.0·10⁻¹⁶`.
 pub fn kaufman(l: usize, beta: f64) -> Result<IsingThermo> {
     if l < 2 {
         return Err(NrgError::param("L", format!("must be ≥ 2, got {l}")));
     }
     let beta = check_beta(beta)?;
-    let ln_z = kaufman_ln_z(l, Dual2::variable(beta));
-    if !ln_z.v.is_finite() || !ln_z.d1.is_finite() || !ln_z.d2.is_finite() {
-        return Err(NrgError::param(
-            "beta",
-            format!("{beta} is outside the range where ln Z is representable in f64"),
-        ));
-    }
-    Ok(IsingThermo::from_ln_z(l, beta, (l * l) as f64, ln_z))
+    let volume = (l * l) as f64;
+    let ln_z = precise_ln_z(beta, volume, |k| kaufman_ln_z(l, k))?;
+    Ok(IsingThermo::from_ln_z(l, beta, volume, ln_z))
 }
 
 /// `2 cosh y · e^{−|y|}` (or `2 sinh y · e^{−|y|}`) as a dual, with `|y|` returned as the scale.
-fn two_cosh_or_sinh(y: Dual2, sinh: bool) -> (Dual2, f64) {
-    let a = y.v.abs();
-    let plus = (y + (-a)).exp();
-    let minus = (-y + (-a)).exp();
-    (if sinh { plus - minus } else { plus + minus }, a)
+fn two_cosh_or_sinh<T: Real>(y: Dual2<T>, sinh: bool) -> (Dual2<T>, T) {
+    let a = Dual2::constant(y.v.abs());
+    let plus = (y.clone() - a.clone()).exp();
+    let minus = (-y - a.clone()).exp();
+    (if sinh { plus - minus } else { plus + minus }, a.v)
 }
 
 /// `γ_k` for `k ≥ 1` from `e = cosh γ − 1`: `acosh(1 + e)` with exact derivatives.
-fn gamma_k(e: Dual2) -> Dual2 {
-    let q = e.v * (e.v + 2.0); // (1+e)² − 1
+fn gamma_k<T: Real>(e: Dual2<T>) -> Dual2<T> {
+    let one = T::from_f64(1.0);
+    let q = e.v.clone() * (e.v.clone() + T::from_f64(2.0)); // (1+e)² − 1
     let r = q.sqrt();
-    e.chain((e.v + r).ln_1p(), 1.0 / r, -(1.0 + e.v) / (q * r))
+    let f = (e.v.clone() + r.clone()).ln_1p();
+    let d1 = one.clone() / r.clone();
+    let d2 = -(one + e.v.clone()) / (q * r);
+    e.chain(f, d1, d2)
 }
 
-fn kaufman_ln_z(l: usize, k: Dual2) -> Dual2 {
+/// `ln Z` of the `L × L` torus as a function of `K` (Kaufman).
+pub(crate) fn kaufman_ln_z<T: Real>(l: usize, k: Dual2<T>) -> Dual2<T> {
     let lf = l as f64;
     let v = lf * lf;
-    let s = (k * 2.0).sinh();
-    let base = (s + (-1.0)).square() / s; // cosh2K coth2K − 1 = (s−1)²/s
-    let gammas: Vec<Dual2> = (0..2 * l)
+    let s = (k.clone() * 2.0).sinh();
+    let base = (s.clone() + (-1.0)).square() / s.clone(); // cosh2K coth2K − 1 = (s−1)²/s
+    let gammas: Vec<Dual2<T>> = (0..2 * l)
         .map(|idx| {
             if idx == 0 {
-                k * 2.0 + k.tanh().ln()
+                k.clone() * 2.0 + k.clone().tanh().ln()
             } else {
-                let h = (std::f64::consts::PI * idx as f64 / (2.0 * lf)).sin();
-                gamma_k(base + 2.0 * h * h)
+                let h = (T::pi() * T::from_f64(idx as f64) / T::from_f64(2.0 * lf)).sin();
+                gamma_k(base.clone() + Dual2::constant(T::from_f64(2.0) * h.clone() * h))
             }
         })
         .collect();
     let product = |offset: usize, sinh: bool| {
         let mut p = ScaledDual2::one();
         for r in 0..l {
-            let (f, scale) = two_cosh_or_sinh(gammas[2 * r + offset] * (lf / 2.0), sinh);
+            let (f, scale) = two_cosh_or_sinh(gammas[2 * r + offset].clone() * (lf / 2.0), sinh);
             p = p.mul_scaled(f, scale);
         }
         p
@@ -91,12 +139,14 @@ fn kaufman_ln_z(l: usize, k: Dual2) -> Dual2 {
 }
 
 /// Onsager's exact free energy, energy and specific heat per site of the infinite lattice.
-/// `ln_z` is reported as infinite; use `ln_z_per_site`. At `K_c` the specific heat is `+∞`.
+/// `ln_z` is reported as infinite; use `ln_z_per_site`. `u` and `c` are exact to `f64`
+/// relative accuracy at every `β` (extended precision, as for [`kaufman`]); at the `f64`
+/// nearest `K_c` the specific heat is finite (its logarithmic divergence is cut off by the
+/// distance to `K_c`, ~10⁻¹⁷).
 pub fn onsager(beta: f64) -> Result<IsingThermo> {
     let k = check_beta(beta)?;
     let c2 = (2.0 * k).cosh();
     let s2 = (2.0 * k).sinh();
-    let t2 = (2.0 * k).tanh();
     let kappa = (2.0 * s2 / (c2 * c2)).min(1.0);
     // ∫_0^{π/2} ln ½(1 + √(1 − κ² sin²θ)) dθ by composite Gauss–Legendre; the integrand is
     // smooth for κ < 1 and continuous with a kink-free cos θ at κ = 1.
@@ -106,38 +156,48 @@ pub fn onsager(beta: f64) -> Result<IsingThermo> {
     });
     let ln_z_per_site = (2.0 * c2).ln() + integral / std::f64::consts::PI;
     // u(K) with its exact K-derivative; c = −K² ∂u/∂K.
-    let (energy, heat) = if kappa >= 1.0 {
-        (-1.0 / t2, f64::INFINITY)
-    } else {
-        let u = onsager_energy(Dual2::variable(k));
-        (u.v, -k * k * u.d1)
-    };
+    let (r, agreed) = evaluate_precise(guard_bits(k, 1.0), MAX_BITS, || {
+        let u = onsager_energy(Dual2::variable(Big::from_f64(k)));
+        [u.v.to_f64(), u.d1.to_f64()]
+    });
+    if !agreed || !r[0].is_finite() {
+        return Err(NrgError::param(
+            "beta",
+            format!("{beta} is outside the range where u and c are representable in f64"),
+        ));
+    }
     Ok(IsingThermo {
         l: 0,
         beta: k,
         ln_z: f64::INFINITY,
         ln_z_per_site,
         free_energy_per_site: -ln_z_per_site / k,
-        energy_per_site: energy,
-        specific_heat_per_site: heat,
+        energy_per_site: r[0],
+        specific_heat_per_site: -k * k * r[1],
     })
 }
 
 /// Onsager's internal energy per site as a function of `K` (a dual number), `κ < 1`.
-fn onsager_energy(k: Dual2) -> Dual2 {
-    let t2 = (k * 2.0).tanh();
-    let c2 = (k * 2.0).cosh();
+fn onsager_energy<T: Real>(k: Dual2<T>) -> Dual2<T> {
+    let one = T::from_f64(1.0);
+    let t2 = (k.clone() * 2.0).tanh();
+    let c2 = (k.clone() * 2.0).cosh();
     let kappa = (k * 2.0).sinh() * 2.0 / c2.square();
-    let kappa_p = t2.square() * 2.0 + (-1.0);
-    let (ek, ee) = elliptic_k_e(kappa.v);
-    let kv = kappa.v;
-    let q = 1.0 - kv * kv;
-    let dk = ee / (kv * q) - ek / kv;
-    let de = (ee - ek) / kv;
-    let d2k =
-        de / (kv * q) - ee * (1.0 - 3.0 * kv * kv) / (kv * q).powi(2) - dk / kv + ek / (kv * kv);
-    let big_k = kappa.chain(ek, dk, d2k);
-    -(t2.recip() * (kappa_p * big_k * (2.0 / std::f64::consts::PI) + 1.0))
+    let kappa_p = t2.clone().square() * 2.0 + (-1.0);
+    let kv = kappa.v.clone();
+    let (ek, ee) = elliptic_k_e_generic(kv.clone());
+    let q = one.clone() - kv.clone() * kv.clone();
+    let kq = kv.clone() * q.clone();
+    let dk = ee.clone() / kq.clone() - ek.clone() / kv.clone();
+    let de = (ee.clone() - ek.clone()) / kv.clone();
+    let d2k = de / kq.clone()
+        - ee * (one - T::from_f64(3.0) * kv.clone() * kv.clone()) / (kq.clone() * kq)
+        - dk.clone() / kv.clone()
+        + ek.clone() / (kv.clone() * kv);
+    // 2/π in T, not in f64: at K → 0 the bracket is 1 − 1 + O(K²), and an f64 π would leave
+    // its rounding (10⁻¹⁷) in a result of size 4K²
+    let big_k = kappa.chain(ek, dk, d2k) * Dual2::constant(T::from_f64(2.0) / T::pi());
+    -(t2.recip() * (kappa_p * big_k + 1.0))
 }
 
 /// Complete elliptic integrals `K(k)`, `E(k)` (modulus `k`) by the arithmetic–geometric mean.
@@ -145,25 +205,34 @@ pub fn elliptic_k_e(k: f64) -> (f64, f64) {
     if k >= 1.0 {
         return (f64::INFINITY, 1.0);
     }
-    let mut a = 1.0;
-    let mut b = (1.0 - k * k).sqrt();
+    elliptic_k_e_generic(k)
+}
+
+/// [`elliptic_k_e`] in any [`Real`] (`0 ≤ k < 1`), iterated to the type's rounding unit.
+fn elliptic_k_e_generic<T: Real>(k: T) -> (T, T) {
+    let one = T::from_f64(1.0);
+    let half = T::from_f64(0.5);
+    let mut a = one.clone();
+    let mut b = (one.clone() - k.clone() * k.clone()).sqrt();
     let mut c = k;
-    let mut sum = 0.5 * c * c; // 2^{n−1} c_n² at n = 0
-    let mut pow = 0.5;
-    for _ in 0..64 {
-        if c * c < 1e-34 * sum.max(1e-300) {
+    let mut sum = half.clone() * c.clone() * c.clone(); // 2^{n−1} c_n² at n = 0
+    let mut pow = half.clone();
+    let eps2 = T::epsilon() * T::epsilon() * 1e-2;
+    for _ in 0..200 {
+        let c2 = c.clone() * c.clone();
+        if c2.to_f64() <= eps2 * sum.to_f64().max(1e-300) {
             break;
         }
-        let an = 0.5 * (a + b);
+        let an = half.clone() * (a.clone() + b.clone());
         let bn = (a * b).sqrt();
-        c = c * c / (4.0 * an); // = (a − b)/2 without cancellation
+        c = c2 / (T::from_f64(4.0) * an.clone()); // = (a − b)/2 without cancellation
         a = an;
         b = bn;
-        pow *= 2.0;
-        sum += pow * c * c;
+        pow = pow * T::from_f64(2.0);
+        sum = sum + pow.clone() * c.clone() * c.clone();
     }
-    let kk = std::f64::consts::FRAC_PI_2 / a;
-    (kk, kk * (1.0 - sum))
+    let kk = T::pi() * half / a;
+    (kk.clone(), kk * (one - sum))
 }
 
 /// Composite Gauss–Legendre quadrature (5 nodes per panel) of `f` on `[a, b]`.
@@ -218,17 +287,86 @@ mod tests {
                     exact.energy_per_site,
                     brute.energy_per_site
                 );
-                // ∂² ln Z carries an absolute rounding floor ε·(dV)² from the cancellation
-                // Z″/Z − (Z′/Z)²: at low temperature c itself is far below it (c ≈ 3e-5 at
-                // L = 3, β = 2), so c is compared to 1e-10 of max(c, 1e-3).
                 assert!(
-                    (exact.specific_heat_per_site - brute.specific_heat_per_site).abs()
-                        < 1e-10 * brute.specific_heat_per_site.max(1e-3),
+                    rel(exact.specific_heat_per_site, brute.specific_heat_per_site) < 1e-10,
                     "L={l} β={beta}: c {} vs {}",
                     exact.specific_heat_per_site,
                     brute.specific_heat_per_site
                 );
             }
+        }
+    }
+
+    /// Issue 17, item 5: `u` and `c` keep their relative accuracy at extreme β. Kaufman
+    /// against enumeration (whose sums have terms of one sign) for L = 2, 3, 4 from β = 10⁻⁸
+    /// to 20, to 10⁻¹² relative. Before: L = 4, β = 10⁻⁸ gave u = −7.45·10⁻⁹ (exact
+    /// −2.0·10⁻⁸) and c = −7·10⁻¹⁶ (exact +2·10⁻¹⁶).
+    #[test]
+    fn kaufman_is_relatively_exact_at_extreme_beta() {
+        for l in 2..=4 {
+            let dos = ising_density_of_states(2, l).unwrap();
+            for beta in [1e-8, 1e-4, 0.01, 3.0, 5.0, 10.0, 20.0] {
+                let exact = kaufman(l, beta).unwrap();
+                let brute = dos.thermo(beta).unwrap();
+                for (name, a, b) in [
+                    ("ln Z", exact.ln_z, brute.ln_z),
+                    ("u", exact.energy_per_site, brute.energy_per_site),
+                    (
+                        "c",
+                        exact.specific_heat_per_site,
+                        brute.specific_heat_per_site,
+                    ),
+                ] {
+                    assert!(
+                        b != 0.0 && rel(a, b) < 1e-12,
+                        "L={l} β={beta}: {name} {a} vs {b}"
+                    );
+                }
+            }
+        }
+        // the issue's case against the high-temperature series of the 4×4 torus,
+        // u = −2 tanh K − O(K³), c = 2K² sech² K + O(K⁴)
+        let t = kaufman(4, 1e-8).unwrap();
+        assert!(
+            rel(t.energy_per_site, -2e-8) < 1e-14,
+            "{}",
+            t.energy_per_site
+        );
+        assert!(rel(t.specific_heat_per_site, 2e-16) < 1e-14);
+    }
+
+    /// Onsager at extreme β against the infinite lattice's series: high temperature
+    /// `u = −2 tanh K − O(K³)`, `c = 2K² sech²K + O(K⁴)`; low temperature
+    /// (`ln Z/N = 2K + e^{−8K} + 2e^{−12K} + …`) `u = −2 + 8e^{−8K} + …`,
+    /// `c = 64K²e^{−8K}(1 + 4.5 e^{−4K} + …)`. Before: c < 0 at β = 10. Kaufman at L = 512
+    /// agrees (finite-size terms are far below rounding there).
+    #[test]
+    fn onsager_is_relatively_exact_at_extreme_beta() {
+        let o = onsager(1e-8).unwrap();
+        assert!(
+            rel(o.energy_per_site, -2e-8) < 1e-14,
+            "{}",
+            o.energy_per_site
+        );
+        assert!(rel(o.specific_heat_per_site, 2e-16) < 1e-14);
+        for beta in [10.0, 20.0] {
+            let o = onsager(beta).unwrap();
+            let x8 = (-8.0f64 * beta).exp();
+            let c = 64.0 * beta * beta * x8 * (1.0 + 4.5 * (-4.0f64 * beta).exp());
+            assert!(o.specific_heat_per_site > 0.0);
+            assert!(
+                rel(o.specific_heat_per_site, c) < 1e-14,
+                "β={beta}: {o:?} vs {c}"
+            );
+            assert_eq!(o.energy_per_site, -2.0);
+        }
+        for beta in [1e-8, 10.0] {
+            let (k, o) = (kaufman(512, beta).unwrap(), onsager(beta).unwrap());
+            assert!(
+                rel(k.energy_per_site, o.energy_per_site) < 1e-12,
+                "β={beta}"
+            );
+            assert!(rel(k.specific_heat_per_site, o.specific_heat_per_site) < 1e-12);
         }
     }
 

@@ -1,4 +1,4 @@
-//! Exact solutions, in `f64`.
+//! Exact solutions, reported in `f64`.
 //!
 //! - [`ising2d`]: Kaufman's finite `L × L` torus and Onsager's infinite lattice;
 //! - [`ising1d`]: the periodic chain by transfer matrix, and exact decimation;
@@ -7,13 +7,15 @@
 //!   tested.
 //!
 //! Thermodynamic derivatives are exact (forward-mode second-order differentiation,
-//! [`dual`]), not finite differences.
+//! [`dual`]), not finite differences, and evaluated in extended precision ([`real`]) so that
+//! `u` and `c` keep `f64` relative accuracy at `β → 0` and `β → ∞`.
 
 pub mod brute_force;
 pub mod dual;
 pub mod gaussian;
 pub mod ising1d;
 pub mod ising2d;
+pub mod real;
 
 use serde::{Deserialize, Serialize};
 
