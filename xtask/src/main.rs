@@ -1,8 +1,8 @@
 //! `cargo xtask …` — the project's pipelines.
 //!
 //! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy --workspace --all-targets -- -D
-//!   warnings`, then the test suite (`cargo test --workspace`). This is what `.ci/run`
-//!   runs.
+//!   warnings`, a check that `nrg` builds with the `ndarray` backend alone (no `flex`), then
+//!   the test suite (`cargo test --workspace`). This is what `.ci/run` runs.
 //! - `cargo xtask test`: the test suite alone.
 //! - `cargo xtask demo [--out DIR]`: the small end-to-end demo on the CPU default (exact
 //!   Ising solution, Wolff and Metropolis chains checked against it, a free-field HMC run).
@@ -278,6 +278,15 @@ fn main() -> Result<()> {
                 "--",
                 "-D",
                 "warnings",
+            ])?;
+            // The program must build with another backend than the default one alone.
+            cargo(&[
+                "check",
+                "-p",
+                "nrg",
+                "--no-default-features",
+                "--features",
+                "ndarray",
             ])?;
             test()
         }

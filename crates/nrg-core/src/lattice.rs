@@ -15,6 +15,75 @@ use serde::{Deserialize, Serialize};
 /// A point operation of the square lattice on coordinates `(i, j)`.
 type PointOp = fn(isize, isize) -> (isize, isize);
 
+/// The point symmetries a [`SymmetrySpec`] includes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PointGroup {
+    /// None (the identity only).
+    #[default]
+    Identity,
+    /// All of them: D₄ on the square (rotations and reflections), the reflection on a chain.
+    Full,
+}
+
+/// A group of lattice symmetries, as a user names it: `d4` (the point group), `shift=T`
+/// (translations by multiples of `T` sites), or both, comma-separated (`"d4,shift=2"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SymmetrySpec {
+    /// Translations by multiples of this many sites (`None`: no translations).
+    pub shift: Option<usize>,
+    /// The point symmetries.
+    pub point_group: PointGroup,
+}
+
+impl SymmetrySpec {
+    /// Parses `d4`, `shift=T` or both, comma-separated.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut spec = Self::default();
+        let mut any = false;
+        for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            any = true;
+            match token.split_once('=') {
+                None if token == "d4" => spec.point_group = PointGroup::Full,
+                Some(("shift", t)) => {
+                    let t: usize = t.trim().parse().map_err(|_| {
+                        NrgError::param("symmetry", format!("`{t}` is not a number of sites"))
+                    })?;
+                    spec.shift = Some(t);
+                }
+                _ => {
+                    return Err(NrgError::param(
+                        "symmetry",
+                        format!("unknown element `{token}` (expected `d4` or `shift=T`)"),
+                    ));
+                }
+            }
+        }
+        if !any {
+            return Err(NrgError::param(
+                "symmetry",
+                "empty: expected `d4`, `shift=T`, or both",
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+impl std::fmt::Display for SymmetrySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if self.point_group == PointGroup::Full {
+            parts.push("d4".to_string());
+        }
+        if let Some(t) = self.shift {
+            parts.push(format!("shift={t}"));
+        }
+        if parts.is_empty() {
+            parts.push("identity".into());
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// A periodic hypercubic lattice in one or two dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lattice {
@@ -149,13 +218,15 @@ impl Lattice {
     }
 
     /// A group of lattice symmetries as site permutations: the translations by multiples of
-    /// `shift` in every direction, combined with the point group when `point_group` is set
-    /// (the 8 rotations and reflections of the square, D₄; for a chain, the reflection).
+    /// `spec.shift` in every direction (none without a shift), combined with the point group
+    /// (D₄, the 8 rotations and reflections of the square; for a chain, the reflection).
     /// Each entry `p` acts on a field by `(g·φ)[site] = φ[p[site]]`; the identity comes
     /// first. The set is closed under composition (translations by multiples of `shift` are
     /// mapped onto themselves by D₄), so averaging a density over it gives a normalised
     /// density invariant under the group. Size `(L/shift)^d × (8 or 2 or 1)`.
-    pub fn symmetry_group(&self, shift: usize, point_group: bool) -> Result<Vec<Vec<usize>>> {
+    pub fn symmetry_group(&self, spec: &SymmetrySpec) -> Result<Vec<Vec<usize>>> {
+        let shift = spec.shift.unwrap_or(self.l);
+        let point_group = spec.point_group == PointGroup::Full;
         if shift == 0 || !self.l.is_multiple_of(shift) {
             return Err(NrgError::param(
                 "shift",
@@ -239,14 +310,16 @@ mod tests {
     /// composition, and it has the advertised size.
     #[test]
     fn symmetry_groups_are_groups_of_lattice_automorphisms() {
-        for (lattice, shift, pg, size) in [
-            (Lattice::square(4).unwrap(), 1, true, 128),
-            (Lattice::square(8).unwrap(), 4, true, 32),
-            (Lattice::square(8).unwrap(), 8, false, 1),
-            (Lattice::square(6).unwrap(), 3, false, 4),
-            (Lattice::chain(6).unwrap(), 2, true, 6),
+        for (lattice, spec, size) in [
+            (Lattice::square(4).unwrap(), "d4,shift=1", 128),
+            (Lattice::square(8).unwrap(), "shift=4,d4", 32),
+            (Lattice::square(8).unwrap(), "shift=8", 1),
+            (Lattice::square(6).unwrap(), "shift=3", 4),
+            (Lattice::chain(6).unwrap(), "d4, shift=2", 6),
+            (Lattice::square(4).unwrap(), "d4", 8),
         ] {
-            let group = lattice.symmetry_group(shift, pg).unwrap();
+            let spec = SymmetrySpec::parse(spec).unwrap();
+            let group = lattice.symmetry_group(&spec).unwrap();
             assert_eq!(group.len(), size);
             let v = lattice.volume();
             assert_eq!(group[0], (0..v).collect::<Vec<_>>());
@@ -271,13 +344,19 @@ mod tests {
                 }
             }
         }
-        assert!(
-            Lattice::square(8)
-                .unwrap()
-                .symmetry_group(3, false)
-                .is_err()
-        );
-        assert!(Lattice::square(8).unwrap().symmetry_group(0, true).is_err());
+        let l8 = Lattice::square(8).unwrap();
+        for bad in ["shift=3", "d4,shift=0"] {
+            assert!(
+                l8.symmetry_group(&SymmetrySpec::parse(bad).unwrap())
+                    .is_err()
+            );
+        }
+        for bad in ["", "c4", "shift=x", "shift"] {
+            assert!(SymmetrySpec::parse(bad).is_err(), "{bad}");
+        }
+        let spec = SymmetrySpec::parse("shift=2,d4").unwrap();
+        assert_eq!(spec.to_string(), "d4,shift=2");
+        assert_eq!(SymmetrySpec::parse(&spec.to_string()).unwrap(), spec);
     }
 
     #[test]

@@ -92,6 +92,31 @@ impl Estimate {
     }
 }
 
+/// An exact value beside its estimate.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExactComparison {
+    /// The exact value.
+    pub exact: f64,
+    /// The estimate.
+    pub estimate: f64,
+    /// Its error.
+    pub error: f64,
+    /// `|estimate − exact| / error` ([`Estimate::sigmas_from`]).
+    pub deviation_sigma: f64,
+}
+
+impl ExactComparison {
+    /// `estimate` beside `exact`.
+    pub fn new(estimate: Estimate, exact: f64) -> Self {
+        Self {
+            exact,
+            estimate: estimate.value,
+            error: estimate.error,
+            deviation_sigma: estimate.sigmas_from(exact),
+        }
+    }
+}
+
 impl From<GammaAnalysis> for Estimate {
     fn from(g: GammaAnalysis) -> Self {
         Self {

@@ -26,6 +26,7 @@ use nrg_core::action::HostAction;
 use nrg_core::observables::{
     binder, lowest_momentum_power, magnetisation, mean_square, second_moment_xi, two_point_axes,
 };
+pub use nrg_core::stats::ExactComparison;
 use nrg_core::stats::{Estimate, gamma_method, jackknife, jackknife_block_length};
 use nrg_core::{Lattice, MarkovChain, NrgError, Result, Series};
 use nrg_lattice::PhiFour;
@@ -67,19 +68,6 @@ pub struct RunConfig {
     pub sweeps: usize,
     /// Updates between measurements.
     pub measure_every: usize,
-}
-
-/// An exact value beside its estimate.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct ExactComparison {
-    /// The exact value.
-    pub exact: f64,
-    /// The Monte Carlo estimate.
-    pub estimate: f64,
-    /// Its error.
-    pub error: f64,
-    /// `|estimate − exact| / error`.
-    pub deviation_sigma: f64,
 }
 
 /// The analysed result of a run.
@@ -254,15 +242,7 @@ pub fn analyse(sim: &dyn Simulation, series: &Series, config: &RunConfig) -> Res
     for (name, value) in sim.exact() {
         let est = observables.get(&name).or_else(|| derived.get(&name));
         if let Some(est) = est {
-            exact.insert(
-                name,
-                ExactComparison {
-                    exact: value,
-                    estimate: est.value,
-                    error: est.error,
-                    deviation_sigma: est.sigmas_from(value),
-                },
-            );
+            exact.insert(name, ExactComparison::new(*est, value));
         }
     }
     Ok(Summary {

@@ -312,8 +312,9 @@ mod neural {
     use nrg_lattice::{IsingRelaxed, PhiFour};
     use nrg_layers::{BlockBijector, BlockRealNvpConfig, CirculantLinear};
     use nrg_samplers::neural::{
-        ChainSettings, ChainSummary, FieldObservables, IsingImproved, NisRequest, NisSummary,
-        SymmetrisedModel, boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
+        ChainSettings, ChainSummary, ChainTarget, FieldObservables, HmcSettings, IsingImproved,
+        LocalSettings, NisRequest, NisSummary, NmcmcSettings, SymmetrisedModel, boundary_hmc,
+        bulk_hmc, bulk_local, nis, nmcmc,
     };
 
     const L: usize = 4;
@@ -407,18 +408,13 @@ mod neural {
         let request = NisRequest {
             measure: &measure,
             derived: vec![],
+            samples: 20_000,
+            batch: 4096,
+            keep: false,
         };
-        nis(
-            &model,
-            &action,
-            &request,
-            20_000,
-            4096,
-            device,
-            &mut |_| {},
-            None,
-        )
-        .unwrap()
+        nis(&model, &action, &request, device, &mut |_| {})
+            .unwrap()
+            .summary
     }
 
     #[test]
@@ -493,23 +489,19 @@ mod neural {
         let action = PhiFour::free_field(lattice, 1, M2).unwrap();
         let exact = GaussianExact::free_field(lattice, 1, M2).unwrap().thermo();
         let measure = FieldObservables::new(1);
-        let request = NisRequest {
-            measure: &measure,
-            derived: vec![],
-        };
-        let group = || lattice.symmetry_group(2, true).unwrap();
+        let spec = nrg_core::lattice::SymmetrySpec::parse("d4,shift=2").unwrap();
+        let group = || lattice.symmetry_group(&spec).unwrap();
         let run = |model: &dyn DensityModel, n: usize| {
-            nis(
-                model,
-                &action,
-                &request,
-                n,
-                2048,
-                &device,
-                &mut |_| {},
-                None,
-            )
-            .unwrap()
+            let request = NisRequest {
+                measure: &measure,
+                derived: vec![],
+                samples: n,
+                batch: 2048,
+                keep: false,
+            };
+            nis(model, &action, &request, &device, &mut |_| {})
+                .unwrap()
+                .summary
         };
 
         let exact_flow = linear_flow(lattice, 1.0, &device);
@@ -602,18 +594,13 @@ mod neural {
         let request = NisRequest {
             measure: &measure,
             derived: vec![],
+            samples: 65_536,
+            batch: 4096,
+            keep: false,
         };
-        let out = nis(
-            &model,
-            &action,
-            &request,
-            65_536,
-            4096,
-            &device,
-            &mut |_| {},
-            None,
-        )
-        .unwrap();
+        let out = nis(&model, &action, &request, &device, &mut |_| {})
+            .unwrap()
+            .summary;
         let exact = kaufman(L, beta_c).unwrap();
         let ln_z = out.ln_z.value + action.ln_z_offset();
         let dev = (ln_z - exact.ln_z).abs() / out.ln_z.error;
@@ -674,18 +661,18 @@ mod neural {
             updates: 20_000,
             seed: 1,
         };
-        let out = nmcmc(
-            &model,
-            &action,
-            &measure,
-            &settings,
-            1024,
-            &device,
-            &mut |_| {},
-            None,
-        )
-        .unwrap();
-        checks(&out);
+        let target = ChainTarget {
+            action: &action,
+            measure: &measure,
+        };
+        let options = NmcmcSettings {
+            batch: 1024,
+            keep: true,
+        };
+        let out = nmcmc(&model, &target, &settings, &options, &device, &mut |_| {}).unwrap();
+        checks(&out.summary);
+        let kept = out.kept.unwrap().configurations;
+        assert_eq!(kept.len(), 20_000 * 16);
 
         // Bulk HMC and local moves through a non-linear flow, with gradients by autodiff.
         let ad = Device::flex().autodiff();
@@ -698,17 +685,15 @@ mod neural {
             updates: 400,
             seed: 2,
         };
-        let out = bulk_hmc(
-            &model,
-            &action_ad,
-            &measure,
-            &settings,
-            0.2,
-            5,
-            &ad,
-            &mut |_| {},
-        )
-        .unwrap();
+        let target_ad = ChainTarget {
+            action: &action_ad,
+            measure: &measure,
+        };
+        let hmc = HmcSettings {
+            step: 0.2,
+            leapfrog: 5,
+        };
+        let out = bulk_hmc(&model, &target_ad, &settings, &hmc, &ad, &mut |_| {}).unwrap();
         checks(&out);
         let model = burn::module::Module::valid(&model);
         let settings = ChainSettings {
@@ -717,17 +702,11 @@ mod neural {
             updates: 3000,
             seed: 3,
         };
-        let out = bulk_local(
-            &model,
-            &action,
-            &measure,
-            &settings,
-            0.5,
-            &[],
-            &device,
-            &mut |_| {},
-        )
-        .unwrap();
+        let local = LocalSettings {
+            delta: 0.5,
+            allowed: vec![],
+        };
+        let out = bulk_local(&model, &target, &settings, &local, &device, &mut |_| {}).unwrap();
         checks(&out);
 
         // Boundary HMC with the same observables.
@@ -738,7 +717,7 @@ mod neural {
             seed: 4,
         };
         let starts = vec![vec![0.0; 16]; 2];
-        let out = boundary_hmc(&action, starts, &measure, &settings, 0.2, 5, &mut |_| {}).unwrap();
+        let out = boundary_hmc(&action, starts, &measure, &settings, &hmc, &mut |_| {}).unwrap();
         checks(&out);
     }
 }

@@ -15,7 +15,6 @@ mod exact_cmd;
 mod mc_cmd;
 mod output;
 mod plot;
-mod run_config;
 mod sample_cmd;
 mod train_cmd;
 
@@ -59,7 +58,7 @@ fn main() -> ExitCode {
     // shares its work out without a sleep and wake-up of this thread (docs/decisions.md).
     let result = nrg_core::parallel::on_pool(|| match cli.command {
         Command::Exact(args) => exact_cmd::run(args),
-        Command::Mc(args) => mc_cmd::run(args),
+        Command::Mc(args) => mc_cmd::run(args, cli.device),
         Command::Train(args) => train_cmd::run(args, cli.device),
         Command::Sample(args) => sample_cmd::run(args, cli.device),
         Command::Info => device::info(cli.device),

@@ -2,13 +2,15 @@
 //! `DIR/summary.json` (every observable with its error and τ_int; exact values where known)
 //! and `DIR/series.csv` (the measurement series).
 
-use crate::output::{write_json, write_series_csv};
+use crate::device::{DeviceChoice, make};
+use crate::output::write_series_csv;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use nrg_core::Lattice;
 use nrg_flow::data::write_npy_f32;
 use nrg_lattice::{FieldGivenSpins, IsingRelaxed, IsingSpins, PhiFour};
+use nrg_run::dir::write_json;
 use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff, PhiFourMetropolis};
 use nrg_samplers::run::{IsingSimulation, PhiFourSimulation, RunConfig, Simulation, run_observed};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -203,8 +205,8 @@ fn validate(run: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `nrg mc`.
-pub fn run(args: McArgs) -> Result<()> {
+/// Runs `nrg mc` (`device_choice` builds the relaxed Ising model's matrices for `--relaxed`).
+pub fn run(args: McArgs, device_choice: DeviceChoice) -> Result<()> {
     let mut relaxed: Option<FieldGivenSpins> = None;
     let (mut sim, model, run): (Box<dyn Simulation>, Value, RunArgs) = match args.model {
         McModel::Ising {
@@ -217,7 +219,7 @@ pub fn run(args: McArgs) -> Result<()> {
         } => {
             validate(&run)?;
             if want_relaxed {
-                let device = burn::tensor::Device::flex();
+                let device = make(device_choice)?;
                 let action = IsingRelaxed::new(Lattice::new(dim, l)?, beta, &device)?;
                 relaxed = Some(action.field_given_spins());
             }

@@ -8,11 +8,11 @@
 //! bar and writes `OUT/summary.json` (default `OUT = runs/NAME/sample-METHOD`): the estimates
 //! with their errors (NIS: `ln Z`, free energy, `⟨S⟩`, entropy, ESS, reweighted observables;
 //! chains: every observable with its `τ_int`, the acceptance, effective samples per second),
-//! and beside each quantity with an exact value (Kaufman for the Ising model, the free field)
-//! that value and the deviation in σ. For the relaxed Ising model NIS also reports the Ising
-//! `ln Z`, free energy, energy and entropy per site (improved estimators). `--save-samples`
-//! writes the configurations as `samples.npy` (`[N, C, L, L]`, f32; NIS adds
-//! `log_weights.npy`).
+//! and beside each quantity with an exact value (the Ising solution of the lattice's
+//! dimension, the free field) that value and the deviation in σ. For the relaxed Ising model
+//! NIS also reports the Ising `ln Z`, free energy, energy and entropy per site (improved
+//! estimators). `--save-samples` (NIS, NMCMC) writes the configurations as `samples.npy`
+//! (`[N, C, L, L]`, f32; NIS adds `log_weights.npy`).
 //!
 //! `--samples` counts independent draws for NIS and updates per chain for the chains
 //! (`--chains` of them). `hmc` is HMC on the boundary field of the same action, for
@@ -24,28 +24,18 @@
 //! rotations and reflections of the square. `|G|` density evaluations per sample buy
 //! importance weights of smaller variance when the flow breaks those symmetries (the
 //! hierarchical flow's block grid does); the action's invariance is checked before use.
+//!
+//! An option that does not apply to the method is refused, not ignored. The sampling itself
+//! is [`nrg_run::sample::sample`].
 
 use crate::device::{DeviceChoice, make};
-use crate::output::write_json;
-use crate::run_config::RunConfig;
-use crate::train_cmd::find_checkpoint;
-use anyhow::{Context, Result, bail};
-use burn::module::Module;
-use burn::tensor::Device;
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use nrg_core::{Action, DensityModel};
-use nrg_flow::data::write_npy_f32;
-use nrg_flow::{FlowBijector, FlowModel};
-use nrg_lattice::exact::gaussian::GaussianExact;
-use nrg_lattice::exact::ising2d::kaufman;
-use nrg_lattice::{IsingRelaxed, ModelKind};
-use nrg_samplers::neural::{
-    ChainSettings, ChainSummary, FieldObservables, IsingImproved, Measure, NisRequest,
-    SymmetrisedModel, boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
-};
-use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use nrg_core::lattice::SymmetrySpec;
+use nrg_run::RunDir;
+use nrg_run::sample::{SampleMethod, SampleReport, SampleRequest, SampleResult, sample};
+use std::path::PathBuf;
 
 /// Sampling methods.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,14 +52,14 @@ pub enum Method {
     Hmc,
 }
 
-impl Method {
-    fn name(self) -> &'static str {
-        match self {
-            Method::Nis => "nis",
-            Method::Nmcmc => "nmcmc",
-            Method::BulkHmc => "bulk-hmc",
-            Method::BulkLocal => "bulk-local",
-            Method::Hmc => "hmc",
+impl From<Method> for SampleMethod {
+    fn from(m: Method) -> Self {
+        match m {
+            Method::Nis => SampleMethod::Nis,
+            Method::Nmcmc => SampleMethod::Nmcmc,
+            Method::BulkHmc => SampleMethod::BulkHmc,
+            Method::BulkLocal => SampleMethod::BulkLocal,
+            Method::Hmc => SampleMethod::Hmc,
         }
     }
 }
@@ -86,24 +76,25 @@ pub struct SampleArgs {
     /// NIS: independent samples; chains: measured updates per chain.
     #[arg(long, default_value_t = 10_000)]
     samples: usize,
-    /// Flow samples per batch (NIS, NMCMC proposals).
-    #[arg(long, default_value_t = 4096)]
-    batch: usize,
-    /// Independent chains (bulk-hmc and bulk-local move them as one batch).
-    #[arg(long, default_value_t = 1)]
-    chains: usize,
-    /// Thermalisation updates per chain (default: samples/10, at least 100).
+    /// NIS, NMCMC: flow samples per batch [default: 4096].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Chains: independent chains (bulk-hmc and bulk-local move them as one batch)
+    /// [default: 1].
+    #[arg(long)]
+    chains: Option<usize>,
+    /// Chains: thermalisation updates per chain [default: samples/10, at least 100].
     #[arg(long)]
     therm: Option<usize>,
-    /// Initial HMC leapfrog step (tuned during thermalisation).
-    #[arg(long, default_value_t = 0.1)]
-    step: f64,
-    /// Leapfrog steps per HMC trajectory.
-    #[arg(long, default_value_t = 10)]
-    leapfrog: usize,
-    /// Initial width of a bulk-local move (tuned during thermalisation).
-    #[arg(long, default_value_t = 0.5)]
-    delta: f64,
+    /// bulk-hmc, hmc: initial leapfrog step, tuned during thermalisation [default: 0.1].
+    #[arg(long)]
+    step: Option<f64>,
+    /// bulk-hmc, hmc: leapfrog steps per trajectory [default: 10].
+    #[arg(long)]
+    leapfrog: Option<usize>,
+    /// bulk-local: initial width of a move, tuned during thermalisation [default: 0.5].
+    #[arg(long)]
+    delta: Option<f64>,
     /// bulk-local: move only the latents of this RG level (0 = finest).
     #[arg(long)]
     level: Option<usize>,
@@ -118,7 +109,7 @@ pub struct SampleArgs {
     /// Output directory (default: RUN/sample-METHOD).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Also write the configurations (samples.npy; NIS adds log_weights.npy).
+    /// NIS, NMCMC: also write the configurations (samples.npy; NIS adds log_weights.npy).
     #[arg(long)]
     save_samples: bool,
     /// No progress bar.
@@ -126,456 +117,98 @@ pub struct SampleArgs {
     quiet: bool,
 }
 
-fn bar(total: usize, quiet: bool, what: &str) -> ProgressBar {
-    let bar = if quiet {
+/// `nrg sample …`.
+pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
+    let request = SampleRequest {
+        method: args.method.into(),
+        samples: args.samples,
+        seed: args.seed,
+        batch: args.batch,
+        chains: args.chains,
+        thermalisation: args.therm,
+        step: args.step,
+        leapfrog: args.leapfrog,
+        delta: args.delta,
+        level: args.level,
+        symmetry: args
+            .symmetry
+            .as_deref()
+            .map(SymmetrySpec::parse)
+            .transpose()?,
+        save_samples: args.save_samples,
+    };
+    request.check()?;
+    let run = RunDir::open(args.run.clone())?;
+    let device = make(device_choice)?;
+    let unit = match request.method {
+        SampleMethod::Nis => "samples",
+        SampleMethod::BulkHmc | SampleMethod::Hmc => "trajectories",
+        _ => "updates",
+    };
+    let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(total as u64)
+        ProgressBar::new(request.total_work() as u64)
     };
     bar.set_style(
         ProgressStyle::with_template(&format!(
-            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {what}, ETA {{eta}}"
+            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit}, ETA {{eta}}"
         ))
         .expect("valid template"),
     );
-    bar
-}
-
-/// Loads the run's configuration and its flow from the last checkpoint, on `device`.
-pub fn load_run(run: &Path, device: &Device) -> Result<(RunConfig, FlowModel)> {
-    let config = RunConfig::load(&run.join("config.toml"))
-        .with_context(|| format!("{} is not a run directory", run.display()))?;
-    let ckpt = find_checkpoint(run)
-        .with_context(|| format!("{} has no checkpoint: train it first", run.display()))?;
-    let channels = config.action.channels();
-    let model = config.flow.build(channels, config.action.l, device)?;
-    let model = model
-        .try_load_file(ckpt.join("model.bpk"))
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ckpt.join("model.bpk").display()))?;
-    Ok((config, model))
-}
-
-/// The `σ` distance of an estimate from an exact value.
-fn versus(value: f64, error: f64, exact: f64) -> Value {
-    json!({
-        "estimate": value,
-        "error": error,
-        "exact": exact,
-        "deviation_sigma": (value - exact).abs() / error,
-    })
-}
-
-/// What the model measures: Ising improved estimators for the relaxed Ising model, field
-/// moments otherwise.
-fn measure_for(config: &RunConfig) -> Box<dyn Measure> {
-    match config.action.model {
-        ModelKind::Ising => Box::new(IsingImproved::new(
-            &config.action.lattice().expect("checked"),
-        )),
-        _ => Box::new(FieldObservables::new(config.action.channels())),
+    if let Some(spec) = &request.symmetry
+        && !args.quiet
+    {
+        eprintln!("averaging the flow over the lattice symmetries {spec}");
     }
-}
-
-/// Exact chain observables where known.
-fn exact_chain_values(config: &RunConfig, action: &dyn Action) -> Result<Vec<(String, f64)>> {
-    let lattice = config.action.lattice()?;
-    Ok(match config.action.model {
-        ModelKind::Ising => {
-            let beta = config.action.beta.unwrap_or(f64::NAN);
-            let k = kaufman(config.action.l, beta)?;
-            vec![("ising_e".into(), k.energy_per_site)]
-        }
-        ModelKind::FreeField => {
-            let n = action.channels();
-            let m2 = config.action.m2.unwrap_or(f64::NAN);
-            let t = GaussianExact::free_field(lattice, n, m2)?.thermo();
-            vec![
-                ("phi2".into(), t.phi2),
-                ("s".into(), t.action_per_site),
-                ("m2".into(), t.chi / lattice.volume() as f64),
-            ]
-        }
-        _ => Vec::new(),
-    })
-}
-
-/// `nrg sample …`.
-pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
-    if args.samples < 8 || args.batch == 0 || args.chains == 0 {
-        bail!("need --samples ≥ 8, --batch ≥ 1 and --chains ≥ 1");
-    }
-    if !(args.step.is_finite() && args.step > 0.0 && args.delta.is_finite() && args.delta > 0.0) {
-        bail!("--step and --delta must be positive");
-    }
-    let plain = make(device_choice)?;
-    plain.seed(args.seed);
-    let out = args
+    let out = sample(&run, &request, &device, &mut |d| bar.set_position(d as u64))?;
+    bar.finish_and_clear();
+    let dir = args
         .out
         .clone()
-        .unwrap_or_else(|| args.run.join(format!("sample-{}", args.method.name())));
-    let summary = match args.method {
-        Method::Nis => run_nis(&args, &plain, &out)?,
-        Method::BulkHmc => {
-            let ad = plain.clone().autodiff();
-            let (config, model) = load_run(&args.run, &ad)?;
-            let action = config.action.build(&ad)?;
-            let settings = chain_settings(&args);
-            let measure = measure_for(&config);
-            let pb = bar(
-                settings.thermalisation + settings.updates,
-                args.quiet,
-                "trajectories",
-            );
-            let s = bulk_hmc(
-                &model,
-                action.as_ref(),
-                measure.as_ref(),
-                &settings,
-                args.step,
-                args.leapfrog,
-                &ad,
-                &mut |d| pb.set_position(d as u64),
-            )?;
-            pb.finish_and_clear();
-            chain_json(&args, &config, action.as_ref(), &s)?
-        }
-        Method::Nmcmc | Method::BulkLocal => {
-            let (config, model) = load_run(&args.run, &plain)?;
-            let action = config.action.build(&plain)?;
-            let settings = chain_settings(&args);
-            let measure = measure_for(&config);
-            let per = settings.thermalisation + settings.updates;
-            // NMCMC runs its chains one after another; bulk-local moves them as one batch.
-            let total = if args.method == Method::Nmcmc {
-                settings.chains * per
-            } else {
-                per
-            };
-            let pb = bar(total, args.quiet, "updates");
-            let mut kept = Vec::new();
-            let s = if args.method == Method::Nmcmc {
-                let symmetrised = symmetrise(&args, &config, &model, action.as_ref(), &plain)?;
-                let proposal: &dyn DensityModel = match &symmetrised {
-                    Some(m) => m,
-                    None => &model,
-                };
-                nmcmc(
-                    proposal,
-                    action.as_ref(),
-                    measure.as_ref(),
-                    &settings,
-                    args.batch,
-                    &plain,
-                    &mut |d| pb.set_position(d as u64),
-                    args.save_samples.then_some(&mut kept),
-                )?
-            } else {
-                let allowed = level_latents(&config, &model, args.level)?;
-                bulk_local(
-                    &model,
-                    action.as_ref(),
-                    measure.as_ref(),
-                    &settings,
-                    args.delta,
-                    &allowed,
-                    &plain,
-                    &mut |d| pb.set_position(d as u64),
-                )?
-            };
-            pb.finish_and_clear();
-            if args.save_samples && !kept.is_empty() {
-                save_samples(&out, &config, &kept)?;
-            }
-            chain_json(&args, &config, action.as_ref(), &s)?
-        }
-        Method::Hmc => {
-            let config = RunConfig::load(&args.run.join("config.toml"))
-                .with_context(|| format!("{} is not a run directory", args.run.display()))?;
-            let action = config.action.build(&plain)?;
-            let settings = chain_settings(&args);
-            let measure = measure_for(&config);
-            let total = settings.chains * (settings.thermalisation + settings.updates);
-            let pb = bar(total, args.quiet, "trajectories");
-            let starts =
-                vec![vec![0.0; action.channels() * action.lattice().volume()]; args.chains];
-            let mut tick = |d: usize| pb.set_position(d as u64);
-            let (m, step, leapfrog) = (measure.as_ref(), args.step, args.leapfrog);
-            let s = match config.action.model {
-                ModelKind::Ising => {
-                    let host = config.action.build_ising(&plain)?;
-                    boundary_hmc(&host, starts, m, &settings, step, leapfrog, &mut tick)?
-                }
-                _ => {
-                    let host = config.action.build_phi4()?;
-                    boundary_hmc(&host, starts, m, &settings, step, leapfrog, &mut tick)?
-                }
-            };
-            pb.finish_and_clear();
-            chain_json(&args, &config, action.as_ref(), &s)?
-        }
-    };
-    write_json(&out.join("summary.json"), &summary)?;
-    print_summary(&summary);
-    println!("wrote {}", out.join("summary.json").display());
+        .unwrap_or_else(|| run.sample_dir(request.method.name()));
+    out.write(&dir)?;
+    print_report(&out.report);
+    println!("wrote {}", dir.join("summary.json").display());
     Ok(())
 }
 
-/// The `--symmetry` group: `(shift, point_group)`.
-fn parse_symmetry(spec: &str, l: usize) -> Result<(usize, bool)> {
-    let (mut shift, mut point) = (l, false);
-    for token in spec.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        match token.split_once('=') {
-            None if token == "d4" => point = true,
-            Some(("shift", t)) => {
-                shift = t
-                    .parse()
-                    .with_context(|| format!("--symmetry: `{t}` is not a number of sites"))?
-            }
-            _ => bail!("--symmetry: unknown element `{token}` (expected `d4` or `shift=T`)"),
-        }
-    }
-    Ok((shift, point))
-}
-
-/// The flow's density averaged over `--symmetry`, if given.
-fn symmetrise<'a>(
-    args: &SampleArgs,
-    config: &RunConfig,
-    model: &'a FlowModel,
-    action: &dyn Action,
-    device: &Device,
-) -> Result<Option<SymmetrisedModel<'a>>> {
-    let Some(spec) = &args.symmetry else {
-        return Ok(None);
-    };
-    let lattice = config.action.lattice()?;
-    let (shift, point) = parse_symmetry(spec, lattice.l())?;
-    let group = lattice.symmetry_group(shift, point)?;
-    let size = group.len();
-    let m = SymmetrisedModel::new(model, action, group, device)?;
-    if !args.quiet {
-        eprintln!("averaging the flow over {size} lattice symmetries ({spec})");
-    }
-    Ok(Some(m))
-}
-
-fn chain_settings(args: &SampleArgs) -> ChainSettings {
-    ChainSettings {
-        chains: args.chains,
-        thermalisation: args.therm.unwrap_or((args.samples / 10).max(100)),
-        updates: args.samples,
-        seed: args.seed,
-    }
-}
-
-/// Flat latent indices of one bulk level (empty: all).
-fn level_latents(
-    config: &RunConfig,
-    model: &FlowModel,
-    level: Option<usize>,
-) -> Result<Vec<usize>> {
-    let Some(level) = level else {
-        return Ok(Vec::new());
-    };
-    let FlowBijector::Hierarchical(flow) = &model.bijector else {
-        bail!("--level needs a hierarchical flow");
-    };
-    let sites = flow.bulk_sites();
-    let v = sites.len();
-    let top = sites.iter().map(|s| s.level).max().unwrap_or(0);
-    if level > top {
-        bail!("--level {level} does not exist: the flow's levels are 0 … {top}");
-    }
-    let channels = config.action.channels();
-    Ok((0..channels)
-        .flat_map(|c| {
-            sites
-                .iter()
-                .enumerate()
-                .filter(move |(_, s)| s.level == level)
-                .map(move |(i, _)| c * v + i)
-        })
-        .collect())
-}
-
-fn save_samples(out: &Path, config: &RunConfig, configs: &[f32]) -> Result<()> {
-    let c = config.action.channels();
-    let l = config.action.l;
-    let n = configs.len() / (c * l * l);
-    std::fs::create_dir_all(out)?;
-    write_npy_f32(&out.join("samples.npy"), configs, &[n, c, l, l])?;
-    Ok(())
-}
-
-fn chain_json(
-    args: &SampleArgs,
-    config: &RunConfig,
-    action: &dyn Action,
-    s: &ChainSummary,
-) -> Result<Value> {
-    let mut exact = serde_json::Map::new();
-    for (name, value) in exact_chain_values(config, action)? {
-        if let Some(e) = s.observables.get(&name) {
-            exact.insert(name, versus(e.estimate.value, e.estimate.error, value));
-        }
-    }
-    Ok(json!({
-        "run": args.run,
-        "method": args.method.name(),
-        "symmetry": args.symmetry,
-        "action": action.describe(),
-        "result": s,
-        "exact": exact,
-    }))
-}
-
-fn run_nis(args: &SampleArgs, device: &Device, out: &Path) -> Result<Value> {
-    let (config, model) = load_run(&args.run, device)?;
-    let action = config.action.build(device)?;
-    let measure = measure_for(&config);
-    let volume = action.lattice().volume() as f64;
-    let ising: Option<IsingRelaxed> = match config.action.model {
-        ModelKind::Ising => Some(config.action.build_ising(device)?),
-        _ => None,
-    };
-    let derived = match &ising {
-        // ln Z_x + βV⟨e⟩: with the offset, ln Z_Ising − β⟨H⟩ = V × the Ising entropy per site.
-        Some(a) => vec![(
-            "ising_ln_z_plus_beta_e".into(),
-            "ising_e".into(),
-            a.beta() * volume,
-        )],
-        None => Vec::new(),
-    };
-    let request = NisRequest {
-        measure: measure.as_ref(),
-        derived,
-    };
-    let symmetrised = symmetrise(args, &config, &model, action.as_ref(), device)?;
-    let proposal: &dyn DensityModel = match &symmetrised {
-        Some(m) => m,
-        None => &model,
-    };
-    let pb = bar(args.samples, args.quiet, "samples");
-    let mut kept = (Vec::new(), Vec::new());
-    let keep = args.save_samples.then_some(&mut kept);
-    let s = nis(
-        proposal,
-        action.as_ref(),
-        &request,
-        args.samples,
-        args.batch,
-        device,
-        &mut |d| pb.set_position(d as u64),
-        keep,
-    )?;
-    pb.finish_and_clear();
-    if args.save_samples {
-        save_samples(out, &config, &kept.0)?;
-        let lw: Vec<f32> = kept.1.iter().map(|v| *v as f32).collect();
-        write_npy_f32(&out.join("log_weights.npy"), &lw, &[lw.len()])?;
-    }
-    let mut exact = serde_json::Map::new();
-    if let Some(ln_z) = action.exact_ln_z() {
-        exact.insert("ln_z".into(), versus(s.ln_z.value, s.ln_z.error, ln_z));
-    }
-    let mut ising_json = Value::Null;
-    if let Some(a) = &ising {
-        let beta = a.beta();
-        let off = a.ln_z_offset();
-        let ln_z = s.ln_z.value + off;
-        let err = s.ln_z.error;
-        let e = s.observables["ising_e"];
-        let ent = s.derived["ising_ln_z_plus_beta_e"];
-        ising_json = json!({
-            "ln_z": {"value": ln_z, "error": err},
-            "free_energy_per_site": {"value": -ln_z / (beta * volume), "error": err / (beta * volume)},
-            "energy_per_site": e,
-            "entropy_per_site": {"value": (ent.value + off) / volume, "error": ent.error / volume},
-        });
-        if let Ok(k) = kaufman(config.action.l, beta) {
-            exact.insert("ising_ln_z".into(), versus(ln_z, err, k.ln_z));
-            exact.insert(
-                "ising_energy_per_site".into(),
-                versus(e.value, e.error, k.energy_per_site),
-            );
-            let s_exact = k.ln_z / volume + beta * k.energy_per_site;
-            exact.insert(
-                "ising_entropy_per_site".into(),
-                versus((ent.value + off) / volume, ent.error / volume, s_exact),
-            );
-        }
-    }
-    if config.action.model == ModelKind::FreeField
-        && let Ok(t) = GaussianExact::free_field(
-            config.action.lattice()?,
-            action.channels(),
-            config.action.m2.unwrap_or(f64::NAN),
-        )
-        .map(|g| g.thermo())
-    {
-        let phi2 = s.observables["phi2"];
-        exact.insert("phi2".into(), versus(phi2.value, phi2.error, t.phi2));
-    }
-    Ok(json!({
-        "run": args.run,
-        "method": "nis",
-        "symmetry": args.symmetry,
-        "action": action.describe(),
-        "result": s,
-        "free_energy_per_site": {"value": -s.ln_z.value / volume, "error": s.ln_z.error / volume},
-        "ising": ising_json,
-        "exact": exact,
-    }))
-}
-
-fn print_summary(v: &Value) {
-    let method = v["method"].as_str().unwrap_or("");
-    let r = &v["result"];
-    if method == "nis" {
-        println!(
+fn print_report(r: &SampleReport) {
+    match &r.result {
+        SampleResult::Nis(s) => println!(
             "NIS, {} samples: ln Z = {} ± {}, ESS {:.4}, max weight fraction {:.2e}, \
              Pareto k̂ {}",
-            r["samples"],
-            r["ln_z"]["value"],
-            r["ln_z"]["error"],
-            r["ess"].as_f64().unwrap_or(0.0),
-            r["max_weight_fraction"].as_f64().unwrap_or(0.0),
-            match r["pareto_k"].as_f64() {
+            s.samples,
+            s.ln_z.value,
+            s.ln_z.error,
+            s.ess,
+            s.max_weight_fraction,
+            match s.pareto_k {
                 Some(k) if k >= 0.7 =>
                     format!("{k:.2} (a heavy tail: the error bars may be too small)"),
                 Some(k) => format!("{k:.2}"),
                 None => "n/a".into(),
             }
-        );
-    } else {
-        println!(
-            "{method}: {} chain(s) × {} updates, acceptance {:.3}, {:.1} s",
-            r["chains"],
-            r["updates"],
-            r["acceptance"].as_f64().unwrap_or(0.0),
-            r["seconds"].as_f64().unwrap_or(0.0)
-        );
-        if let Some(obs) = r["observables"].as_object() {
-            for (name, e) in obs {
+        ),
+        SampleResult::Chain(s) => {
+            println!(
+                "{}: {} chain(s) × {} updates, acceptance {:.3}, {:.1} s",
+                s.method, s.chains, s.updates, s.acceptance, s.seconds
+            );
+            for (name, e) in &s.observables {
                 println!(
                     "  {name:>10} = {:.6} ± {:.6}   τ_int {:.2}",
-                    e["value"].as_f64().unwrap_or(f64::NAN),
-                    e["error"].as_f64().unwrap_or(f64::NAN),
-                    e["tau_int"].as_f64().unwrap_or(f64::NAN)
+                    e.estimate.value,
+                    e.estimate.error,
+                    e.estimate.tau_int.unwrap_or(f64::NAN)
                 );
             }
         }
     }
-    if let Some(exact) = v["exact"].as_object() {
-        for (name, c) in exact {
-            println!(
-                "  {name}: {} ± {} vs exact {} ({:.2}σ)",
-                c["estimate"],
-                c["error"],
-                c["exact"],
-                c["deviation_sigma"].as_f64().unwrap_or(f64::NAN)
-            );
-        }
+    for (name, c) in &r.exact {
+        println!(
+            "  {name}: {} ± {} vs exact {} ({:.2}σ)",
+            c.estimate, c.error, c.exact, c.deviation_sigma
+        );
     }
 }

@@ -241,7 +241,7 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
     // The same name again is refused; --resume continues from the checkpoint.
     assert_usage_error(&["train", "--config", c, "--runs", r], "--resume");
     let run_s = run.to_str().unwrap();
-    assert_usage_error(&["train", "--resume", run_s], "extend it with --steps");
+    assert_usage_error(&["train", "--resume", run_s], "--steps N");
     let out = run_nrg_ok(&["train", "--resume", run_s, "--steps", "40", "--quiet"]);
     assert!(out.contains("10 steps"), "{out}");
     assert_eq!(checkpoint_step(&run), 40);
@@ -268,23 +268,25 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
     assert!(!model.is_empty());
 
     // Sampling the trained run: every method writes a summary with the exact comparison.
-    for method in ["nis", "nmcmc", "bulk-hmc", "bulk-local", "hmc"] {
+    for (method, option) in [
+        ("nis", ["--batch", "256"]),
+        ("nmcmc", ["--batch", "256"]),
+        ("bulk-hmc", ["--leapfrog", "3"]),
+        ("bulk-local", ["--delta", "0.5"]),
+        ("hmc", ["--leapfrog", "3"]),
+    ] {
         let out_dir = dir.path().join(format!("sample-{method}"));
-        run_nrg_ok(&sample_args(
-            run_s,
-            method,
-            &[
-                "--samples",
-                "300",
-                "--leapfrog",
-                "3",
-                "--batch",
-                "256",
-                "--out",
-                out_dir.to_str().unwrap(),
-                "--quiet",
-            ],
-        ));
+        let o = out_dir.to_str().unwrap();
+        let extra = [
+            "--samples",
+            "300",
+            option[0],
+            option[1],
+            "--out",
+            o,
+            "--quiet",
+        ];
+        run_nrg_ok(&sample_args(run_s, method, &extra));
         let v = read_json(&out_dir.join("summary.json"));
         let phi2 = &v["exact"]["phi2"];
         let sigma = phi2["deviation_sigma"].as_f64().unwrap();
@@ -321,8 +323,27 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
     assert_eq!((values.len(), shape), (1600, [100, 1, 4, 4]));
     assert_usage_error(
         &sample_args(run_s, "bulk-local", &["--level", "7"]),
-        "--level 7 does not exist",
+        "7 does not exist",
     );
+    // Options that do not apply to the method are refused, not ignored (they were accepted
+    // and written into summary.json for the chains in the bulk and on the boundary).
+    for (method, option) in [
+        ("bulk-hmc", &["--symmetry", "d4"][..]),
+        ("bulk-local", &["--symmetry", "shift=2"]),
+        ("hmc", &["--symmetry", "d4"]),
+        ("bulk-hmc", &["--save-samples"]),
+        ("hmc", &["--save-samples"]),
+        ("nis", &["--leapfrog", "3"]),
+        ("nis", &["--chains", "2"]),
+        ("nmcmc", &["--level", "0"]),
+        ("hmc", &["--delta", "0.3"]),
+    ] {
+        let out_dir = dir.path().join("refused");
+        let mut extra = option.to_vec();
+        extra.extend(["--out", out_dir.to_str().unwrap()]);
+        assert_usage_error(&sample_args(run_s, method, &extra), "does not apply");
+        assert!(!out_dir.exists(), "{method} {option:?} wrote output");
+    }
     assert_usage_error(
         &["sample", "--run", "/nonexistent", "--method", "nis"],
         "not a run directory",
@@ -353,6 +374,26 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
     for (spec, message) in [("shift=3", "must divide L"), ("c6", "unknown element")] {
         assert_usage_error(&sample_args(run_s, "nis", &["--symmetry", spec]), message);
     }
+
+    // A run that cannot be built (a hierarchical flow needs L a power of two) leaves nothing
+    // behind: before, it left a config without a checkpoint, which --resume then refused.
+    let l12 = dir.path().join("l12.toml");
+    std::fs::write(
+        &l12,
+        TINY_RUN
+            .replace("L = 4", "L = 12")
+            .replace("\"ff\"", "\"l12\""),
+    )
+    .unwrap();
+    assert_usage_error(
+        &["train", "--config", l12.to_str().unwrap(), "--runs", r],
+        "power of two",
+    );
+    let left: Vec<_> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["ff"], "a failed run left {left:?}");
 
     // Bad inputs: missing file, unknown key, corrupt checkpoint.
     assert_usage_error(

@@ -22,6 +22,7 @@
 
 use super::host;
 use super::measure::Measure;
+use super::nis::Kept;
 use crate::ChainRng;
 use crate::baseline::{Hmc, jittered_step};
 use crate::tuning::{DualAveraging, acceptance_probability};
@@ -31,12 +32,12 @@ use nrg_core::stats::gamma_method;
 use nrg_core::{Action, DensityModel, Estimate, LatentModel, NrgError, Result};
 use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// An observable from a Markov chain.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct ChainEstimate {
     /// Mean and error, with `τ_int` in updates.
     #[serde(flatten)]
@@ -46,7 +47,7 @@ pub struct ChainEstimate {
 }
 
 /// The result of a chain run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChainSummary {
     /// `nmcmc`, `bulk-hmc`, `bulk-local` or `hmc`.
     pub method: String,
@@ -78,6 +79,67 @@ pub struct ChainSettings {
     pub updates: usize,
     /// Seed of the host random numbers (the flow's proposals use the device's).
     pub seed: u64,
+}
+
+/// What the chains sample and measure.
+#[derive(Clone, Copy)]
+pub struct ChainTarget<'a> {
+    /// The action `S` of the target `e^{−S}`.
+    pub action: &'a dyn Action,
+    /// What is measured on each configuration.
+    pub measure: &'a dyn Measure,
+}
+
+/// HMC's integrator: the initial leapfrog step (adapted during thermalisation) and the
+/// number of leapfrog steps per trajectory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HmcSettings {
+    /// Initial leapfrog step `ε`.
+    pub step: f64,
+    /// Leapfrog steps per trajectory.
+    pub leapfrog: usize,
+}
+
+impl HmcSettings {
+    fn check(&self) -> Result<()> {
+        if !(self.step.is_finite() && self.step > 0.0) || self.leapfrog == 0 {
+            return Err(NrgError::param(
+                "step",
+                "need a positive step size and ≥ 1 leapfrog step",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Local moves in the bulk: the initial width `δ` of a move (adapted during
+/// thermalisation) and the latents that may move (flat indices `c·R·W + r·W + w`; empty
+/// means all).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalSettings {
+    /// Initial width `δ`.
+    pub delta: f64,
+    /// The latents that may move.
+    pub allowed: Vec<usize>,
+}
+
+/// Independence Metropolis: proposals per batch through the flow, and whether to keep the
+/// chain's configurations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NmcmcSettings {
+    /// Proposals per batch.
+    pub batch: usize,
+    /// Keep every measured configuration.
+    pub keep: bool,
+}
+
+/// What [`nmcmc`] returns.
+#[derive(Clone, Debug)]
+pub struct ChainOutput {
+    /// The estimates.
+    pub summary: ChainSummary,
+    /// The measured configurations, when asked for.
+    pub kept: Option<Kept>,
 }
 
 impl ChainSettings {
@@ -171,20 +233,23 @@ impl Recorder {
     }
 }
 
-/// Independence Metropolis with proposals from `model`, generated `batch` at a time;
-/// `progress` gets the updates done. With `keep`, the chain's configurations (after each
-/// update, thermalisation excluded) are appended as `f32`.
+/// Independence Metropolis with proposals from `model`, generated `options.batch` at a
+/// time; `progress` gets the updates done. With `options.keep`, the chain's configurations
+/// (after each update, thermalisation excluded) are returned as `f32`.
 pub fn nmcmc(
     model: &dyn DensityModel,
-    action: &dyn Action,
-    measure: &dyn Measure,
+    target: &ChainTarget,
     settings: &ChainSettings,
-    batch: usize,
+    options: &NmcmcSettings,
     device: &Device,
     progress: &mut dyn FnMut(usize),
-    mut keep: Option<&mut Vec<f32>>,
-) -> Result<ChainSummary> {
+) -> Result<ChainOutput> {
     settings.check()?;
+    if options.batch == 0 {
+        return Err(NrgError::param("batch", "must be ≥ 1"));
+    }
+    let (action, measure, batch) = (target.action, target.measure, options.batch);
+    let mut keep = options.keep.then(Kept::default);
     let per_config: usize = model.shape().iter().product();
     let volume = action.lattice().volume();
     let mut rng = ChainRng::seed_from_u64(settings.seed);
@@ -225,8 +290,8 @@ pub fn nmcmc(
                     accepted += accept as usize;
                     let (_, s_cur, field) = current.as_ref().expect("set on the first proposal");
                     rec.record(chain, *s_cur, &measure.measure(field));
-                    if let Some(k) = keep.as_deref_mut() {
-                        k.extend(field.iter().map(|v| *v as f32));
+                    if let Some(k) = keep.as_mut() {
+                        k.configurations.extend(field.iter().map(|v| *v as f32));
                     }
                 }
                 done += 1;
@@ -236,7 +301,25 @@ pub fn nmcmc(
         seconds += start.elapsed().as_secs_f64();
     }
     let acceptance = accepted as f64 / (settings.updates * settings.chains) as f64;
-    rec.summarise("nmcmc", settings, acceptance, None, seconds)
+    let summary = rec.summarise("nmcmc", settings, acceptance, None, seconds)?;
+    Ok(ChainOutput {
+        summary,
+        kept: keep,
+    })
+}
+
+/// Whether [`BulkBatch::evaluate`] computes `∂U/∂z` (needs an autodiff device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gradient {
+    Skip,
+    Compute,
+}
+
+/// Whether [`BulkBatch::evaluate`] keeps the configurations `x = G(z)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Configurations {
+    Skip,
+    Keep,
 }
 
 /// A batch of bulk chains: latents, `U(z)`, `S(G(z))`, and (where asked for) `∂U/∂z` and the
@@ -252,24 +335,24 @@ struct BulkBatch {
 
 impl BulkBatch {
     /// Evaluates `U(z) = S(G(z)) − ln|det ∂G/∂z|` for the latents `z` (`shape` = `[B, C, R, W]`),
-    /// with `∂U/∂z` when `grad` is set (then `device` must be an autodiff device) and `x` when
-    /// `with_x` is set.
+    /// with `∂U/∂z` when asked (then `device` must be an autodiff device) and the
+    /// configurations `x` when asked.
     fn evaluate(
+        target: &ChainTarget,
         model: &dyn LatentModel,
-        action: &dyn Action,
         z: Vec<f64>,
         shape: [usize; 4],
-        grad: bool,
-        with_x: bool,
+        (gradient, configurations): (Gradient, Configurations),
         device: &Device,
     ) -> Self {
         let data: Vec<f32> = z.iter().map(|v| *v as f32).collect();
         let mut zt = Tensor::<4>::from_data(TensorData::new(data, shape), device);
+        let grad = gradient == Gradient::Compute;
         if grad {
             zt = zt.require_grad();
         }
         let (x, log_det) = model.generate_with_log_det(zt.clone());
-        let s = action.action(x.clone());
+        let s = target.action.action(x.clone());
         let u = s.clone() - log_det;
         let grad = if grad {
             let grads = u.clone().sum().backward();
@@ -282,7 +365,11 @@ impl BulkBatch {
             u: host(u),
             s: host(s),
             grad,
-            x: if with_x { host(x) } else { Vec::new() },
+            x: if configurations == Configurations::Keep {
+                host(x)
+            } else {
+                Vec::new()
+            },
             per: shape[1] * shape[2] * shape[3],
         }
     }
@@ -311,32 +398,28 @@ impl BulkBatch {
     }
 }
 
-/// HMC in the bulk: `settings.chains` chains batched through the flow, `leapfrog` steps of
-/// size `step` per trajectory (adapted during thermalisation). `model` and `action` must
-/// live on the autodiff `device`.
+/// HMC in the bulk: `settings.chains` chains batched through the flow, `hmc.leapfrog`
+/// steps per trajectory of a step adapted from `hmc.step` during thermalisation. `model` and
+/// the target's action must live on the autodiff `device`.
 pub fn bulk_hmc(
     model: &dyn LatentModel,
-    action: &dyn Action,
-    measure: &dyn Measure,
+    target: &ChainTarget,
     settings: &ChainSettings,
-    mut step: f64,
-    leapfrog: usize,
+    hmc: &HmcSettings,
     device: &Device,
     progress: &mut dyn FnMut(usize),
 ) -> Result<ChainSummary> {
     settings.check()?;
-    if !(step.is_finite() && step > 0.0) || leapfrog == 0 {
-        return Err(NrgError::param(
-            "step",
-            "need a positive step size and ≥ 1 leapfrog step",
-        ));
-    }
+    hmc.check()?;
+    let (action, measure) = (target.action, target.measure);
+    let (mut step, leapfrog) = (hmc.step, hmc.leapfrog);
     let [c, r, w] = model.latent_shape();
     let b = settings.chains;
     let shape = [b, c, r, w];
     let mut rng = ChainRng::seed_from_u64(settings.seed);
     let z = host(model.sample_latent(b, device));
-    let mut cur = BulkBatch::evaluate(model, action, z, shape, true, true, device);
+    let both = (Gradient::Compute, Configurations::Keep);
+    let mut cur = BulkBatch::evaluate(target, model, z, shape, both, device);
     if cur.grad.is_none() {
         return Err(NrgError::InvalidData(
             "no gradient through the flow: is the device autodiff?".into(),
@@ -368,7 +451,13 @@ pub fn bulk_hmc(
                 z[j] += eps * p[j];
             }
             let last = k + 1 == leapfrog;
-            let next = BulkBatch::evaluate(model, action, z.clone(), shape, true, last, device);
+            let keep = if last {
+                Configurations::Keep
+            } else {
+                Configurations::Skip
+            };
+            let need = (Gradient::Compute, keep);
+            let next = BulkBatch::evaluate(target, model, z.clone(), shape, need, device);
             g = next.grad.clone().expect("autodiff gradient");
             for j in 0..b * per {
                 p[j] -= 0.5 * eps * g[j];
@@ -403,19 +492,22 @@ pub fn bulk_hmc(
 }
 
 /// Local Metropolis in the bulk: each update moves one latent of every chain,
-/// `z_k → z_k + δ ξ`, with `k` drawn from `allowed` (flat latent indices `c·R·W + r·W + w`;
-/// empty means all). No gradients: `device` need not be autodiff.
+/// `z_k → z_k + δ ξ`, with `k` drawn from `local.allowed` and `δ` adapted from
+/// `local.delta` during thermalisation. No gradients: `device` need not be autodiff.
 pub fn bulk_local(
     model: &dyn LatentModel,
-    action: &dyn Action,
-    measure: &dyn Measure,
+    target: &ChainTarget,
     settings: &ChainSettings,
-    mut delta: f64,
-    allowed: &[usize],
+    local: &LocalSettings,
     device: &Device,
     progress: &mut dyn FnMut(usize),
 ) -> Result<ChainSummary> {
     settings.check()?;
+    if !(local.delta.is_finite() && local.delta > 0.0) {
+        return Err(NrgError::param("delta", "must be a finite number > 0"));
+    }
+    let (action, measure) = (target.action, target.measure);
+    let (mut delta, allowed) = (local.delta, &local.allowed[..]);
     let [c, r, w] = model.latent_shape();
     let b = settings.chains;
     let per = c * r * w;
@@ -434,7 +526,8 @@ pub fn bulk_local(
     let shape = [b, c, r, w];
     let mut rng = ChainRng::seed_from_u64(settings.seed);
     let z = host(model.sample_latent(b, device));
-    let mut cur = BulkBatch::evaluate(model, action, z, shape, false, true, device);
+    let need = (Gradient::Skip, Configurations::Keep);
+    let mut cur = BulkBatch::evaluate(target, model, z, shape, need, device);
     let mut rec = Recorder::new(measure, b, action.lattice().volume());
     let total = settings.thermalisation + settings.updates;
     let mut tuner = DualAveraging::new(delta, 0.5, 20 * b.max(2), (1e-5, 100.0));
@@ -451,7 +544,7 @@ pub fn bulk_local(
             let xi: f64 = rng.sample(StandardNormal);
             z[i * per + k] += delta * xi;
         }
-        let prop = BulkBatch::evaluate(model, action, z, shape, false, true, device);
+        let prop = BulkBatch::evaluate(target, model, z, shape, need, device);
         let mut acc_now = 0;
         let mut alpha = 0.0;
         for i in 0..b {
@@ -485,11 +578,12 @@ pub fn boundary_hmc<A: HostAction + Clone>(
     starts: Vec<Vec<f64>>,
     measure: &dyn Measure,
     settings: &ChainSettings,
-    step: f64,
-    leapfrog: usize,
+    hmc: &HmcSettings,
     progress: &mut dyn FnMut(usize),
 ) -> Result<ChainSummary> {
     settings.check()?;
+    hmc.check()?;
+    let (step, leapfrog) = (hmc.step, hmc.leapfrog);
     if starts.len() != settings.chains {
         return Err(NrgError::param(
             "chains",

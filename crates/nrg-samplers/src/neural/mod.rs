@@ -23,10 +23,11 @@ pub mod nis;
 pub mod symmetrise;
 
 pub use chains::{
-    ChainEstimate, ChainSettings, ChainSummary, boundary_hmc, bulk_hmc, bulk_local, nmcmc,
+    ChainEstimate, ChainOutput, ChainSettings, ChainSummary, ChainTarget, HmcSettings,
+    LocalSettings, NmcmcSettings, boundary_hmc, bulk_hmc, bulk_local, nmcmc,
 };
 pub use measure::{FieldObservables, IsingImproved, Measure};
-pub use nis::{NisRequest, NisSummary, nis};
+pub use nis::{DerivedLnZ, Kept, NisOutput, NisRequest, NisSummary, nis};
 pub use symmetrise::SymmetrisedModel;
 
 use burn::tensor::Tensor;

@@ -27,7 +27,7 @@ use super::measure::Measure;
 use burn::tensor::Device;
 use nrg_core::tail::{TopValues, pareto_k_hat, pareto_tail_size};
 use nrg_core::{Action, DensityModel, Estimate, NrgError, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Streaming sums of weights and weighted observables, relative to a running maximum.
@@ -118,7 +118,7 @@ impl Accumulator {
 }
 
 /// The result of neural importance sampling.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NisSummary {
     /// Samples drawn.
     pub samples: usize,
@@ -143,28 +143,62 @@ pub struct NisSummary {
     pub derived: BTreeMap<String, Estimate>,
 }
 
-/// What NIS should estimate besides the standard quantities.
+/// `ln Z + c·⟨O⟩` for a named observable `O` (e.g. an entropy in other units).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DerivedLnZ {
+    /// The name of the result.
+    pub name: String,
+    /// The observable `O` (a name from the [`Measure`]).
+    pub observable: String,
+    /// The coefficient `c`.
+    pub coefficient: f64,
+}
+
+/// What NIS should do: how many samples, in which batches, and what to estimate besides the
+/// standard quantities.
 pub struct NisRequest<'a> {
     /// Per-configuration observables.
     pub measure: &'a dyn Measure,
-    /// `(name, observable, c)`: also estimate `ln Z + c·⟨observable⟩`.
-    pub derived: Vec<(String, String, f64)>,
+    /// Also estimate these `ln Z + c·⟨O⟩`.
+    pub derived: Vec<DerivedLnZ>,
+    /// Independent samples.
+    pub samples: usize,
+    /// Samples per batch through the flow.
+    pub batch: usize,
+    /// Keep every configuration and its `ln w` (memory then grows with `samples`).
+    pub keep: bool,
 }
 
-/// Runs NIS with `samples` draws in batches of `batch`; `progress` is called with the
-/// number of samples done after each batch. The model and the action live on `device`
-/// (no autodiff needed). With `keep`, every configuration (`f32`) and its `ln w` are
-/// appended — memory then grows with `samples`.
+/// Configurations kept by a sampler: `configurations` holds `[N, C, L, L]` in `f32`, row
+/// after row; `log_weights` their `ln w` (NIS only).
+#[derive(Clone, Debug, Default)]
+pub struct Kept {
+    /// The configurations.
+    pub configurations: Vec<f32>,
+    /// Their log-weights (NIS).
+    pub log_weights: Vec<f64>,
+}
+
+/// What [`nis`] returns.
+#[derive(Clone, Debug)]
+pub struct NisOutput {
+    /// The estimates.
+    pub summary: NisSummary,
+    /// The configurations, when asked for.
+    pub kept: Option<Kept>,
+}
+
+/// Runs NIS as `request` says; `progress` is called with the number of samples done after
+/// each batch. The model and the action live on `device` (no autodiff needed).
 pub fn nis(
     model: &dyn DensityModel,
     action: &dyn Action,
     request: &NisRequest,
-    samples: usize,
-    batch: usize,
     device: &Device,
     progress: &mut dyn FnMut(usize),
-    mut keep: Option<&mut (Vec<f32>, Vec<f64>)>,
-) -> Result<NisSummary> {
+) -> Result<NisOutput> {
+    let (samples, batch) = (request.samples, request.batch);
+    let mut keep = request.keep.then(Kept::default);
     if samples < 2 || batch == 0 {
         return Err(NrgError::param(
             "samples",
@@ -198,13 +232,13 @@ pub fn nis(
             );
             acc.push(log_w, &values);
             tail.push(log_w);
-            if let Some((configs, log_ws)) = keep.as_deref_mut() {
-                configs.extend(
+            if let Some(kept) = keep.as_mut() {
+                kept.configurations.extend(
                     xs[i * per_config..(i + 1) * per_config]
                         .iter()
                         .map(|v| *v as f32),
                 );
-                log_ws.push(log_w);
+                kept.log_weights.push(log_w);
             }
         }
         done += b;
@@ -218,14 +252,16 @@ pub fn nis(
         observables.insert(name.clone(), acc.mean(k + 1));
     }
     let mut derived = BTreeMap::new();
-    for (name, obs, c) in &request.derived {
+    for d in &request.derived {
         let k = names
             .iter()
-            .position(|n| n == obs)
-            .ok_or_else(|| NrgError::param("derived", format!("no observable named {obs}")))?;
-        derived.insert(name.clone(), acc.ln_z_plus(k + 1, *c));
+            .position(|n| *n == d.observable)
+            .ok_or_else(|| {
+                NrgError::param("derived", format!("no observable named {}", d.observable))
+            })?;
+        derived.insert(d.name.clone(), acc.ln_z_plus(k + 1, d.coefficient));
     }
-    Ok(NisSummary {
+    let summary = NisSummary {
         samples: acc.n,
         ln_z: acc.ln_z(),
         variational_free_energy: Estimate::new(-mean_lw, (var_lw.max(0.0) / n).sqrt()),
@@ -236,6 +272,10 @@ pub fn nis(
         pareto_k: pareto_k_hat(&tail.sorted(), acc.n),
         observables,
         derived,
+    };
+    Ok(NisOutput {
+        summary,
+        kept: keep,
     })
 }
 

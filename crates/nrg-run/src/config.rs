@@ -22,7 +22,7 @@
 //! checkpoint_every = 100          # an atomic checkpoint every N steps
 //! ```
 
-use anyhow::{Context, Result, bail};
+use nrg_core::{NrgError, Result};
 use nrg_flow::FlowSpec;
 use nrg_flow::train::TrainSettings;
 use nrg_lattice::ActionSpec;
@@ -46,6 +46,24 @@ impl Default for LogSettings {
             checkpoint_every: 100,
         }
     }
+}
+
+/// Changes to a configuration given beside it (e.g. on the command line); `None` keeps the
+/// configuration's value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// Run name.
+    pub name: Option<String>,
+    /// Total optimisation steps.
+    pub steps: Option<usize>,
+    /// Samples per step.
+    pub batch: Option<usize>,
+    /// Learning rate.
+    pub lr: Option<f64>,
+    /// Random seed.
+    pub seed: Option<u64>,
+    /// Training configurations for forward KL.
+    pub data: Option<PathBuf>,
 }
 
 /// Everything that defines a training run.
@@ -81,14 +99,24 @@ impl RunConfig {
         Ok(config)
     }
 
+    /// Parses and checks a configuration from TOML text (no file: `data` stays as written).
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: RunConfig =
+            toml::from_str(text).map_err(|e| NrgError::InvalidData(format!("config: {e}")))?;
+        config.check()?;
+        Ok(config)
+    }
+
     /// Reads a configuration file without [`RunConfig::check`]ing it, for a caller that
     /// applies command-line options first (they may supply what the check requires, e.g.
     /// `--data` for a config with `forward_weight`).
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        let mut config: RunConfig =
-            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| NrgError::Io {
+            path: format!("cannot read config {}", path.display()),
+            source: e,
+        })?;
+        let mut config: RunConfig = toml::from_str(&text)
+            .map_err(|e| NrgError::InvalidData(format!("config {}: {e}", path.display())))?;
         if let Some(d) = &config.data {
             let base = path.parent().unwrap_or(Path::new("."));
             config.set_data(&base.join(d))?;
@@ -103,7 +131,7 @@ impl RunConfig {
     /// survives the copy of the configuration into the run directory.
     pub fn set_data(&mut self, path: &Path) -> Result<()> {
         let abs = std::path::absolute(path)
-            .with_context(|| format!("invalid data path {}", path.display()))?;
+            .map_err(|e| NrgError::param("data", format!("{}: {e}", path.display())))?;
         self.data = Some(abs);
         Ok(())
     }
@@ -113,19 +141,50 @@ impl RunConfig {
         if let Some(name) = &self.name
             && (name.is_empty() || name.contains(['/', '\\']) || name == "." || name == "..")
         {
-            bail!("invalid run name {name:?}: use a plain directory name");
+            return Err(NrgError::param(
+                "name",
+                format!("{name:?} is not a plain directory name"),
+            ));
         }
         if self.log.every == 0 || self.log.checkpoint_every == 0 {
-            bail!("invalid [log]: `every` and `checkpoint_every` must be at least 1");
+            return Err(NrgError::param(
+                "log",
+                "`every` and `checkpoint_every` must be at least 1",
+            ));
         }
         self.action.lattice()?;
         self.train.validate(self.data.is_some())?;
         Ok(())
     }
 
+    /// Applies command-line style overrides (a new learning rate also lowers `lr_min` to it
+    /// when it is below). Call [`RunConfig::check`] afterwards.
+    pub fn apply(&mut self, o: &Overrides) -> Result<()> {
+        if let Some(name) = &o.name {
+            self.name = Some(name.clone());
+        }
+        if let Some(v) = o.steps {
+            self.train.steps = v;
+        }
+        if let Some(v) = o.batch {
+            self.train.batch = v;
+        }
+        if let Some(v) = o.lr {
+            self.train.lr = v;
+            self.train.lr_min = self.train.lr_min.min(v);
+        }
+        if let Some(v) = o.seed {
+            self.train.seed = v;
+        }
+        if let Some(v) = &o.data {
+            self.set_data(v)?;
+        }
+        Ok(())
+    }
+
     /// The configuration as TOML.
     pub fn to_toml(&self) -> Result<String> {
-        Ok(toml::to_string_pretty(self)?)
+        toml::to_string_pretty(self).map_err(|e| NrgError::InvalidData(format!("config: {e}")))
     }
 }
 

@@ -1,0 +1,35 @@
+//! # nrg-run
+//!
+//! A run of `nrg` on disk, and what a program does with it — the same way the `nrg` program
+//! does, so that a user program, the holographic analysis or a study script loads and
+//! samples a trained flow exactly as `nrg train` and `nrg sample` do:
+//!
+//! - [`config`]: the run configuration (one TOML file: action, flow, training, logging) and
+//!   overrides of it;
+//! - [`dir`]: the run directory — its layout, atomic checkpoints, `metrics.csv`, loading the
+//!   trained flow;
+//! - [`train`]: training a new run or resuming one, with an observer for progress and plots,
+//!   and its typed [`train::TrainSummary`];
+//! - [`sample`]: sampling a run with NIS, NMCMC, bulk HMC / local moves or boundary HMC,
+//!   refusing options that do not apply, with its typed [`sample::SampleReport`];
+//! - [`reference`]: what is measured on a run's configurations, and the exact values the
+//!   estimates are compared with.
+//!
+//! ```no_run
+//! # fn main() -> nrg_core::Result<()> {
+//! use nrg_run::{RunDir, sample::{SampleMethod, SampleRequest, sample}};
+//! # let device: burn::tensor::Device = unimplemented!();
+//! let run = RunDir::open("runs/demo-ising-l4")?;
+//! let out = sample(&run, &SampleRequest::new(SampleMethod::Nis, 65_536), &device, &mut |_| {})?;
+//! println!("{:?}", out.report.exact.get("ising_ln_z"));
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod dir;
+pub mod reference;
+pub mod sample;
+pub mod train;
+
+pub use config::{LogSettings, Overrides, RunConfig};
+pub use dir::RunDir;

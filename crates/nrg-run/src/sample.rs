@@ -1,0 +1,522 @@
+//! Sampling a trained run: NIS, NMCMC, bulk HMC, bulk local moves, or boundary HMC beside
+//! them, with every estimate's error and, where the model is solvable, the exact value and
+//! the deviation in σ ([`crate::reference`]).
+//!
+//! A [`SampleRequest`] names the method and only the options that apply to it: an option
+//! that would do nothing (a symmetry average for a chain in the bulk, `save_samples` for a
+//! chain that does not keep its configurations, a leapfrog count for NIS, …) is refused by
+//! [`SampleRequest::check`] rather than ignored.
+
+use crate::dir::{RunDir, write_json};
+use crate::reference;
+use burn::tensor::Device;
+use nrg_core::lattice::SymmetrySpec;
+use nrg_core::stats::ExactComparison;
+use nrg_core::{Action, DensityModel, Estimate, NrgError, Result};
+use nrg_flow::data::write_npy_f32;
+use nrg_flow::{FlowBijector, FlowModel};
+use nrg_lattice::ModelKind;
+use nrg_samplers::neural::{
+    ChainSettings, ChainSummary, ChainTarget, DerivedLnZ, HmcSettings, Kept, LocalSettings,
+    NisRequest, NisSummary, NmcmcSettings, SymmetrisedModel, boundary_hmc, bulk_hmc, bulk_local,
+    nis, nmcmc,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The samplers of a trained run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SampleMethod {
+    /// Neural importance sampling.
+    Nis,
+    /// Independence Metropolis with flow proposals.
+    Nmcmc,
+    /// HMC on the latents (the bulk).
+    BulkHmc,
+    /// Single-latent Metropolis moves in the bulk.
+    BulkLocal,
+    /// HMC on the boundary field (the baseline beside the others).
+    Hmc,
+}
+
+impl SampleMethod {
+    /// The method's name (`nis`, `nmcmc`, `bulk-hmc`, `bulk-local`, `hmc`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Nis => "nis",
+            Self::Nmcmc => "nmcmc",
+            Self::BulkHmc => "bulk-hmc",
+            Self::BulkLocal => "bulk-local",
+            Self::Hmc => "hmc",
+        }
+    }
+
+    fn is_chain(self) -> bool {
+        self != Self::Nis
+    }
+}
+
+/// What to sample, and how. `None` options take the method's default; an option given for a
+/// method it does not apply to is an error ([`SampleRequest::check`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleRequest {
+    /// The sampler.
+    pub method: SampleMethod,
+    /// NIS: independent samples; chains: measured updates per chain.
+    pub samples: usize,
+    /// Random seed.
+    pub seed: u64,
+    /// NIS, NMCMC: flow samples per batch (default 4096).
+    pub batch: Option<usize>,
+    /// Chains: independent chains (default 1).
+    pub chains: Option<usize>,
+    /// Chains: thermalisation updates per chain (default `samples/10`, at least 100).
+    pub thermalisation: Option<usize>,
+    /// bulk-hmc, hmc: initial leapfrog step, adapted during thermalisation (default 0.1).
+    pub step: Option<f64>,
+    /// bulk-hmc, hmc: leapfrog steps per trajectory (default 10).
+    pub leapfrog: Option<usize>,
+    /// bulk-local: initial width of a move, adapted during thermalisation (default 0.5).
+    pub delta: Option<f64>,
+    /// bulk-local: move only the latents of this RG level (0 = finest).
+    pub level: Option<usize>,
+    /// NIS, NMCMC: average the flow's density over these lattice symmetries of the action.
+    pub symmetry: Option<SymmetrySpec>,
+    /// NIS, NMCMC: keep the configurations (and NIS's log-weights).
+    pub save_samples: bool,
+}
+
+impl SampleRequest {
+    /// `samples` draws (or updates per chain) of `method`, seed 1, defaults elsewhere.
+    pub fn new(method: SampleMethod, samples: usize) -> Self {
+        Self {
+            method,
+            samples,
+            seed: 1,
+            batch: None,
+            chains: None,
+            thermalisation: None,
+            step: None,
+            leapfrog: None,
+            delta: None,
+            level: None,
+            symmetry: None,
+            save_samples: false,
+        }
+    }
+
+    /// Refuses options that do not apply to the method, and values out of range.
+    pub fn check(&self) -> Result<()> {
+        use SampleMethod::*;
+        let m = self.method;
+        let given: [(&str, bool, &[SampleMethod]); 9] = [
+            ("batch", self.batch.is_some(), &[Nis, Nmcmc]),
+            (
+                "chains",
+                self.chains.is_some(),
+                &[Nmcmc, BulkHmc, BulkLocal, Hmc],
+            ),
+            (
+                "therm",
+                self.thermalisation.is_some(),
+                &[Nmcmc, BulkHmc, BulkLocal, Hmc],
+            ),
+            ("step", self.step.is_some(), &[BulkHmc, Hmc]),
+            ("leapfrog", self.leapfrog.is_some(), &[BulkHmc, Hmc]),
+            ("delta", self.delta.is_some(), &[BulkLocal]),
+            ("level", self.level.is_some(), &[BulkLocal]),
+            ("symmetry", self.symmetry.is_some(), &[Nis, Nmcmc]),
+            ("save-samples", self.save_samples, &[Nis, Nmcmc]),
+        ];
+        for (name, set, applies) in given {
+            if set && !applies.contains(&m) {
+                let names: Vec<&str> = applies.iter().map(|a| a.name()).collect();
+                return Err(NrgError::param(
+                    name,
+                    format!(
+                        "does not apply to {} (only to {})",
+                        m.name(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.samples < 8 {
+            return Err(NrgError::param("samples", "must be ≥ 8"));
+        }
+        if self.batch == Some(0) || self.chains == Some(0) || self.leapfrog == Some(0) {
+            return Err(NrgError::param(
+                "batch/chains/leapfrog",
+                "must be ≥ 1 where given",
+            ));
+        }
+        for (name, v) in [("step", self.step), ("delta", self.delta)] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err(NrgError::param(name, format!("must be > 0, got {v}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn chain_settings(&self) -> ChainSettings {
+        ChainSettings {
+            chains: self.chains.unwrap_or(1),
+            thermalisation: self.thermalisation.unwrap_or((self.samples / 10).max(100)),
+            updates: self.samples,
+            seed: self.seed,
+        }
+    }
+
+    fn hmc(&self) -> HmcSettings {
+        HmcSettings {
+            step: self.step.unwrap_or(0.1),
+            leapfrog: self.leapfrog.unwrap_or(10),
+        }
+    }
+
+    /// Updates (or samples) in all, for a progress bar.
+    pub fn total_work(&self) -> usize {
+        if self.method.is_chain() {
+            let s = self.chain_settings();
+            match self.method {
+                // bulk chains move as one batch
+                SampleMethod::BulkHmc | SampleMethod::BulkLocal => s.thermalisation + s.updates,
+                _ => s.chains * (s.thermalisation + s.updates),
+            }
+        } else {
+            self.samples
+        }
+    }
+}
+
+/// The relaxed Ising model's quantities from NIS, after the exact offset to `ln Z_Ising`
+/// (improved estimators).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct IsingNis {
+    /// `ln Z_Ising`.
+    pub ln_z: Estimate,
+    /// Free energy per site `−ln Z/(βV)`.
+    pub free_energy_per_site: Estimate,
+    /// Energy per site.
+    pub energy_per_site: Estimate,
+    /// Entropy per site `(ln Z − β⟨H⟩)/V`.
+    pub entropy_per_site: Estimate,
+}
+
+/// A sampler's result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SampleResult {
+    /// NIS.
+    Nis(NisSummary),
+    /// A Markov chain.
+    Chain(ChainSummary),
+}
+
+/// What `sample-METHOD/summary.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SampleReport {
+    /// The run directory.
+    pub run: PathBuf,
+    /// The sampler.
+    pub method: SampleMethod,
+    /// The symmetry average of the flow, if any (`d4,shift=2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symmetry: Option<String>,
+    /// The action, described.
+    pub action: String,
+    /// The estimates.
+    pub result: SampleResult,
+    /// NIS: the free energy per site `−ln Z/V`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_energy_per_site: Option<Estimate>,
+    /// NIS of the relaxed Ising model: the Ising quantities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ising: Option<IsingNis>,
+    /// Exact values beside the estimates, where known.
+    pub exact: BTreeMap<String, ExactComparison>,
+}
+
+/// A report and, when asked for, the configurations behind it.
+#[derive(Clone, Debug)]
+pub struct SampleOutput {
+    /// The report.
+    pub report: SampleReport,
+    /// The configurations (`[N, C, L, L]`) and NIS's log-weights.
+    pub kept: Option<Kept>,
+    shape: [usize; 3],
+}
+
+impl SampleOutput {
+    /// Writes `out/summary.json` and, with kept configurations, `out/samples.npy`
+    /// (`[N, C, L, L]`, f32) and for NIS `out/log_weights.npy`.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        write_json(&out.join("summary.json"), &self.report)?;
+        if let Some(kept) = &self.kept {
+            let [c, l, w] = self.shape;
+            let n = kept.configurations.len() / (c * l * w);
+            write_npy_f32(
+                &out.join("samples.npy"),
+                &kept.configurations,
+                &[n, c, l, w],
+            )?;
+            if !kept.log_weights.is_empty() {
+                let lw: Vec<f32> = kept.log_weights.iter().map(|v| *v as f32).collect();
+                write_npy_f32(&out.join("log_weights.npy"), &lw, &[lw.len()])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Samples the run in `run` as `request` says, on `device` (not autodiff: bulk HMC makes its
+/// own autodiff device from it). `progress` gets the work done so far (out of
+/// [`SampleRequest::total_work`]).
+pub fn sample(
+    run: &RunDir,
+    request: &SampleRequest,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<SampleOutput> {
+    request.check()?;
+    device.seed(request.seed);
+    let config = run.config()?;
+    let shape = [
+        config.action.channels(),
+        config.action.l,
+        config.action.lattice()?.cols(),
+    ];
+    let spec = &config.action;
+    let measure = reference::measure_for(spec)?;
+    let settings = request.chain_settings();
+    let mut nis_reference = reference::NisReference::default();
+    let (result, kept, action_name) = match request.method {
+        SampleMethod::Nis => {
+            let (_, model) = run.load_model(device)?;
+            let action = spec.build(device)?;
+            let derived = match spec.model {
+                // ln Z_x + βV⟨e⟩: with the offset, ln Z_Ising − β⟨H⟩ = V × the entropy per site.
+                ModelKind::Ising => vec![DerivedLnZ {
+                    name: "ising_ln_z_plus_beta_e".into(),
+                    observable: "ising_e".into(),
+                    coefficient: spec.beta.unwrap_or(f64::NAN) * action.lattice().volume() as f64,
+                }],
+                _ => Vec::new(),
+            };
+            let nis_request = NisRequest {
+                measure: measure.as_ref(),
+                derived,
+                samples: request.samples,
+                batch: request.batch.unwrap_or(4096),
+                keep: request.save_samples,
+            };
+            let sym = symmetrise(request, &model, action.as_ref(), device)?;
+            let proposal: &dyn DensityModel = sym.as_ref().map_or(&model, |m| m);
+            let out = nis(proposal, action.as_ref(), &nis_request, device, progress)?;
+            let ising = match spec.model {
+                ModelKind::Ising => Some(spec.build_ising(device)?),
+                _ => None,
+            };
+            nis_reference = reference::NisReference::of(action.as_ref(), ising.as_ref());
+            (SampleResult::Nis(out.summary), out.kept, action.describe())
+        }
+        SampleMethod::Nmcmc => {
+            let (_, model) = run.load_model(device)?;
+            let action = spec.build(device)?;
+            let target = ChainTarget {
+                action: action.as_ref(),
+                measure: measure.as_ref(),
+            };
+            let options = NmcmcSettings {
+                batch: request.batch.unwrap_or(4096),
+                keep: request.save_samples,
+            };
+            let sym = symmetrise(request, &model, action.as_ref(), device)?;
+            let proposal: &dyn DensityModel = sym.as_ref().map_or(&model, |m| m);
+            let out = nmcmc(proposal, &target, &settings, &options, device, progress)?;
+            (
+                SampleResult::Chain(out.summary),
+                out.kept,
+                action.describe(),
+            )
+        }
+        SampleMethod::BulkHmc => {
+            let ad = device.clone().autodiff();
+            let (_, model) = run.load_model(&ad)?;
+            let action = spec.build(&ad)?;
+            let target = ChainTarget {
+                action: action.as_ref(),
+                measure: measure.as_ref(),
+            };
+            let s = bulk_hmc(&model, &target, &settings, &request.hmc(), &ad, progress)?;
+            (SampleResult::Chain(s), None, action.describe())
+        }
+        SampleMethod::BulkLocal => {
+            let (_, model) = run.load_model(device)?;
+            let action = spec.build(device)?;
+            let target = ChainTarget {
+                action: action.as_ref(),
+                measure: measure.as_ref(),
+            };
+            let local = LocalSettings {
+                delta: request.delta.unwrap_or(0.5),
+                allowed: level_latents(&model, shape[0], request.level)?,
+            };
+            let s = bulk_local(&model, &target, &settings, &local, device, progress)?;
+            (SampleResult::Chain(s), None, action.describe())
+        }
+        SampleMethod::Hmc => {
+            let action = spec.build(device)?;
+            let volume = action.lattice().volume();
+            let starts = vec![vec![0.0; action.channels() * volume]; settings.chains];
+            let (m, hmc) = (measure.as_ref(), request.hmc());
+            let s = match spec.model {
+                ModelKind::Ising => {
+                    let host = spec.build_ising(device)?;
+                    boundary_hmc(&host, starts, m, &settings, &hmc, progress)?
+                }
+                _ => {
+                    let host = spec.build_phi4()?;
+                    boundary_hmc(&host, starts, m, &settings, &hmc, progress)?
+                }
+            };
+            (SampleResult::Chain(s), None, action.describe())
+        }
+    };
+    let mut report = SampleReport {
+        run: run.path().to_path_buf(),
+        method: request.method,
+        symmetry: request.symmetry.map(|s| s.to_string()),
+        action: action_name,
+        result,
+        free_energy_per_site: None,
+        ising: None,
+        exact: BTreeMap::new(),
+    };
+    reference::compare(spec, nis_reference, &mut report)?;
+    Ok(SampleOutput {
+        report,
+        kept,
+        shape,
+    })
+}
+
+/// The flow's density averaged over the request's symmetries, if any.
+fn symmetrise<'a>(
+    request: &SampleRequest,
+    model: &'a FlowModel,
+    action: &dyn Action,
+    device: &Device,
+) -> Result<Option<SymmetrisedModel<'a>>> {
+    let Some(spec) = &request.symmetry else {
+        return Ok(None);
+    };
+    let group = action.lattice().symmetry_group(spec)?;
+    SymmetrisedModel::new(model, action, group, device).map(Some)
+}
+
+/// Flat latent indices of one bulk level (empty: all).
+fn level_latents(model: &FlowModel, channels: usize, level: Option<usize>) -> Result<Vec<usize>> {
+    let Some(level) = level else {
+        return Ok(Vec::new());
+    };
+    let FlowBijector::Hierarchical(flow) = &model.bijector else {
+        return Err(NrgError::param("level", "needs a hierarchical flow"));
+    };
+    let sites = flow.bulk_sites();
+    let v = sites.len();
+    let top = sites.iter().map(|s| s.level).max().unwrap_or(0);
+    if level > top {
+        return Err(NrgError::param(
+            "level",
+            format!("{level} does not exist: the flow's levels are 0 … {top}"),
+        ));
+    }
+    Ok((0..channels)
+        .flat_map(|c| {
+            sites
+                .iter()
+                .enumerate()
+                .filter(move |(_, s)| s.level == level)
+                .map(move |(i, _)| c * v + i)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option is accepted by the methods it applies to and refused by the others.
+    #[test]
+    fn options_that_do_not_apply_are_refused() {
+        use SampleMethod::*;
+        let all = [Nis, Nmcmc, BulkHmc, BulkLocal, Hmc];
+        type Set = fn(&mut SampleRequest);
+        let options: [(&str, Set, &[SampleMethod]); 9] = [
+            ("batch", |r| r.batch = Some(64), &[Nis, Nmcmc]),
+            (
+                "chains",
+                |r| r.chains = Some(2),
+                &[Nmcmc, BulkHmc, BulkLocal, Hmc],
+            ),
+            (
+                "therm",
+                |r| r.thermalisation = Some(10),
+                &[Nmcmc, BulkHmc, BulkLocal, Hmc],
+            ),
+            ("step", |r| r.step = Some(0.2), &[BulkHmc, Hmc]),
+            ("leapfrog", |r| r.leapfrog = Some(3), &[BulkHmc, Hmc]),
+            ("delta", |r| r.delta = Some(0.3), &[BulkLocal]),
+            ("level", |r| r.level = Some(0), &[BulkLocal]),
+            (
+                "symmetry",
+                |r| r.symmetry = Some(SymmetrySpec::parse("d4").unwrap()),
+                &[Nis, Nmcmc],
+            ),
+            ("save-samples", |r| r.save_samples = true, &[Nis, Nmcmc]),
+        ];
+        for method in all {
+            assert!(SampleRequest::new(method, 100).check().is_ok());
+            for (name, set, applies) in &options {
+                let mut r = SampleRequest::new(method, 100);
+                set(&mut r);
+                let result = r.check();
+                assert_eq!(
+                    result.is_ok(),
+                    applies.contains(&method),
+                    "{name} for {method:?}"
+                );
+                if let Err(e) = result {
+                    assert!(e.to_string().contains("does not apply"), "{e}");
+                }
+            }
+        }
+        let mut r = SampleRequest::new(Hmc, 100);
+        r.step = Some(-1.0);
+        assert!(r.check().is_err());
+        assert!(SampleRequest::new(Nis, 4).check().is_err());
+        let mut r = SampleRequest::new(Nis, 100);
+        r.batch = Some(0);
+        assert!(r.check().is_err());
+    }
+
+    #[test]
+    fn method_names_round_trip_through_json() {
+        for m in [
+            SampleMethod::Nis,
+            SampleMethod::Nmcmc,
+            SampleMethod::BulkHmc,
+            SampleMethod::BulkLocal,
+            SampleMethod::Hmc,
+        ] {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.name()));
+            assert_eq!(serde_json::from_str::<SampleMethod>(&json).unwrap(), m);
+        }
+    }
+}
