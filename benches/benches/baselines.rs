@@ -10,15 +10,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nrg_benches::{ising, phi4_tutorial};
-use nrg_core::action::HostAction;
+use nrg_core::OnLattice;
 use nrg_lattice::exact::ising2d::critical_beta;
-use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff};
+use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff, SpinStart};
 use std::hint::black_box;
 
 fn metropolis(c: &mut Criterion) {
     let mut group = c.benchmark_group("metropolis_sweep");
     for l in [16, 64, 256] {
-        let mut chain = IsingMetropolis::new(ising(l, 0.44), 1, true);
+        let mut chain = IsingMetropolis::new(ising(l, 0.44), 1, SpinStart::Hot);
         for _ in 0..100 {
             chain.sweep();
         }
@@ -31,7 +31,7 @@ fn metropolis(c: &mut Criterion) {
 fn wolff(c: &mut Criterion) {
     let mut group = c.benchmark_group("wolff_cluster");
     for l in [16, 64] {
-        let mut chain = IsingWolff::new(ising(l, critical_beta()), 1, true);
+        let mut chain = IsingWolff::new(ising(l, critical_beta()), 1, SpinStart::Hot);
         for _ in 0..1000 {
             chain.flip_cluster();
         }

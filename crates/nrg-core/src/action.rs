@@ -11,17 +11,11 @@
 //! Implementations live in `nrg-lattice`; each is tested there against autodiff and
 //! against the other form.
 
-use crate::lattice::Lattice;
+use crate::lattice::OnLattice;
 use burn::tensor::{Device, Tensor};
 
-/// A batched lattice action on burn tensors.
-pub trait Action: Send + Sync {
-    /// The lattice the field lives on.
-    fn lattice(&self) -> Lattice;
-
-    /// Field components per site (`1` for a real scalar, `n` for O(n)).
-    fn channels(&self) -> usize;
-
+/// A batched lattice action on burn tensors; its field space comes from [`OnLattice`].
+pub trait Action: OnLattice + Send + Sync {
     /// `S(x)` for every configuration: `[batch, channels, rows, cols] → [batch]`.
     fn action(&self, x: Tensor<4>) -> Tensor<1>;
 
@@ -41,14 +35,9 @@ pub trait Action: Send + Sync {
     fn to_device(&self, device: &Device) -> Box<dyn Action>;
 }
 
-/// A lattice action on one configuration in `f64` (`field[channel·V + site]`).
-pub trait HostAction {
-    /// The lattice the field lives on.
-    fn lattice(&self) -> Lattice;
-
-    /// Field components per site.
-    fn channels(&self) -> usize;
-
+/// A lattice action on one configuration in `f64` (`field[channel·V + site]`); its field
+/// space comes from [`OnLattice`].
+pub trait HostAction: OnLattice {
     /// `S(field)`.
     fn action_host(&self, field: &[f64]) -> f64;
 

@@ -294,6 +294,56 @@ impl Lattice {
     }
 }
 
+/// The space a field lives in: a periodic lattice and the number of components per site.
+/// One configuration is `channels·V` numbers laid out `field[c·V + site]`; a batch is a
+/// tensor `[batch, channels, rows, cols]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldSpace {
+    /// The lattice.
+    pub lattice: Lattice,
+    /// Field components per site (`1` for a real scalar, `n` for O(n)).
+    pub channels: usize,
+}
+
+impl FieldSpace {
+    /// `channels` components on `lattice`.
+    pub fn new(lattice: Lattice, channels: usize) -> Self {
+        Self { lattice, channels }
+    }
+
+    /// `[channels, rows, cols]` of one configuration.
+    pub fn shape(&self) -> [usize; 3] {
+        [self.channels, self.lattice.rows(), self.lattice.cols()]
+    }
+
+    /// Numbers per configuration, `channels·V`.
+    pub fn len(&self) -> usize {
+        self.channels * self.lattice.volume()
+    }
+
+    /// Whether a configuration has no numbers (never, for a valid lattice).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Anything defined on configurations of a field space (actions, chains): one place for the
+/// lattice and the number of components.
+pub trait OnLattice {
+    /// The field space.
+    fn space(&self) -> FieldSpace;
+
+    /// The lattice the field lives on.
+    fn lattice(&self) -> Lattice {
+        self.space().lattice
+    }
+
+    /// Field components per site.
+    fn channels(&self) -> usize {
+        self.space().channels
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,7 +40,7 @@ pub use action::Action;
 pub use bijector::Bijector;
 pub use chain::MarkovChain;
 pub use error::{NrgError, Result};
-pub use lattice::Lattice;
+pub use lattice::{FieldSpace, Lattice, OnLattice};
 pub use model::{DensityModel, LatentModel};
 pub use prior::Prior;
 pub use series::Series;

@@ -18,5 +18,5 @@ pub mod train;
 
 pub use flow::{FlowBijector, FlowModel, FlowSample};
 pub use hierarchical::{BulkSite, HierarchicalFlow, bulk_site};
-pub use prior::{GaussianPrior, LaplacePrior, LatentPrior};
+pub use prior::{GaussianPrior, LaplacePrior, LatentPrior, LatentShape, LevelScales};
 pub use spec::{FlowKind, FlowSpec, PriorShape, SubnetKind};

@@ -65,6 +65,24 @@ impl Prior for LaplacePrior {
     }
 }
 
+/// The shape of each standardised latent's distribution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatentShape {
+    /// `N(0, 1)`.
+    Gaussian,
+    /// Laplace, `½e^{−|z|}`.
+    Laplace,
+}
+
+/// Whether training moves the per-level scales `σ_ℓ`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LevelScales {
+    /// `σ_ℓ = 1`, the standard prior.
+    Fixed,
+    /// `σ_ℓ` are parameters.
+    Learnable,
+}
+
 /// A Gaussian or Laplace prior with one scale per bulk level (learnable or not).
 #[derive(Module, Debug)]
 pub struct LatentPrior {
@@ -80,9 +98,13 @@ pub struct LatentPrior {
 
 impl LatentPrior {
     /// A prior over `[C, rows, cols]` latents whose sites sit at `site_levels` (row-major,
-    /// values `0..levels`); `laplace` picks the Laplace shape, `learnable` lets training move
-    /// the per-level scales (otherwise they stay at 1).
-    pub fn new(site_levels: &[usize], laplace: bool, learnable: bool, device: &Device) -> Self {
+    /// values `0..levels`), of the given shape, with fixed or learnable per-level scales.
+    pub fn new(
+        site_levels: &[usize],
+        shape: LatentShape,
+        scales: LevelScales,
+        device: &Device,
+    ) -> Self {
         let levels = site_levels.iter().max().map_or(1, |m| m + 1);
         let sites = site_levels.len();
         let mut onehot = vec![0.0f32; levels * sites];
@@ -93,8 +115,8 @@ impl LatentPrior {
             log_scale: Param::from_tensor(Tensor::zeros([levels], device)),
             location: None,
             level_of_site: Tensor::from_data(TensorData::new(onehot, [levels, sites]), device),
-            laplace,
-            learnable,
+            laplace: shape == LatentShape::Laplace,
+            learnable: scales == LevelScales::Learnable,
         }
     }
 
@@ -124,8 +146,8 @@ impl LatentPrior {
     }
 
     /// A prior with one level for all sites (a flat flow).
-    pub fn uniform(sites: usize, laplace: bool, learnable: bool, device: &Device) -> Self {
-        Self::new(&vec![0; sites], laplace, learnable, device)
+    pub fn uniform(sites: usize, shape: LatentShape, scales: LevelScales, device: &Device) -> Self {
+        Self::new(&vec![0; sites], shape, scales, device)
     }
 
     /// `σ_ℓ` per level, on the host.
@@ -239,12 +261,12 @@ mod tests {
         let dev = Device::flex();
         dev.seed(5);
         let mu = 1.5;
-        let prior = LatentPrior::uniform(1, false, false, &dev)
+        let prior = LatentPrior::uniform(1, LatentShape::Gaussian, LevelScales::Fixed, &dev)
             .with_bimodal(mu)
             .unwrap();
         assert_eq!(prior.locations(), vec![mu]);
         assert!(
-            LatentPrior::uniform(1, true, false, &dev)
+            LatentPrior::uniform(1, LatentShape::Laplace, LevelScales::Fixed, &dev)
                 .with_bimodal(mu)
                 .is_none()
         );

@@ -20,7 +20,7 @@
 
 use crate::flow::{FlowBijector, FlowModel};
 use crate::hierarchical::HierarchicalFlow;
-use crate::prior::LatentPrior;
+use crate::prior::{LatentPrior, LatentShape, LevelScales};
 use burn::tensor::Device;
 use nrg_core::{NrgError, Result};
 use nrg_layers::{
@@ -187,12 +187,16 @@ impl FlowSpec {
                 (FlowBijector::Hierarchical(flow), levels)
             }
         };
-        let mut prior = LatentPrior::new(
-            &site_levels,
-            self.prior == PriorShape::Laplace,
-            self.learn_prior_scale,
-            device,
-        );
+        let shape = match self.prior {
+            PriorShape::Laplace => LatentShape::Laplace,
+            PriorShape::Gaussian | PriorShape::Bimodal => LatentShape::Gaussian,
+        };
+        let scales = if self.learn_prior_scale {
+            LevelScales::Learnable
+        } else {
+            LevelScales::Fixed
+        };
+        let mut prior = LatentPrior::new(&site_levels, shape, scales, device);
         if self.prior == PriorShape::Bimodal {
             prior = prior
                 .with_bimodal(1.0)

@@ -91,9 +91,30 @@ impl Default for TrainSettings {
     }
 }
 
+/// Whether training data (configurations for the forward KL) is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainingData {
+    /// Reverse KL only.
+    Absent,
+    /// Configurations for the forward KL.
+    Present,
+}
+
+impl TrainingData {
+    /// `Present` for `Some`.
+    pub fn of<T>(data: &Option<T>) -> Self {
+        if data.is_some() {
+            Self::Present
+        } else {
+            Self::Absent
+        }
+    }
+}
+
 impl TrainSettings {
-    /// Checks the settings; `has_data` tells whether training data is given.
-    pub fn validate(&self, has_data: bool) -> Result<(), NrgError> {
+    /// Checks the settings against whether training data is given.
+    pub fn validate(&self, data: TrainingData) -> Result<(), NrgError> {
+        let has_data = data == TrainingData::Present;
         let finite_pos = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -273,7 +294,7 @@ impl<'a> Trainer<'a> {
         settings: TrainSettings,
         device: &Device,
     ) -> Result<Self, NrgError> {
-        settings.validate(data.is_some())?;
+        settings.validate(TrainingData::of(&data))?;
         let lattice = action.lattice();
         let want = [action.channels(), lattice.rows(), lattice.cols()];
         if model.shape() != want {

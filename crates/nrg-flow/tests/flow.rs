@@ -4,10 +4,11 @@
 //! Kaufman is trained in `nrg-samplers`' tests, beside the NIS estimator it exercises.
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData, s};
-use nrg_core::{Action, Bijector, Lattice};
+use nrg_core::{Action, Bijector, FieldSpace, Lattice, OnLattice};
 use nrg_flow::train::{TrainSettings, Trainer, weight_stats};
 use nrg_flow::{
-    FlowBijector, FlowKind, FlowModel, FlowSpec, HierarchicalFlow, LatentPrior, SubnetKind,
+    FlowBijector, FlowKind, FlowModel, FlowSpec, HierarchicalFlow, LatentPrior, LatentShape,
+    LevelScales, SubnetKind,
 };
 use nrg_lattice::PhiFour;
 use nrg_layers::check::forward_log_det_vs_autodiff;
@@ -77,10 +78,10 @@ fn model_density_matches_its_sampler() {
     let dev = Device::flex();
     dev.seed(5);
     for z2 in [false, true] {
-        for laplace in [false, true] {
+        for shape in [LatentShape::Gaussian, LatentShape::Laplace] {
             let (_, flow, _) = random_flows(&dev).remove(0);
             let levels: Vec<usize> = flow.bulk_sites().iter().map(|s| s.level).collect();
-            let prior = LatentPrior::new(&levels, laplace, true, &dev);
+            let prior = LatentPrior::new(&levels, shape, LevelScales::Learnable, &dev);
             let model = FlowModel::new(FlowBijector::Hierarchical(flow), prior, z2, [1, 4, 4]);
             let sample = model.sample(16, &dev);
             let again = host(model.log_prob(sample.x.clone()));
@@ -88,7 +89,7 @@ fn model_density_matches_its_sampler() {
             for (a, b) in again.iter().zip(&sampled) {
                 assert!(
                     (a - b).abs() < 1e-3 * (1.0 + b.abs()),
-                    "z2={z2} laplace={laplace}: {a} vs {b}"
+                    "z2={z2} {shape:?}: {a} vs {b}"
                 );
             }
             if z2 {
@@ -158,13 +159,13 @@ struct PinnedField {
     base: Box<dyn Action>,
 }
 
+impl OnLattice for PinnedField {
+    fn space(&self) -> FieldSpace {
+        self.base.space()
+    }
+}
+
 impl Action for PinnedField {
-    fn lattice(&self) -> Lattice {
-        self.base.lattice()
-    }
-    fn channels(&self) -> usize {
-        1
-    }
     fn action(&self, x: Tensor<4>) -> Tensor<1> {
         let [n, ..] = x.dims();
         let pinned = x

@@ -4,7 +4,7 @@
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use nrg_core::action::HostAction;
-use nrg_core::{Action, Lattice};
+use nrg_core::{Action, Lattice, OnLattice};
 use nrg_lattice::exact::ising2d;
 use nrg_lattice::{IsingRelaxed, PhiFour};
 
@@ -35,9 +35,9 @@ trait TestAction: Action + HostAction {}
 impl<T: Action + HostAction> TestAction for T {}
 
 fn random_field(a: &dyn TestAction, batch: usize, dev: &Device) -> Tensor<4> {
-    let lat = Action::lattice(a);
+    let lat = OnLattice::lattice(a);
     Tensor::random(
-        [batch, Action::channels(a), lat.rows(), lat.cols()],
+        [batch, OnLattice::channels(a), lat.rows(), lat.cols()],
         Distribution::Normal(0.0, 1.0),
         dev,
     )

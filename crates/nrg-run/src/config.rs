@@ -24,7 +24,7 @@
 
 use nrg_core::{NrgError, Result};
 use nrg_flow::FlowSpec;
-use nrg_flow::train::TrainSettings;
+use nrg_flow::train::{TrainSettings, TrainingData};
 use nrg_lattice::ActionSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -153,7 +153,7 @@ impl RunConfig {
             ));
         }
         self.action.lattice()?;
-        self.train.validate(self.data.is_some())?;
+        self.train.validate(TrainingData::of(&self.data))?;
         Ok(())
     }
 

@@ -28,17 +28,14 @@ use nrg_core::observables::{
 };
 pub use nrg_core::stats::ExactComparison;
 use nrg_core::stats::{Estimate, gamma_method, jackknife, jackknife_block_length};
-use nrg_core::{Lattice, MarkovChain, NrgError, Result, Series};
+use nrg_core::{FieldSpace, MarkovChain, NrgError, OnLattice, Result, Series};
 use nrg_lattice::PhiFour;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// A Markov chain with the observables of its model.
-pub trait Simulation: MarkovChain {
-    /// The lattice.
-    fn lattice(&self) -> Lattice;
-    /// Field components per site.
-    fn channels(&self) -> usize;
+/// A Markov chain with the observables of its model (on the field space of
+/// [`OnLattice`]).
+pub trait Simulation: MarkovChain + OnLattice {
     /// The current configuration as `f64`, `field[c·V + site]`.
     fn configuration(&self) -> Vec<f64>;
     /// The model-specific leading column: `("e", energy per site)` or `("s", action per site)`.
@@ -296,15 +293,13 @@ impl MarkovChain for IsingSimulation {
     }
 }
 
+impl OnLattice for IsingSimulation {
+    fn space(&self) -> FieldSpace {
+        FieldSpace::new(self.model().lattice(), 1)
+    }
+}
+
 impl Simulation for IsingSimulation {
-    fn lattice(&self) -> Lattice {
-        self.model().lattice()
-    }
-
-    fn channels(&self) -> usize {
-        1
-    }
-
     fn configuration(&self) -> Vec<f64> {
         self.spins().iter().map(|s| *s as f64).collect()
     }
@@ -387,15 +382,13 @@ impl MarkovChain for PhiFourSimulation {
     }
 }
 
+impl OnLattice for PhiFourSimulation {
+    fn space(&self) -> FieldSpace {
+        self.action().space()
+    }
+}
+
 impl Simulation for PhiFourSimulation {
-    fn lattice(&self) -> Lattice {
-        HostAction::lattice(self.action())
-    }
-
-    fn channels(&self) -> usize {
-        HostAction::channels(self.action())
-    }
-
     fn configuration(&self) -> Vec<f64> {
         self.field().to_vec()
     }

@@ -5,7 +5,7 @@
 
 use nrg_core::Lattice;
 use nrg_lattice::{IsingSpins, PhiFour};
-use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff, PhiFourMetropolis};
+use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff, PhiFourMetropolis, SpinStart};
 use nrg_samplers::run::{IsingSimulation, PhiFourSimulation, RunConfig, Simulation, run};
 
 fn config(thermalisation: usize, sweeps: usize) -> RunConfig {
@@ -48,20 +48,20 @@ fn ising16() -> IsingSpins {
 
 #[test]
 fn metropolis_reproduces_kaufman_energy() {
-    let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(ising16(), 11, true));
+    let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(ising16(), 11, SpinStart::Hot));
     check_exact(&mut sim, config(2000, 80_000), &["e", "specific_heat"]);
 }
 
 #[test]
 fn wolff_reproduces_kaufman_energy() {
-    let mut sim = IsingSimulation::Wolff(IsingWolff::new(ising16(), 12, true));
+    let mut sim = IsingSimulation::Wolff(IsingWolff::new(ising16(), 12, SpinStart::Hot));
     check_exact(&mut sim, config(500, 20_000), &["e", "specific_heat"]);
 }
 
 #[test]
 fn metropolis_on_the_chain_reproduces_the_transfer_matrix() {
     let model = IsingSpins::new(Lattice::chain(32).unwrap(), 0.8).unwrap();
-    let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(model, 13, false));
+    let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(model, 13, SpinStart::Cold));
     check_exact(&mut sim, config(1000, 50_000), &["e", "specific_heat"]);
 }
 
@@ -111,7 +111,7 @@ fn chains_sample_an_o2_gaussian() {
 #[test]
 fn chains_are_reproducible() {
     let series = |seed| {
-        let mut sim = IsingSimulation::Wolff(IsingWolff::new(ising16(), seed, true));
+        let mut sim = IsingSimulation::Wolff(IsingWolff::new(ising16(), seed, SpinStart::Hot));
         run(&mut sim, &config(10, 50), &mut |_| {}).unwrap().series
     };
     assert_eq!(series(5), series(5));
@@ -139,13 +139,14 @@ fn both_ising_algorithms_are_exact_on_a_small_critical_torus() {
         let beta = nrg_lattice::exact::ising2d::critical_beta();
         IsingSpins::new(Lattice::square(4).unwrap(), beta).unwrap()
     };
-    let mut metropolis = IsingSimulation::Metropolis(IsingMetropolis::new(model(), 51, true));
+    let mut metropolis =
+        IsingSimulation::Metropolis(IsingMetropolis::new(model(), 51, SpinStart::Hot));
     check_exact(
         &mut metropolis,
         config(1000, 100_000),
         &["e", "specific_heat"],
     );
-    let mut wolff = IsingSimulation::Wolff(IsingWolff::new(model(), 52, true));
+    let mut wolff = IsingSimulation::Wolff(IsingWolff::new(model(), 52, SpinStart::Hot));
     check_exact(&mut wolff, config(1000, 50_000), &["e", "specific_heat"]);
 }
 
@@ -221,21 +222,26 @@ fn metropolis_is_ergodic_on_tiny_lattices_and_at_high_temperature() {
     let l2 = enumerate_energy_and_binder(&ising(2, 2, 0.3));
     assert!((l2.0 + 1.2776120051).abs() < 1e-9 && (l2.1 - 0.5551276060).abs() < 1e-9);
     for seed in [1, 2, 3] {
-        let mut sim =
-            IsingSimulation::Metropolis(IsingMetropolis::new(ising(2, 2, 0.3), seed, true));
+        let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(
+            ising(2, 2, 0.3),
+            seed,
+            SpinStart::Hot,
+        ));
         check_ising_chain(&mut sim, 200_000, l2, &format!("L=2 β=0.3 seed {seed}"));
     }
     // β → 0: e ≈ −2β and U₄ = 2/(3V) (independent spins; V = 64, 4, 9 and the chain's 4)
     for (dim, l, seed) in [(2, 8, 1), (2, 8, 2), (2, 2, 3), (2, 3, 4), (1, 4, 5)] {
         let model = ising(dim, l, 1e-9);
         let exact = high_temperature(&model);
-        let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(model, seed, true));
+        let mut sim =
+            IsingSimulation::Metropolis(IsingMetropolis::new(model, seed, SpinStart::Hot));
         let case = format!("dim {dim} L={l} β=1e-9 seed {seed}");
         check_ising_chain(&mut sim, 50_000, exact, &case);
     }
     // a second small case at finite β: L = 3 (odd: not bipartite), β = 0.5
     let l3 = enumerate_energy_and_binder(&ising(2, 3, 0.5));
-    let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(ising(2, 3, 0.5), 6, false));
+    let mut sim =
+        IsingSimulation::Metropolis(IsingMetropolis::new(ising(2, 3, 0.5), 6, SpinStart::Cold));
     check_ising_chain(&mut sim, 100_000, l3, "L=3 β=0.5");
 }
 
@@ -249,13 +255,13 @@ fn wolff_is_ergodic_near_infinite_temperature() {
     for (dim, l, seed) in [(2, 2, 2), (2, 2, 3), (1, 4, 4), (1, 2, 5), (2, 4, 6)] {
         let model = ising(dim, l, 1e-9);
         let exact = high_temperature(&model);
-        let mut sim = IsingSimulation::Wolff(IsingWolff::new(model, seed, true));
+        let mut sim = IsingSimulation::Wolff(IsingWolff::new(model, seed, SpinStart::Hot));
         let case = format!("dim {dim} L={l} β=1e-9 seed {seed}");
         check_ising_chain(&mut sim, 50_000, exact, &case);
     }
     // and a finite β on the smallest torus
     let l2 = enumerate_energy_and_binder(&ising(2, 2, 0.3));
-    let mut sim = IsingSimulation::Wolff(IsingWolff::new(ising(2, 2, 0.3), 7, true));
+    let mut sim = IsingSimulation::Wolff(IsingWolff::new(ising(2, 2, 0.3), 7, SpinStart::Hot));
     check_ising_chain(&mut sim, 100_000, l2, "L=2 β=0.3");
 }
 
@@ -295,7 +301,7 @@ fn a_chain_that_does_not_move_is_refused() {
     assert!(err.to_string().contains("did not move"), "{err}");
     // Metropolis frozen in the ground state at β = 20 (acceptance e^{−160})
     let model = IsingSpins::new(Lattice::square(4).unwrap(), 20.0).unwrap();
-    let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(model, 1, false));
+    let mut sim = IsingSimulation::Metropolis(IsingMetropolis::new(model, 1, SpinStart::Cold));
     assert!(run(&mut sim, &config(10, 1000), &mut |_| {}).is_err());
 }
 
@@ -306,7 +312,9 @@ mod neural {
     use burn::tensor::{Device, Tensor, TensorData};
     use nrg_core::Lattice;
     use nrg_flow::train::{LrSchedule, TrainSettings, Trainer};
-    use nrg_flow::{FlowBijector, FlowModel, FlowSpec, HierarchicalFlow, LatentPrior};
+    use nrg_flow::{
+        FlowBijector, FlowModel, FlowSpec, HierarchicalFlow, LatentPrior, LatentShape, LevelScales,
+    };
     use nrg_lattice::exact::gaussian::GaussianExact;
     use nrg_lattice::exact::ising2d::kaufman;
     use nrg_lattice::{IsingRelaxed, PhiFour};
@@ -376,7 +384,7 @@ mod neural {
         })
         .unwrap();
         let levels: Vec<usize> = flow.bulk_sites().iter().map(|s| s.level).collect();
-        let prior = LatentPrior::new(&levels, false, false, device);
+        let prior = LatentPrior::new(&levels, LatentShape::Gaussian, LevelScales::Fixed, device);
         let mut model = FlowModel::new(FlowBijector::Hierarchical(flow), prior, false, [1, L, L]);
         model.circulant = Some(
             CirculantLinear::new(1, L, L, device)

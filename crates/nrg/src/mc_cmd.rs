@@ -11,7 +11,7 @@ use nrg_core::Lattice;
 use nrg_flow::data::write_npy_f32;
 use nrg_lattice::{FieldGivenSpins, IsingRelaxed, IsingSpins, PhiFour};
 use nrg_run::dir::write_json;
-use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff, PhiFourMetropolis};
+use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff, PhiFourMetropolis, SpinStart};
 use nrg_samplers::run::{IsingSimulation, PhiFourSimulation, RunConfig, Simulation, run_observed};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
@@ -224,12 +224,17 @@ pub fn run(args: McArgs, device_choice: DeviceChoice) -> Result<()> {
                 relaxed = Some(action.field_given_spins());
             }
             let model = IsingSpins::new(Lattice::new(dim, l)?, beta)?;
+            let start = if cold {
+                SpinStart::Cold
+            } else {
+                SpinStart::Hot
+            };
             let desc = json!({"model": "ising", "dim": dim, "L": l, "beta": beta});
             let sim = match run.algo {
                 Algo::Metropolis => {
-                    IsingSimulation::Metropolis(IsingMetropolis::new(model, run.seed, !cold))
+                    IsingSimulation::Metropolis(IsingMetropolis::new(model, run.seed, start))
                 }
-                Algo::Wolff => IsingSimulation::Wolff(IsingWolff::new(model, run.seed, !cold)),
+                Algo::Wolff => IsingSimulation::Wolff(IsingWolff::new(model, run.seed, start)),
                 Algo::Hmc => bail!("--algo hmc needs a continuous field; use metropolis or wolff"),
             };
             (Box::new(sim), desc, run)

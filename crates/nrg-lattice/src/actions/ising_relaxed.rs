@@ -21,7 +21,7 @@ use crate::exact::{ising1d, ising2d};
 use burn::tensor::{Device, Tensor};
 use nrg_core::action::HostAction;
 use nrg_core::error::{require_finite, require_positive};
-use nrg_core::{Action, Lattice, NrgError, Result};
+use nrg_core::{Action, FieldSpace, Lattice, NrgError, OnLattice, Result};
 
 /// The relaxed Ising action on a chain or a torus.
 #[derive(Clone, Debug)]
@@ -185,15 +185,13 @@ impl IsingRelaxed {
     }
 }
 
+impl OnLattice for IsingRelaxed {
+    fn space(&self) -> FieldSpace {
+        FieldSpace::new(self.lattice, 1)
+    }
+}
+
 impl Action for IsingRelaxed {
-    fn lattice(&self) -> Lattice {
-        self.lattice
-    }
-
-    fn channels(&self) -> usize {
-        1
-    }
-
     fn action(&self, x: Tensor<4>) -> Tensor<1> {
         let [b, _, _, _] = x.dims();
         let v = self.lattice.volume();
@@ -233,14 +231,6 @@ impl Action for IsingRelaxed {
 }
 
 impl HostAction for IsingRelaxed {
-    fn lattice(&self) -> Lattice {
-        self.lattice
-    }
-
-    fn channels(&self) -> usize {
-        1
-    }
-
     fn action_host(&self, x: &[f64]) -> f64 {
         let v = self.lattice.volume();
         let mut s = 0.0;

@@ -24,7 +24,7 @@ use crate::exact::gaussian::GaussianExact;
 use burn::tensor::{Device, Tensor};
 use nrg_core::action::HostAction;
 use nrg_core::error::{require_finite, require_non_negative, require_positive};
-use nrg_core::{Action, Lattice, NrgError, Result};
+use nrg_core::{Action, FieldSpace, Lattice, NrgError, OnLattice, Result};
 use serde::{Deserialize, Serialize};
 
 /// Which parameterisation a [`PhiFour`] was built from (kept for reporting).
@@ -191,15 +191,13 @@ impl PhiFour {
     }
 }
 
+impl OnLattice for PhiFour {
+    fn space(&self) -> FieldSpace {
+        FieldSpace::new(self.lattice, self.channels)
+    }
+}
+
 impl Action for PhiFour {
-    fn lattice(&self) -> Lattice {
-        self.lattice
-    }
-
-    fn channels(&self) -> usize {
-        self.channels
-    }
-
     fn action(&self, x: Tensor<4>) -> Tensor<1> {
         let [b, _, _, _] = x.dims();
         let p2 = (x.clone() * x.clone()).sum_dim(1);
@@ -245,14 +243,6 @@ impl Action for PhiFour {
 }
 
 impl HostAction for PhiFour {
-    fn lattice(&self) -> Lattice {
-        self.lattice
-    }
-
-    fn channels(&self) -> usize {
-        self.channels
-    }
-
     fn action_host(&self, field: &[f64]) -> f64 {
         let v = self.lattice.volume();
         let d = self.lattice.dim();

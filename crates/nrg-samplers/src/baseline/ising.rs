@@ -39,6 +39,15 @@ fn threshold(p: f64) -> u64 {
     (p.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64
 }
 
+/// How a chain starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpinStart {
+    /// Every spin drawn at random (infinite temperature).
+    Hot,
+    /// Every spin up (the ground state).
+    Cold,
+}
+
 /// Shared spin state: a hot or cold start, and the observables.
 #[derive(Clone, Debug)]
 struct SpinState {
@@ -48,7 +57,8 @@ struct SpinState {
 }
 
 impl SpinState {
-    fn new(model: IsingSpins, seed: u64, hot: bool) -> Self {
+    fn new(model: IsingSpins, seed: u64, start: SpinStart) -> Self {
+        let hot = start == SpinStart::Hot;
         let mut rng = ChainRng::seed_from_u64(seed);
         let v = model.lattice().volume();
         let spins = (0..v)
@@ -69,8 +79,8 @@ pub struct IsingMetropolis {
 }
 
 impl IsingMetropolis {
-    /// A chain at the model's `β`, seeded, from a random (`hot`) or ordered start.
-    pub fn new(model: IsingSpins, seed: u64, hot: bool) -> Self {
+    /// A chain at the model's `β`, seeded, from a random or ordered start.
+    pub fn new(model: IsingSpins, seed: u64, start: SpinStart) -> Self {
         let d = model.lattice().dim() as i32;
         let k = model.beta();
         let mut thresholds = [0u64; 9];
@@ -80,7 +90,7 @@ impl IsingMetropolis {
         }
         let neighbours = model.lattice().all_neighbours();
         Self {
-            state: SpinState::new(model, seed, hot),
+            state: SpinState::new(model, seed, start),
             thresholds,
             neighbours,
             attempts: 0,
@@ -152,12 +162,12 @@ pub struct IsingWolff {
 }
 
 impl IsingWolff {
-    /// A chain at the model's `β`, seeded, from a random (`hot`) or ordered start.
-    pub fn new(model: IsingSpins, seed: u64, hot: bool) -> Self {
+    /// A chain at the model's `β`, seeded, from a random or ordered start.
+    pub fn new(model: IsingSpins, seed: u64, start: SpinStart) -> Self {
         let p_add = threshold(1.0 - (-2.0 * model.beta()).exp());
         let neighbours = model.lattice().all_neighbours();
         Self {
-            state: SpinState::new(model, seed, hot),
+            state: SpinState::new(model, seed, start),
             p_add,
             neighbours,
             stack: Vec::new(),

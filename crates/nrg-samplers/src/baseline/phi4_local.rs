@@ -6,7 +6,7 @@
 //! balance.
 
 use crate::ChainRng;
-use nrg_core::MarkovChain;
+use nrg_core::{MarkovChain, OnLattice};
 use nrg_lattice::PhiFour;
 use rand::{RngExt, SeedableRng};
 
@@ -21,7 +21,6 @@ pub struct PhiFourMetropolis {
 impl PhiFourMetropolis {
     /// A chain from `field` (length `n·V`) with proposal width `delta`.
     pub fn new(action: PhiFour, field: Vec<f64>, delta: f64, seed: u64) -> Self {
-        use nrg_core::action::HostAction;
         assert_eq!(field.len(), action.channels() * action.lattice().volume());
         Self {
             action,
@@ -53,7 +52,6 @@ impl PhiFourMetropolis {
 
     /// One sweep; returns the acceptance rate.
     pub fn sweep(&mut self) -> f64 {
-        use nrg_core::action::HostAction;
         let v = self.action.lattice().volume();
         let n = self.action.channels();
         let mut old = vec![0.0; n];
