@@ -47,7 +47,7 @@ fn hmc(c: &mut Criterion) {
     for l in [8, 32] {
         let action = phi4_tutorial(l);
         let field = vec![0.0; action.lattice().volume()];
-        let mut chain = Hmc::new(action, field, 0.05, 10, 1);
+        let mut chain = Hmc::new(action, field, 0.05, 10, 1).expect("a valid chain");
         for _ in 0..50 {
             chain.trajectory();
         }

@@ -1,8 +1,9 @@
 //! `cargo xtask …` — the project's pipelines.
 //!
-//! - `cargo xtask ci`: `cargo fmt --check`, `cargo clippy --workspace --all-targets -- -D
-//!   warnings`, a check that `nrg` builds with the `ndarray` backend alone (no `flex`), then
-//!   the test suite (`cargo test --workspace`). This is what `.ci/run` runs.
+//! - `cargo xtask ci`: `cargo fmt --check`, the invariants of `ARCHITECTURE.md` that the
+//!   manifests show ([`arch`]), `cargo clippy --workspace --all-targets -- -D warnings`, a
+//!   check that `nrg` builds with the `ndarray` backend alone (no `flex`), then the test
+//!   suite (`cargo test --workspace`). This is what `.ci/run` runs.
 //! - `cargo xtask test`: the test suite alone.
 //! - `cargo xtask demo [--out DIR]`: the small end-to-end demo on the CPU default (exact
 //!   Ising solution, Wolff and Metropolis chains checked against it, a free-field HMC run).
@@ -10,6 +11,8 @@
 //! - `cargo xtask reproduce STUDY [--runs DIR]`: one of the studies in `docs/benchmarks.md`
 //!   end to end with the shipped configs and a release build (data, training, sampling);
 //!   the results land in `DIR/…/summary.json`.
+
+mod arch;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -271,6 +274,8 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Ci => {
             cargo(&["fmt", "--all", "--check"])?;
+            arch::check()?;
+            eprintln!("xtask: the architecture's invariants hold (ARCHITECTURE.md)");
             cargo(&[
                 "clippy",
                 "--workspace",

@@ -3,15 +3,19 @@
 //! The pieces every other `nrg` crate shares:
 //!
 //! - [`lattice`]: periodic 1D/2D lattice geometry (`L` sites per side, site indexing,
-//!   neighbours, the power-of-two checks a hierarchical flow needs);
+//!   neighbours, the power-of-two checks a hierarchical flow needs, lattice symmetries), and
+//!   the field space ([`FieldSpace`], [`OnLattice`]) actions and chains share;
 //! - [`action`]: the [`Action`] trait — a batched lattice action `S(x)` on burn tensors of
 //!   shape `[batch, channels, rows, cols]` and its gradient;
 //! - [`bijector`]: the [`Bijector`] trait of invertible layers and flows (`z ↦ x` with
 //!   `ln|det ∂x/∂z|`, and back);
 //! - [`prior`]: the [`Prior`] trait of latent distributions;
+//! - [`model`]: the [`DensityModel`] and [`LatentModel`] traits through which samplers see a
+//!   trained flow;
 //! - [`chain`]: the [`MarkovChain`] trait of the baseline and neural samplers;
 //! - [`stats`]: error analysis in `f64` — Wolff's Gamma method (`τ_int` with automatic
 //!   window and its error), blocked jackknife for derived quantities;
+//! - [`tail`]: the Pareto shape `k̂` of importance weights' tail (PSIS diagnostic);
 //! - [`observables`]: per-configuration observables (magnetisation, energy, two-point
 //!   function, second-moment correlation length) and their reduction to estimates with
 //!   error bars;
@@ -22,6 +26,8 @@
 //!
 //! Conventions (see `docs/physics.md`): periodic lattices, `V = L²` sites, actions are
 //! `S = −ln p + const`, every estimator accumulates in `f64`.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod action;
 pub mod bijector;

@@ -7,7 +7,11 @@
 //! - [`hierarchical`]: the MERA-like RG flow (2×2 or 4×4 blocks) and its bulk geometry;
 //! - [`flow`]: a prior composed with a bijector, optionally Z₂-symmetrised;
 //! - [`spec`]: a flow described by a TOML table;
-//! - [`train`]: reverse-KL, forward-KL and mixed training.
+//! - [`train`]: reverse-KL, forward-KL and mixed training;
+//! - [`data`]: configurations as NumPy `.npy` (reading training data, writing samples) and
+//!   the lattice symmetries that augment data.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod data;
 pub mod flow;

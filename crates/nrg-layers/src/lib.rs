@@ -13,9 +13,18 @@
 //! - [`block`]: bijectors of one `b × b` block (RealNVP with MLP subnets), the building block
 //!   of the hierarchical flow;
 //! - [`ode`]: a neural-ODE block bijector (RK4, exact divergence);
+//! - [`circulant`]: a learnable periodic convolution applied in momentum space (a global,
+//!   volume-changing linear layer);
+//! - [`activation`]: `tanh` through `exp` (what the fused kernels compute, on every
+//!   backend);
+//! - [`kernels`]: the fused CPU operations (periodic convolution, twin dense layer, twin
+//!   MLP, coupling chain, affine update) as burn operations with their backward passes on
+//!   flex, and their composite references on every other device;
 //! - [`check`]: the log-det of any bijector against its autodiff Jacobian.
 //!
 //! All lattice tensors are `[batch, channels, rows, cols]`, log-determinants `[batch]`.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod activation;
 pub mod block;

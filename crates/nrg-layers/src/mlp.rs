@@ -103,7 +103,7 @@ impl TwinMlpConfig {
                 layers.push(TwinLinear::new(w[0], w[1], false, device));
             }
         }
-        let last = *widths.last().unwrap();
+        let last = widths.last().copied().unwrap_or(self.input);
         layers.push(TwinLinear::new(last, self.output, self.zero_init, device));
         TwinMlp {
             layers,

@@ -25,6 +25,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
+
 pub mod config;
 pub mod dir;
 pub mod reference;

@@ -14,6 +14,8 @@
 //! - [`tuning`]: step-size adaptation during thermalisation (dual averaging), shared by every
 //!   chain with a step size.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
+
 pub mod baseline;
 pub mod neural;
 pub mod run;

@@ -72,15 +72,17 @@ fn free_field() -> PhiFour {
 #[test]
 fn hmc_reproduces_free_field() {
     let field = vec![0.0; 64];
-    let mut sim = PhiFourSimulation::hmc(Hmc::new(free_field(), field, 0.2, 10, 21), 0.8);
+    let mut sim = PhiFourSimulation::hmc(Hmc::new(free_field(), field, 0.2, 10, 21).unwrap(), 0.8);
     check_exact(&mut sim, config(500, 10_000), &["phi2", "s", "g_1", "chi"]);
 }
 
 #[test]
 fn local_metropolis_reproduces_free_field() {
     let field = vec![0.0; 64];
-    let mut sim =
-        PhiFourSimulation::local(PhiFourMetropolis::new(free_field(), field, 1.0, 22), 0.5);
+    let mut sim = PhiFourSimulation::local(
+        PhiFourMetropolis::new(free_field(), field, 1.0, 22).unwrap(),
+        0.5,
+    );
     check_exact(&mut sim, config(500, 20_000), &["phi2", "s", "g_1"]);
 }
 
@@ -90,9 +92,13 @@ fn local_metropolis_reproduces_free_field() {
 fn chains_sample_an_o2_gaussian() {
     let action = PhiFour::free_field(Lattice::chain(16).unwrap(), 2, 1.0).unwrap();
     let field = vec![0.0; 32];
-    let mut hmc = PhiFourSimulation::hmc(Hmc::new(action.clone(), field.clone(), 0.2, 8, 31), 0.8);
+    let mut hmc = PhiFourSimulation::hmc(
+        Hmc::new(action.clone(), field.clone(), 0.2, 8, 31).unwrap(),
+        0.8,
+    );
     check_exact(&mut hmc, config(500, 10_000), &["phi2", "s"]);
-    let mut local = PhiFourSimulation::local(PhiFourMetropolis::new(action, field, 1.0, 32), 0.5);
+    let mut local =
+        PhiFourSimulation::local(PhiFourMetropolis::new(action, field, 1.0, 32).unwrap(), 0.5);
     let out = run(&mut local, &config(500, 20_000), &mut |_| {}).unwrap();
     for c in ["m_0", "m_1"] {
         let m = out.summary.observables[c];
@@ -122,7 +128,8 @@ fn chains_are_reproducible() {
 #[test]
 fn hmc_step_is_tuned_during_thermalisation() {
     let action = PhiFour::lattice_form(Lattice::square(8).unwrap(), 1, -4.0, 8.0).unwrap();
-    let mut sim = PhiFourSimulation::hmc(Hmc::new(action, vec![0.0; 64], 1.0, 10, 41), 0.8);
+    let mut sim =
+        PhiFourSimulation::hmc(Hmc::new(action, vec![0.0; 64], 1.0, 10, 41).unwrap(), 0.8);
     let out = run(&mut sim, &config(1000, 2000), &mut |_| {}).unwrap();
     assert!(
         (out.summary.acceptance - 0.8).abs() < 0.15,
@@ -277,8 +284,10 @@ fn hmc_tuning_converges_for_every_seed() {
         .map(|s| (s, 0.1, 10))
         .chain([(13, 1.9, 4), (14, 1.9, 4)])
     {
-        let mut sim =
-            PhiFourSimulation::hmc(Hmc::new(action(), vec![0.0; 16], step, md, seed), 0.8);
+        let mut sim = PhiFourSimulation::hmc(
+            Hmc::new(action(), vec![0.0; 16], step, md, seed).unwrap(),
+            0.8,
+        );
         let out = run(&mut sim, &config(2000, 20_000), &mut |_| {}).unwrap();
         assert!(
             (out.summary.acceptance - 0.8).abs() < 0.1,
@@ -291,12 +300,24 @@ fn hmc_tuning_converges_for_every_seed() {
     }
 }
 
+/// Bad start configurations and settings are errors, not panics.
+#[test]
+fn chains_refuse_bad_starts() {
+    let action = || PhiFour::free_field(Lattice::square(4).unwrap(), 1, 1.0).unwrap();
+    assert!(Hmc::new(action(), vec![0.0; 15], 0.1, 10, 1).is_err());
+    assert!(Hmc::new(action(), vec![f64::NAN; 16], 0.1, 10, 1).is_err());
+    assert!(Hmc::new(action(), vec![0.0; 16], -0.1, 10, 1).is_err());
+    assert!(Hmc::new(action(), vec![0.0; 16], 0.1, 0, 1).is_err());
+    assert!(PhiFourMetropolis::new(action(), vec![0.0; 17], 1.0, 1).is_err());
+    assert!(PhiFourMetropolis::new(action(), vec![0.0; 16], f64::NAN, 1).is_err());
+}
+
 /// A chain that does not move is refused, not reported with a zero error bar.
 #[test]
 fn a_chain_that_does_not_move_is_refused() {
     let action = PhiFour::free_field(Lattice::square(4).unwrap(), 1, 1.0).unwrap();
     // ε = 1.5 is far above the stability limit 2/3, and no thermalisation adapts it
-    let mut sim = PhiFourSimulation::hmc(Hmc::new(action, vec![0.0; 16], 1.5, 10, 1), 0.8);
+    let mut sim = PhiFourSimulation::hmc(Hmc::new(action, vec![0.0; 16], 1.5, 10, 1).unwrap(), 0.8);
     let err = run(&mut sim, &config(0, 2000), &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("did not move"), "{err}");
     // Metropolis frozen in the ground state at β = 20 (acceptance e^{−160})

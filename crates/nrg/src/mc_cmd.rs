@@ -249,11 +249,11 @@ pub fn run(args: McArgs, device_choice: DeviceChoice) -> Result<()> {
             let field = vec![0.0; n * Lattice::new(params.dim, params.l)?.volume()];
             let sim = match run.algo {
                 Algo::Hmc => PhiFourSimulation::hmc(
-                    Hmc::new(action, field, run.step, run.md_steps, run.seed),
+                    Hmc::new(action, field, run.step, run.md_steps, run.seed)?,
                     run.target_acceptance.unwrap_or(0.8),
                 ),
                 Algo::Metropolis => PhiFourSimulation::local(
-                    PhiFourMetropolis::new(action, field, run.delta, run.seed),
+                    PhiFourMetropolis::new(action, field, run.delta, run.seed)?,
                     run.target_acceptance.unwrap_or(0.5),
                 ),
                 Algo::Wolff => bail!("--algo wolff is for the Ising model; use hmc or metropolis"),

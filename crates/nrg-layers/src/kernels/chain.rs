@@ -77,11 +77,7 @@ impl ChainGeometry {
         let (h, n) = (self.half(), self.mlp.rows);
         assert_eq!(self.mlp.twins, 2, "coupling chain: twin MLPs");
         assert_eq!(self.mlp.groups_in, 1, "coupling chain: one input");
-        assert_eq!(
-            *self.mlp.widths.last().unwrap(),
-            h,
-            "coupling chain: net widths"
-        );
+        assert_eq!(self.mlp.output_width(), h, "coupling chain: net widths");
         assert_eq!(input.len(), 2 * h * n, "coupling chain input length");
         assert_eq!(
             params.len(),
@@ -159,8 +155,8 @@ impl ChainScratch {
         } else {
             (1, 1)
         };
-        let stack = *g.mlp.stack_offsets().last().unwrap();
-        let wide = *g.mlp.widths.iter().max().unwrap();
+        let stack = g.mlp.stack_offsets().last().copied().unwrap_or(0);
+        let wide = g.mlp.widest();
         // Only the backward needs cotangent tiles and parameter gradients.
         let back = |len: usize| vec![0.0; if keep { len } else { 0 }];
         Self {

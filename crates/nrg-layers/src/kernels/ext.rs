@@ -297,7 +297,7 @@ impl FusedOps for Flex {
         let (x, p) = (host(input), host(params));
         let g = mlp_geometry(&x, &shape);
         let y = host::mlp_forward(&g, slice(&x), slice(&p));
-        tensor(y, vec![g.twins, *g.widths.last().unwrap(), g.rows])
+        tensor(y, vec![g.twins, g.output_width(), g.rows])
     }
 
     fn twin_mlp_backward(

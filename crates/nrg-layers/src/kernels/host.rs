@@ -290,8 +290,8 @@ fn copy_row(dst: &mut [f32], src: &[f32]) {
     // Whole-array moves: a slice `copy_from_slice` of a run-time length calls `memcpy`,
     // which costs more than the copy at these sizes.
     fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
-        let d: &mut [f32; N] = dst.try_into().unwrap();
-        *d = *<&[f32; N]>::try_from(&src[..N]).unwrap();
+        let d: &mut [f32; N] = dst.try_into().expect("a row of N");
+        *d = *<&[f32; N]>::try_from(&src[..N]).expect("a row of N");
     }
     match dst.len() {
         4 => fixed::<4>(dst, src),
@@ -1253,6 +1253,16 @@ pub struct MlpGeometry {
 }
 
 impl MlpGeometry {
+    /// The output width `w_L` (a geometry has at least an input and an output width).
+    pub(crate) fn output_width(&self) -> usize {
+        self.widths.last().copied().unwrap_or(0)
+    }
+
+    /// The widest layer.
+    pub(crate) fn widest(&self) -> usize {
+        self.widths.iter().copied().max().unwrap_or(0)
+    }
+
     /// `(weight offset, bias offset)` of each layer in the flat parameters
     /// `[W₀ [T, w₀, w₁], b₀ [T, w₁], W₁, b₁, …]`, and their total length.
     pub fn layout(&self) -> (Vec<(usize, usize)>, usize) {
@@ -1286,8 +1296,10 @@ impl MlpGeometry {
     /// `w_l × DENSE_TILE`; the last entry is the stack's length.
     pub(crate) fn stack_offsets(&self) -> Vec<usize> {
         let mut h_at = vec![0usize];
+        let mut at = 0;
         for &w in &self.widths {
-            h_at.push(h_at.last().unwrap() + w * DENSE_TILE);
+            at += w * DENSE_TILE;
+            h_at.push(at);
         }
         h_at
     }
@@ -1307,11 +1319,11 @@ impl MlpGeometry {
 /// [`dense_forward`] calls.
 pub fn mlp_forward(g: &MlpGeometry, input: &[f32], params: &[f32]) -> Vec<f32> {
     let (n, twins, groups) = (g.rows, g.twins, g.groups_in);
-    let (fi, fo) = (g.widths[0], *g.widths.last().unwrap());
+    let (fi, fo) = (g.widths[0], g.output_width());
     let (layout, len) = g.layout();
     assert_eq!(input.len(), groups * n * fi, "mlp input length");
     assert_eq!(params.len(), len, "mlp parameter length");
-    let wide = *g.widths.iter().max().unwrap();
+    let wide = g.widest();
     let wt = g.transposed_weights(params);
     let mut out = vec![0.0f32; twins * fo * n];
     let arch = Arch::new();
@@ -1372,12 +1384,12 @@ pub fn mlp_backward(
     grad_output: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let (n, twins, groups) = (g.rows, g.twins, g.groups_in);
-    let (fi, fo) = (g.widths[0], *g.widths.last().unwrap());
+    let (fi, fo) = (g.widths[0], g.output_width());
     let (layout, len) = g.layout();
     assert_eq!(input.len(), groups * n * fi, "mlp input length");
     assert_eq!(params.len(), len, "mlp parameter length");
     assert_eq!(grad_output.len(), twins * fo * n, "mlp cotangent length");
-    let wide = *g.widths.iter().max().unwrap();
+    let wide = g.widest();
     let wt = g.transposed_weights(params);
     let h_at = g.stack_offsets();
     let mut grad_input = vec![0.0f32; groups * n * fi];

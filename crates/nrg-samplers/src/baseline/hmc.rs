@@ -20,8 +20,9 @@
 //! turns more than about `2.5π` per trajectory.
 
 use crate::ChainRng;
-use nrg_core::MarkovChain;
 use nrg_core::action::HostAction;
+use nrg_core::error::require_positive;
+use nrg_core::{MarkovChain, NrgError, Result};
 use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;
 
@@ -49,26 +50,26 @@ pub struct Hmc<A: HostAction> {
 }
 
 impl<A: HostAction> Hmc<A> {
-    /// A chain from `field` (length `channels·V`) with leapfrog step `step` and `steps`
-    /// steps per trajectory.
-    pub fn new(action: A, field: Vec<f64>, step: f64, steps: usize, seed: u64) -> Self {
+    /// A chain from `field` (length `channels·V`, finite) with leapfrog step `step > 0` and
+    /// `steps ≥ 1` steps per trajectory.
+    pub fn new(action: A, field: Vec<f64>, step: f64, steps: usize, seed: u64) -> Result<Self> {
+        super::check_start(&action.space(), &field)?;
+        let step = require_positive("step", step)?;
+        if steps == 0 {
+            return Err(NrgError::param("steps", "need at least one leapfrog step"));
+        }
         let n = field.len();
-        assert_eq!(
-            n,
-            action.channels() * action.lattice().volume(),
-            "field size"
-        );
-        Self {
+        Ok(Self {
             action,
             field,
             step,
-            steps: steps.max(1),
+            steps,
             rng: ChainRng::seed_from_u64(seed),
             momentum: vec![0.0; n],
             proposal: vec![0.0; n],
             grad: vec![0.0; n],
             last_delta_h: 0.0,
-        }
+        })
     }
 
     /// The current configuration.

@@ -6,7 +6,8 @@
 //! balance.
 
 use crate::ChainRng;
-use nrg_core::{MarkovChain, OnLattice};
+use nrg_core::error::require_positive;
+use nrg_core::{MarkovChain, OnLattice, Result};
 use nrg_lattice::PhiFour;
 use rand::{RngExt, SeedableRng};
 
@@ -19,15 +20,16 @@ pub struct PhiFourMetropolis {
 }
 
 impl PhiFourMetropolis {
-    /// A chain from `field` (length `n·V`) with proposal width `delta`.
-    pub fn new(action: PhiFour, field: Vec<f64>, delta: f64, seed: u64) -> Self {
-        assert_eq!(field.len(), action.channels() * action.lattice().volume());
-        Self {
+    /// A chain from `field` (length `n·V`) with proposal width `delta > 0`.
+    pub fn new(action: PhiFour, field: Vec<f64>, delta: f64, seed: u64) -> Result<Self> {
+        super::check_start(&action.space(), &field)?;
+        let delta = require_positive("delta", delta)?;
+        Ok(Self {
             action,
             field,
             delta,
             rng: ChainRng::seed_from_u64(seed),
-        }
+        })
     }
 
     /// The current configuration.

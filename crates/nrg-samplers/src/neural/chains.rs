@@ -596,7 +596,7 @@ pub fn boundary_hmc<A: HostAction + Clone>(
         .into_iter()
         .enumerate()
         .map(|(i, f)| Hmc::new(action.clone(), f, step, leapfrog, settings.seed + i as u64))
-        .collect();
+        .collect::<Result<_>>()?;
     let total = settings.thermalisation + settings.updates;
     let mut accepted = 0usize;
     let mut seconds = 0.0;
