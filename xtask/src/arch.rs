@@ -7,13 +7,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The library crates (everything but the program, the benches and this tool).
-pub const LIBRARIES: [&str; 6] = [
+pub const LIBRARIES: [&str; 7] = [
     "nrg-core",
     "nrg-lattice",
     "nrg-layers",
     "nrg-flow",
     "nrg-samplers",
     "nrg-run",
+    "nrg-holo",
 ];
 
 /// burn features a library may enable: no execution backend.

@@ -12,6 +12,9 @@
 //! - [`prior`]: the [`Prior`] trait of latent distributions;
 //! - [`model`]: the [`DensityModel`] and [`LatentModel`] traits through which samplers see a
 //!   trained flow;
+//! - [`bulk`]: the bulk of a hierarchical latent model — each latent's RG level and coarse
+//!   position ([`bulk::BulkLayout`]), structural causal cones, and the bulk effective action
+//!   `S_eff(z) = S(G(z)) − ln|det ∂G/∂z|` with its gradient;
 //! - [`chain`]: the [`MarkovChain`] trait of the baseline and neural samplers;
 //! - [`stats`]: error analysis in `f64` — Wolff's Gamma method (`τ_int` with automatic
 //!   window and its error), blocked jackknife for derived quantities;
@@ -31,6 +34,7 @@
 
 pub mod action;
 pub mod bijector;
+pub mod bulk;
 pub mod chain;
 pub mod error;
 pub mod lattice;

@@ -32,9 +32,18 @@ pub trait LatentModel {
     /// `z ↦ (x = G(z), ln|det ∂G/∂z|)`.
     fn generate_with_log_det(&self, z: Tensor<4>) -> (Tensor<4>, Tensor<1>);
 
+    /// The RG map `x ↦ (z = R(x) = G⁻¹(x), ln|det ∂R/∂x|)`.
+    fn rg_map(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>);
+
     /// Draws `n` latents from the prior.
     fn sample_latent(&self, n: usize, device: &Device) -> Tensor<4>;
 
     /// `ln p_Z(z)` of the prior.
     fn prior_log_prob(&self, z: Tensor<4>) -> Tensor<1>;
+
+    /// The bulk: each latent's RG level and position, and the layers of `G` (`None` for a
+    /// model without a hierarchical bulk, e.g. a flat flow).
+    fn bulk_layout(&self) -> Option<Box<dyn crate::bulk::BulkLayout + '_>> {
+        None
+    }
 }

@@ -13,6 +13,7 @@ use crate::hierarchical::HierarchicalFlow;
 use crate::prior::LatentPrior;
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
+use nrg_core::bulk::{BlockLayer, BulkLayout};
 use nrg_core::{Bijector, Prior};
 use nrg_layers::{CirculantLinear, CouplingStack};
 
@@ -218,6 +219,10 @@ impl nrg_core::LatentModel for FlowModel {
         self.forward_map(z)
     }
 
+    fn rg_map(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        self.inverse_map(x)
+    }
+
     fn sample_latent(&self, n: usize, device: &Device) -> Tensor<4> {
         let [c, r, w] = FlowModel::shape(self);
         self.prior.sample([n, c, r, w], device)
@@ -225,5 +230,40 @@ impl nrg_core::LatentModel for FlowModel {
 
     fn prior_log_prob(&self, z: Tensor<4>) -> Tensor<1> {
         self.prior.log_prob(z)
+    }
+
+    /// The hierarchical flow's bulk; a circulant layer makes `G` global (no finite cones).
+    fn bulk_layout(&self) -> Option<Box<dyn BulkLayout + '_>> {
+        match &self.bijector {
+            FlowBijector::Hierarchical(flow) => Some(Box::new(FlowBulk {
+                flow,
+                global: self.circulant.is_some(),
+            })),
+            _ => None,
+        }
+    }
+}
+
+/// A hierarchical flow's bulk, with whether a global layer follows it.
+struct FlowBulk<'a> {
+    flow: &'a HierarchicalFlow,
+    global: bool,
+}
+
+impl BulkLayout for FlowBulk<'_> {
+    fn size(&self) -> usize {
+        self.flow.size()
+    }
+
+    fn depth(&self) -> usize {
+        self.flow.depth()
+    }
+
+    fn local_layers(&self) -> Option<Vec<BlockLayer>> {
+        if self.global {
+            None
+        } else {
+            self.flow.local_layers()
+        }
     }
 }

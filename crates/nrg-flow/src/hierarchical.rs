@@ -22,37 +22,11 @@
 
 use burn::module::Module;
 use burn::tensor::{Tensor, s};
+use nrg_core::bulk::{BlockLayer, BulkLayout};
 use nrg_core::{Bijector, NrgError, Result};
 use nrg_layers::BlockBijector;
 
-/// Where a latent lives in the bulk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BulkSite {
-    /// RG level (0 = finest; `depth` for the sites that reach the top).
-    pub level: usize,
-    /// Row in the level's coarse lattice.
-    pub row: usize,
-    /// Column in the level's coarse lattice.
-    pub col: usize,
-}
-
-/// The bulk level and coarse position of the latent at lattice site `(i, j)` of a flow with
-/// `depth` levels.
-pub fn bulk_site(i: usize, j: usize, depth: usize) -> BulkSite {
-    let v2 = |x: usize| {
-        if x == 0 {
-            usize::MAX
-        } else {
-            x.trailing_zeros() as usize
-        }
-    };
-    let level = v2(i).min(v2(j)).min(depth);
-    BulkSite {
-        level,
-        row: i >> level,
-        col: j >> level,
-    }
-}
+pub use nrg_core::bulk::{BulkSite, bulk_site};
 
 /// The levels a hierarchical flow with `b × b` blocks can have on an `L × L` lattice.
 pub fn max_depth(size: usize, block: usize) -> usize {
@@ -206,9 +180,32 @@ impl HierarchicalFlow {
 
     /// The bulk site of every latent, row-major over the lattice.
     pub fn bulk_sites(&self) -> Vec<BulkSite> {
-        (0..self.size * self.size)
-            .map(|s| bulk_site(s / self.size, s % self.size, self.depth))
-            .collect()
+        BulkLayout::bulk_sites(self)
+    }
+}
+
+impl BulkLayout for HierarchicalFlow {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// `G` applies the layers from the coarsest to the finest.
+    fn local_layers(&self) -> Option<Vec<BlockLayer>> {
+        Some(
+            self.layers
+                .iter()
+                .rev()
+                .map(|l| BlockLayer {
+                    dilation: l.dilation,
+                    offset: l.offset,
+                    block: l.block,
+                })
+                .collect(),
+        )
     }
 }
 

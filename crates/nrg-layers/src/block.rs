@@ -240,6 +240,8 @@ pub enum BlockBijector {
     RealNvp(BlockRealNvp),
     /// A neural ODE.
     Ode(crate::ode::BlockOde),
+    /// The fixed 2×2 Haar transform.
+    Haar(HaarBlock),
 }
 
 impl Bijector for BlockBijector {
@@ -247,6 +249,7 @@ impl Bijector for BlockBijector {
         match self {
             BlockBijector::RealNvp(b) => b.forward(z),
             BlockBijector::Ode(b) => b.forward(z),
+            BlockBijector::Haar(b) => b.forward(z),
         }
     }
 
@@ -254,7 +257,64 @@ impl Bijector for BlockBijector {
         match self {
             BlockBijector::RealNvp(b) => b.inverse(x),
             BlockBijector::Ode(b) => b.inverse(x),
+            BlockBijector::Haar(b) => b.inverse(x),
         }
+    }
+}
+
+/// The 2×2 Haar transform of every block and channel, a fixed orthogonal map:
+///
+/// ```text
+///         ⎡1  1  1  1⎤
+/// H = ½ · ⎢1 −1  1 −1⎥     on (v₀₀, v₀₁, v₁₀, v₁₁) of a block,  H = Hᵀ = H⁻¹,  ln|det H| = 0
+///         ⎢1  1 −1 −1⎥
+///         ⎣1 −1 −1  1⎦
+/// ```
+///
+/// In the RG direction the block's `(0, 0)` entry becomes the block average (times 2), the
+/// coarse variable that goes on to the next level, and the other three its differences. A
+/// hierarchical flow of Haar blocks is the 2D Haar wavelet transform: a linear,
+/// volume-preserving RG whose bulk covariance `R Σ_x Rᵀ` is known in closed form (the
+/// reference the holographic analysis is tested against). Shapes `[N, C, 2, 2]`.
+#[derive(Module, Debug)]
+pub struct HaarBlock {
+    matrix: Tensor<2>,
+}
+
+impl HaarBlock {
+    /// The transform on `device`.
+    pub fn new(device: &Device) -> Self {
+        let h = [
+            [1.0f32, 1.0, 1.0, 1.0],
+            [1.0, -1.0, 1.0, -1.0],
+            [1.0, 1.0, -1.0, -1.0],
+            [1.0, -1.0, -1.0, 1.0],
+        ];
+        let flat: Vec<f32> = h.iter().flatten().map(|v| 0.5 * v).collect();
+        Self {
+            matrix: Tensor::from_data(burn::tensor::TensorData::new(flat, [4, 4]), device),
+        }
+    }
+
+    fn apply(&self, v: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        let [n, c, r, w] = v.dims();
+        let out = v
+            .reshape([n * c, r * w])
+            .matmul(self.matrix.clone())
+            .reshape([n, c, r, w]);
+        let device = out.device();
+        (out, Tensor::zeros([n], &device))
+    }
+}
+
+impl Bijector for HaarBlock {
+    fn forward(&self, z: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        self.apply(z)
+    }
+
+    /// `H` is its own inverse.
+    fn inverse(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
+        self.apply(x)
     }
 }
 

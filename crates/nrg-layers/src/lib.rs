@@ -10,8 +10,8 @@
 //! - [`mlp`]: MLP and residual-MLP subnets (NeuralRG, RG-Flow) for block couplings;
 //! - [`coupling`]: the affine (RealNVP) and additive (NICE) coupling layers with a bounded,
 //!   learnable scale, and a flat stack of couplings;
-//! - [`block`]: bijectors of one `b × b` block (RealNVP with MLP subnets), the building block
-//!   of the hierarchical flow;
+//! - [`block`]: bijectors of one `b × b` block (RealNVP with MLP subnets; the fixed Haar
+//!   transform), the building block of the hierarchical flow;
 //! - [`ode`]: a neural-ODE block bijector (RK4, exact divergence);
 //! - [`circulant`]: a learnable periodic convolution applied in momentum space (a global,
 //!   volume-changing linear layer);
@@ -39,7 +39,7 @@ pub mod subnet;
 #[cfg(test)]
 mod test_util;
 
-pub use block::{BlockBijector, BlockRealNvp, BlockRealNvpConfig};
+pub use block::{BlockBijector, BlockRealNvp, BlockRealNvpConfig, HaarBlock};
 pub use circulant::CirculantLinear;
 pub use coupling::{AffineCoupling, AffineCouplingConfig, CouplingStack};
 pub use mask::MaskKind;

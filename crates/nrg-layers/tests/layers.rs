@@ -7,7 +7,7 @@ use nrg_core::Bijector;
 use nrg_layers::CirculantLinear;
 use nrg_layers::check::forward_log_det_vs_autodiff;
 use nrg_layers::{
-    AffineCouplingConfig, BlockOdeConfig, BlockRealNvpConfig, CouplingStack, MaskKind,
+    AffineCouplingConfig, BlockOdeConfig, BlockRealNvpConfig, CouplingStack, HaarBlock, MaskKind,
 };
 
 fn ad_device() -> Device {
@@ -88,6 +88,13 @@ fn layers(device: &Device) -> Vec<(String, Box<dyn Bijector>, [usize; 3])> {
             .with_zero_init(false)
             .init(device);
         out.push((format!("neural ODE C={c} b={b}"), Box::new(ode), [c, b, b]));
+    }
+    for c in [1, 2] {
+        out.push((
+            format!("Haar C={c}"),
+            Box::new(HaarBlock::new(device)),
+            [c, 2, 2],
+        ));
     }
     out
 }

@@ -26,8 +26,9 @@ use super::nis::Kept;
 use crate::ChainRng;
 use crate::baseline::{Hmc, jittered_step};
 use crate::tuning::{DualAveraging, acceptance_probability};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use nrg_core::action::HostAction;
+use nrg_core::bulk::{Configurations, Gradient, evaluate_bulk};
 use nrg_core::stats::gamma_method;
 use nrg_core::{Action, DensityModel, Estimate, LatentModel, NrgError, Result};
 use rand::{RngExt, SeedableRng};
@@ -308,20 +309,6 @@ pub fn nmcmc(
     })
 }
 
-/// Whether [`BulkBatch::evaluate`] computes `∂U/∂z` (needs an autodiff device).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Gradient {
-    Skip,
-    Compute,
-}
-
-/// Whether [`BulkBatch::evaluate`] keeps the configurations `x = G(z)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Configurations {
-    Skip,
-    Keep,
-}
-
 /// A batch of bulk chains: latents, `U(z)`, `S(G(z))`, and (where asked for) `∂U/∂z` and the
 /// configurations `x = G(z)`, all on the host; rows of `per` values per chain.
 struct BulkBatch {
@@ -336,40 +323,22 @@ struct BulkBatch {
 impl BulkBatch {
     /// Evaluates `U(z) = S(G(z)) − ln|det ∂G/∂z|` for the latents `z` (`shape` = `[B, C, R, W]`),
     /// with `∂U/∂z` when asked (then `device` must be an autodiff device) and the
-    /// configurations `x` when asked.
+    /// configurations `x` when asked ([`nrg_core::bulk::evaluate_bulk`]).
     fn evaluate(
         target: &ChainTarget,
         model: &dyn LatentModel,
         z: Vec<f64>,
         shape: [usize; 4],
-        (gradient, configurations): (Gradient, Configurations),
+        need: (Gradient, Configurations),
         device: &Device,
     ) -> Self {
-        let data: Vec<f32> = z.iter().map(|v| *v as f32).collect();
-        let mut zt = Tensor::<4>::from_data(TensorData::new(data, shape), device);
-        let grad = gradient == Gradient::Compute;
-        if grad {
-            zt = zt.require_grad();
-        }
-        let (x, log_det) = model.generate_with_log_det(zt.clone());
-        let s = target.action.action(x.clone());
-        let u = s.clone() - log_det;
-        let grad = if grad {
-            let grads = u.clone().sum().backward();
-            zt.grad(&grads).map(host)
-        } else {
-            None
-        };
+        let e = evaluate_bulk(model, target.action, &z, shape, need, device);
         Self {
             z,
-            u: host(u),
-            s: host(s),
-            grad,
-            x: if configurations == Configurations::Keep {
-                host(x)
-            } else {
-                Vec::new()
-            },
+            u: e.effective_action,
+            s: e.action,
+            grad: e.gradient,
+            x: e.configurations.unwrap_or_default(),
             per: shape[1] * shape[2] * shape[3],
         }
     }
