@@ -1,8 +1,9 @@
 //! Receptive fields of the latents: how the boundary responds to each bulk variable.
 //!
 //! For bulk samples `z⁽ⁿ⁾` the Jacobian `J⁽ⁿ⁾_{(c,t),(c',i)} = ∂x_{c,t}/∂z_{c',i}` of
-//! `x = G(z)` is computed by reverse-mode autodiff, one backward pass per boundary component
-//! `(c, t)` (the samples are independent, so one pass gives the row for all of them). The
+//! `x = G(z)` is computed by reverse-mode autodiff, one forward and backward pass per
+//! boundary component `(c, t)` (the samples are independent, so one pass gives the row for
+//! all of them): `C·V` passes of a batch of `N`. The
 //! receptive field of the latent at site `i` is `F_i(t) = Σ_{c,c'} E|J_{(c,t),(c',i)}|`, and
 //! its RMS radius
 //!
@@ -85,9 +86,7 @@ pub fn receptive_fields(
         .bulk_layout()
         .ok_or_else(|| NrgError::param("flow", "receptive fields need a hierarchical flow"))?;
     let cones = causal_cones(layout.as_ref());
-    let zt =
-        Tensor::<4>::from_data(TensorData::new(z.to_vec(), [n, c, r, w]), device).require_grad();
-    let (x, _) = model.generate_with_log_det(zt.clone());
+    let latents = || Tensor::<4>::from_data(TensorData::new(z.to_vec(), [n, c, r, w]), device);
     // representatives: per level, the latent whose block centre is nearest the centre
     let depth = geometry.depth;
     let mid = (geometry.size as f64 - 1.0) / 2.0;
@@ -120,8 +119,10 @@ pub fn receptive_fields(
     };
     for ct in 0..per {
         let (cc, t) = (ct / v, ct % v);
+        // burn's autodiff keeps no graph after a backward pass: one forward per row
+        let zt = latents().require_grad();
+        let (x, _) = model.generate_with_log_det(zt.clone());
         let picked = x
-            .clone()
             .slice(burn::tensor::s![
                 ..,
                 cc..cc + 1,
