@@ -86,6 +86,59 @@ pub trait BulkLayout {
     fn local_layers(&self) -> Option<Vec<BlockLayer>>;
 }
 
+/// The layout of the standard hierarchical flow (NeuralRG's MERA-like network, RG-Flow's
+/// with 4×4 blocks) without its weights: on an `L × L` lattice, level `k = 0 … depth − 1`
+/// acts on the sublattice of spacing `2ᵏ` with, `repeats` times, a disentangler (blocks at
+/// offset `(b/2)·2ᵏ`) then a decimator (offset 0), in the RG direction; `G` applies these
+/// layers in reverse. What the causal cones of a flow of any size depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HierarchicalLayout {
+    /// Lattice side `L`.
+    pub size: usize,
+    /// Block side `b` (2 or 4).
+    pub block: usize,
+    /// RG levels.
+    pub depth: usize,
+    /// Disentangler/decimator pairs per level.
+    pub repeats: usize,
+}
+
+impl HierarchicalLayout {
+    /// The layers in the RG direction (fine → coarse).
+    pub fn rg_layers(&self) -> Vec<BlockLayer> {
+        let mut layers = Vec::new();
+        for level in 0..self.depth {
+            let d = 1 << level;
+            for _ in 0..self.repeats {
+                for offset in [self.block / 2 * d, 0] {
+                    layers.push(BlockLayer {
+                        dilation: d,
+                        offset,
+                        block: self.block,
+                    });
+                }
+            }
+        }
+        layers
+    }
+}
+
+impl BulkLayout for HierarchicalLayout {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn depth(&self) -> usize {
+        self.depth
+    }
+
+    fn local_layers(&self) -> Option<Vec<BlockLayer>> {
+        let mut layers = self.rg_layers();
+        layers.reverse();
+        Some(layers)
+    }
+}
+
 /// The structural causal cone of every latent site: `cones[s][t]` is whether boundary
 /// site `t` can depend on the latent at site `s` (module docs). `None` when the map has a
 /// global layer.

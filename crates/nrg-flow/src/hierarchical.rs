@@ -22,7 +22,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Tensor, s};
-use nrg_core::bulk::{BlockLayer, BulkLayout};
+use nrg_core::bulk::{BlockLayer, BulkLayout, HierarchicalLayout};
 use nrg_core::{Bijector, NrgError, Result};
 use nrg_layers::BlockBijector;
 
@@ -182,6 +182,17 @@ impl HierarchicalFlow {
     pub fn bulk_sites(&self) -> Vec<BulkSite> {
         BulkLayout::bulk_sites(self)
     }
+
+    /// The flow's layout without its weights (block side, depth, repeats).
+    pub fn layout(&self) -> HierarchicalLayout {
+        let block = self.layers.first().map_or(2, |l| l.block);
+        HierarchicalLayout {
+            size: self.size,
+            block,
+            depth: self.depth,
+            repeats: self.layers.len() / (2 * self.depth.max(1)),
+        }
+    }
 }
 
 impl BulkLayout for HierarchicalFlow {
@@ -265,5 +276,26 @@ mod tests {
         assert_eq!(max_depth(16, 2), 4);
         assert_eq!(max_depth(16, 4), 3);
         assert_eq!(max_depth(4, 4), 1);
+    }
+
+    /// The weightless layout describes the flow's layers exactly (generative order), for 2×2
+    /// and 4×4 blocks, repeats and a cut depth.
+    #[test]
+    fn layout_matches_the_flow() {
+        let dev = burn::tensor::Device::flex();
+        for (size, block, depth, repeats) in
+            [(8, 2, None, 1), (16, 4, None, 2), (16, 2, Some(2), 1)]
+        {
+            let flow = HierarchicalFlow::new(size, block, depth, repeats, |_, _| {
+                BlockBijector::RealNvp(
+                    nrg_layers::BlockRealNvpConfig::new(1, block, 1, vec![2]).init(&dev),
+                )
+            })
+            .unwrap();
+            let layout = flow.layout();
+            assert_eq!(layout.local_layers(), flow.local_layers());
+            assert_eq!(layout.bulk_sites(), flow.bulk_sites());
+            assert_eq!((layout.block, layout.repeats), (block, repeats));
+        }
     }
 }

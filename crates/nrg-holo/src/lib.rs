@@ -19,12 +19,15 @@
 //! - [`receptive`]: receptive fields `E|∂x/∂z_i|` by autodiff, their radii per level, and
 //!   the structural causal cones beside them;
 //! - [`repair`]: multi-scale mixing of two configurations, and error correction by
-//!   resampling only the latents in a region's causal cone.
+//!   resampling only the latents in a region's causal cone;
+//! - [`analysis`]: the correlation, distance, mutual-information and boundary analysis of
+//!   one set of bulk samples, organised by level and distance.
 //!
 //! Estimators accumulate in `f64`; every number comes with its error bar.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod analysis;
 pub mod correlation;
 pub mod fit;
 pub mod geometry;

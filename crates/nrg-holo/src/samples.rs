@@ -31,6 +31,8 @@ pub struct LatentSamples {
     pub z: Vec<f32>,
     /// `ln w` per configuration (`None`: unweighted).
     pub log_weights: Option<Vec<f64>>,
+    /// The boundary configurations `x = G(z)`, `[N, C, V]`, where kept.
+    pub boundary: Option<Vec<f32>>,
 }
 
 fn host_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -72,7 +74,19 @@ impl LatentSamples {
             sites,
             z,
             log_weights,
+            boundary: None,
         })
+    }
+
+    /// The same samples with their boundary configurations `x` (`[N, C, V]`).
+    pub fn with_boundary(mut self, x: Vec<f32>) -> Result<Self> {
+        if x.len() != self.z.len() {
+            return Err(NrgError::InvalidData(
+                "boundary configurations do not match the latent samples".into(),
+            ));
+        }
+        self.boundary = Some(x);
+        Ok(self)
     }
 
     /// `z = R(x)` of boundary configurations `x` (`shape = [N, C, L, L]`, `f32`), mapped in
@@ -100,7 +114,7 @@ impl LatentSamples {
             let (zt, _) = model.rg_map(xt);
             z.extend(host_f32(zt));
         }
-        Self::new(z, [n, c, r * w], None)
+        Self::new(z, [n, c, r * w], None)?.with_boundary(x.to_vec())
     }
 
     /// `n` flow samples `z ∼ p_Z` with their NIS log-weights `−S_eff(z) − ln p_Z(z)`, in
@@ -117,6 +131,7 @@ impl LatentSamples {
             return Err(NrgError::param("batch", "must be ≥ 1"));
         }
         let mut z = Vec::with_capacity(n * c * r * w);
+        let mut x = Vec::with_capacity(n * c * r * w);
         let mut log_w = Vec::with_capacity(n);
         let mut done = 0;
         while done < n {
@@ -130,15 +145,16 @@ impl LatentSamples {
                 .unwrap_or_default();
             let zs = host_f32(zt);
             let z64: Vec<f64> = zs.iter().map(|v| *v as f64).collect();
-            let need = (Gradient::Skip, Configurations::Skip);
+            let need = (Gradient::Skip, Configurations::Keep);
             let e = evaluate_bulk(model, action, &z64, [b, c, r, w], need, device);
+            x.extend(e.configurations.iter().flatten().map(|v| *v as f32));
             for (u, lp) in e.effective_action.iter().zip(&log_p) {
                 log_w.push(-u - lp);
             }
             z.extend(zs);
             done += b;
         }
-        Self::new(z, [n, c, r * w], Some(log_w))
+        Self::new(z, [n, c, r * w], Some(log_w))?.with_boundary(x)
     }
 
     /// The latents of configuration `k`, `[C, V]`.
