@@ -91,6 +91,14 @@ impl FlowModel {
         }
     }
 
+    /// The weightless layout of a hierarchical flow (`None` for a flat one).
+    pub fn hierarchical_layout(&self) -> Option<nrg_core::bulk::HierarchicalLayout> {
+        match &self.bijector {
+            FlowBijector::Hierarchical(flow) => Some(flow.layout()),
+            _ => None,
+        }
+    }
+
     /// The same model with a circulant linear layer at the boundary end: `x = C(G(z))`.
     pub fn with_circulant(mut self, device: &Device) -> Self {
         self.circulant = Some(CirculantLinear::new(

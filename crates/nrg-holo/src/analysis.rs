@@ -23,7 +23,7 @@
 use crate::correlation::{BulkMoments, bulk_moments};
 use crate::fit::{EmergentDistance, LineFit, emergent_distance, exponential, power_law};
 use crate::geometry::BulkGeometry;
-use crate::mutual::{gaussian_mi_of, ksg, resample};
+use crate::mutual::{gaussian_mi, gaussian_mi_of, ksg, resample};
 use crate::samples::LatentSamples;
 use nrg_core::observables::two_point_axes;
 use nrg_core::{Estimate, Lattice, NrgError, Result};
@@ -144,6 +144,10 @@ pub struct Analysis {
     /// Every pair `i < j` (for the CSV; not in JSON summaries).
     #[serde(skip)]
     pub pairs: Vec<PairCorrelation>,
+    /// The Gaussian MI of every pair from the second moments, `V × V` row-major (values
+    /// only, for a heat map; not in JSON summaries).
+    #[serde(skip)]
+    pub mi_matrix: Vec<f64>,
     /// Same-level correlation against distance.
     pub same_level: Vec<DistanceClass>,
     /// Correlation along the vertical.
@@ -361,6 +365,16 @@ pub fn analyse(
             });
         }
     }
+    let mut mi_matrix = vec![0.0; v * v];
+    let dim = 2 * samples.channels;
+    for i in 0..v {
+        for j in i + 1..v {
+            let mi = gaussian_mi(&moments.pair_covariance(i, j), dim, samples.channels)
+                .unwrap_or(f64::NAN);
+            mi_matrix[i * v + j] = mi;
+            mi_matrix[j * v + i] = mi;
+        }
+    }
     progress("emergent distance");
     let points = |same: bool| -> Vec<(f64, Estimate)> {
         pairs
@@ -467,6 +481,7 @@ pub fn analyse(
         samples: samples.n,
         ess: samples.ess(),
         pairs,
+        mi_matrix,
         same_level,
         vertical,
         emergent_same_level,

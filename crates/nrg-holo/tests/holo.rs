@@ -482,8 +482,16 @@ fn analysis_of_the_haar_free_field() {
     assert_eq!(a.pairs.len(), v * (v - 1) / 2);
     assert_eq!(a.latents_per_level, vec![48, 12, 3, 1]);
     assert!(!a.same_level.is_empty() && a.vertical.len() == 3);
-    assert!(a.emergent_same_level.is_some() && a.emergent_cross_level.is_some(), "{:?}", a.notes);
-    let with_ksg: Vec<_> = a.mutual_information.iter().filter(|m| m.ksg.is_some()).collect();
+    assert!(
+        a.emergent_same_level.is_some() && a.emergent_cross_level.is_some(),
+        "{:?}",
+        a.notes
+    );
+    let with_ksg: Vec<_> = a
+        .mutual_information
+        .iter()
+        .filter(|m| m.ksg.is_some())
+        .collect();
     assert!(with_ksg.len() >= 4);
     for m in with_ksg {
         let k = m.ksg.unwrap();

@@ -13,7 +13,10 @@
 //! - [`sample`]: sampling a run with NIS, NMCMC, bulk HMC / local moves or boundary HMC,
 //!   refusing options that do not apply, with its typed [`sample::SampleReport`];
 //! - [`reference`]: what is measured on a run's configurations, and the exact values the
-//!   estimates are compared with.
+//!   estimates are compared with;
+//! - [`holo`]: the holographic analysis of a run ([`nrg_holo`]) end to end — bulk samples
+//!   from the flow, a file or the baseline chain, correlations, distances, information,
+//!   receptive fields, mixing and inpainting.
 //!
 //! ```no_run
 //! # fn main() -> nrg_core::Result<()> {
@@ -29,6 +32,7 @@
 
 pub mod config;
 pub mod dir;
+pub mod holo;
 pub mod reference;
 pub mod sample;
 pub mod train;

@@ -5,6 +5,7 @@
 //! nrg mc ising --L 16 --beta 0.4 --algo wolff --sweeps 10000 --seed 1 --out runs/ising
 //! nrg train --config configs/phi4-tutorial.toml   # train a flow into runs/phi4-tutorial/
 //! nrg sample --run runs/phi4-tutorial --method nmcmc --samples 100000
+//! nrg holo --run runs/complex-phi4-l32             # the holographic analysis
 //! nrg info --device wgpu                           # check a backend
 //! ```
 //!
@@ -12,6 +13,7 @@
 
 mod device;
 mod exact_cmd;
+mod holo_cmd;
 mod mc_cmd;
 mod output;
 mod plot;
@@ -42,6 +44,9 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Sample a trained run: NIS, NMCMC, bulk HMC / local moves, or boundary HMC.
     Sample(sample_cmd::SampleArgs),
+    /// The holographic analysis of a trained hierarchical flow: bulk geometry, correlations,
+    /// mutual information, emergent distance, receptive fields, mixing, inpainting.
+    Holo(holo_cmd::HoloArgs),
     /// Show the compiled backends and check that the selected device runs a tensor op.
     Info,
 }
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
         Command::Mc(args) => mc_cmd::run(args, cli.device),
         Command::Train(args) => train_cmd::run(args, cli.device),
         Command::Sample(args) => sample_cmd::run(args, cli.device),
+        Command::Holo(args) => holo_cmd::run(args, cli.device),
         Command::Info => device::info(cli.device),
     });
     match result {

@@ -1,5 +1,6 @@
-//! PNG plots of series (plotters' bitmap backend with an embedded DejaVu Sans, so a plot
-//! needs no system fonts).
+//! PNG plots (plotters' bitmap backend with an embedded DejaVu Sans, so a plot needs no
+//! system fonts): panels of curves or point clouds side by side ([`panels_png`]), and heat
+//! maps of lattice-shaped or matrix-shaped values ([`grids_png`]).
 
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
@@ -16,6 +17,16 @@ fn register_font() {
     });
 }
 
+/// How a curve is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Marks {
+    /// A line through the points.
+    #[default]
+    Line,
+    /// A dot per point.
+    Dots,
+}
+
 /// One curve.
 pub struct Curve<'a> {
     /// Legend.
@@ -24,6 +35,8 @@ pub struct Curve<'a> {
     pub points: Vec<(f64, f64)>,
     /// Colour.
     pub color: RGBColor,
+    /// Line or dots.
+    pub marks: Marks,
 }
 
 /// One panel: a title, an x label and curves sharing a y axis.
@@ -112,11 +125,22 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, p: &Pan
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .map(|(x, y)| (x, y.clamp(y0, y1)))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(err)?
-            .label(c.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        match c.marks {
+            Marks::Line => chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(err)?
+                .label(c.label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color)),
+            Marks::Dots => chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 2, color.mix(0.6).filled())),
+                )
+                .map_err(err)?
+                .label(c.label)
+                .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled())),
+        };
     }
     chart
         .configure_series_labels()
@@ -125,6 +149,103 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, p: &Pan
         .label_font(("sans-serif", 14))
         .draw()
         .map_err(err)?;
+    Ok(())
+}
+
+/// A heat map: `rows × cols` values, row-major (`NaN`: blank).
+pub struct Grid {
+    /// Title above it.
+    pub title: String,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Values.
+    pub values: Vec<f64>,
+    /// Diverging colours around 0 (blue < 0 < red); otherwise white → dark blue over the
+    /// range.
+    pub diverging: bool,
+}
+
+/// The colour of `t ∈ [0, 1]` (sequential) or `t ∈ [−1, 1]` (diverging).
+fn colour(t: f64, diverging: bool) -> RGBColor {
+    let lerp = |a: (f64, f64, f64), b: (f64, f64, f64), s: f64| {
+        RGBColor(
+            (a.0 + (b.0 - a.0) * s) as u8,
+            (a.1 + (b.1 - a.1) * s) as u8,
+            (a.2 + (b.2 - a.2) * s) as u8,
+        )
+    };
+    let white = (255.0, 255.0, 255.0);
+    if diverging {
+        let t = t.clamp(-1.0, 1.0);
+        if t < 0.0 {
+            lerp(white, (33.0, 102.0, 172.0), -t)
+        } else {
+            lerp(white, (178.0, 24.0, 43.0), t)
+        }
+    } else {
+        lerp(white, (8.0, 48.0, 107.0), t.clamp(0.0, 1.0))
+    }
+}
+
+/// Draws heat maps in a grid of `columns` per row into a PNG at `path`, each with its own
+/// colour scale, whose range is appended to its title.
+pub fn grids_png(path: &Path, grids: &[Grid], columns: usize) -> Result<()> {
+    register_font();
+    let columns = columns.clamp(1, grids.len().max(1));
+    let rows = grids.len().div_ceil(columns).max(1);
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root =
+            BitMapBackend::new(&tmp, (300 * columns as u32, 320 * rows as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
+        let areas = root.split_evenly((rows, columns));
+        for (g, area) in grids.iter().zip(areas.iter()) {
+            let finite = g.values.iter().filter(|v| v.is_finite());
+            let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+            let scale = if g.diverging {
+                lo.abs().max(hi.abs()).max(1e-300)
+            } else {
+                (hi - lo).max(1e-300)
+            };
+            let err = |e: DrawingAreaErrorKind<_>| anyhow!("plot: {e}");
+            let title = if lo.is_finite() {
+                format!("{}  [{lo:.3} … {hi:.3}]", g.title)
+            } else {
+                g.title.clone()
+            };
+            let mut chart = ChartBuilder::on(area)
+                .caption(&title, ("sans-serif", 13))
+                .margin(8)
+                .build_cartesian_2d(0..g.cols, 0..g.rows)
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    (0..g.rows)
+                        .flat_map(|r| (0..g.cols).map(move |c| (r, c)))
+                        .map(|(r, c)| {
+                            let v = g.values[r * g.cols + c];
+                            let fill = if !v.is_finite() {
+                                RGBColor(230, 230, 230)
+                            } else if g.diverging {
+                                colour(v / scale, true)
+                            } else {
+                                colour((v - lo) / scale, false)
+                            };
+                            // row 0 at the top
+                            let y = g.rows - 1 - r;
+                            Rectangle::new([(c, y), (c + 1, y + 1)], fill.filled())
+                        }),
+                )
+                .map_err(err)?;
+        }
+        root.present()
+            .map_err(|e| anyhow!("plot {}: {e}", path.display()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| anyhow!("plot {}: {e}", path.display()))?;
     Ok(())
 }
 
@@ -145,6 +266,7 @@ mod tests {
                     .map(|i| (i as f64, (i as f64 * 0.1).sin()))
                     .collect(),
                 color: BLUE,
+                marks: Marks::Line,
             }],
             y_range: None,
         };
@@ -152,5 +274,15 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
         assert!(bytes.len() > 2000);
+        let grid = Grid {
+            title: "g".into(),
+            rows: 4,
+            cols: 4,
+            values: (0..16).map(|i| i as f64 - 8.0).collect(),
+            diverging: true,
+        };
+        let path = dir.path().join("g.png");
+        grids_png(&path, &[grid], 1).unwrap();
+        assert_eq!(&std::fs::read(&path).unwrap()[1..4], b"PNG");
     }
 }

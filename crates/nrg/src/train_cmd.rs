@@ -8,7 +8,7 @@
 //! to an uninterrupted one.
 
 use crate::device::{DeviceChoice, make};
-use crate::plot::{Curve, Panel, panels_png};
+use crate::plot::{Curve, Marks, Panel, panels_png};
 use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -184,6 +184,7 @@ fn write_plot(path: &Path, rows: &[MetricsRow]) -> Result<()> {
                 label: "log10 relative gap",
                 points: steps(&|r| r.relative_gap.map(|g| g.max(1e-12).log10())),
                 color: BLUE,
+                marks: Marks::Line,
             }],
             y_range: None,
         }
@@ -195,6 +196,7 @@ fn write_plot(path: &Path, rows: &[MetricsRow]) -> Result<()> {
                 label: "F_q",
                 points: steps(&|r| Some(r.free_energy)),
                 color: BLUE,
+                marks: Marks::Line,
             }],
             y_range: None,
         }
@@ -206,6 +208,7 @@ fn write_plot(path: &Path, rows: &[MetricsRow]) -> Result<()> {
             label: "ESS",
             points: steps(&|r| Some(r.ess)),
             color: RED,
+            marks: Marks::Line,
         }],
         y_range: Some((0.0, 1.0)),
     };
@@ -218,6 +221,7 @@ fn write_plot(path: &Path, rows: &[MetricsRow]) -> Result<()> {
                 label: "NLL",
                 points: steps(&|r| r.nll),
                 color: RGBColor(0, 128, 0),
+                marks: Marks::Line,
             }],
             y_range: None,
         });

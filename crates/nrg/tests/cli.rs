@@ -395,6 +395,45 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
         .collect();
     assert_eq!(left, ["ff"], "a failed run left {left:?}");
 
+    // The holographic analysis of the trained run: every file, and a summary a program can
+    // read back; a flat flow is refused.
+    let holo_dir = dir.path().join("holo");
+    let h = holo_dir.to_str().unwrap();
+    let out = run_nrg_ok(&[
+        "holo",
+        "--run",
+        run_s,
+        "--samples",
+        "600",
+        "--blocks",
+        "20",
+        "--out",
+        h,
+        "--quiet",
+    ]);
+    assert!(out.contains("receptive field, level 0"), "{out}");
+    for f in [
+        "summary.json",
+        "correlations.csv",
+        "mutual_information.csv",
+        "boundary_g.csv",
+        "radii.csv",
+        "bulk_correlations.png",
+        "mutual_information.png",
+        "receptive_fields.png",
+        "mixing.png",
+        "inpainting.png",
+    ] {
+        assert!(holo_dir.join(f).is_file(), "{f} missing");
+    }
+    let summary = read_json(&holo_dir.join("summary.json"));
+    assert_eq!(
+        summary["analysis"]["latents_per_level"],
+        serde_json::json!([12, 3, 1])
+    );
+    assert!(summary["kl_gap"]["value"].as_f64().unwrap().is_finite());
+    assert_usage_error(&["holo", "--run", run_s, "--source", "data"], "--data");
+
     // Bad inputs: missing file, unknown key, corrupt checkpoint.
     assert_usage_error(
         &["train", "--config", "/nonexistent.toml"],
