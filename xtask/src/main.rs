@@ -119,6 +119,10 @@ enum Study {
     Phi4Tutorial,
     /// Complex φ⁴, L = 32: bulk HMC against boundary HMC.
     ComplexPhi4L32,
+    /// The holographic study: complex φ⁴ at L = 32 in its critical and its disordered phase —
+    /// the phase check with baseline HMC, training, and `nrg holo` on exact (chain) and on
+    /// reweighted flow samples.
+    Holography,
 }
 
 fn reproduce(study: Study, runs: PathBuf) -> Result<()> {
@@ -171,6 +175,65 @@ fn reproduce(study: Study, runs: PathBuf) -> Result<()> {
             let run = format!("{runs}/complex-phi4-l32");
             sample(true, &run, "bulk-hmc", "200", &["--chains", "16"])?;
             sample(true, &run, "hmc", "20000", &[])
+        }
+        Study::Holography => {
+            for (phase, t) in [("critical", "1.0"), ("disordered", "0.9")] {
+                println!("== {phase} phase (t = {t}): baseline HMC at L = 16 and 32");
+                for l in ["16", "32"] {
+                    nrg_release(&[
+                        "mc",
+                        "on",
+                        "--n",
+                        "2",
+                        "--L",
+                        l,
+                        "--t",
+                        t,
+                        "--mu",
+                        "2",
+                        "--lambda",
+                        "1",
+                        "--algo",
+                        "hmc",
+                        "--sweeps",
+                        "4000",
+                        "--seed",
+                        "1",
+                        "--out",
+                        &format!("{runs}/holo-phase-{phase}-l{l}"),
+                    ])?;
+                }
+                println!("== {phase} phase: train the flow");
+                train(&format!("configs/holo-complex-phi4-{phase}.toml"), &[])?;
+                let run = format!("{runs}/holo-complex-phi4-{phase}");
+                println!("== {phase} phase: holography on exact samples of the boundary chain");
+                nrg_release(&[
+                    "holo",
+                    "--run",
+                    &run,
+                    "--source",
+                    "chain",
+                    "--samples",
+                    "4000",
+                    "--every",
+                    "10",
+                    "--out",
+                    &format!("{run}/holo-chain"),
+                ])?;
+                println!("== {phase} phase: holography on reweighted flow samples");
+                nrg_release(&[
+                    "holo",
+                    "--run",
+                    &run,
+                    "--source",
+                    "flow",
+                    "--samples",
+                    "20000",
+                    "--out",
+                    &format!("{run}/holo-flow"),
+                ])?;
+            }
+            Ok(())
         }
     }
 }
