@@ -3,10 +3,10 @@
 //! multi-scale mixing and inpainting, with the flow's KL gap (the bound on the bulk's total
 //! correlation) beside them.
 //!
-//! Sources of bulk samples ([`HoloSource`]): NIS-reweighted flow samples; exact boundary
-//! configurations from a `.npy` file; or the baseline chain of the run's action (HMC for φ⁴
-//! and O(n), Wolff with the exact relaxed field for the Ising model), mapped by the RG map
-//! `z = R(x)`.
+//! Sources of bulk samples ([`HoloSource`]): NIS-reweighted flow samples; HMC in the bulk
+//! (on `S_eff`); exact boundary configurations from a `.npy` file; or the baseline chain of
+//! the run's action (HMC for φ⁴ and O(n), Wolff with the exact relaxed field for the Ising
+//! model), mapped by the RG map `z = R(x)`.
 
 use crate::dir::RunDir;
 use burn::tensor::Device;
@@ -18,6 +18,7 @@ use nrg_holo::repair::{InpaintSettings, conditional_boundary_chain, inpaint, mix
 use nrg_holo::{BulkGeometry, LatentSamples};
 use nrg_lattice::{IsingSpins, ModelKind};
 use nrg_samplers::baseline::{Hmc, IsingWolff, SpinStart};
+use nrg_samplers::neural::{ChainSettings, ChainTarget, HmcSettings, bulk_hmc_latents};
 use nrg_samplers::run::{IsingSimulation, PhiFourSimulation, RunConfig, run_observed};
 use rand::{RngExt, SeedableRng};
 use rand_distr::StandardNormal;
@@ -38,6 +39,16 @@ pub enum HoloSource {
     Data {
         /// The file.
         path: PathBuf,
+    },
+    /// HMC in the bulk itself (`S_eff`, gradients through the flow): `chains` chains batched
+    /// through the flow, `updates` measured trajectories each after `thermalisation`.
+    Bulk {
+        /// Chains.
+        chains: usize,
+        /// Measured trajectories per chain.
+        updates: usize,
+        /// Trajectories discarded first (the step adapts during them).
+        thermalisation: usize,
     },
     /// The baseline chain of the run's action: `samples` configurations, one every `every`
     /// updates after `thermalisation`.
@@ -236,6 +247,56 @@ pub fn holo(
             (
                 LatentSamples::from_boundary(&model, &x, shape, 1024, device)?,
                 format!("{} exact configurations from {}", shape[0], path.display()),
+            )
+        }
+        HoloSource::Bulk {
+            chains,
+            updates,
+            thermalisation,
+        } => {
+            let ad = device.clone().autodiff();
+            let (_, model_ad) = run.load_model(&ad)?;
+            let action_ad = config.action.build(&ad)?;
+            let measure = crate::reference::measure_for(&config.action)?;
+            let target = ChainTarget {
+                action: action_ad.as_ref(),
+                measure: measure.as_ref(),
+            };
+            let settings = ChainSettings {
+                chains: *chains,
+                thermalisation: *thermalisation,
+                updates: *updates,
+                seed: request.seed,
+            };
+            let hmc = HmcSettings {
+                step: 0.1,
+                leapfrog: 10,
+            };
+            let out = bulk_hmc_latents(&model_ad, &target, &settings, &hmc, &ad, &mut |_| {})?;
+            let z = out.kept.map(|k| k.configurations).unwrap_or_default();
+            let n = chains * updates;
+            // decode the boundary configurations for G(r)
+            let mut x = Vec::with_capacity(z.len());
+            for chunk in z.chunks(1024 * c * v) {
+                let b = chunk.len() / (c * v);
+                let zt = burn::tensor::Tensor::<4>::from_data(
+                    burn::tensor::TensorData::new(chunk.to_vec(), [b, c, l, l]),
+                    device,
+                );
+                let (xt, _) = nrg_core::LatentModel::generate_with_log_det(&model, zt);
+                x.extend(
+                    xt.into_data()
+                        .convert::<f32>()
+                        .try_to_vec::<f32>()
+                        .unwrap_or_default(),
+                );
+            }
+            (
+                LatentSamples::new(z, [n, c, v], None)?.with_boundary(x)?,
+                format!(
+                    "{chains} bulk HMC chains × {updates} trajectories (acceptance {:.3})",
+                    out.summary.acceptance
+                ),
             )
         }
         HoloSource::Chain {

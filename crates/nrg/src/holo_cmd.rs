@@ -37,6 +37,8 @@ enum Source {
     Data,
     /// The baseline chain of the run's action (HMC; Wolff for the Ising model).
     Chain,
+    /// HMC in the bulk, on S_eff (--chains chains, --samples trajectories in all).
+    Bulk,
 }
 
 /// Arguments of `nrg holo`.
@@ -57,6 +59,9 @@ pub struct HoloArgs {
     /// --source chain: updates between configurations.
     #[arg(long, default_value_t = 5)]
     every: usize,
+    /// --source bulk: chains (batched through the flow).
+    #[arg(long, default_value_t = 8)]
+    chains: usize,
     /// Jackknife blocks.
     #[arg(long, default_value_t = 50)]
     blocks: usize,
@@ -90,6 +95,11 @@ pub fn run(args: HoloArgs, device_choice: DeviceChoice) -> Result<()> {
             samples: args.samples,
             every: args.every.max(1),
             thermalisation: 200,
+        },
+        (Source::Bulk, None) => HoloSource::Bulk {
+            chains: args.chains.max(1),
+            updates: (args.samples / args.chains.max(1)).max(8),
+            thermalisation: 100,
         },
     };
     if args.samples < 2 * args.blocks || args.blocks < 2 {

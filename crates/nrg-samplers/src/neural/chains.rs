@@ -378,6 +378,34 @@ pub fn bulk_hmc(
     device: &Device,
     progress: &mut dyn FnMut(usize),
 ) -> Result<ChainSummary> {
+    bulk_hmc_run(model, target, settings, hmc, device, progress, false).map(|o| o.summary)
+}
+
+/// [`bulk_hmc`], also returning the latents of every measured update: `kept.configurations`
+/// holds `[chains, updates, C, R, W]` as `f32` (each chain's updates contiguous, in time
+/// order) — samples of the exact bulk distribution `∝ e^{−S_eff}` for the holographic
+/// analysis.
+pub fn bulk_hmc_latents(
+    model: &dyn LatentModel,
+    target: &ChainTarget,
+    settings: &ChainSettings,
+    hmc: &HmcSettings,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<ChainOutput> {
+    bulk_hmc_run(model, target, settings, hmc, device, progress, true)
+}
+
+fn bulk_hmc_run(
+    model: &dyn LatentModel,
+    target: &ChainTarget,
+    settings: &ChainSettings,
+    hmc: &HmcSettings,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+    keep_latents: bool,
+) -> Result<ChainOutput> {
+    let mut kept: Vec<Vec<f32>> = vec![Vec::new(); if keep_latents { settings.chains } else { 0 }];
     settings.check()?;
     hmc.check()?;
     let (action, measure) = (target.action, target.measure);
@@ -452,12 +480,22 @@ pub fn bulk_hmc(
         } else {
             accepted += acc_now;
             cur.record(&mut rec, measure);
+            for (i, k) in kept.iter_mut().enumerate() {
+                k.extend(cur.z[cur.rows(i)].iter().map(|v| *v as f32));
+            }
         }
         progress(t + 1);
     }
     let seconds = start.elapsed().as_secs_f64();
     let acceptance = accepted as f64 / (settings.updates * b) as f64;
-    rec.summarise("bulk-hmc", settings, acceptance, Some(step), seconds)
+    let summary = rec.summarise("bulk-hmc", settings, acceptance, Some(step), seconds)?;
+    Ok(ChainOutput {
+        summary,
+        kept: keep_latents.then(|| Kept {
+            configurations: kept.concat(),
+            log_weights: Vec::new(),
+        }),
+    })
 }
 
 /// Local Metropolis in the bulk: each update moves one latent of every chain,

@@ -24,7 +24,7 @@ pub mod symmetrise;
 
 pub use chains::{
     ChainEstimate, ChainOutput, ChainSettings, ChainSummary, ChainTarget, HmcSettings,
-    LocalSettings, NmcmcSettings, boundary_hmc, bulk_hmc, bulk_local, nmcmc,
+    LocalSettings, NmcmcSettings, boundary_hmc, bulk_hmc, bulk_hmc_latents, bulk_local, nmcmc,
 };
 pub use measure::{FieldObservables, IsingImproved, Measure};
 pub use nis::{DerivedLnZ, Kept, NisOutput, NisRequest, NisSummary, nis};
