@@ -85,13 +85,16 @@ fn dependencies(name: &str) -> Result<BTreeSet<String>> {
         .unwrap_or_default())
 }
 
-/// The samplers see flows only through `nrg-core`'s traits: `nrg-samplers` depends on
-/// neither `nrg-flow` nor `nrg-layers`; and no library depends on the program.
+/// The samplers and the holographic analysis see flows only through `nrg-core`'s traits:
+/// neither depends on `nrg-flow`, `nrg-layers` or `nrg-run`; and no library depends on the
+/// program.
 pub fn dependency_rules() -> Result<()> {
-    let samplers = dependencies("nrg-samplers")?;
-    for forbidden in ["nrg-flow", "nrg-layers", "nrg-run"] {
-        if samplers.contains(forbidden) {
-            bail!("nrg-samplers depends on {forbidden}");
+    for name in ["nrg-samplers", "nrg-holo"] {
+        let deps = dependencies(name)?;
+        for forbidden in ["nrg-flow", "nrg-layers", "nrg-run"] {
+            if deps.contains(forbidden) {
+                bail!("{name} depends on {forbidden}");
+            }
         }
     }
     for name in LIBRARIES {
