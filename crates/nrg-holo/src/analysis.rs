@@ -1,7 +1,10 @@
 //! The whole holographic analysis of one model on one set of bulk samples.
 //!
 //! 1. **Bulk correlations** `C_ij` of every pair of latent sites with jackknife errors
-//!    ([`crate::correlation`]), listed with the pair's levels and H³ distance, and organised
+//!    ([`crate::correlation`]) — connected, `⟨z_i·z_j⟩ − ⟨z_i⟩·⟨z_j⟩`, which is `⟨z_i·z_j⟩`
+//!    for a bulk that keeps the field's symmetry and otherwise removes the constant that a
+//!    non-odd RG map's latent means add; the raw `⟨z_i·z_j⟩` is listed beside it and the
+//!    mean `|⟨z⟩|` per level reported — listed with the pair's levels and H³ distance, and organised
 //!    as same-level correlation against distance (averaged over pairs at equal distance),
 //!    and between levels along the vertical (each latent and the latent straight above it).
 //! 2. **Emergent distance** ([`crate::fit::emergent_distance`]): `d = d₀ − ξ ln|C|`, fitted
@@ -20,7 +23,7 @@
 //! Receptive fields, mixing and inpainting are separate calls ([`crate::receptive`],
 //! [`crate::repair`]); the run-level pipeline (`nrg-run`'s `holo`) puts it all together.
 
-use crate::correlation::{BulkMoments, bulk_moments};
+use crate::correlation::{BulkMoments, Moments, bulk_moments};
 use crate::fit::{EmergentDistance, LineFit, emergent_distance, exponential, power_law};
 use crate::geometry::BulkGeometry;
 use crate::mutual::{gaussian_mi, gaussian_mi_of, ksg, resample};
@@ -57,6 +60,8 @@ impl Default for AnalysisOptions {
 /// A latent pair's correlation.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct PairCorrelation {
+    /// The raw second moment `⟨z_i · z_j⟩` (value only).
+    pub raw: f64,
     /// First site.
     pub i: usize,
     /// Second site.
@@ -67,7 +72,7 @@ pub struct PairCorrelation {
     pub level_j: usize,
     /// H³ distance.
     pub distance: f64,
-    /// `C_ij` with its error.
+    /// The connected correlation `⟨z_i · z_j⟩ − ⟨z_i⟩·⟨z_j⟩` with its error.
     pub correlation: Estimate,
 }
 
@@ -139,6 +144,9 @@ pub struct Analysis {
     pub latents_per_level: Vec<usize>,
     /// Samples, and their ESS per sample (1 when unweighted).
     pub samples: usize,
+    /// `|⟨z_i⟩|` averaged over the latents of each level (0 for a map that keeps the field's
+    /// symmetry): `(level, mean norm)`.
+    pub latent_means: Vec<(usize, f64)>,
     /// ESS per sample.
     pub ess: f64,
     /// Every pair `i < j` (for the CSV; not in JSON summaries).
@@ -310,18 +318,47 @@ pub fn analyse(
     }
     let mut notes = Vec::new();
     progress("bulk correlations");
-    let moments: BulkMoments = bulk_moments(samples, options.blocks)?;
+    let moments: BulkMoments = bulk_moments(samples, options.blocks, Moments::Connected)?;
+    let c = samples.channels;
+    let mean_norm = |s: usize| -> f64 {
+        (0..c)
+            .map(|ch| moments.means[ch * v + s].powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let latent_means: Vec<(usize, f64)> = (0..=geometry.depth)
+        .filter_map(|level| {
+            let sites: Vec<usize> = (0..v)
+                .filter(|&s| geometry.sites[s].level == level)
+                .collect();
+            (!sites.is_empty()).then(|| {
+                (
+                    level,
+                    sites.iter().map(|&s| mean_norm(s)).sum::<f64>() / sites.len() as f64,
+                )
+            })
+        })
+        .collect();
     let mut pairs = Vec::with_capacity(v * (v - 1) / 2);
+    // ⟨z_i · z_j⟩ = connected + ⟨z_i⟩·⟨z_j⟩
+    let c_val = |i: usize, j: usize| -> f64 {
+        moments.correlations.at(i, j).0
+            + (0..c)
+                .map(|ch| moments.means[ch * v + i] * moments.means[ch * v + j])
+                .sum::<f64>()
+    };
     for i in 0..v {
         for j in i + 1..v {
-            let (c, e) = moments.correlations.at(i, j);
+            let (cc, e) = moments.correlations.at(i, j);
+            let raw = c_val(i, j);
             pairs.push(PairCorrelation {
                 i,
                 j,
                 level_i: geometry.sites[i].level,
                 level_j: geometry.sites[j].level,
                 distance: geometry.distance(i, j),
-                correlation: Estimate::new(c, e),
+                correlation: Estimate::new(cc, e),
+                raw,
             });
         }
     }
@@ -390,7 +427,6 @@ pub fn analyse(
     progress("mutual information");
     let anchor_sites = anchors(geometry);
     let mut mutual_information = Vec::new();
-    let c = samples.channels;
     for &a in &anchor_sites {
         for j in (0..v).filter(|&j| j != a) {
             let est = gaussian_mi_of(samples, a, j, options.blocks)?;
@@ -479,6 +515,7 @@ pub fn analyse(
         depth: geometry.depth,
         latents_per_level,
         samples: samples.n,
+        latent_means,
         ess: samples.ess(),
         pairs,
         mi_matrix,

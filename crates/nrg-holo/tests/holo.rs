@@ -9,7 +9,7 @@ use nrg_flow::{
     FlowBijector, FlowKind, FlowModel, FlowSpec, HierarchicalFlow, LatentPrior, LatentShape,
     LevelScales,
 };
-use nrg_holo::correlation::bulk_moments;
+use nrg_holo::correlation::{Moments, bulk_moments};
 use nrg_holo::mutual::{gaussian_mi, gaussian_mi_of, ksg};
 use nrg_holo::receptive::receptive_fields;
 use nrg_holo::repair::{InpaintSettings, cone_latents, inpaint, mix};
@@ -156,7 +156,7 @@ fn free_field_bulk_correlations_and_mi_match_the_exact_covariance() {
         }
     }
     let samples = LatentSamples::from_boundary(&model, &x, [n, 1, l, l], 1024, &device).unwrap();
-    let moments = bulk_moments(&samples, 100).unwrap();
+    let moments = bulk_moments(&samples, 100, Moments::Raw).unwrap();
     let (mut sum_z2, mut beyond3, mut count, mut worst) = (0.0, 0, 0, 0.0f64);
     for i in 0..v {
         for j in i..v {
@@ -244,7 +244,7 @@ fn reweighted_flow_samples_give_the_exact_bulk_correlations() {
     let action = PhiFour::free_field(Lattice::square(l).unwrap(), 1, M2).unwrap();
     let samples = LatentSamples::from_flow(&model, &action, 40_000, 4096, &device).unwrap();
     let ess = samples.ess();
-    let moments = bulk_moments(&samples, 100).unwrap();
+    let moments = bulk_moments(&samples, 100, Moments::Raw).unwrap();
     let (mut sum_z2, mut count) = (0.0, 0);
     for i in 0..v {
         for j in i..v {

@@ -217,7 +217,7 @@ fn plots(dir: &Path, out: &HoloOutput) -> Result<()> {
         })
     };
     let bulk = Panel {
-        title: "bulk: ln|C_ij| against the H³ distance",
+        title: "bulk: ln|C_ij| (connected) against the H³ distance",
         x_label: "geodesic distance d",
         curves: vec![
             Curve {

@@ -66,6 +66,8 @@ pub struct PhiFour {
     a: f64,
     b: f64,
     all_neighbours: Vec<usize>,
+    /// Exact `ln Z` (free field), computed once on first use (training asks every step).
+    exact_ln_z: std::sync::OnceLock<Option<f64>>,
 }
 
 impl PhiFour {
@@ -132,6 +134,7 @@ impl PhiFour {
             a,
             b,
             all_neighbours: lattice.all_neighbours(),
+            exact_ln_z: std::sync::OnceLock::new(),
         };
         if b == 0.0 {
             // A Gaussian action must be normalisable.
@@ -217,7 +220,9 @@ impl Action for PhiFour {
     }
 
     fn exact_ln_z(&self) -> Option<f64> {
-        self.exact_gaussian().map(|g| g.thermo().ln_z)
+        *self
+            .exact_ln_z
+            .get_or_init(|| self.exact_gaussian().map(|g| g.thermo().ln_z))
     }
 
     fn describe(&self) -> String {
