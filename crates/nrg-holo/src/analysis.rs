@@ -317,6 +317,14 @@ pub fn analyse(
         ));
     }
     let mut notes = Vec::new();
+    let effective = samples.ess() * samples.n as f64;
+    if effective < 100.0 {
+        notes.push(format!(
+            "the samples' weights leave {effective:.1} effective samples: reweighted estimates \
+             and their errors are dominated by a few samples and not to be trusted; use exact \
+             samples (a boundary chain, a file, or bulk HMC)"
+        ));
+    }
     progress("bulk correlations");
     let moments: BulkMoments = bulk_moments(samples, options.blocks, Moments::Connected)?;
     let c = samples.channels;

@@ -334,7 +334,7 @@ fn plots(dir: &Path, out: &HoloOutput) -> Result<()> {
         .maps
         .iter()
         .map(|m| Grid {
-            title: format!("level {} (site {})", m.level, m.site),
+            title: format!("level {}, site {}: log10 E|dx/dz|", m.level, m.site),
             rows: l,
             cols: l,
             values: m
