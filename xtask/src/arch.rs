@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The library crates (everything but the program, the benches and this tool).
-pub const LIBRARIES: [&str; 7] = [
+pub const LIBRARIES: [&str; 8] = [
     "nrg-core",
     "nrg-lattice",
+    "nrg-kernels",
     "nrg-layers",
     "nrg-flow",
     "nrg-samplers",
@@ -86,8 +87,8 @@ fn dependencies(name: &str) -> Result<BTreeSet<String>> {
 }
 
 /// The samplers and the holographic analysis see flows only through `nrg-core`'s traits:
-/// neither depends on `nrg-flow`, `nrg-layers` or `nrg-run`; and no library depends on the
-/// program.
+/// neither depends on `nrg-flow`, `nrg-layers` or `nrg-run`; the CPU kernels are a leaf
+/// without burn or any nrg crate; and no library depends on the program.
 pub fn dependency_rules() -> Result<()> {
     for name in ["nrg-samplers", "nrg-holo"] {
         let deps = dependencies(name)?;
@@ -96,6 +97,13 @@ pub fn dependency_rules() -> Result<()> {
                 bail!("{name} depends on {forbidden}");
             }
         }
+    }
+    let kernels = dependencies("nrg-kernels")?;
+    if let Some(d) = kernels
+        .iter()
+        .find(|d| d.starts_with("burn") || d.starts_with("nrg"))
+    {
+        bail!("nrg-kernels depends on {d}: the kernels are burn-free and a leaf of the graph");
     }
     for name in LIBRARIES {
         if dependencies(name)?.contains("nrg") {

@@ -7,7 +7,8 @@
 //! - `cargo xtask test`: the test suite alone.
 //! - `cargo xtask demo [--out DIR]`: the small end-to-end demo on the CPU default (exact
 //!   Ising solution, Wolff and Metropolis chains checked against it, a free-field HMC run).
-//! - `cargo xtask bench [--features F] [-- criterion args]`: the criterion benchmarks.
+//! - `cargo xtask bench [--features F] [-- criterion args]`: the criterion benchmarks of
+//!   `benches/` (flows, chains; `F` selects their backend) and of `nrg-kernels`.
 //! - `cargo xtask reproduce STUDY [--runs DIR]`: one of the studies in `docs/benchmarks.md`
 //!   end to end with the shipped configs and a release build (data, training, sampling);
 //!   the results land in `DIR/…/summary.json`.
@@ -46,9 +47,9 @@ enum Task {
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
     },
-    /// Criterion benchmarks (`benches/`).
+    /// Criterion benchmarks (`benches/` and `crates/nrg-kernels/benches`).
     Bench {
-        /// Extra cargo features of the benches crate (e.g. `wgpu`).
+        /// Extra cargo features of the benches crate (e.g. `wgpu`); the kernels have none.
         #[arg(long)]
         features: Option<String>,
         /// Arguments passed to criterion (e.g. a filter).
@@ -362,15 +363,19 @@ fn main() -> Result<()> {
         Task::Demo { out } => demo(out),
         Task::Reproduce { study, runs } => reproduce(study, runs),
         Task::Bench { features, args } => {
-            let mut full = vec!["bench", "-p", "nrg-benches"];
+            let mut benches = vec!["bench", "-p", "nrg-benches", "--bench", "*"];
             if let Some(f) = features.as_deref() {
-                full.extend(["--features", f]);
+                benches.extend(["--features", f]);
             }
-            if !args.is_empty() {
-                full.push("--");
-                full.extend(args.iter().map(String::as_str));
+            let mut kernels = vec!["bench", "-p", "nrg-kernels", "--bench", "*"];
+            for run in [&mut benches, &mut kernels] {
+                if !args.is_empty() {
+                    run.push("--");
+                    run.extend(args.iter().map(String::as_str));
+                }
             }
-            cargo(&full)
+            cargo(&benches)?;
+            cargo(&kernels)
         }
     }
 }

@@ -20,10 +20,10 @@
 //! Shapes: `[N, C, b, b]` in and out (one block per row of the batch); log-dets `[N]`. Inside,
 //! the halves are feature-major `[D/2, N]`, the layout of the fused MLP kernels. On flex, with
 //! plain MLP subnets and affine couplings, the whole chain of couplings (both directions,
-//! with its log-det) is one operation, [`kernels::coupling_chain`]; elsewhere it is composed
+//! with its log-det) is one operation, [`kernels::Fused::coupling_chain`]; elsewhere it is composed
 //! from burn's operations, coupling by coupling.
 
-use crate::kernels;
+use crate::kernels::{self, Direction};
 use crate::mlp::{TwinMlp, TwinMlpConfig};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -120,12 +120,13 @@ impl BlockRealNvp {
         h.permute([2, 1, 0]).reshape([n, c, b, b])
     }
 
-    /// The whole chain of couplings as one fused operation ([`kernels::coupling_chain`]),
+    /// The whole chain of couplings as one fused operation ([`kernels::Fused::coupling_chain`]),
     /// where it is available: flex, affine couplings, plain MLP subnets.
-    fn fused(&self, x: Tensor<4>, inverse: bool) -> Option<(Tensor<4>, Tensor<1>)> {
-        if self.additive || self.nets.is_empty() || !kernels::fused_available(&x.device()) {
+    fn fused(&self, x: Tensor<4>, direction: Direction) -> Option<(Tensor<4>, Tensor<1>)> {
+        if self.additive || self.nets.is_empty() {
             return None;
         }
+        let fused = kernels::fused(&x.device())?;
         let n = x.dims()[0];
         let (c, b) = (self.channels, self.block);
         let half = c * b * b / 2;
@@ -141,9 +142,9 @@ impl BlockRealNvp {
             couplings: self.nets.len(),
             widths,
             hidden: kernels::Activation::Elu,
-            inverse,
+            direction,
         };
-        let out = kernels::coupling_chain(self.halves(x), Tensor::cat(flat, 0), shape)?;
+        let out = fused.coupling_chain(self.halves(x), Tensor::cat(flat, 0), shape);
         let y = self.join_halves(out.clone().slice_dim(0, 0..2 * half).reshape([2, half, n]));
         Some((y, out.slice_dim(0, 2 * half..2 * half + 1).reshape([n])))
     }
@@ -165,14 +166,14 @@ impl BlockRealNvp {
 
 impl Bijector for BlockRealNvp {
     fn forward(&self, z: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
-        match self.fused(z.clone(), false) {
+        match self.fused(z.clone(), Direction::Forward) {
             Some(out) => out,
             None => self.composite_forward(z),
         }
     }
 
     fn inverse(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
-        match self.fused(x.clone(), true) {
+        match self.fused(x.clone(), Direction::Inverse) {
             Some(out) => out,
             None => self.composite_inverse(x),
         }
@@ -339,8 +340,13 @@ mod tests {
         let cy = Tensor::<4>::random([300, 1, 2, 2], normal, &dev);
         let cl = Tensor::<1>::random([300], normal, &dev);
         for inverse in [false, true] {
-            let fused = block.fused(x.clone(), inverse);
-            assert_eq!(fused.is_some(), kernels::fused_available(&dev));
+            let direction = if inverse {
+                Direction::Inverse
+            } else {
+                Direction::Forward
+            };
+            let fused = block.fused(x.clone(), direction);
+            assert_eq!(fused.is_some(), kernels::fused(&dev).is_some());
             let Some((y1, l1)) = fused else {
                 return;
             };

@@ -13,12 +13,12 @@
 //! couplings with alternating masks (the flat flow of the φ⁴ tutorial).
 //!
 //! On flex, the update after the subnet (`tanh`, the scale, `eˢ`, the shift, the log-det) is
-//! one operation with a hand-written backward pass, [`kernels::affine_update`]; elsewhere it
+//! one operation with a hand-written backward pass, [`kernels::Fused::affine_update`]; elsewhere it
 //! is composed from burn's operations.
 //!
 //! Shapes: `[batch, C, rows, cols]`; log-dets `[batch]`.
 
-use crate::kernels;
+use crate::kernels::{self, Direction};
 use crate::mask::MaskKind;
 use crate::subnet::{PeriodicCnn, PeriodicCnnConfig};
 use burn::config::Config;
@@ -97,15 +97,16 @@ impl AffineCoupling {
 
 impl AffineCoupling {
     /// The update `x·eˢ + t` (or its inverse) and its log-det as one fused operation
-    /// ([`kernels::affine_update`]) after the subnet, where available: flex, affine.
-    fn fused(&self, y: Tensor<4>, inverse: bool) -> Option<(Tensor<4>, Tensor<1>)> {
-        if self.additive || !kernels::fused_available(&y.device()) {
+    /// ([`kernels::Fused::affine_update`]) after the subnet, where available: flex, affine.
+    fn fused(&self, y: Tensor<4>, direction: Direction) -> Option<(Tensor<4>, Tensor<1>)> {
+        if self.additive {
             return None;
         }
+        let fused = kernels::fused(&y.device())?;
         let [b, c, h, w] = y.dims();
         let out = self.net.forward(y.clone() * self.mask.clone());
         let v = c * h * w;
-        let r = kernels::affine_update(y, out, self.mask.clone(), self.scale.val(), inverse)?;
+        let r = fused.affine_update(y, out, self.mask.clone(), self.scale.val(), direction);
         let x = r.clone().slice_dim(1, 0..v).reshape([b, c, h, w]);
         Some((x, r.slice_dim(1, v..v + 1).reshape([b])))
     }
@@ -113,14 +114,14 @@ impl AffineCoupling {
 
 impl Bijector for AffineCoupling {
     fn forward(&self, z: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
-        match self.fused(z.clone(), false) {
+        match self.fused(z.clone(), Direction::Forward) {
             Some(out) => out,
             None => self.composite_forward(z),
         }
     }
 
     fn inverse(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
-        match self.fused(x.clone(), true) {
+        match self.fused(x.clone(), Direction::Inverse) {
             Some(out) => out,
             None => self.composite_inverse(x),
         }
@@ -243,8 +244,13 @@ mod tests {
             let cy = Tensor::<4>::random([37, c, 4, 8], normal, &dev);
             let cl = Tensor::<1>::random([37], normal, &dev);
             for inverse in [false, true] {
-                let fused = layer.fused(x.clone(), inverse);
-                assert_eq!(fused.is_some(), kernels::fused_available(&dev));
+                let direction = if inverse {
+                    Direction::Inverse
+                } else {
+                    Direction::Forward
+                };
+                let fused = layer.fused(x.clone(), direction);
+                assert_eq!(fused.is_some(), kernels::fused(&dev).is_some());
                 let Some((y1, l1)) = fused else {
                     return;
                 };

@@ -135,7 +135,7 @@ impl TwinMlp {
         self.forward_features(u.transpose()).swap_dims(1, 2)
     }
 
-    /// Feature-major, the batch last (see [`kernels`](crate::kernels)): `[in, N] → [2, out, N]`.
+    /// Feature-major, the batch last (see [`kernels`]): `[in, N] → [2, out, N]`.
     pub fn forward_features(&self, u: Tensor<2>) -> Tensor<3> {
         let [i, n] = u.dims();
         let u = u.reshape([1, i, n]);
@@ -150,7 +150,7 @@ impl TwinMlp {
             }
             return self.layers[last].forward(elu(h, 1.0), Activation::Identity);
         }
-        if kernels::fused_available(&u.device())
+        if let Some(fused) = kernels::fused(&u.device())
             && let Some((widths, flat)) = self.flat_parameters(i)
         {
             // The whole plain MLP as one fused operation on its flattened parameters.
@@ -159,9 +159,7 @@ impl TwinMlp {
                 widths,
                 hidden: Activation::Elu,
             };
-            if let Some(y) = kernels::twin_mlp(u.clone(), Tensor::cat(flat, 0), shape) {
-                return y;
-            }
+            return fused.twin_mlp(u, Tensor::cat(flat, 0), shape);
         }
         let mut h = u;
         for (k, layer) in self.layers.iter().enumerate() {

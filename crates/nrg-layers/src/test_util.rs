@@ -2,8 +2,6 @@
 
 use burn::module::{ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor};
-use rand::{RngExt, SeedableRng};
-use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Every float parameter's gradient in `grads`, in a module's visiting order.
 pub struct GradsOf<'a>(pub &'a Gradients, pub Vec<Vec<f32>>);
@@ -24,21 +22,4 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
-}
-
-/// A seeded generator.
-pub fn rng(seed: u64) -> Xoshiro256PlusPlus {
-    Xoshiro256PlusPlus::seed_from_u64(seed)
-}
-
-/// `len` values uniform in `[−scale, scale]`.
-pub fn uniform(len: usize, scale: f32, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
-    (0..len)
-        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
-        .collect()
-}
-
-/// The values in `f64`.
-pub fn wide(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
 }

@@ -1,11 +1,7 @@
 //! The fused kernels as a burn backend extension: implemented on the flex backend by the
-//! [`host`](super::host) routines, and on `Autodiff<flex>` with hand-written backward
-//! steps that call the same routines.
+//! `nrg-kernels` routines (natively dispatched SIMD, [`Exec::native`]), and on
+//! `Autodiff<flex>` with hand-written backward steps that call the same routines.
 
-use super::Activation;
-use super::affine::{self, AffineGeometry};
-use super::chain::{self, ChainGeometry};
-use super::host::{self, ConvGeometry, DenseGeometry, MlpGeometry};
 use super::{ChainShape, MlpShape};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -18,6 +14,10 @@ use burn::backend::{
     backend_extension,
 };
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use nrg_kernels::{
+    Activation, AffineGeometry, ChainGeometry, ConvGeometry, DenseGeometry, Direction, Exec,
+    MlpGeometry,
+};
 
 /// Operations with a fused implementation. The backward entries compute the gradients of
 /// the forward entries from saved inputs and outputs; they are not differentiable themselves.
@@ -57,7 +57,7 @@ pub trait FusedOps: Backend {
         act: Activation,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// See [`super::twin_mlp`].
+    /// See [`super::Fused::twin_mlp`].
     fn twin_mlp(
         input: FloatTensor<Self>,
         params: FloatTensor<Self>,
@@ -72,13 +72,13 @@ pub trait FusedOps: Backend {
         shape: MlpShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// See [`super::affine_update`].
+    /// See [`super::Fused::affine_update`].
     fn affine_update(
         field: FloatTensor<Self>,
         subnet: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         scale: FloatTensor<Self>,
-        inverse: bool,
+        direction: Direction,
     ) -> FloatTensor<Self>;
 
     /// `(∂L/∂field, ∂L/∂subnet, ∂L/∂scale)` of [`FusedOps::affine_update`].
@@ -88,10 +88,10 @@ pub trait FusedOps: Backend {
         mask: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         grad_output: FloatTensor<Self>,
-        inverse: bool,
+        direction: Direction,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// See [`super::coupling_chain`].
+    /// See [`super::Fused::coupling_chain`].
     fn coupling_chain(
         input: FloatTensor<Self>,
         params: FloatTensor<Self>,
@@ -218,18 +218,18 @@ fn chain_geometry(input: &FlexTensor, shape: &ChainShape) -> ChainGeometry {
             hidden: shape.hidden,
         },
         couplings: shape.couplings,
-        inverse: shape.inverse,
+        direction: shape.direction,
     }
 }
 
-fn affine_geometry(field: &FlexTensor, inverse: bool) -> AffineGeometry {
+fn affine_geometry(field: &FlexTensor, direction: Direction) -> AffineGeometry {
     let z = field.shape();
     assert_eq!(z.num_dims(), 4, "affine_update: field must be [B, C, H, W]");
     AffineGeometry {
         batch: z[0],
         channels: z[1],
         sites: z[2] * z[3],
-        inverse,
+        direction,
     }
 }
 
@@ -239,11 +239,12 @@ impl FusedOps for Flex {
         subnet: FlexTensor,
         mask: FlexTensor,
         scale: FlexTensor,
-        inverse: bool,
+        direction: Direction,
     ) -> FlexTensor {
         let (z, o, m, s) = (host(field), host(subnet), host(mask), host(scale));
-        let g = affine_geometry(&z, inverse);
-        let y = affine::affine_forward(&g, slice(&z), slice(&o), slice(&m), slice(&s));
+        let g = affine_geometry(&z, direction);
+        let (z, o, m, s) = (slice(&z), slice(&o), slice(&m), slice(&s));
+        let y = nrg_kernels::affine_forward(Exec::native(), &g, z, o, m, s);
         tensor(y, vec![g.batch, g.channels * g.sites + 1])
     }
 
@@ -253,13 +254,13 @@ impl FusedOps for Flex {
         mask: FlexTensor,
         scale: FlexTensor,
         grad_output: FlexTensor,
-        inverse: bool,
+        direction: Direction,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (z, o, m, s) = (host(field), host(subnet), host(mask), host(scale));
         let gy = host(grad_output);
-        let g = affine_geometry(&z, inverse);
-        let (gz, go, gs) =
-            affine::affine_backward(&g, slice(&z), slice(&o), slice(&m), slice(&s), slice(&gy));
+        let g = affine_geometry(&z, direction);
+        let (zs, os, ms, ss, gys) = (slice(&z), slice(&o), slice(&m), slice(&s), slice(&gy));
+        let (gz, go, gs) = nrg_kernels::affine_backward(Exec::native(), &g, zs, os, ms, ss, gys);
         let (b, c) = (g.batch, g.channels);
         let z = z.shape();
         let (h, w) = (z[2], z[3]);
@@ -273,7 +274,7 @@ impl FusedOps for Flex {
     fn coupling_chain(input: FlexTensor, params: FlexTensor, shape: ChainShape) -> FlexTensor {
         let (x, p) = (host(input), host(params));
         let g = chain_geometry(&x, &shape);
-        let y = chain::chain_forward(&g, slice(&x), slice(&p));
+        let y = nrg_kernels::chain_forward(Exec::native(), &g, slice(&x), slice(&p));
         tensor(y, vec![2 * shape.widths[0] + 1, g.mlp.rows])
     }
 
@@ -285,7 +286,8 @@ impl FusedOps for Flex {
     ) -> (FlexTensor, FlexTensor) {
         let (x, p, gy) = (host(input), host(params), host(grad_output));
         let g = chain_geometry(&x, &shape);
-        let (gx, gp) = chain::chain_backward(&g, slice(&x), slice(&p), slice(&gy));
+        let (gx, gp) =
+            nrg_kernels::chain_backward(Exec::native(), &g, slice(&x), slice(&p), slice(&gy));
         let len = gp.len();
         (
             tensor(gx, vec![2, shape.widths[0], g.mlp.rows]),
@@ -296,7 +298,7 @@ impl FusedOps for Flex {
     fn twin_mlp(input: FlexTensor, params: FlexTensor, shape: MlpShape) -> FlexTensor {
         let (x, p) = (host(input), host(params));
         let g = mlp_geometry(&x, &shape);
-        let y = host::mlp_forward(&g, slice(&x), slice(&p));
+        let y = nrg_kernels::mlp_forward(Exec::native(), &g, slice(&x), slice(&p));
         tensor(y, vec![g.twins, g.output_width(), g.rows])
     }
 
@@ -308,7 +310,8 @@ impl FusedOps for Flex {
     ) -> (FlexTensor, FlexTensor) {
         let (x, p, gy) = (host(input), host(params), host(grad_output));
         let g = mlp_geometry(&x, &shape);
-        let (gx, gp) = host::mlp_backward(&g, slice(&x), slice(&p), slice(&gy));
+        let (gx, gp) =
+            nrg_kernels::mlp_backward(Exec::native(), &g, slice(&x), slice(&p), slice(&gy));
         let len = gp.len();
         (
             tensor(gx, vec![g.groups_in, g.widths[0], g.rows]),
@@ -324,7 +327,7 @@ impl FusedOps for Flex {
     ) -> FlexTensor {
         let (x, w, b) = (host(input), host(weight), host(bias));
         let g = conv_geometry(&x, &w);
-        let y = host::conv_forward(&g, slice(&x), slice(&w), slice(&b), act);
+        let y = nrg_kernels::conv_forward(Exec::native(), &g, slice(&x), slice(&w), slice(&b), act);
         tensor(y, vec![g.batch, g.cout, g.rows, g.cols])
     }
 
@@ -337,8 +340,15 @@ impl FusedOps for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (x, w, y, gy) = (host(input), host(weight), host(output), host(grad_output));
         let g = conv_geometry(&x, &w);
-        let (gx, gw, gb) =
-            host::conv_backward(&g, slice(&x), slice(&w), slice(&y), slice(&gy), act);
+        let (gx, gw, gb) = nrg_kernels::conv_backward(
+            Exec::native(),
+            &g,
+            slice(&x),
+            slice(&w),
+            slice(&y),
+            slice(&gy),
+            act,
+        );
         (
             tensor(gx, vec![g.batch, g.cin, g.rows, g.cols]),
             tensor(gw, vec![g.cout, g.cin, g.kernel, g.kernel]),
@@ -354,7 +364,8 @@ impl FusedOps for Flex {
     ) -> FlexTensor {
         let (x, w, b) = (host(input), host(weight), host(bias));
         let g = dense_geometry(&x, &w);
-        let y = host::dense_forward(&g, slice(&x), slice(&w), slice(&b), act);
+        let y =
+            nrg_kernels::dense_forward(Exec::native(), &g, slice(&x), slice(&w), slice(&b), act);
         tensor(y, vec![g.twins, g.output, g.rows])
     }
 
@@ -367,8 +378,15 @@ impl FusedOps for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (x, w, y, gy) = (host(input), host(weight), host(output), host(grad_output));
         let g = dense_geometry(&x, &w);
-        let (gx, gw, gb) =
-            host::dense_backward(&g, slice(&x), slice(&w), slice(&y), slice(&gy), act);
+        let (gx, gw, gb) = nrg_kernels::dense_backward(
+            Exec::native(),
+            &g,
+            slice(&x),
+            slice(&w),
+            slice(&y),
+            slice(&gy),
+            act,
+        );
         (
             tensor(gx, vec![g.groups_in, g.input, g.rows]),
             tensor(gw, vec![g.twins, g.input, g.output]),
@@ -483,13 +501,13 @@ impl<B: Backend + FusedOps> Backward<B, 2> for MlpBackward {
 struct AffineBackward;
 
 impl<B: Backend + FusedOps> Backward<B, 3> for AffineBackward {
-    type State = ([FloatTensor<B>; 4], bool);
+    type State = ([FloatTensor<B>; 4], Direction);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_z, node_o, node_s] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let ([z, o, m, s], inverse) = ops.state;
-        let (gz, go, gs) = B::affine_update_backward(z, o, m, s, grad, inverse);
+        let ([z, o, m, s], direction) = ops.state;
+        let (gz, go, gs) = B::affine_update_backward(z, o, m, s, grad, direction);
         for (node, g) in [(node_z, gz), (node_o, go), (node_s, gs)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
@@ -593,7 +611,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         subnet: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         scale: FloatTensor<Self>,
-        inverse: bool,
+        direction: Direction,
     ) -> FloatTensor<Self> {
         let guards = [field.node(), subnet.node(), scale.node()];
         let (z, o, s) = (
@@ -608,10 +626,10 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let y = B::affine_update(z.clone(), o.clone(), m.clone(), s.clone(), inverse);
-                prep.finish(([z, o, m, s], inverse), y)
+                let y = B::affine_update(z.clone(), o.clone(), m.clone(), s.clone(), direction);
+                prep.finish(([z, o, m, s], direction), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::affine_update(z, o, m, s, inverse)),
+            OpsKind::UnTracked(prep) => prep.finish(B::affine_update(z, o, m, s, direction)),
         }
     }
 
@@ -621,7 +639,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         mask: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         grad_output: FloatTensor<Self>,
-        inverse: bool,
+        direction: Direction,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (gz, go, gs) = B::affine_update_backward(
             field.into_primitive(),
@@ -629,7 +647,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             mask.into_primitive(),
             scale.into_primitive(),
             grad_output.into_primitive(),
-            inverse,
+            direction,
         );
         let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
         (lift(gz), lift(go), lift(gs))
@@ -688,24 +706,24 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 }
 
-/// [`super::affine_update`] on a flex device.
+/// [`super::Fused::affine_update`] on a flex device.
 pub fn affine_update(
     field: Tensor<4>,
     subnet: Tensor<4>,
     mask: Tensor<4>,
     scale: Tensor<4>,
-    inverse: bool,
+    direction: Direction,
 ) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::affine_update(
         field.into_dispatch(),
         subnet.into_dispatch(),
         mask.into_dispatch(),
         scale.into_dispatch(),
-        inverse,
+        direction,
     ))
 }
 
-/// [`super::coupling_chain`] on a flex device.
+/// [`super::Fused::coupling_chain`] on a flex device.
 pub fn coupling_chain(input: Tensor<3>, params: Tensor<1>, shape: ChainShape) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::coupling_chain(
         input.into_dispatch(),
@@ -744,7 +762,7 @@ pub fn twin_dense(
     ))
 }
 
-/// [`super::twin_mlp`] on a flex device.
+/// [`super::Fused::twin_mlp`] on a flex device.
 pub fn twin_mlp(input: Tensor<3>, params: Tensor<1>, shape: MlpShape) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::twin_mlp(
         input.into_dispatch(),

@@ -1,5 +1,6 @@
 //! Fused layer operations: a periodic convolution and a twin dense layer, each with its
-//! bias and activation, and a whole twin MLP, as single differentiable operations.
+//! bias and activation, a whole twin MLP, an affine coupling's update and a chain of block
+//! couplings, as single differentiable burn operations.
 //!
 //! ```text
 //! periodic_conv2d:  [B, cin, H, W] ⊛ [cout, cin, k, k] + [cout]   → act(·)  [B, cout, H, W]
@@ -14,71 +15,174 @@
 //!                   (K affine couplings of a block's halves, ln|det| as the last row)
 //! ```
 //!
-//! `act` is the identity, LeakyReLU or ELU. On the flex backend (cargo feature `flex` of
-//! this crate) each is one operation with a hand-written backward pass ([`host`]); built from
-//! burn's primitives the same layer is a dozen operations (pad by concatenation, convolution,
-//! bias, activation, and their adjoints), each paying for its own allocation and strided
-//! copies, which dominate at lattice sizes of 8–32. On any other device, or without the
-//! feature, the same functions fall back to the composite form ([`periodic_conv2d_reference`],
-//! [`twin_dense_reference`]), so results never depend on which path ran beyond f32 rounding.
+//! `act` is the identity, LeakyReLU or ELU. The arithmetic, forward and backward, is the
+//! burn-free crate `nrg-kernels`; this module makes each kernel one burn operation with a
+//! hand-written backward step on the flex backend (cargo feature `flex` of this crate, in
+//! `ext`). Built from burn's primitives the same layer is a dozen operations (pad by
+//! concatenation, convolution, bias, activation, and their adjoints), each paying for its
+//! own allocation and strided copies, which dominate at lattice sizes of 8–32.
+//!
+//! One dispatch: [`fused`] says whether the fused operations exist for a device (flex, with
+//! the feature). A layer asks it once and otherwise runs its composite form; for the
+//! convolution and the dense layer the composite references are here
+//! ([`periodic_conv2d_reference`], [`twin_dense_reference`]), so results never depend on
+//! which path ran beyond f32 rounding.
 
-pub mod affine;
-pub mod chain;
 #[cfg(feature = "flex")]
 mod ext;
-pub mod host;
 
-use burn::tensor::Tensor;
 use burn::tensor::activation::{elu, leaky_relu};
+use burn::tensor::{Device, Tensor};
+pub use nrg_kernels::{Activation, Direction};
 
-/// The activation fused into a layer. Both non-linear choices are increasing, so their
-/// derivative can be recovered from the output alone (no pre-activation is stored).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    /// `y = x`.
-    Identity,
-    /// `y = x` for `x > 0`, `slope · x` otherwise (`slope > 0`).
-    LeakyRelu(f32),
-    /// `y = x` for `x > 0`, `eˣ − 1` otherwise.
-    Elu,
-}
-
-impl Activation {
-    fn apply_tensor<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Activation::Identity => x,
-            Activation::LeakyRelu(slope) => leaky_relu(x, slope as f64),
-            Activation::Elu => elu(x, 1.0),
-        }
+/// `act(x)` from burn's primitives.
+fn activate<const D: usize>(act: Activation, x: Tensor<D>) -> Tensor<D> {
+    match act {
+        Activation::Identity => x,
+        Activation::LeakyRelu(slope) => leaky_relu(x, slope as f64),
+        Activation::Elu => elu(x, 1.0),
     }
 }
 
-/// Whether the fused kernels run for tensors on `device` (flex, with this crate's `flex`
-/// feature); otherwise the composite reference path is used.
-pub fn fused_available(device: &burn::tensor::Device) -> bool {
+/// The fused operations, for tensors on a device where they exist (see [`fused`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Fused(Available);
+
+/// The proof that the fused operations were compiled in (none without the `flex` feature:
+/// then no [`Fused`] can exist and its methods are unreachable by construction).
+#[cfg(feature = "flex")]
+#[derive(Clone, Copy, Debug)]
+struct Available;
+#[cfg(not(feature = "flex"))]
+#[derive(Clone, Copy, Debug)]
+enum Available {}
+
+/// The fused operations for tensors on `device`: `Some` on flex (with or without autodiff)
+/// when this crate's `flex` feature is on, `None` elsewhere. The one place that decides
+/// between the fused and the composite path.
+pub fn fused(device: &Device) -> Option<Fused> {
     #[cfg(feature = "flex")]
-    {
-        ext::is_flex(device)
+    if ext::is_flex(device) {
+        return Some(Fused(Available));
     }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = device;
-        false
+    let _ = device;
+    None
+}
+
+/// The body of a [`Fused`] method: the flex operation, or (without the feature, where no
+/// `Fused` exists) the empty match on the uninhabited proof.
+macro_rules! on_flex {
+    ($this:ident, ($($arg:ident),*), $call:expr) => {{
+        #[cfg(feature = "flex")]
+        {
+            let _ = $this;
+            $call
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = ($($arg),*);
+            match $this.0 {}
+        }
+    }};
+}
+
+impl Fused {
+    /// Periodic convolution with bias and activation (see the module docs for shapes).
+    pub fn periodic_conv2d(
+        self,
+        input: Tensor<4>,
+        weight: Tensor<4>,
+        bias: Tensor<1>,
+        act: Activation,
+    ) -> Tensor<4> {
+        on_flex!(
+            self,
+            (input, weight, bias, act),
+            ext::periodic_conv2d(input, weight, bias, act)
+        )
+    }
+
+    /// Twin dense layer with bias and activation (see the module docs for shapes).
+    pub fn twin_dense(
+        self,
+        input: Tensor<3>,
+        weight: Tensor<3>,
+        bias: Tensor<3>,
+        act: Activation,
+    ) -> Tensor<3> {
+        on_flex!(
+            self,
+            (input, weight, bias, act),
+            ext::twin_dense(input, weight, bias, act)
+        )
+    }
+
+    /// A whole twin MLP as one operation: input `[G, w₀, N]` (feature-major), parameters
+    /// flat as `[W₀ [T, w₀, w₁], b₀ [T, w₁], W₁, b₁, …]` → `[T, w_L, N]`. Equal to the chain
+    /// of [`twin_dense`] layers; every layer of a column tile is evaluated in cache and the
+    /// backward pass recomputes the hidden activations instead of storing them.
+    pub fn twin_mlp(self, input: Tensor<3>, params: Tensor<1>, shape: MlpShape) -> Tensor<3> {
+        on_flex!(
+            self,
+            (input, params, shape),
+            ext::twin_mlp(input, params, shape)
+        )
+    }
+
+    /// The elementwise part of an affine lattice coupling as one operation: the field
+    /// `[B, C, H, W]`, the subnet's output `[B, 2C, H, W]` (`ŝ`, then `t`), the 0/1 mask
+    /// `[1, C, H, W]` (1 = conditioning) and the scales `[1, C, 1, 1]` → `[B, C·H·W + 1]`:
+    /// the updated field flattened per sample, then `ln|det|`. With `f = 1 − m`,
+    /// `s = σ f tanh ŝ`: `z eˢ + f t` (inverse: `(z − f t) e^{−s}`), `ln|det| = ±Σ s`
+    /// (`nrg_kernels::affine`).
+    pub fn affine_update(
+        self,
+        field: Tensor<4>,
+        subnet: Tensor<4>,
+        mask: Tensor<4>,
+        scale: Tensor<4>,
+        direction: Direction,
+    ) -> Tensor<2> {
+        on_flex!(
+            self,
+            (field, subnet, mask, scale, direction),
+            ext::affine_update(field, subnet, mask, scale, direction)
+        )
+    }
+
+    /// A chain of affine couplings on the two halves of a block as one operation: input
+    /// `[2, h, N]` (the halves, feature-major), parameters flat as
+    /// `[net₀, …, net_{K−1}, σ₀, …, σ_{K−1}]` (each net a twin MLP in [`Fused::twin_mlp`]'s
+    /// layout, twin 0 giving `ŝ`, twin 1 `t`) → `[2h + 1, N]`: the two updated halves and
+    /// `ln|det|` as the last row. Coupling `k` updates `v` from `u` (`k` even) or `u` from
+    /// `v` (odd) by `upd·eˢ + t` (inverse: `(upd − t)·e^{−s}`), with `s = σ_k tanh ŝ`
+    /// (`nrg_kernels::chain`).
+    pub fn coupling_chain(
+        self,
+        input: Tensor<3>,
+        params: Tensor<1>,
+        shape: ChainShape,
+    ) -> Tensor<2> {
+        on_flex!(
+            self,
+            (input, params, shape),
+            ext::coupling_chain(input, params, shape)
+        )
     }
 }
 
-/// Periodic convolution with bias and activation (see the module docs for shapes).
+/// Periodic convolution with bias and activation (see the module docs for shapes): fused
+/// where [`fused`] says so, else [`periodic_conv2d_reference`].
 pub fn periodic_conv2d(
     input: Tensor<4>,
     weight: Tensor<4>,
     bias: Tensor<1>,
     act: Activation,
 ) -> Tensor<4> {
-    #[cfg(feature = "flex")]
-    if ext::is_flex(&input.device()) {
-        return ext::periodic_conv2d(input, weight, bias, act);
+    match fused(&input.device()) {
+        Some(f) => f.periodic_conv2d(input, weight, bias, act),
+        None => periodic_conv2d_reference(input, weight, bias, act),
     }
-    periodic_conv2d_reference(input, weight, bias, act)
 }
 
 /// [`periodic_conv2d`] from burn's primitives: circular padding by concatenation, a valid
@@ -93,21 +197,21 @@ pub fn periodic_conv2d_reference(
     let padded = crate::subnet::periodic_pad(input, k / 2);
     let options = burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
     let y = burn::tensor::module::conv2d(padded, weight, Some(bias), options);
-    act.apply_tensor(y)
+    activate(act, y)
 }
 
-/// Twin dense layer with bias and activation (see the module docs for shapes).
+/// Twin dense layer with bias and activation (see the module docs for shapes): fused where
+/// [`fused`] says so, else [`twin_dense_reference`].
 pub fn twin_dense(
     input: Tensor<3>,
     weight: Tensor<3>,
     bias: Tensor<3>,
     act: Activation,
 ) -> Tensor<3> {
-    #[cfg(feature = "flex")]
-    if ext::is_flex(&input.device()) {
-        return ext::twin_dense(input, weight, bias, act);
+    match fused(&input.device()) {
+        Some(f) => f.twin_dense(input, weight, bias, act),
+        None => twin_dense_reference(input, weight, bias, act),
     }
-    twin_dense_reference(input, weight, bias, act)
 }
 
 /// [`twin_dense`] from burn's primitives: a broadcast batched matmul `Wᵀ·x`, the bias, the
@@ -118,7 +222,10 @@ pub fn twin_dense_reference(
     bias: Tensor<3>,
     act: Activation,
 ) -> Tensor<3> {
-    act.apply_tensor(weight.swap_dims(1, 2).matmul(input) + bias.swap_dims(1, 2))
+    activate(
+        act,
+        weight.swap_dims(1, 2).matmul(input) + bias.swap_dims(1, 2),
+    )
 }
 
 /// The shape of a fused twin MLP: `twins` networks of widths `widths[0] → … → widths[L]`,
@@ -133,43 +240,6 @@ pub struct MlpShape {
     pub hidden: Activation,
 }
 
-/// A whole twin MLP as one operation (flex with this crate's `flex` feature; see
-/// [`fused_available`]): input `[G, w₀, N]` (feature-major), parameters flat as
-/// `[W₀ [T, w₀, w₁], b₀ [T, w₁], W₁, b₁, …]` → `[T, w_L, N]`. Equal to the chain of
-/// [`twin_dense`] layers; every layer of a column tile is evaluated in cache and the
-/// backward pass recomputes the hidden activations instead of storing them.
-/// `None` where the fused path is not available (the caller then chains [`twin_dense`]).
-pub fn twin_mlp(input: Tensor<3>, params: Tensor<1>, shape: MlpShape) -> Option<Tensor<3>> {
-    #[cfg(feature = "flex")]
-    if ext::is_flex(&input.device()) {
-        return Some(ext::twin_mlp(input, params, shape));
-    }
-    let _ = (input, params, shape);
-    None
-}
-
-/// The elementwise part of an affine lattice coupling as one operation (flex with this
-/// crate's `flex` feature; see [`fused_available`]): the field `[B, C, H, W]`, the subnet's
-/// output `[B, 2C, H, W]` (`ŝ`, then `t`), the 0/1 mask `[1, C, H, W]` (1 = conditioning)
-/// and the scales `[1, C, 1, 1]` → `[B, C·H·W + 1]`: the updated field flattened per sample,
-/// then `ln|det|`. With `f = 1 − m`, `s = σ f tanh ŝ`: `z eˢ + f t` (inverse:
-/// `(z − f t) e^{−s}`), `ln|det| = ±Σ s`. The arithmetic and its backward pass are in
-/// [`affine`]. `None` where the fused path is not available.
-pub fn affine_update(
-    field: Tensor<4>,
-    subnet: Tensor<4>,
-    mask: Tensor<4>,
-    scale: Tensor<4>,
-    inverse: bool,
-) -> Option<Tensor<2>> {
-    #[cfg(feature = "flex")]
-    if ext::is_flex(&field.device()) {
-        return Some(ext::affine_update(field, subnet, mask, scale, inverse));
-    }
-    let _ = (field, subnet, mask, scale, inverse);
-    None
-}
-
 /// The shape of a fused coupling chain (a [`crate::BlockRealNvp`] on `[2, h, N]`):
 /// `couplings` affine couplings, each with a twin MLP of widths `h → … → h`.
 #[derive(Clone, Debug, PartialEq)]
@@ -180,25 +250,8 @@ pub struct ChainShape {
     pub widths: Vec<usize>,
     /// Activation of the hidden layers.
     pub hidden: Activation,
-    /// The inverse direction (`x → z`, couplings undone from the last).
-    pub inverse: bool,
-}
-
-/// A chain of affine couplings on the two halves of a block as one operation (flex with
-/// this crate's `flex` feature; see [`fused_available`]): input `[2, h, N]` (the halves,
-/// feature-major), parameters flat as `[net₀, …, net_{K−1}, σ₀, …, σ_{K−1}]` (each net a
-/// twin MLP in [`twin_mlp`]'s layout, twin 0 giving `ŝ`, twin 1 `t`) → `[2h + 1, N]`: the
-/// two updated halves and `ln|det|` as the last row. Coupling `k` updates `v` from `u`
-/// (`k` even) or `u` from `v` (odd) by `upd·eˢ + t` (inverse: `(upd − t)·e^{−s}`), with
-/// `s = σ_k tanh ŝ`. The arithmetic and its backward pass are in [`chain`]. `None` where
-/// the fused path is not available (the caller then composes the couplings itself).
-pub fn coupling_chain(input: Tensor<3>, params: Tensor<1>, shape: ChainShape) -> Option<Tensor<2>> {
-    #[cfg(feature = "flex")]
-    if ext::is_flex(&input.device()) {
-        return Some(ext::coupling_chain(input, params, shape));
-    }
-    let _ = (input, params, shape);
-    None
+    /// Forward (generative) or inverse (`x → z`, couplings undone from the last).
+    pub direction: Direction,
 }
 
 #[cfg(test)]
@@ -221,7 +274,7 @@ mod tests {
     fn fused_equals_reference_with_gradients() {
         let dev = Device::flex().autodiff();
         dev.seed(11);
-        assert_eq!(fused_available(&dev), cfg!(feature = "flex"));
+        assert_eq!(fused(&dev).is_some(), cfg!(feature = "flex"));
         let n = Distribution::Normal(0.0, 1.0);
         for act in [
             Activation::LeakyRelu(0.01),
@@ -298,15 +351,10 @@ mod tests {
                 widths: widths.to_vec(),
                 hidden: Activation::Elu,
             };
-            let fused = twin_mlp(x.clone(), Tensor::cat(flat, 0), shape);
-            assert_eq!(
-                fused.is_some(),
-                fused_available(&dev),
-                "fused MLP availability"
-            );
-            let Some(fused) = fused else {
+            let Some(f) = fused(&dev) else {
                 return;
             };
+            let fused = f.twin_mlp(x.clone(), Tensor::cat(flat, 0), shape);
             let mut h = x.clone();
             for (l, (w, b)) in ws.iter().zip(&bs).enumerate() {
                 let act = if l == 2 {
