@@ -30,6 +30,19 @@
 //!
 //! Only the largest `M + 1` weights are needed, so [`TopValues`] keeps them while a stream
 //! of log-weights goes by (memory `O(√n)`).
+//!
+//! **Pareto smoothing** (PSIS, Vehtari et al. 2024, section 3): the `M` largest weights are
+//! replaced by the expected order statistics of the fitted distribution,
+//!
+//! ```text
+//! w̃_z = min(u + σ̂ ((1 − p_z)^{−k̂} − 1)/k̂,  max w),    p_z = (z − ½)/M,  z = 1 … M
+//! ```
+//!
+//! (`u` the threshold, the `M+1`-th largest weight). This removes most of the variance that
+//! the few largest raw weights carry, at a small bias, and makes the delta-method error bar
+//! of the smoothed estimate honest where the raw one is too small (`½ ≤ k̂ < 0.7`);
+//! [`pareto_k_threshold`] is the sample-size dependent limit above which no error bar is
+//! to be trusted.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -114,6 +127,61 @@ pub fn pareto_k_hat(largest_log_weights: &[f64], n: usize) -> Option<f64> {
         .map(|l| (l - top).exp() - threshold)
         .collect();
     generalised_pareto_fit(&excess).map(|(k, _)| k)
+}
+
+/// The largest `k̂` for which a (Pareto-smoothed) importance-sampling estimate from `n`
+/// samples is reliable: `min(1 − 1/log₁₀ n, 0.7)` (Vehtari et al. 2024, section 3.2.4);
+/// 0.7 from `n ≈ 2200` on.
+pub fn pareto_k_threshold(n: usize) -> f64 {
+    (1.0 - 1.0 / (n.max(2) as f64).log10()).min(0.7)
+}
+
+/// The `M` largest weights of a sample, Pareto-smoothed (see the module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParetoSmoothing {
+    /// The fitted shape `k̂` (with the prior of [`generalised_pareto_fit`]).
+    pub k_hat: f64,
+    /// The `M` largest log-weights as given, in increasing order.
+    pub raw: Vec<f64>,
+    /// Their smoothed values, in the same order (`ln w̃_z`).
+    pub smoothed: Vec<f64>,
+}
+
+/// Pareto-smooths the `M = `[`pareto_tail_size`]`(n)` largest of `n` weights, from at least
+/// `M + 1` of the largest log-weights (any order). `None` where [`pareto_k_hat`] gives no
+/// shape (too few samples, equal weights).
+pub fn pareto_smooth(largest_log_weights: &[f64], n: usize) -> Option<ParetoSmoothing> {
+    let m = pareto_tail_size(n);
+    if m < 5 || largest_log_weights.len() < m + 1 {
+        return None;
+    }
+    let mut lw: Vec<f64> = largest_log_weights.to_vec();
+    lw.sort_by(f64::total_cmp);
+    let tail = &lw[lw.len() - (m + 1)..];
+    let top = tail[m];
+    let threshold = (tail[0] - top).exp();
+    let excess: Vec<f64> = tail[1..]
+        .iter()
+        .map(|l| (l - top).exp() - threshold)
+        .collect();
+    let (k, sigma) = generalised_pareto_fit(&excess)?;
+    let smoothed = (1..=m)
+        .map(|z| {
+            let p = (z as f64 - 0.5) / m as f64;
+            let quantile = if k.abs() < 1e-8 {
+                -(1.0 - p).ln()
+            } else {
+                ((1.0 - p).powf(-k) - 1.0) / k
+            };
+            // Relative to the largest weight, which is 1.
+            (threshold + sigma * quantile).min(1.0).ln() + top
+        })
+        .collect();
+    Some(ParetoSmoothing {
+        k_hat: k,
+        raw: tail[1..].to_vec(),
+        smoothed,
+    })
 }
 
 /// Zhang–Stephens estimate `(k̂, σ̂)` of a generalised Pareto distribution from positive
@@ -217,6 +285,51 @@ mod tests {
         assert_eq!(streamed, whole);
         eprintln!("Pareto weights, k = 0.8: k̂ = {streamed:.3}");
         assert!((streamed - 0.8).abs() < 0.15, "k = 0.8: k̂ = {streamed}");
+    }
+
+    /// Smoothing keeps the order and the cap, changes nothing for light tails beyond the
+    /// fit's scatter, and pulls the largest weights of a heavy tail (GPD draws, k = 0.6:
+    /// infinite variance) towards their expected order statistics, which cuts the
+    /// variance of their mean over repeats (measured: a quarter; asserted < 0.7) at the
+    /// price of a small bias (measured −1.7 % of the mean 3.5 for 4000 draws, asserted
+    /// within 3 %).
+    #[test]
+    fn pareto_smoothing_tames_a_heavy_tail() {
+        assert_eq!(pareto_k_threshold(100), 0.5);
+        assert!((pareto_k_threshold(1000) - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(pareto_k_threshold(65_536), 0.7);
+        let n = 4000;
+        let (mut raw_means, mut smooth_means) = (Vec::new(), Vec::new());
+        for seed in 0..200 {
+            let w = gpd_draws(0.6, n, 100 + seed);
+            let lw: Vec<f64> = w.iter().map(|y| y.ln_1p()).collect();
+            let s = pareto_smooth(&lw, n).unwrap();
+            assert_eq!(s.raw.len(), pareto_tail_size(n));
+            assert!(s.smoothed.windows(2).all(|p| p[0] <= p[1]));
+            assert!(s.smoothed.last().unwrap() <= s.raw.last().unwrap());
+            let total: f64 = w.iter().map(|y| 1.0 + y).sum();
+            let change: f64 = s
+                .raw
+                .iter()
+                .zip(&s.smoothed)
+                .map(|(r, m)| m.exp() - r.exp())
+                .sum();
+            raw_means.push(total / n as f64);
+            smooth_means.push((total + change) / n as f64);
+        }
+        let mean_var = |v: &[f64]| {
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+            (m, var)
+        };
+        let ((m_raw, v_raw), (m_smooth, v_smooth)) =
+            (mean_var(&raw_means), mean_var(&smooth_means));
+        eprintln!(
+            "GPD k = 0.6: mean {m_raw:.4} (var {v_raw:.2e}) → {m_smooth:.4} ({v_smooth:.2e})"
+        );
+        // E[1 + y] = 1 + 1/(1 − k) = 3.5.
+        assert!(v_smooth < 0.7 * v_raw);
+        assert!((m_smooth - 3.5).abs() < 0.1, "{m_smooth}");
     }
 
     #[test]

@@ -60,11 +60,26 @@ pub fn load_configurations(path: &Path, device: &Device) -> Result<Tensor<4>, Nr
 /// Writes `values` with `shape` as a little-endian `f32` `.npy` file (atomically: a
 /// temporary file, then a rename).
 pub fn write_npy_f32(path: &Path, values: &[f32], shape: &[usize]) -> Result<(), NrgError> {
+    write_npy(path, values, shape)
+}
+
+/// Writes `values` with `shape` as a little-endian `f64` `.npy` file (atomically), for
+/// numbers whose digits matter (log-weights of order `10²`–`10³`, whose differences set
+/// importance weights).
+pub fn write_npy_f64(path: &Path, values: &[f64], shape: &[usize]) -> Result<(), NrgError> {
+    write_npy(path, values, shape)
+}
+
+fn write_npy<T: npyz::AutoSerialize + Copy>(
+    path: &Path,
+    values: &[T],
+    shape: &[usize],
+) -> Result<(), NrgError> {
     let io = |e: std::io::Error| NrgError::InvalidData(format!("{}: {e}", path.display()));
     let tmp = path.with_extension("npy.tmp");
     {
         let file = std::fs::File::create(&tmp).map_err(io)?;
-        let mut writer = npyz::WriteOptions::<f32>::new()
+        let mut writer = npyz::WriteOptions::<T>::new()
             .default_dtype()
             .shape(&shape.iter().map(|&d| d as u64).collect::<Vec<_>>())
             .writer(std::io::BufWriter::new(file))

@@ -71,6 +71,13 @@ impl Activation {
     /// three slices of one length).
     #[inline(always)]
     pub fn chain_slice(self, d: &mut [f32], ys: &[f32], gs: &[f32]) {
+        assert!(
+            d.len() == ys.len() && ys.len() == gs.len(),
+            "chain_slice: d, y and g have {}, {} and {} entries",
+            d.len(),
+            ys.len(),
+            gs.len()
+        );
         match self {
             Activation::Identity => d.copy_from_slice(gs),
             Activation::LeakyRelu(slope) => {
@@ -210,6 +217,13 @@ fn expm1_simd<S: Simd>(simd: S, k: &ExpConsts<S>, x: S::f32s) -> S::f32s {
 /// with the same arithmetic. The scale factors of an affine coupling, `s = scale · tanh ŝ`.
 #[inline(always)]
 pub fn tanh_exp(exec: Exec, x: &[f32], scale: f32, th: &mut [f32], e: &mut [f32]) {
+    assert!(
+        x.len() == th.len() && x.len() == e.len(),
+        "tanh_exp: x, tanh and exp have {}, {} and {} entries",
+        x.len(),
+        th.len(),
+        e.len()
+    );
     exec.dispatch(TanhExp { x, scale, th, e });
 }
 
@@ -278,17 +292,19 @@ mod tests {
 
     /// The SIMD ELU (whole vectors and the scalar tail) of every width against f64
     /// `exp_m1`: relative error ≤ 4e-7 (a few f32 ulps; the polynomial truncates at 6e-9),
-    /// positives passed through exactly. Native vectors (AVX2 + FMA, NEON: fused
-    /// multiply-adds, as `f32::mul_add` in the tail) equal the scalar formula to the bit, so a
-    /// value's result does not depend on its position; pulp's portable vectors multiply and
-    /// add in two roundings, so there the two agree to one ulp.
+    /// positives passed through exactly. Vectors of more than one lane — native (AVX2 + FMA,
+    /// NEON) and pulp's portable 4/8/16 lanes alike — fuse their multiply-adds, as
+    /// `f32::mul_add` in the tail does, so they equal the scalar formula to the bit and a
+    /// value's result does not depend on its position; pulp's one-lane `Scalar` multiplies
+    /// and adds in two roundings, so there the two agree to one ulp.
     #[test]
     fn elu_is_accurate_on_vectors_and_tails() {
         let xs = arguments();
-        let fused = Exec::native().lanes() > 1;
         for simd in SimdWidth::ALL {
+            let exec = Exec::new(simd, Default::default());
+            let fused = exec.lanes() > 1;
             let mut ys = xs.clone();
-            Activation::Elu.apply_slice(Exec::new(simd, Default::default()), &mut ys);
+            Activation::Elu.apply_slice(exec, &mut ys);
             for (&x, &y) in xs.iter().zip(&ys) {
                 let want = if x > 0.0 {
                     x as f64
@@ -301,10 +317,10 @@ mod tests {
                     "{simd:?}: elu({x}) = {y}, want {want}"
                 );
                 let scalar = Activation::Elu.apply(x);
-                if simd == SimdWidth::Native && fused {
-                    assert_eq!(scalar, y, "scalar and vector ELU differ at {x}");
+                if fused {
+                    assert_eq!(scalar, y, "{simd:?}: scalar and vector ELU differ at {x}");
                 } else {
-                    // Emulated vectors multiply and add in two roundings.
+                    // One-lane vectors multiply and add in two roundings.
                     let ulp = f32::EPSILON * scalar.abs();
                     assert!(
                         (scalar - y).abs() <= ulp,

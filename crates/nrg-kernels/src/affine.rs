@@ -41,6 +41,10 @@ pub struct AffineGeometry {
 impl AffineGeometry {
     fn check(&self, z: &[f32], o: &[f32], mask: &[f32], scale: &[f32]) {
         let (b, c, v) = (self.batch, self.channels, self.sites);
+        assert!(
+            c >= 1 && v >= 1,
+            "affine update: channels and sites must be positive ({self:?})"
+        );
         assert_eq!(z.len(), b * c * v, "affine update: field length");
         assert_eq!(
             o.len(),

@@ -54,6 +54,20 @@ impl ConvGeometry {
     pub fn taps(&self) -> usize {
         self.cin * self.kernel * self.kernel
     }
+
+    /// Panics with a message unless the kernel is odd and every size positive (a batch of
+    /// 0 is allowed).
+    fn check(&self) {
+        assert!(
+            self.kernel % 2 == 1,
+            "conv: the kernel size must be odd, not {}",
+            self.kernel
+        );
+        assert!(
+            self.cin >= 1 && self.cout >= 1 && self.rows >= 1 && self.cols >= 1,
+            "conv: channels and lattice sizes must be positive ({self:?})"
+        );
+    }
 }
 
 /// Wraps one `[H, W]` plane into `pad[(H+2p) × (W+2p)]`, `pad[yy, xx] = plane[(yy−p) mod H,
@@ -261,8 +275,14 @@ impl WithSimd for DirectConv<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let mut this = self;
         let taps = this.off.len();
-        assert!(this.weight.len() >= this.cout * taps && this.out.len() >= this.cout * this.hw);
-        assert!(this.at.len() * lanes::<S>() == this.hw);
+        assert!(
+            this.weight.len() >= this.cout * taps && this.out.len() >= this.cout * this.hw,
+            "direct convolution: weight or output slice too short"
+        );
+        assert!(
+            this.at.len() * lanes::<S>() == this.hw,
+            "direct convolution: a plane must be a whole number of vectors"
+        );
         // What a vector reads from the wrapped planes: `max(off) + lanes` floats.
         let window = this.off.iter().max().map_or(0, |&m| m + lanes::<S>());
         // M·V = 8 sums, V inputs and one weight in registers.
@@ -364,9 +384,18 @@ impl WithSimd for DirectConvWeightGrad<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let mut this = self;
         let (lanes, taps) = (lanes::<S>(), this.off.len());
-        assert!(this.at.iter().enumerate().all(|(j, a)| a.1 == j * lanes));
-        assert!(this.grad.len() >= this.cout * this.at.len() * lanes);
-        assert!(this.acc.len() >= taps * this.cout * lanes);
+        assert!(
+            this.at.iter().enumerate().all(|(j, a)| a.1 == j * lanes),
+            "direct convolution backward: vector starts must step by the lanes"
+        );
+        assert!(
+            this.grad.len() >= this.cout * this.at.len() * lanes,
+            "direct convolution backward: cotangent slice too short"
+        );
+        assert!(
+            this.acc.len() >= taps * this.cout * lanes,
+            "direct convolution backward: accumulator too short"
+        );
         // m output channels × w taps: m·w ≤ 10 independent sums, m loaded cotangents and
         // one input vector fit the 16 vector registers of AVX2.
         for (o0, m, t0, full) in Tiles::new(this.cout, taps, [10, 5, 3, 2]) {
@@ -443,6 +472,7 @@ pub fn conv_forward(
     bias: &[f32],
     act: Activation,
 ) -> Vec<f32> {
+    g.check();
     let (hw, taps) = (g.sites(), g.taps());
     assert_eq!(input.len(), g.batch * g.cin * hw, "conv input length");
     assert_eq!(weight.len(), g.cout * taps, "conv weight length");
@@ -491,7 +521,8 @@ pub fn conv_forward(
 
 /// What the direct convolution of [`conv_forward`] and [`conv_backward`] needs, per call:
 /// the SIMD vectors of a plane, the tap offsets into the wrapped input and output planes.
-/// `None` where a row is not a multiple of the SIMD width.
+/// `None` where the unfolded path runs instead: a row that is not a multiple of the SIMD
+/// width, or [`crate::ConvPath::Unfolded`] forced.
 struct Direct {
     lanes: usize,
     at: Vec<(usize, usize)>,
@@ -532,6 +563,7 @@ pub fn conv_backward(
     grad_output: &[f32],
     act: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    g.check();
     let (hw, taps, k) = (g.sites(), g.taps(), g.kernel);
     assert_eq!(input.len(), g.batch * g.cin * hw, "conv input length");
     assert_eq!(weight.len(), g.cout * taps, "conv weight length");

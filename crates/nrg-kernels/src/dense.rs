@@ -19,7 +19,7 @@ use rayon::prelude::*;
 /// Geometry of a twin dense layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenseGeometry {
-    /// Input groups: 1 (shared by both twins) or 2 (one per twin).
+    /// Input groups: 1 (shared by the twins) or `twins` (one per twin).
     pub groups_in: usize,
     /// Twins `T` (output groups).
     pub twins: usize,

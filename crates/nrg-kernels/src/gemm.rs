@@ -49,7 +49,13 @@ impl WithSimd for GemmAbt<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         const MR: usize = 4;
         let GemmAbt { m, t, n, a, b, out } = self;
-        assert!(a.len() >= m * n && b.len() >= t * n && out.len() >= m * t);
+        assert!(
+            a.len() >= m * n && b.len() >= t * n && out.len() >= m * t,
+            "gemm_abt: a [{m}, {n}], b [{t}, {n}], out [{m}, {t}] do not fit slices of {}, {}, {}",
+            a.len(),
+            b.len(),
+            out.len()
+        );
         let lanes = lanes::<S>();
         let full = n - n % lanes;
         let load = |s: &[f32]| -> S::f32s { bytemuck::cast_slice::<f32, S::f32s>(s)[0] };
@@ -101,7 +107,13 @@ impl WithSimd for GemmAcc<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         const MR: usize = 4;
         let GemmAcc { m, n, k, a, b, out } = self;
-        assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+        assert!(
+            a.len() >= m * k && b.len() >= k * n && out.len() >= m * n,
+            "gemm_acc: a [{m}, {k}], b [{k}, {n}], out [{m}, {n}] do not fit slices of {}, {}, {}",
+            a.len(),
+            b.len(),
+            out.len()
+        );
         let lanes = lanes::<S>();
         let nr = 2 * lanes;
         let full_n = n - n % nr;

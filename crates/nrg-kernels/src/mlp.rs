@@ -48,7 +48,7 @@ impl MlpGeometry {
     /// `[W₀ [T, w₀, w₁], b₀ [T, w₁], W₁, b₁, …]`, and their total length.
     pub fn layout(&self) -> (Vec<(usize, usize)>, usize) {
         let mut off = 0;
-        let mut at = Vec::with_capacity(self.widths.len() - 1);
+        let mut at = Vec::with_capacity(self.widths.len().saturating_sub(1));
         for w in self.widths.windows(2) {
             let wo = off;
             off += self.twins * w[0] * w[1];

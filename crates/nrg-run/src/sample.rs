@@ -13,7 +13,7 @@ use burn::tensor::Device;
 use nrg_core::lattice::SymmetrySpec;
 use nrg_core::stats::ExactComparison;
 use nrg_core::{Action, DensityModel, Estimate, NrgError, Result};
-use nrg_flow::data::write_npy_f32;
+use nrg_flow::data::{write_npy_f32, write_npy_f64};
 use nrg_flow::{FlowBijector, FlowModel};
 use nrg_lattice::ModelKind;
 use nrg_samplers::neural::{
@@ -212,7 +212,7 @@ pub struct IsingNis {
 #[serde(untagged)]
 pub enum SampleResult {
     /// NIS.
-    Nis(NisSummary),
+    Nis(Box<NisSummary>),
     /// A Markov chain.
     Chain(ChainSummary),
 }
@@ -265,8 +265,8 @@ impl SampleOutput {
                 &[n, c, l, w],
             )?;
             if !kept.log_weights.is_empty() {
-                let lw: Vec<f32> = kept.log_weights.iter().map(|v| *v as f32).collect();
-                write_npy_f32(&out.join("log_weights.npy"), &lw, &[lw.len()])?;
+                let lw = &kept.log_weights;
+                write_npy_f64(&out.join("log_weights.npy"), lw, &[lw.len()])?;
             }
         }
         Ok(())
@@ -322,7 +322,7 @@ pub fn sample(
                 _ => None,
             };
             nis_reference = reference::NisReference::of(action.as_ref(), ising.as_ref());
-            (SampleResult::Nis(out.summary), out.kept, action.describe())
+            (SampleResult::Nis(Box::new(out.summary)), out.kept, action.describe())
         }
         SampleMethod::Nmcmc => {
             let (_, model) = run.load_model(device)?;

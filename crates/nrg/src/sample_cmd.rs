@@ -175,21 +175,28 @@ pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
 
 fn print_report(r: &SampleReport) {
     match &r.result {
-        SampleResult::Nis(s) => println!(
-            "NIS, {} samples: ln Z = {} ± {}, ESS {:.4}, max weight fraction {:.2e}, \
-             Pareto k̂ {}",
-            s.samples,
-            s.ln_z.value,
-            s.ln_z.error,
-            s.ess,
-            s.max_weight_fraction,
-            match s.pareto_k {
-                Some(k) if k >= 0.7 =>
-                    format!("{k:.2} (a heavy tail: the error bars may be too small)"),
-                Some(k) => format!("{k:.2}"),
-                None => "n/a".into(),
+        SampleResult::Nis(s) => {
+            println!(
+                "NIS, {} samples: ln Z = {} ± {} (Pareto-smoothed weights), ESS {:.4}, \
+                 max weight fraction {:.2e}, Pareto k̂ {}",
+                s.samples,
+                s.ln_z.value,
+                s.ln_z.error,
+                s.ess,
+                s.max_weight_fraction,
+                s.pareto_k.map_or("n/a".into(), |k| format!("{k:.2}")),
+            );
+            if let Some(raw) = &s.ln_z_unsmoothed {
+                println!("  raw weights: ln Z = {} ± {}", raw.value, raw.error);
             }
-        ),
+            if !s.reliable {
+                println!(
+                    "  warning: a heavy tail of weights for {} samples (k̂ at or above {:.2}): \
+                     the error bars may be too small (see docs/benchmarks.md, session 14)",
+                    s.samples, s.pareto_k_threshold
+                );
+            }
+        }
         SampleResult::Chain(s) => {
             println!(
                 "{}: {} chain(s) × {} updates, acceptance {:.3}, {:.1} s",

@@ -27,7 +27,7 @@ pub use chains::{
     LocalSettings, NmcmcSettings, boundary_hmc, bulk_hmc, bulk_hmc_latents, bulk_local, nmcmc,
 };
 pub use measure::{FieldObservables, IsingImproved, Measure};
-pub use nis::{DerivedLnZ, Kept, NisOutput, NisRequest, NisSummary, nis};
+pub use nis::{DerivedLnZ, ImportanceSums, Kept, NisOutput, NisRequest, NisSummary, nis};
 pub use symmetrise::SymmetrisedModel;
 
 use burn::tensor::Tensor;

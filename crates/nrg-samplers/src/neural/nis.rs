@@ -11,24 +11,35 @@
 //! ESS    = (Σ w)² / (n Σ w²)                      (per sample, in (0, 1])
 //! ```
 //!
-//! The error bars are the delta method's; they are honest only when the weights have a
-//! finite variance. Two diagnostics say whether they do: `max_weight_fraction = max w / Σ w`
-//! (if a single sample carries a sizeable part of the total weight, the estimate is not
-//! converged whatever its nominal error) and the Pareto shape `k̂` of the weights' tail
-//! ([`nrg_core::tail`], fitted to the largest `min(n/5, 3√n)` weights, which are the only ones
-//! kept): `k̂ < ½` a finite variance, `½ ≤ k̂ < 0.7` slow convergence with too small an error
-//! bar, `k̂ ≥ 0.7` an estimate not to be trusted (Vehtari et al.). Where the proposal's
-//! tails are Gaussian and a little too narrow in many directions the fit reads high (the
-//! trained Ising L = 4 flow: `k̂` 0.79 with ESS 0.23 and `ln Z` within 0.7σ of Kaufman), so
-//! `k̂` is a warning to read with the ESS and the largest weight, not a verdict.
+//! **Pareto smoothing.** The delta method's error bars are honest only when the weights have
+//! a finite variance; where a flow's tails are a little too narrow the weights have a power
+//! tail and the raw estimates both scatter more than their error bar says and sit below
+//! the truth in most runs (the demo's Ising L = 4 flow, 65 536 samples, 135 seeds: z-scores
+//! of the raw `ln Ẑ` against Kaufman with mean −0.43 and variance 1.26, one at −4.05σ). So
+//! the `M = min(n/5, ⌈3√n⌉)` largest weights — the only samples kept while streaming, with
+//! their observables — are replaced by the expected order statistics of the generalised
+//! Pareto distribution fitted to them (PSIS, [`nrg_core::tail::pareto_smooth`]; Vehtari,
+//! Simpson, Gelman, Yao & Gabry, JMLR 25 (2024) 1), and every estimate above is formed from
+//! the smoothed sums (same flow and seeds: mean −0.18, variance 1.05, none beyond 3σ). The
+//! raw `ln Ẑ` is reported beside it. Batch means and the bootstrap were tried and do not
+//! help (variance 1.3–1.5): a batch or a resample without the rare large weight sees the
+//! same too-light tail.
+//!
+//! Diagnostics: the fitted shape `k̂` (`k̂ < ½` a finite variance; at or above
+//! [`nrg_core::tail::pareto_k_threshold`]`(n)` — 0.7 for n ≥ 2200 — no error bar is to be
+//! trusted, smoothed or not, and the summary says so), and `max_weight_fraction =
+//! max w / Σ w` of the raw weights (a single sample carrying a sizeable part of the total
+//! weight means the estimate is not converged, whatever its nominal error).
 
 use super::host;
 use super::measure::Measure;
 use burn::tensor::Device;
-use nrg_core::tail::{TopValues, pareto_k_hat, pareto_tail_size};
+use nrg_core::tail::{pareto_k_threshold, pareto_smooth, pareto_tail_size};
 use nrg_core::{Action, DensityModel, Estimate, NrgError, Result};
 use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
+use std::collections::BinaryHeap;
 
 /// Streaming sums of weights and weighted observables, relative to a running maximum.
 #[derive(Clone, Debug, Default)]
@@ -86,6 +97,20 @@ impl Accumulator {
         }
     }
 
+    /// Replaces one sample's weight `e^{raw − shift}` by `e^{smoothed − shift}` in the sums
+    /// (the sample's observables `values`).
+    fn reweight(&mut self, raw: f64, smoothed: f64, values: &[f64]) {
+        let (w, v) = ((raw - self.shift).exp(), (smoothed - self.shift).exp());
+        let (d1, d2) = (v - w, v * v - w * w);
+        self.s1 += d1;
+        self.s2 += d2;
+        for (a, o) in self.wo.iter_mut().zip(values) {
+            a[0] += d1 * o;
+            a[1] += d2 * o;
+            a[2] += d2 * o * o;
+        }
+    }
+
     /// `⟨O_k⟩` with its delta-method error.
     fn mean(&self, k: usize) -> Estimate {
         let [wo, w2o, w2o2] = self.wo[k];
@@ -117,13 +142,172 @@ impl Accumulator {
     }
 }
 
+/// A sample of the weights' tail: its log-weight and values, ordered by the log-weight.
+#[derive(Clone, Debug)]
+struct TailSample {
+    log_w: f64,
+    values: Vec<f64>,
+}
+
+impl PartialEq for TailSample {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for TailSample {}
+
+impl PartialOrd for TailSample {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TailSample {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.log_w.total_cmp(&other.log_w)
+    }
+}
+
+/// Importance sampling's sums, streamed: push each sample's `ln w` and values (the action
+/// `S` first, then the observables), then read the Pareto-smoothed estimates
+/// ([`ImportanceSums::summary`]). Memory: the sums and the `M + 1` largest samples
+/// (`M = min(n/5, ⌈3√n⌉)`). What [`nis`] uses; usable on weights from anywhere.
+#[derive(Clone, Debug)]
+pub struct ImportanceSums {
+    acc: Accumulator,
+    tail: BinaryHeap<Reverse<TailSample>>,
+    capacity: usize,
+    values: usize,
+}
+
+impl ImportanceSums {
+    /// For `values` numbers per sample (`S` and the observables) and about `samples`
+    /// samples (which sets the tail kept; more may be pushed).
+    pub fn new(values: usize, samples: usize) -> Self {
+        let capacity = pareto_tail_size(samples) + 1;
+        Self {
+            acc: Accumulator::new(values),
+            tail: BinaryHeap::with_capacity(capacity + 1),
+            capacity,
+            values,
+        }
+    }
+
+    /// Samples pushed.
+    pub fn len(&self) -> usize {
+        self.acc.n
+    }
+
+    /// Whether no sample was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.acc.n == 0
+    }
+
+    /// Adds one sample. Errors: a non-finite `ln w`, or a wrong number of values.
+    pub fn push(&mut self, log_w: f64, values: &[f64]) -> Result<()> {
+        if !log_w.is_finite() {
+            return Err(NrgError::InvalidData(format!(
+                "a sample has a non-finite log-weight ({log_w})"
+            )));
+        }
+        if values.len() != self.values {
+            return Err(NrgError::param(
+                "values",
+                format!("{} per sample, not {}", self.values, values.len()),
+            ));
+        }
+        self.acc.push(log_w, values);
+        let entry = |values: &[f64]| {
+            Reverse(TailSample {
+                log_w,
+                values: values.to_vec(),
+            })
+        };
+        if self.tail.len() < self.capacity {
+            self.tail.push(entry(values));
+        } else if self.tail.peek().is_some_and(|Reverse(t)| log_w > t.log_w) {
+            self.tail.pop();
+            self.tail.push(entry(values));
+        }
+        Ok(())
+    }
+
+    /// The estimates: `names` the observables after `S` (in push order), `derived` the
+    /// `ln Z + c·⟨O⟩` wanted. Errors: fewer than 2 samples, a derived quantity naming an
+    /// unknown observable.
+    pub fn summary(&self, names: &[String], derived: &[DerivedLnZ]) -> Result<NisSummary> {
+        let n = self.acc.n;
+        if n < 2 {
+            return Err(NrgError::param("samples", "need at least 2 samples"));
+        }
+        if names.len() + 1 != self.values {
+            return Err(NrgError::param(
+                "names",
+                format!("{} observables, not {}", self.values - 1, names.len()),
+            ));
+        }
+        let raw = &self.acc;
+        let mut acc = raw.clone();
+        let mut tail: Vec<&TailSample> = self.tail.iter().map(|Reverse(t)| t).collect();
+        tail.sort();
+        let log_ws: Vec<f64> = tail.iter().map(|t| t.log_w).collect();
+        let smoothing = pareto_smooth(&log_ws, n);
+        if let Some(sm) = &smoothing {
+            let top = &tail[tail.len() - sm.raw.len()..];
+            for ((t, &r), &v) in top.iter().zip(&sm.raw).zip(&sm.smoothed) {
+                acc.reweight(r, v, &t.values);
+            }
+        }
+        let nf = n as f64;
+        let mean_lw = acc.sum_lw / nf;
+        let var_lw = (acc.sum_lw2 / nf - mean_lw * mean_lw) * nf / (nf - 1.0);
+        let mut observables = BTreeMap::new();
+        for (k, name) in names.iter().enumerate() {
+            observables.insert(name.clone(), acc.mean(k + 1));
+        }
+        let mut derived_values = BTreeMap::new();
+        for d in derived {
+            let k = names
+                .iter()
+                .position(|n| *n == d.observable)
+                .ok_or_else(|| {
+                    NrgError::param("derived", format!("no observable named {}", d.observable))
+                })?;
+            derived_values.insert(d.name.clone(), acc.ln_z_plus(k + 1, d.coefficient));
+        }
+        let ess = raw.s1 * raw.s1 / (nf * raw.s2);
+        let pareto_k = smoothing.as_ref().map(|sm| sm.k_hat);
+        let threshold = pareto_k_threshold(n);
+        Ok(NisSummary {
+            samples: n,
+            ln_z: acc.ln_z(),
+            ln_z_unsmoothed: Some(raw.ln_z()),
+            variational_free_energy: Estimate::new(-mean_lw, (var_lw.max(0.0) / nf).sqrt()),
+            action_mean: acc.mean(0),
+            entropy: acc.ln_z_plus(0, 1.0),
+            ess,
+            max_weight_fraction: raw.max_w / raw.s1,
+            pareto_k,
+            pareto_k_threshold: threshold,
+            // No tail to fit: equal weights are reliable, too few samples are not.
+            reliable: pareto_k.map_or(ess > 1.0 - 1e-9, |k| k < threshold),
+            observables,
+            derived: derived_values,
+        })
+    }
+}
+
 /// The result of neural importance sampling.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NisSummary {
     /// Samples drawn.
     pub samples: usize,
-    /// `ln Z` of the action.
+    /// `ln Z` of the action (Pareto-smoothed weights).
     pub ln_z: Estimate,
+    /// `ln Z` from the raw weights (plain importance sampling), for comparison.
+    #[serde(default)]
+    pub ln_z_unsmoothed: Option<Estimate>,
     /// The variational free energy `F_q = E_q[S + ln q]` (an upper bound on `−ln Z`).
     pub variational_free_energy: Estimate,
     /// `⟨S⟩` under the target.
@@ -134,9 +318,17 @@ pub struct NisSummary {
     pub ess: f64,
     /// `max w / Σ w`: a heavy-tail diagnostic.
     pub max_weight_fraction: f64,
-    /// Pareto shape `k̂` of the weights' tail (`None` with fewer than 25 samples): below ½
-    /// the error bars hold, at 0.7 and above they may be too small.
+    /// Pareto shape `k̂` of the weights' tail (`None` with fewer than 25 samples or equal
+    /// weights): below ½ a finite variance; see `reliable`.
     pub pareto_k: Option<f64>,
+    /// The largest `k̂` for which the error bars hold, `min(1 − 1/log₁₀ n, 0.7)`.
+    #[serde(default)]
+    pub pareto_k_threshold: f64,
+    /// `k̂` below the threshold (or no tail to fit: equal weights): the error bars can be
+    /// trusted. When `false`, the error bars may be too small (the diagnostic is
+    /// conservative for flows whose tails are slightly too narrow in many directions).
+    #[serde(default)]
+    pub reliable: bool,
     /// Reweighted observables.
     pub observables: BTreeMap<String, Estimate>,
     /// `ln Z + c·⟨O⟩` for requested `(name, O, c)` (e.g. an entropy in other units).
@@ -206,8 +398,7 @@ pub fn nis(
         ));
     }
     let names = request.measure.names();
-    let mut acc = Accumulator::new(names.len() + 1);
-    let mut tail = TopValues::new(pareto_tail_size(samples) + 1);
+    let mut sums = ImportanceSums::new(names.len() + 1, samples);
     let per_config: usize = model.shape().iter().product();
     let mut done = 0;
     while done < samples {
@@ -230,8 +421,7 @@ pub fn nis(
                     .measure
                     .measure(&xs[i * per_config..(i + 1) * per_config]),
             );
-            acc.push(log_w, &values);
-            tail.push(log_w);
+            sums.push(log_w, &values)?;
             if let Some(kept) = keep.as_mut() {
                 kept.configurations.extend(
                     xs[i * per_config..(i + 1) * per_config]
@@ -244,37 +434,8 @@ pub fn nis(
         done += b;
         progress(done);
     }
-    let n = acc.n as f64;
-    let mean_lw = acc.sum_lw / n;
-    let var_lw = (acc.sum_lw2 / n - mean_lw * mean_lw) * n / (n - 1.0);
-    let mut observables = BTreeMap::new();
-    for (k, name) in names.iter().enumerate() {
-        observables.insert(name.clone(), acc.mean(k + 1));
-    }
-    let mut derived = BTreeMap::new();
-    for d in &request.derived {
-        let k = names
-            .iter()
-            .position(|n| *n == d.observable)
-            .ok_or_else(|| {
-                NrgError::param("derived", format!("no observable named {}", d.observable))
-            })?;
-        derived.insert(d.name.clone(), acc.ln_z_plus(k + 1, d.coefficient));
-    }
-    let summary = NisSummary {
-        samples: acc.n,
-        ln_z: acc.ln_z(),
-        variational_free_energy: Estimate::new(-mean_lw, (var_lw.max(0.0) / n).sqrt()),
-        action_mean: acc.mean(0),
-        entropy: acc.ln_z_plus(0, 1.0),
-        ess: acc.s1 * acc.s1 / (n * acc.s2),
-        max_weight_fraction: acc.max_w / acc.s1,
-        pareto_k: pareto_k_hat(&tail.sorted(), acc.n),
-        observables,
-        derived,
-    };
     Ok(NisOutput {
-        summary,
+        summary: sums.summary(&names, &request.derived)?,
         kept: keep,
     })
 }
@@ -327,5 +488,51 @@ mod tests {
             (d.error - (gvar / n).sqrt()).abs() < 1e-9 * d.error.max(1.0),
             "{d:?}"
         );
+    }
+
+    /// The streamed, Pareto-smoothed sums equal PSIS done by hand on the whole sample
+    /// (smoothing every weight of the tail, then the plain formulas), and the raw estimate
+    /// is kept beside them.
+    #[test]
+    fn smoothed_sums_equal_psis_on_the_whole_sample() {
+        let n = 3000;
+        // A heavy tail: ln w = 0.8·(−ln u) has Pareto shape 0.8, in a scrambled order.
+        let lw: Vec<f64> = (0..n)
+            .map(|i| -0.8 * (((i * 7919) % n) as f64 + 0.5).ln() + 0.8 * (n as f64).ln() - 40.0)
+            .collect();
+        let o: Vec<f64> = (0..n).map(|i| (i as f64 * 0.01).cos()).collect();
+        let mut sums = ImportanceSums::new(2, n);
+        for (l, v) in lw.iter().zip(&o) {
+            sums.push(*l, &[*l * 0.5, *v]).unwrap();
+        }
+        let out = sums.summary(&["o".into()], &[]).unwrap();
+        let sm = pareto_smooth(&lw, n).unwrap();
+        let mut w: Vec<f64> = lw.clone();
+        for (r, v) in sm.raw.iter().zip(&sm.smoothed) {
+            let i = lw.iter().position(|l| l == r).unwrap();
+            w[i] = *v;
+        }
+        let top = w.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = w.iter().map(|l| (l - top).exp()).collect();
+        let s1: f64 = e.iter().sum();
+        let s2: f64 = e.iter().map(|x| x * x).sum();
+        let nf = n as f64;
+        assert!((out.ln_z.value - (top + (s1 / nf).ln())).abs() < 1e-10);
+        let err = ((nf * s2 / (s1 * s1) - 1.0) / (nf - 1.0)).sqrt();
+        assert!((out.ln_z.error - err).abs() < 1e-10 * err.max(1.0));
+        let mean_o = e.iter().zip(&o).map(|(a, b)| a * b).sum::<f64>() / s1;
+        assert!((out.observables["o"].value - mean_o).abs() < 1e-10);
+        assert!((out.pareto_k.unwrap() - sm.k_hat).abs() < 1e-12);
+        assert!(
+            !out.reliable,
+            "k = 0.8 is beyond the threshold: k̂ = {}",
+            sm.k_hat
+        );
+        let raw = out.ln_z_unsmoothed.unwrap();
+        let m = lw.iter().cloned().fold(f64::MIN, f64::max);
+        let raw_s1: f64 = lw.iter().map(|l| (l - m).exp()).sum();
+        assert!((raw.value - (m + (raw_s1 / nf).ln())).abs() < 1e-10);
+        assert!(sums.push(f64::NAN, &[0.0, 0.0]).is_err());
+        assert!(sums.push(0.0, &[0.0]).is_err());
     }
 }
