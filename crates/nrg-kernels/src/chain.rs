@@ -28,7 +28,9 @@ use crate::Direction;
 use crate::activation::tanh_exp;
 use crate::exec::Exec;
 use crate::mlp::{MlpGeometry, TileMlp};
-use crate::parallel::{COLUMN_TILE, ORDERED, add, column_tiles, gather_columns};
+use crate::parallel::{
+    COLUMN_TILE, ORDERED, add, column_tiles, flush, gather_columns, negligible_floor,
+};
 use rayon::prelude::*;
 
 /// Geometry of a fused coupling chain.
@@ -296,6 +298,9 @@ pub fn chain_backward(
     let nets = Nets::new(exec, g, params);
     let order = g.order();
     let len = nets.len;
+    // Negligible cotangents flushed to zero on the way in and after every coupling, before
+    // they turn subnormal (see `parallel::NEGLIGIBLE`).
+    let floor = negligible_floor(grad_output);
     let mut grad_input = vec![0.0f32; 2 * h * n];
     let grad_params = column_tiles(&mut grad_input, 2 * h, n, COLUMN_TILE)
         .into_par_iter()
@@ -320,6 +325,9 @@ pub fn chain_backward(
                     }
                     gather_columns(grad_output, 2 * h, n, c0, cols, &mut s.gstate[..sc]);
                     gather_columns(&grad_output[2 * h * n..], 1, n, c0, cols, &mut gld[..cols]);
+                    for v in s.gstate[..sc].iter_mut().chain(gld[..cols].iter_mut()) {
+                        *v = flush(*v, floor);
+                    }
                     for (j, &k) in order.iter().enumerate().rev() {
                         let after = &states[(j + 1) * sc..(j + 2) * sc];
                         let (c_at, u_at) = g.halves(k, cols);
@@ -341,10 +349,10 @@ pub fn chain_backward(
                                 } else {
                                     (gb_ * e, gb_, gb_ * (b[c] - t[c]) + gl)
                                 };
-                                gupd[c] = ga_;
+                                gupd[c] = flush(ga_, floor);
                                 gsigma += gs * th;
-                                s.ga[c] = gs * sigma * (1.0 - th * th);
-                                s.gt[c] = gt;
+                                s.ga[c] = flush(gs * sigma * (1.0 - th * th), floor);
+                                s.gt[c] = flush(gt, floor);
                             }
                         }
                         s.grads[kk * len + k] += gsigma;

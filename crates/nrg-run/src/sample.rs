@@ -322,7 +322,11 @@ pub fn sample(
                 _ => None,
             };
             nis_reference = reference::NisReference::of(action.as_ref(), ising.as_ref());
-            (SampleResult::Nis(Box::new(out.summary)), out.kept, action.describe())
+            (
+                SampleResult::Nis(Box::new(out.summary)),
+                out.kept,
+                action.describe(),
+            )
         }
         SampleMethod::Nmcmc => {
             let (_, model) = run.load_model(device)?;
