@@ -77,6 +77,23 @@ pub fn compare(spec: &ActionSpec, nis: NisReference, report: &mut SampleReport) 
                 }
             }
         }
+        SampleResult::Bar(b) => {
+            let ln_z = b.bar.ln_z;
+            report.free_energy_per_site =
+                Some(Estimate::new(-ln_z.value / volume, ln_z.error / volume));
+            if let Some(exact_ln_z) = nis.exact_ln_z {
+                exact.insert("ln_z".into(), ExactComparison::new(ln_z, exact_ln_z));
+            }
+            if let (ModelKind::Ising, Some((_, off))) = (spec.model, nis.ising_offset) {
+                let ising_ln_z = Estimate::new(ln_z.value + off, ln_z.error);
+                if let Ok(k) = ising_exact(spec) {
+                    exact.insert(
+                        "ising_ln_z".into(),
+                        ExactComparison::new(ising_ln_z, k.ln_z),
+                    );
+                }
+            }
+        }
         SampleResult::Nis(s) => {
             report.free_energy_per_site =
                 Some(Estimate::new(-s.ln_z.value / volume, s.ln_z.error / volume));

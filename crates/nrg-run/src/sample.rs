@@ -1,5 +1,5 @@
-//! Sampling a trained run: NIS, NMCMC, bulk HMC, bulk local moves, or boundary HMC beside
-//! them, with every estimate's error and, where the model is solvable, the exact value and
+//! Sampling a trained run: NIS, Bennett's acceptance ratio against exact target
+//! configurations (BAR), NMCMC, bulk HMC, bulk local moves, or boundary HMC beside them, with every estimate's error and, where the model is solvable, the exact value and
 //! the deviation in σ ([`crate::reference`]).
 //!
 //! A [`SampleRequest`] names the method and only the options that apply to it: an option
@@ -16,10 +16,11 @@ use nrg_core::{Action, DensityModel, Estimate, NrgError, Result};
 use nrg_flow::data::{write_npy_f32, write_npy_f64};
 use nrg_flow::{FlowBijector, FlowModel};
 use nrg_lattice::ModelKind;
+use nrg_samplers::free_energy::{BarEstimate, SampleOrder};
 use nrg_samplers::neural::{
-    ChainSettings, ChainSummary, ChainTarget, DerivedLnZ, HmcSettings, Kept, LocalSettings,
-    NisRequest, NisSummary, NmcmcSettings, SymmetrisedModel, boundary_hmc, bulk_hmc, bulk_local,
-    nis, nmcmc,
+    BarRequest, ChainSettings, ChainSummary, ChainTarget, DerivedLnZ, HmcSettings, Kept,
+    LocalSettings, NisRequest, NisSummary, NmcmcSettings, SymmetrisedModel, bar_with_flow,
+    boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ use std::path::{Path, PathBuf};
 pub enum SampleMethod {
     /// Neural importance sampling.
     Nis,
+    /// Bennett's acceptance ratio between the flow and target configurations.
+    Bar,
     /// Independence Metropolis with flow proposals.
     Nmcmc,
     /// HMC on the latents (the bulk).
@@ -46,6 +49,7 @@ impl SampleMethod {
     pub fn name(self) -> &'static str {
         match self {
             Self::Nis => "nis",
+            Self::Bar => "bar",
             Self::Nmcmc => "nmcmc",
             Self::BulkHmc => "bulk-hmc",
             Self::BulkLocal => "bulk-local",
@@ -54,7 +58,7 @@ impl SampleMethod {
     }
 
     fn is_chain(self) -> bool {
-        self != Self::Nis
+        !matches!(self, Self::Nis | Self::Bar)
     }
 }
 
@@ -86,6 +90,9 @@ pub struct SampleRequest {
     pub symmetry: Option<SymmetrySpec>,
     /// NIS, NMCMC: keep the configurations (and NIS's log-weights).
     pub save_samples: bool,
+    /// BAR: the target configurations, a `.npy` of `[N, C, L, L]` in chain order (e.g.
+    /// `relaxed.npy` of `nrg mc ising --relaxed`); required by BAR.
+    pub target_data: Option<PathBuf>,
 }
 
 impl SampleRequest {
@@ -104,6 +111,7 @@ impl SampleRequest {
             level: None,
             symmetry: None,
             save_samples: false,
+            target_data: None,
         }
     }
 
@@ -111,8 +119,8 @@ impl SampleRequest {
     pub fn check(&self) -> Result<()> {
         use SampleMethod::*;
         let m = self.method;
-        let given: [(&str, bool, &[SampleMethod]); 9] = [
-            ("batch", self.batch.is_some(), &[Nis, Nmcmc]),
+        let given: [(&str, bool, &[SampleMethod]); 10] = [
+            ("batch", self.batch.is_some(), &[Nis, Bar, Nmcmc]),
             (
                 "chains",
                 self.chains.is_some(),
@@ -127,8 +135,9 @@ impl SampleRequest {
             ("leapfrog", self.leapfrog.is_some(), &[BulkHmc, Hmc]),
             ("delta", self.delta.is_some(), &[BulkLocal]),
             ("level", self.level.is_some(), &[BulkLocal]),
-            ("symmetry", self.symmetry.is_some(), &[Nis, Nmcmc]),
+            ("symmetry", self.symmetry.is_some(), &[Nis, Bar, Nmcmc]),
             ("save-samples", self.save_samples, &[Nis, Nmcmc]),
+            ("target-data", self.target_data.is_some(), &[Bar]),
         ];
         for (name, set, applies) in given {
             if set && !applies.contains(&m) {
@@ -142,6 +151,13 @@ impl SampleRequest {
                     ),
                 ));
             }
+        }
+        if m == Bar && self.target_data.is_none() {
+            return Err(NrgError::param(
+                "target-data",
+                "BAR needs target configurations: --target-data X.npy (e.g. relaxed.npy of \
+                 `nrg mc ising --algo wolff --relaxed`)",
+            ));
         }
         if self.samples < 8 {
             return Err(NrgError::param("samples", "must be ≥ 8"));
@@ -215,6 +231,19 @@ pub enum SampleResult {
     Nis(Box<NisSummary>),
     /// A Markov chain.
     Chain(ChainSummary),
+    /// Bennett's acceptance ratio.
+    Bar(Box<BarSummary>),
+}
+
+/// The result of BAR between a run's flow and target configurations.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BarSummary {
+    /// The estimate, its error, the overlap and the one-sided estimates.
+    pub bar: BarEstimate,
+    /// Where the target configurations came from.
+    pub target_data: PathBuf,
+    /// Wall time of the sampling and the density evaluations, seconds.
+    pub seconds: f64,
 }
 
 /// What `sample-METHOD/summary.json` holds.
@@ -231,7 +260,7 @@ pub struct SampleReport {
     pub action: String,
     /// The estimates.
     pub result: SampleResult,
-    /// NIS: the free energy per site `−ln Z/V`.
+    /// NIS, BAR: the free energy per site `−ln Z/V`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free_energy_per_site: Option<Estimate>,
     /// NIS of the relaxed Ising model: the Ising quantities.
@@ -325,6 +354,48 @@ pub fn sample(
             (
                 SampleResult::Nis(Box::new(out.summary)),
                 out.kept,
+                action.describe(),
+            )
+        }
+        SampleMethod::Bar => {
+            let path = request.target_data.clone().unwrap_or_default();
+            let (target, tshape) = nrg_flow::data::read_configurations(&path)?;
+            if tshape[1..] != shape {
+                return Err(NrgError::InvalidData(format!(
+                    "{}: configurations of shape {:?}, the run's are {shape:?}",
+                    path.display(),
+                    &tshape[1..]
+                )));
+            }
+            let (_, model) = run.load_model(device)?;
+            let action = spec.build(device)?;
+            let sym = symmetrise(request, &model, action.as_ref(), device)?;
+            let proposal: &dyn DensityModel = sym.as_ref().map_or(&model, |m| m);
+            let bar_request = BarRequest {
+                samples: request.samples,
+                batch: request.batch.unwrap_or(4096),
+                target: &target,
+                target_order: SampleOrder::Chain,
+            };
+            let start = std::time::Instant::now();
+            // Progress in flow samples: both ends scaled onto `samples`.
+            let total = request.samples + target.len() / shape.iter().product::<usize>();
+            let mut scaled = |k: usize| progress(k * request.samples / total);
+            let estimate =
+                bar_with_flow(proposal, action.as_ref(), &bar_request, device, &mut scaled)?;
+            let ising = match spec.model {
+                ModelKind::Ising => Some(spec.build_ising(device)?),
+                _ => None,
+            };
+            nis_reference = reference::NisReference::of(action.as_ref(), ising.as_ref());
+            let summary = BarSummary {
+                bar: estimate,
+                target_data: path,
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            (
+                SampleResult::Bar(Box::new(summary)),
+                None,
                 action.describe(),
             )
         }
@@ -459,10 +530,18 @@ mod tests {
     #[test]
     fn options_that_do_not_apply_are_refused() {
         use SampleMethod::*;
-        let all = [Nis, Nmcmc, BulkHmc, BulkLocal, Hmc];
+        let all = [Nis, Bar, Nmcmc, BulkHmc, BulkLocal, Hmc];
+        // BAR needs its target configurations.
+        let base = |m: SampleMethod| {
+            let mut r = SampleRequest::new(m, 100);
+            if m == Bar {
+                r.target_data = Some("relaxed.npy".into());
+            }
+            r
+        };
         type Set = fn(&mut SampleRequest);
-        let options: [(&str, Set, &[SampleMethod]); 9] = [
-            ("batch", |r| r.batch = Some(64), &[Nis, Nmcmc]),
+        let options: [(&str, Set, &[SampleMethod]); 10] = [
+            ("batch", |r| r.batch = Some(64), &[Nis, Bar, Nmcmc]),
             (
                 "chains",
                 |r| r.chains = Some(2),
@@ -480,14 +559,21 @@ mod tests {
             (
                 "symmetry",
                 |r| r.symmetry = Some(SymmetrySpec::parse("d4").unwrap()),
-                &[Nis, Nmcmc],
+                &[Nis, Bar, Nmcmc],
             ),
             ("save-samples", |r| r.save_samples = true, &[Nis, Nmcmc]),
+            (
+                "target-data",
+                |r| r.target_data = Some("x.npy".into()),
+                &[Bar],
+            ),
         ];
+        let err = SampleRequest::new(Bar, 100).check().unwrap_err();
+        assert!(err.to_string().contains("--target-data"), "{err}");
         for method in all {
-            assert!(SampleRequest::new(method, 100).check().is_ok());
+            assert!(base(method).check().is_ok());
             for (name, set, applies) in &options {
-                let mut r = SampleRequest::new(method, 100);
+                let mut r = base(method);
                 set(&mut r);
                 let result = r.check();
                 assert_eq!(
@@ -513,6 +599,7 @@ mod tests {
     fn method_names_round_trip_through_json() {
         for m in [
             SampleMethod::Nis,
+            SampleMethod::Bar,
             SampleMethod::Nmcmc,
             SampleMethod::BulkHmc,
             SampleMethod::BulkLocal,

@@ -8,6 +8,9 @@
 //! - [`neural`]: what uses a trained flow — neural importance sampling, independence
 //!   Metropolis with flow proposals, HMC and local Metropolis in the latent bulk — and boundary
 //!   HMC beside them;
+//! - [`free_energy`]: estimators of `ln Z` on log-weights from both ends (Bennett's
+//!   acceptance ratio with its variance and overlap), independent of where the samples
+//!   come from;
 //! - [`run`]: thermalise, measure, analyse: a chain's measurement series and its summary
 //!   (every observable with its Gamma-method error and `τ_int`, derived quantities by
 //!   blocked jackknife, and the deviation from the exact value where one is known);
@@ -17,6 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod baseline;
+pub mod free_energy;
 pub mod neural;
 pub mod run;
 pub mod tuning;

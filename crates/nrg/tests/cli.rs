@@ -502,6 +502,42 @@ fn relaxed_ising_data_feeds_forward_kl_training() {
         "--quiet",
     ]);
 
+    // BAR between the trained flow and the Wolff fields: ln Z and ln Z_Ising with their
+    // exact values, the overlap, the one-sided estimates.
+    let run_dir = runs.join("fkl");
+    let run_s = run_dir.to_str().unwrap();
+    let out_dir = dir.path().join("bar");
+    run_nrg_ok(&sample_args(
+        run_s,
+        "bar",
+        &[
+            "--samples",
+            "256",
+            "--target-data",
+            data.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    ));
+    let v = read_json(&out_dir.join("summary.json"));
+    let bar = &v["result"]["bar"];
+    let overlap = bar["overlap"].as_f64().unwrap();
+    assert!(0.0 < overlap && overlap <= 1.0, "{v}");
+    assert_eq!(bar["reverse_samples"], 400, "{v}");
+    for key in ["ln_z", "ising_ln_z"] {
+        let sigma = v["exact"][key]["deviation_sigma"].as_f64().unwrap();
+        assert!(sigma.is_finite(), "{key}: {v}");
+    }
+    // BAR without target data, with data of another lattice, or a missing file: exit 2.
+    assert_usage_error(&sample_args(run_s, "bar", &[]), "--target-data");
+    let other = dir.path().join("l2");
+    nrg_flow::data::write_npy_f32(&other, &[0.5; 3 * 4], &[3, 1, 2, 2]).unwrap();
+    let o = other.to_str().unwrap();
+    assert_usage_error(&sample_args(run_s, "bar", &["--target-data", o]), "shape");
+    let missing = dir.path().join("none.npy");
+    let m = missing.to_str().unwrap();
+    assert_usage_error(&sample_args(run_s, "bar", &["--target-data", m]), "none.npy");
+
     // Issue 17, item 7: a config with `forward_weight` and no `data =` takes its data from
     // `--data` (options apply before the config is checked); without `--data` it is refused.
     let no_data = dir.path().join("no-data.toml");

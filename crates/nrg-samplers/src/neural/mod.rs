@@ -10,6 +10,9 @@
 //!   gradients through the flow; local Metropolis moves of single latents, optionally
 //!   restricted to a set of latents such as one bulk level) and, beside them, HMC on the
 //!   boundary field. Every chain's observables get Gamma-method errors and `τ_int`;
+//! - [`bar`] — Bennett's acceptance ratio between the flow and exact target configurations
+//!   (the flow's inverse gives their `ln q`), [`crate::free_energy::bar`] on both ends'
+//!   log-weights;
 //! - [`symmetrise`] — a model density averaged over a group of lattice symmetries of the
 //!   action, a better proposal for any of the above when the flow breaks the symmetry;
 //! - [`measure`] — what is measured on each configuration.
@@ -17,11 +20,13 @@
 //! Shapes follow [`nrg_core::model`]: configurations `[batch, channels, rows, cols]`; host
 //! copies are `f64` with `field[c·V + site]`.
 
+pub mod bar;
 pub mod chains;
 pub mod measure;
 pub mod nis;
 pub mod symmetrise;
 
+pub use bar::{BarRequest, bar_with_flow, log_weights};
 pub use chains::{
     ChainEstimate, ChainOutput, ChainSettings, ChainSummary, ChainTarget, HmcSettings,
     LocalSettings, NmcmcSettings, boundary_hmc, bulk_hmc, bulk_hmc_latents, bulk_local, nmcmc,
