@@ -955,3 +955,38 @@ fn bar_error_bars_are_honest_on_gaussians() {
         "ignoring the chain's correlation must show: variance {v}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Thermodynamic integration.
+
+/// `ln Z` by integrating the energy from `β = 0` (one Wolff or Metropolis chain per
+/// Gauss–Kronrod node) reproduces Kaufman's torus (L = 4 at β_c) and the transfer matrix
+/// (a ring of 6 at β = 1) within 3σ, with a Kronrod–Gauss difference within 3σ of its own
+/// noise (the energy is analytic in β on a finite lattice, so the quadrature error is
+/// below the statistical one).
+#[test]
+fn thermodynamic_integration_reproduces_exact_ln_z() {
+    use nrg_samplers::free_energy::{IsingAlgorithm, IsingTiSettings, ising_ln_z_by_ti};
+    for (dim, l, beta, algorithm) in [
+        (2, 4, 0.440_686_793_509_771_5, IsingAlgorithm::Wolff),
+        (1, 6, 1.0, IsingAlgorithm::Metropolis),
+    ] {
+        let model = IsingSpins::new(Lattice::new(dim, l).unwrap(), beta).unwrap();
+        let settings = IsingTiSettings {
+            algorithm,
+            run: config(200, 4000),
+            seed: 11,
+        };
+        let mut done = 0;
+        let ti = ising_ln_z_by_ti(&model, &settings, &mut |k| done = k).unwrap();
+        let exact = ti.exact.unwrap();
+        eprintln!(
+            "TI {dim}D L = {l}: ln Z {:?} vs {} ({:.2}σ), quadrature {:?}",
+            ti.ln_z, exact.exact, exact.deviation_sigma, ti.quadrature_error
+        );
+        assert_eq!(done, 15);
+        assert!(exact.deviation_sigma < 3.0, "{:?}", ti.ln_z);
+        let q = ti.quadrature_error;
+        assert!(q.value < 3.0 * q.error, "quadrature {q:?}");
+    }
+}

@@ -159,6 +159,31 @@ fn mc_writes_summary_and_series() {
     );
     let summary = read_json(&phi_dir.join("summary.json"));
     assert!(summary["observables"]["m_1"]["value"].is_number());
+
+    // Thermodynamic integration: ln Z against Kaufman, the nodes as CSV; it cannot be
+    // combined with --relaxed.
+    let ti_dir = dir.path().join("ti");
+    let t = ti_dir.to_str().unwrap();
+    let ti = [
+        "mc", "ising", "--L", "4", "--beta", "0.44", "--algo", "wolff", "--sweeps", "1000", "--ti",
+        "--out", t,
+    ];
+    run_nrg_ok(&ti);
+    let summary = read_json(&ti_dir.join("summary.json"));
+    assert!(
+        summary["ln_z"]["error"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+    assert!(
+        summary["exact"]["deviation_sigma"].as_f64().unwrap() < 4.0,
+        "{summary}"
+    );
+    let csv = std::fs::read_to_string(ti_dir.join("ti.csv")).unwrap();
+    assert!(csv.starts_with("beta,weight,e,e_error,tau_int"));
+    assert_eq!(csv.lines().count(), 16);
+    let mut both = ti.to_vec();
+    both.push("--relaxed");
+    assert_usage_error(&both, "relaxed");
 }
 
 #[test]
@@ -536,7 +561,10 @@ fn relaxed_ising_data_feeds_forward_kl_training() {
     assert_usage_error(&sample_args(run_s, "bar", &["--target-data", o]), "shape");
     let missing = dir.path().join("none.npy");
     let m = missing.to_str().unwrap();
-    assert_usage_error(&sample_args(run_s, "bar", &["--target-data", m]), "none.npy");
+    assert_usage_error(
+        &sample_args(run_s, "bar", &["--target-data", m]),
+        "none.npy",
+    );
 
     // Issue 17, item 7: a config with `forward_weight` and no `data =` takes its data from
     // `--data` (options apply before the config is checked); without `--data` it is refused.
