@@ -116,6 +116,10 @@ enum Study {
     /// Ising L = 16 at β_c: exact Wolff data, a flow trained on both KL directions, NIS
     /// `ln Z_Ising` against Kaufman from 10⁵ samples.
     IsingL16Betac,
+    /// Free energies at Ising L = 16, β_c: the NIS flow of `ising-l16-betac` (trained here
+    /// if absent), NIS and BAR (against a fresh Wolff chain) with 10⁵ flow samples, and
+    /// thermodynamic integration at L = 16 and 32 as the classical reference.
+    FreeEnergy,
     /// The φ⁴ tutorial point: flat flow, NIS and NMCMC.
     Phi4Tutorial,
     /// Complex φ⁴, L = 32: bulk HMC against boundary HMC.
@@ -164,6 +168,68 @@ fn reproduce(study: Study, runs: PathBuf) -> Result<()> {
                 "100000",
                 &[],
             )
+        }
+        Study::FreeEnergy => {
+            let beta = "0.44068679350977147";
+            let run = format!("{runs}/ising-l16-betac-nis");
+            let wolff = |seed: &str, out: &str| -> Result<()> {
+                nrg_release(&[
+                    "mc",
+                    "ising",
+                    "--L",
+                    "16",
+                    "--beta",
+                    beta,
+                    "--algo",
+                    "wolff",
+                    "--sweeps",
+                    "100000",
+                    "--seed",
+                    seed,
+                    "--relaxed",
+                    "--out",
+                    out,
+                ])
+            };
+            if !std::path::Path::new(&run).join("checkpoint").exists() {
+                println!("== training data and the NIS flow (as `reproduce ising-l16-betac`)");
+                let data = format!("{runs}/wolff-l16-betac");
+                wolff("7", &data)?;
+                train(
+                    "configs/ising-l16-betac-nis.toml",
+                    &["--data", &format!("{data}/relaxed.npy")],
+                )?;
+            }
+            println!("== NIS, 10^5 flow samples");
+            sample(true, &run, "nis", "100000", &[])?;
+            println!(
+                "== BAR, 10^5 flow samples against a fresh Wolff chain (not the training data)"
+            );
+            let target = format!("{runs}/wolff-l16-betac-seed8");
+            wolff("8", &target)?;
+            let data = format!("{target}/relaxed.npy");
+            sample(true, &run, "bar", "100000", &["--target-data", &data])?;
+            for (l, sweeps) in [("16", "100000"), ("32", "50000")] {
+                println!("== thermodynamic integration, L = {l}");
+                nrg_release(&[
+                    "mc",
+                    "ising",
+                    "--L",
+                    l,
+                    "--beta",
+                    beta,
+                    "--algo",
+                    "wolff",
+                    "--sweeps",
+                    sweeps,
+                    "--seed",
+                    "1",
+                    "--ti",
+                    "--out",
+                    &format!("{runs}/ti-ising-l{l}"),
+                ])?;
+            }
+            Ok(())
         }
         Study::Phi4Tutorial => {
             train("configs/phi4-tutorial.toml", &[])?;

@@ -14,7 +14,7 @@
 use crate::activation::Activation;
 use crate::exec::Exec;
 use crate::gemm::{gemm_abt, gemm_acc, sum, transposed};
-use crate::parallel::{COLUMN_TILE, ORDERED, add, column_tiles, gather_columns};
+use crate::parallel::{COLUMN_TILE, ORDERED, TINY, add, column_tiles, flush, gather_columns};
 use rayon::prelude::*;
 
 /// Geometry of a fused twin MLP: `twins` networks of widths `widths[0] → … → widths[L]`,
@@ -317,6 +317,10 @@ impl<'a> TileMlp<'a> {
             let y = &hs[h_at[l + 1]..h_at[l + 1] + wo * cols];
             g.act(l)
                 .chain_slice(&mut gb[..wo * cols], y, &ga[..wo * cols]);
+            // Before the GEMMs, which would carry them below the normal range.
+            for v in gb[..wo * cols].iter_mut() {
+                *v = flush(*v, TINY);
+            }
             let gpre = &gb[..wo * cols];
             let (w_off, b_off) = self.layout[l];
             for (b, row) in grads[b_off + t * wo..][..wo]

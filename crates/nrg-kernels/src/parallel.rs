@@ -59,9 +59,16 @@ pub(crate) fn gather_columns(
 /// 9 s when its cotangents through the inverse chain reached 10⁻³⁰ (session 14).
 pub(crate) const NEGLIGIBLE: f32 = 5.421_011e-20;
 
-/// The magnitude below which a cotangent in `g` is negligible: `NEGLIGIBLE · max |g|`.
+/// Cotangents below 2⁻¹⁰⁰ ≈ 7.9·10⁻³¹ are flushed whatever the largest one, inside the
+/// subnets' backward passes too: a product of a few activation derivatives (down to 10⁻⁷
+/// for a saturated unit) would take them below the smallest normal float, 1.2·10⁻³⁸. No
+/// loss nrg trains has gradients within ten orders of magnitude of this.
+pub(crate) const TINY: f32 = 7.888_609e-31;
+
+/// The magnitude below which a cotangent in `g` is negligible: `NEGLIGIBLE · max |g|`, and
+/// at least [`TINY`].
 pub(crate) fn negligible_floor(g: &[f32]) -> f32 {
-    NEGLIGIBLE * g.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+    (NEGLIGIBLE * g.iter().fold(0.0f32, |m, v| m.max(v.abs()))).max(TINY)
 }
 
 /// `v`, or 0 where `|v| < floor`.
