@@ -39,10 +39,11 @@
 //! ```
 //!
 //! (`u` the threshold, the `M+1`-th largest weight). This removes most of the variance that
-//! the few largest raw weights carry, at a small bias, and makes the delta-method error bar
-//! of the smoothed estimate honest where the raw one is too small (`½ ≤ k̂ < 0.7`);
-//! [`pareto_k_threshold`] is the sample-size dependent limit above which no error bar is
-//! to be trusted.
+//! the few largest raw weights carry, at a small bias. It made the error bars of a trained
+//! flow's NIS honest (docs/benchmarks.md, session 14), but where the weights' variance is
+//! truly infinite (`k` just above ½) most runs still miss the tail, the z-scores stay skewed
+//! and no symmetric error bar is honest; [`pareto_k_threshold`] is the sample-size dependent
+//! limit above which no error bar is to be trusted, and below it one may still be too small.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

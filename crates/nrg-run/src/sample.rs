@@ -367,6 +367,7 @@ pub fn sample(
                     &tshape[1..]
                 )));
             }
+            check_target_beta(&path, spec)?;
             let (_, model) = run.load_model(device)?;
             let action = spec.build(device)?;
             let sym = symmetrise(request, &model, action.as_ref(), device)?;
@@ -478,6 +479,33 @@ pub fn sample(
         kept,
         shape,
     })
+}
+
+/// Where the target configurations came from `nrg mc ising` (its `summary.json` beside
+/// them), their `β` must be the run's: configurations of another temperature would give a
+/// biased `ln Z` without any other sign.
+fn check_target_beta(path: &Path, spec: &nrg_lattice::ActionSpec) -> Result<()> {
+    let Some(summary) = path.parent().map(|d| d.join("summary.json")) else {
+        return Ok(());
+    };
+    let Ok(text) = std::fs::read_to_string(&summary) else {
+        return Ok(());
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(());
+    };
+    let model = &json["model"];
+    if let (Some(beta), Some(want)) = (model["beta"].as_f64(), spec.beta)
+        && model["model"] == "ising"
+        && (beta - want).abs() > 1e-12 * want.abs().max(1.0)
+    {
+        return Err(NrgError::InvalidData(format!(
+            "{}: the target configurations are at β = {beta} ({}), the run's action at β = {want}",
+            path.display(),
+            summary.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The flow's density averaged over the request's symmetries, if any.

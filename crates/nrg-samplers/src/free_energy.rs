@@ -28,7 +28,7 @@
 //!
 //! where `Var(b̄)` is `Var(b)/n_R` for independent target samples and the Gamma method's
 //! `σ²(b̄) = 2τ_int Var(b)/n_R` for a chain (its samples in chain order). For independent
-//! samples at both ends this equals the Shirts et al. variance.
+//! samples at both ends this equals the Shirts et al. variance asymptotically.
 //!
 //! **Overlap** `O = (n_F + n_R)/(n_F n_R) · Σ_k a_k(1 − a_k)` (the sum over all samples, with
 //! `b` for the reverse ones) is 1 when `q = p` and falls to 0 as the two ends stop
@@ -43,8 +43,8 @@
 //! 15-point Gauss–Kronrod rule (QUADPACK's `qk15` abscissae and weights; exact for
 //! polynomials of degree 22). The statistical error is `√(Σ w_k² σ_k²)`; the quadrature
 //! error is estimated, as QUADPACK does, by the difference from the embedded 7-point Gauss
-//! rule on the same nodes (which is exact only to degree 13, so the estimate bounds the
-//! Kronrod rule's error from above). On Monte Carlo data that difference has a statistical
+//! rule on the same nodes (exact only to degree 13, so the difference is, as a heuristic, an
+//! upper estimate of the Kronrod rule's error). On Monte Carlo data that difference has a statistical
 //! error of its own, `√(Σ (w_k − w^G_k)² σ_k²)`, reported beside it: a difference within a
 //! few of those says the quadrature error is below the noise. For the Ising model
 //! `ln Z(β) = V ln 2 − V ∫₀^β ⟨e⟩_{β'} dβ'` with `e` the energy per site.
@@ -157,8 +157,21 @@ pub fn bar(input: &BarInput) -> Result<BarEstimate> {
             (g.error * g.error, g.tau_int)
         }
     };
-    let slope: f64 =
-        a.iter().map(|x| x * (1.0 - x)).sum::<f64>() + b.iter().map(|x| x * (1.0 - x)).sum::<f64>();
+    // a(1 − a) = σ(t)σ(−t), to full relative precision where a is close to 1.
+    let slope: f64 = f
+        .iter()
+        .map(|l| logistic(l - c - m) * logistic(c + m - l))
+        .sum::<f64>()
+        + r.iter()
+            .map(|l| logistic(c + m - l) * logistic(l - c - m))
+            .sum::<f64>();
+    if slope.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        return Err(NrgError::InvalidData(
+            "BAR: the two ends do not overlap at all (every log-weight of the flow's samples \
+             lies far from every target sample's); no estimate is possible"
+                .into(),
+        ));
+    }
     let var_h = nf * var(&a) + nr * nr * var_b_mean;
     let error = var_h.max(0.0).sqrt() / slope;
     let ln_z = Estimate {
@@ -394,6 +407,12 @@ pub fn ising_ln_z_by_ti(
             .copied()
             .ok_or_else(|| NrgError::InvalidData("the Ising chain measured no energy".into()))
     };
+    if model.beta() <= 0.0 {
+        return Err(NrgError::param(
+            "beta",
+            "thermodynamic integration needs β > 0 (at β = 0, ln Z = V ln 2 exactly)",
+        ));
+    }
     let integral = integrate_gk15(0.0, model.beta(), &mut energy)?;
     let ln_z = Estimate::new(
         volume * std::f64::consts::LN_2 - volume * integral.integral.value,
@@ -496,6 +515,17 @@ mod tests {
         assert!((es.ln_z.error - e.ln_z.error).abs() < 1e-9);
         assert!((es.overlap - e.overlap).abs() < 1e-12);
         assert!(0.0 < e.overlap && e.overlap < 1.0);
+    }
+
+    /// Two ends that do not overlap at all give an error, not a NaN.
+    #[test]
+    fn no_overlap_is_refused() {
+        let e = bar(&BarInput {
+            forward: &[0.0, 1.0],
+            reverse: &[5000.0, 5001.0],
+            reverse_order: SampleOrder::Independent,
+        });
+        assert!(e.unwrap_err().to_string().contains("overlap"));
     }
 
     #[test]

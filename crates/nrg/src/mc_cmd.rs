@@ -55,7 +55,7 @@ enum McModel {
         relaxed: bool,
         /// Compute ln Z(β) by thermodynamic integration of the energy from β = 0 (a chain
         /// of --sweeps updates at each of 15 Gauss–Kronrod nodes) instead of one chain at β.
-        #[arg(long, conflicts_with = "relaxed")]
+        #[arg(long, conflicts_with_all = ["relaxed", "cold"])]
         ti: bool,
         #[command(flatten)]
         run: RunArgs,

@@ -205,11 +205,18 @@ fn print_report(r: &SampleReport) {
                 println!("  raw weights: ln Z = {} ± {}", raw.value, raw.error);
             }
             if !s.reliable {
-                println!(
-                    "  warning: a heavy tail of weights for {} samples (k̂ at or above {:.2}): \
-                     the error bars may be too small (see docs/benchmarks.md, session 14)",
-                    s.samples, s.pareto_k_threshold
-                );
+                match s.pareto_k {
+                    Some(_) => println!(
+                        "  warning: a heavy tail of weights for {} samples (k̂ at or above \
+                         {:.2}): the error bars may be too small (see docs/benchmarks.md, \
+                         session 14)",
+                        s.samples, s.pareto_k_threshold
+                    ),
+                    None => println!(
+                        "  warning: too few samples to fit the weights' tail: the error bars \
+                         may be too small"
+                    ),
+                }
             }
         }
         SampleResult::Bar(b) => {

@@ -565,6 +565,26 @@ fn relaxed_ising_data_feeds_forward_kl_training() {
         &sample_args(run_s, "bar", &["--target-data", m]),
         "none.npy",
     );
+    // Target configurations of another temperature are refused (nrg mc's summary says β).
+    let hot = dir.path().join("hot");
+    run_nrg_ok(&[
+        "mc",
+        "ising",
+        "--L",
+        "4",
+        "--beta",
+        "0.3",
+        "--algo",
+        "wolff",
+        "--sweeps",
+        "50",
+        "--relaxed",
+        "--out",
+        hot.to_str().unwrap(),
+    ]);
+    let h = hot.join("relaxed.npy");
+    let h = h.to_str().unwrap();
+    assert_usage_error(&sample_args(run_s, "bar", &["--target-data", h]), "β = 0.3");
 
     // Issue 17, item 7: a config with `forward_weight` and no `data =` takes its data from
     // `--data` (options apply before the config is checked); without `--data` it is refused.
