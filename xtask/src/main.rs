@@ -6,7 +6,8 @@
 //!   suite (`cargo test --workspace`). This is what `.ci/run` runs.
 //! - `cargo xtask test`: the test suite alone.
 //! - `cargo xtask demo [--out DIR]`: the small end-to-end demo on the CPU default (exact
-//!   Ising solution, Wolff and Metropolis chains checked against it, a free-field HMC run).
+//!   Ising solution, Wolff and Metropolis chains checked against it, a free-field HMC run,
+//!   a flow for Ising L = 4 with NIS, BAR against Wolff configurations, and NMCMC).
 //! - `cargo xtask bench [--features F] [-- criterion args]`: the criterion benchmarks of
 //!   `benches/` (flows, chains; `F` selects their backend) and of `nrg-kernels`.
 //! - `cargo xtask reproduce STUDY [--runs DIR]`: one of the studies in `docs/benchmarks.md`
@@ -393,6 +394,27 @@ fn demo(out: PathBuf) -> Result<()> {
     let run = format!("{out}/demo-ising-l4");
     println!("== neural importance sampling with it: ln Z against Kaufman");
     sample(false, &run, "nis", "65536", &[])?;
+    println!("== Bennett's acceptance ratio between the flow and exact Wolff configurations");
+    let wolff = format!("{out}/wolff-l4");
+    nrg(&[
+        "mc",
+        "ising",
+        "--L",
+        "4",
+        "--beta",
+        "0.44068679350977147",
+        "--algo",
+        "wolff",
+        "--sweeps",
+        "65536",
+        "--seed",
+        "3",
+        "--relaxed",
+        "--out",
+        &wolff,
+    ])?;
+    let data = format!("{wolff}/relaxed.npy");
+    sample(false, &run, "bar", "65536", &["--target-data", &data])?;
     println!("== neural MCMC with it: the Ising energy against Kaufman");
     sample(false, &run, "nmcmc", "20000", &["--batch", "1024"])?;
     println!("demo results are in {out}/");
