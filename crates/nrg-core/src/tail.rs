@@ -113,21 +113,7 @@ impl TopValues {
 /// many of the largest are used). `None` when the tail has fewer than 5 distinct excesses
 /// (too few samples, or weights that are all equal).
 pub fn pareto_k_hat(largest_log_weights: &[f64], n: usize) -> Option<f64> {
-    let m = pareto_tail_size(n);
-    if m < 5 || largest_log_weights.len() < m + 1 {
-        return None;
-    }
-    let mut lw: Vec<f64> = largest_log_weights.to_vec();
-    lw.sort_by(f64::total_cmp);
-    let tail = &lw[lw.len() - (m + 1)..];
-    let top = tail[m];
-    // Weights relative to the largest; the threshold is the (M+1)-th largest.
-    let threshold = (tail[0] - top).exp();
-    let excess: Vec<f64> = tail[1..]
-        .iter()
-        .map(|l| (l - top).exp() - threshold)
-        .collect();
-    generalised_pareto_fit(&excess).map(|(k, _)| k)
+    pareto_smooth(largest_log_weights, n).map(|s| s.k_hat)
 }
 
 /// The largest `k̂` for which a (Pareto-smoothed) importance-sampling estimate from `n`
