@@ -13,7 +13,8 @@ use nrg_core::stats::ExactComparison;
 use nrg_core::{Estimate, Result};
 use nrg_lattice::exact::gaussian::GaussianExact;
 use nrg_lattice::{ActionSpec, IsingRelaxed, IsingSpins, ModelKind};
-use nrg_samplers::neural::{FieldObservables, IsingImproved, Measure};
+use nrg_samplers::neural::{FieldObservables, IsingImproved, Measure, NisSummary};
+use std::collections::BTreeMap;
 
 /// What is measured on each configuration of the action `spec` describes.
 pub fn measure_for(spec: &ActionSpec) -> Result<Box<dyn Measure>> {
@@ -95,51 +96,76 @@ pub fn compare(spec: &ActionSpec, nis: NisReference, report: &mut SampleReport) 
             }
         }
         SampleResult::Nis(s) => {
-            report.free_energy_per_site =
-                Some(Estimate::new(-s.ln_z.value / volume, s.ln_z.error / volume));
-            if let Some(ln_z) = nis.exact_ln_z {
-                exact.insert("ln_z".into(), ExactComparison::new(s.ln_z, ln_z));
-            }
-            match (spec.model, nis.ising_offset) {
-                (ModelKind::Ising, Some((beta, off))) => {
-                    let err = s.ln_z.error;
-                    let ln_z = Estimate::new(s.ln_z.value + off, err);
-                    let e = s.observables["ising_e"];
-                    let ent = s.derived["ising_ln_z_plus_beta_e"];
-                    let ising = IsingNis {
-                        ln_z,
-                        free_energy_per_site: Estimate::new(
-                            -ln_z.value / (beta * volume),
-                            err / (beta * volume),
-                        ),
-                        energy_per_site: e,
-                        entropy_per_site: Estimate::new(
-                            (ent.value + off) / volume,
-                            ent.error / volume,
-                        ),
-                    };
-                    if let Ok(k) = ising_exact(spec) {
-                        exact.insert("ising_ln_z".into(), ExactComparison::new(ln_z, k.ln_z));
-                        exact.insert(
-                            "ising_energy_per_site".into(),
-                            ExactComparison::new(e, k.energy_per_site),
-                        );
-                        let s_exact = k.ln_z / volume + beta * k.energy_per_site;
-                        exact.insert(
-                            "ising_entropy_per_site".into(),
-                            ExactComparison::new(ising.entropy_per_site, s_exact),
-                        );
-                    }
-                    report.ising = Some(ising);
-                }
-                (ModelKind::FreeField, _) => {
-                    let t = free_field()?.thermo();
-                    let phi2 = s.observables["phi2"];
-                    exact.insert("phi2".into(), ExactComparison::new(phi2, t.phi2));
-                }
-                _ => {}
-            }
+            let out = (exact, &mut report.free_energy_per_site, &mut report.ising);
+            importance(spec, nis, s, out)?;
         }
+        SampleResult::Ais(a) => {
+            let out = (exact, &mut report.free_energy_per_site, &mut report.ising);
+            importance(spec, nis, &a.estimates, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where [`importance`] writes: the exact comparisons, the free energy per site, the Ising
+/// quantities.
+type ImportanceOut<'a> = (
+    &'a mut BTreeMap<String, ExactComparison>,
+    &'a mut Option<Estimate>,
+    &'a mut Option<IsingNis>,
+);
+
+/// The comparisons of importance-sampling estimates (NIS, AIS, SMC) with the exact solution.
+fn importance(
+    spec: &ActionSpec,
+    nis: NisReference,
+    s: &NisSummary,
+    (exact, free_energy_per_site, ising_out): ImportanceOut,
+) -> Result<()> {
+    let lattice = spec.lattice()?;
+    let volume = lattice.volume() as f64;
+    let channels = spec.channels();
+    let free_field = || GaussianExact::free_field(lattice, channels, spec.m2.unwrap_or(f64::NAN));
+
+    *free_energy_per_site = Some(Estimate::new(-s.ln_z.value / volume, s.ln_z.error / volume));
+    if let Some(ln_z) = nis.exact_ln_z {
+        exact.insert("ln_z".into(), ExactComparison::new(s.ln_z, ln_z));
+    }
+    match (spec.model, nis.ising_offset) {
+        (ModelKind::Ising, Some((beta, off))) => {
+            let err = s.ln_z.error;
+            let ln_z = Estimate::new(s.ln_z.value + off, err);
+            let e = s.observables["ising_e"];
+            let ent = s.derived["ising_ln_z_plus_beta_e"];
+            let ising = IsingNis {
+                ln_z,
+                free_energy_per_site: Estimate::new(
+                    -ln_z.value / (beta * volume),
+                    err / (beta * volume),
+                ),
+                energy_per_site: e,
+                entropy_per_site: Estimate::new((ent.value + off) / volume, ent.error / volume),
+            };
+            if let Ok(k) = ising_exact(spec) {
+                exact.insert("ising_ln_z".into(), ExactComparison::new(ln_z, k.ln_z));
+                exact.insert(
+                    "ising_energy_per_site".into(),
+                    ExactComparison::new(e, k.energy_per_site),
+                );
+                let s_exact = k.ln_z / volume + beta * k.energy_per_site;
+                exact.insert(
+                    "ising_entropy_per_site".into(),
+                    ExactComparison::new(ising.entropy_per_site, s_exact),
+                );
+            }
+            *ising_out = Some(ising);
+        }
+        (ModelKind::FreeField, _) => {
+            let t = free_field()?.thermo();
+            let phi2 = s.observables["phi2"];
+            exact.insert("phi2".into(), ExactComparison::new(phi2, t.phi2));
+        }
+        _ => {}
     }
     Ok(())
 }

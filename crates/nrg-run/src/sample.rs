@@ -1,6 +1,8 @@
 //! Sampling a trained run: NIS, Bennett's acceptance ratio against exact target
-//! configurations (BAR), NMCMC, bulk HMC, bulk local moves, or boundary HMC beside them, with every estimate's error and, where the model is solvable, the exact value and
-//! the deviation in σ ([`crate::reference`]).
+//! configurations (BAR), annealed importance sampling and sequential Monte Carlo from the
+//! flow (AIS, SMC), NMCMC, bulk HMC, bulk local moves, or boundary HMC beside them, with
+//! every estimate's error and, where the model is solvable, the exact value and the
+//! deviation in σ ([`crate::reference`]).
 //!
 //! A [`SampleRequest`] names the method and only the options that apply to it: an option
 //! that would do nothing (a symmetry average for a chain in the bulk, `save_samples` for a
@@ -18,9 +20,10 @@ use nrg_flow::{FlowBijector, FlowModel};
 use nrg_lattice::ModelKind;
 use nrg_samplers::free_energy::{BarEstimate, SampleOrder};
 use nrg_samplers::neural::{
-    BarRequest, ChainSettings, ChainSummary, ChainTarget, DerivedLnZ, HmcSettings, Kept,
-    LocalSettings, NisRequest, NisSummary, NmcmcSettings, SymmetrisedModel, bar_with_flow,
-    boundary_hmc, bulk_hmc, bulk_local, nis, nmcmc,
+    AisMoves, AisRequest, AisSchedule, AisSummary, BarRequest, ChainSettings, ChainSummary,
+    ChainTarget, DerivedLnZ, HmcSettings, Kept, LocalSettings, Measure, NisRequest, NisSummary,
+    NmcmcSettings, Resampling, SymmetrisedModel, ais, bar_with_flow, boundary_hmc, bulk_hmc,
+    bulk_local, nis, nmcmc,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,6 +37,10 @@ pub enum SampleMethod {
     Nis,
     /// Bennett's acceptance ratio between the flow and target configurations.
     Bar,
+    /// Annealed importance sampling from the flow to the target.
+    Ais,
+    /// Sequential Monte Carlo (AIS with resampling) from the flow to the target.
+    Smc,
     /// Independence Metropolis with flow proposals.
     Nmcmc,
     /// HMC on the latents (the bulk).
@@ -50,6 +57,8 @@ impl SampleMethod {
         match self {
             Self::Nis => "nis",
             Self::Bar => "bar",
+            Self::Ais => "ais",
+            Self::Smc => "smc",
             Self::Nmcmc => "nmcmc",
             Self::BulkHmc => "bulk-hmc",
             Self::BulkLocal => "bulk-local",
@@ -58,7 +67,7 @@ impl SampleMethod {
     }
 
     fn is_chain(self) -> bool {
-        !matches!(self, Self::Nis | Self::Bar)
+        !matches!(self, Self::Nis | Self::Bar | Self::Ais | Self::Smc)
     }
 }
 
@@ -72,27 +81,48 @@ pub struct SampleRequest {
     pub samples: usize,
     /// Random seed.
     pub seed: u64,
-    /// NIS, NMCMC: flow samples per batch (default 4096).
+    /// NIS, BAR, NMCMC: flow samples per batch (default 4096); AIS: particles per batch,
+    /// SMC: per independent system (default 1024).
     pub batch: Option<usize>,
     /// Chains: independent chains (default 1).
     pub chains: Option<usize>,
     /// Chains: thermalisation updates per chain (default `samples/10`, at least 100).
     pub thermalisation: Option<usize>,
-    /// bulk-hmc, hmc: initial leapfrog step, adapted during thermalisation (default 0.1).
+    /// bulk-hmc, hmc: initial leapfrog step, adapted during thermalisation; AIS, SMC:
+    /// adapted during the pilot run (default 0.1).
     pub step: Option<f64>,
-    /// bulk-hmc, hmc: leapfrog steps per trajectory (default 10).
+    /// bulk-hmc, hmc: leapfrog steps per trajectory; AIS, SMC: the most, each trajectory
+    /// drawing its number uniformly (default 10).
     pub leapfrog: Option<usize>,
     /// bulk-local: initial width of a move, adapted during thermalisation (default 0.5).
     pub delta: Option<f64>,
     /// bulk-local: move only the latents of this RG level (0 = finest).
     pub level: Option<usize>,
-    /// NIS, NMCMC: average the flow's density over these lattice symmetries of the action.
+    /// NIS, BAR, NMCMC, AIS, SMC: average the flow's density over these lattice symmetries
+    /// of the action.
     pub symmetry: Option<SymmetrySpec>,
     /// NIS, NMCMC: keep the configurations (and NIS's log-weights).
     pub save_samples: bool,
     /// BAR: the target configurations, a `.npy` of `[N, C, L, L]` in chain order (e.g.
     /// `relaxed.npy` of `nrg mc ising --relaxed`); required by BAR.
     pub target_data: Option<PathBuf>,
+    /// AIS, SMC: the annealing options.
+    pub anneal: AnnealOptions,
+}
+
+/// The options of AIS and SMC ([`nrg_samplers::neural::ais`]); `None` takes the default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AnnealOptions {
+    /// Target conditional ESS per stage of the adaptive schedule (default 0.9).
+    pub cess: Option<f64>,
+    /// A fixed schedule of this many equal steps in β instead.
+    pub stages: Option<usize>,
+    /// HMC trajectories per stage (default 2).
+    pub moves: Option<usize>,
+    /// Particles of the pilot run that fixes the schedule and the step (default 512).
+    pub pilot: Option<usize>,
+    /// SMC: resample a system when its ESS falls below this fraction (default 0.5).
+    pub resample_ess: Option<f64>,
 }
 
 impl SampleRequest {
@@ -112,6 +142,7 @@ impl SampleRequest {
             symmetry: None,
             save_samples: false,
             target_data: None,
+            anneal: AnnealOptions::default(),
         }
     }
 
@@ -119,8 +150,9 @@ impl SampleRequest {
     pub fn check(&self) -> Result<()> {
         use SampleMethod::*;
         let m = self.method;
-        let given: [(&str, bool, &[SampleMethod]); 10] = [
-            ("batch", self.batch.is_some(), &[Nis, Bar, Nmcmc]),
+        let a = &self.anneal;
+        let given: [(&str, bool, &[SampleMethod]); 15] = [
+            ("batch", self.batch.is_some(), &[Nis, Bar, Nmcmc, Ais, Smc]),
             (
                 "chains",
                 self.chains.is_some(),
@@ -131,13 +163,26 @@ impl SampleRequest {
                 self.thermalisation.is_some(),
                 &[Nmcmc, BulkHmc, BulkLocal, Hmc],
             ),
-            ("step", self.step.is_some(), &[BulkHmc, Hmc]),
-            ("leapfrog", self.leapfrog.is_some(), &[BulkHmc, Hmc]),
+            ("step", self.step.is_some(), &[BulkHmc, Hmc, Ais, Smc]),
+            (
+                "leapfrog",
+                self.leapfrog.is_some(),
+                &[BulkHmc, Hmc, Ais, Smc],
+            ),
             ("delta", self.delta.is_some(), &[BulkLocal]),
             ("level", self.level.is_some(), &[BulkLocal]),
-            ("symmetry", self.symmetry.is_some(), &[Nis, Bar, Nmcmc]),
+            (
+                "symmetry",
+                self.symmetry.is_some(),
+                &[Nis, Bar, Nmcmc, Ais, Smc],
+            ),
             ("save-samples", self.save_samples, &[Nis, Nmcmc]),
             ("target-data", self.target_data.is_some(), &[Bar]),
+            ("cess", a.cess.is_some(), &[Ais, Smc]),
+            ("stages", a.stages.is_some(), &[Ais, Smc]),
+            ("moves", a.moves.is_some(), &[Ais, Smc]),
+            ("pilot", a.pilot.is_some(), &[Ais, Smc]),
+            ("resample-ess", a.resample_ess.is_some(), &[Smc]),
         ];
         for (name, set, applies) in given {
             if set && !applies.contains(&m) {
@@ -158,6 +203,31 @@ impl SampleRequest {
                 "BAR needs target configurations: --target-data X.npy (e.g. relaxed.npy of \
                  `nrg mc ising --algo wolff --relaxed`)",
             ));
+        }
+        if a.cess.is_some() && a.stages.is_some() {
+            return Err(NrgError::param(
+                "stages",
+                "a fixed schedule (--stages) and an adaptive one (--cess) exclude each other",
+            ));
+        }
+        if let Some(c) = a.cess
+            && !(c > 0.0 && c < 1.0)
+        {
+            return Err(NrgError::param(
+                "cess",
+                format!("must be in (0, 1), got {c}"),
+            ));
+        }
+        if let Some(t) = a.resample_ess
+            && !(t > 0.0 && t <= 1.0)
+        {
+            return Err(NrgError::param(
+                "resample-ess",
+                format!("must be in (0, 1], got {t}"),
+            ));
+        }
+        if a.stages == Some(0) || a.pilot.is_some_and(|p| p < 2) {
+            return Err(NrgError::param("stages/pilot", "stages ≥ 1 and pilot ≥ 2"));
         }
         if self.samples < 8 {
             return Err(NrgError::param("samples", "must be ≥ 8"));
@@ -191,6 +261,40 @@ impl SampleRequest {
         HmcSettings {
             step: self.step.unwrap_or(0.1),
             leapfrog: self.leapfrog.unwrap_or(10),
+        }
+    }
+
+    /// The AIS/SMC request (the measure and derived quantities filled in by the caller).
+    fn anneal_request<'a>(
+        &self,
+        measure: &'a dyn Measure,
+        derived: Vec<DerivedLnZ>,
+    ) -> AisRequest<'a> {
+        let a = &self.anneal;
+        let hmc = self.hmc();
+        AisRequest {
+            measure,
+            derived,
+            samples: self.samples,
+            batch: self.batch.unwrap_or(1024),
+            pilot: a.pilot.unwrap_or(512),
+            schedule: match a.stages {
+                Some(t) => AisSchedule::Fixed((1..=t).map(|k| k as f64 / t as f64).collect()),
+                None => AisSchedule::Adaptive {
+                    cess: a.cess.unwrap_or(0.9),
+                    max_stages: 1000,
+                },
+            },
+            moves: AisMoves {
+                moves: a.moves.unwrap_or(2),
+                leapfrog: hmc.leapfrog,
+                step: hmc.step,
+            },
+            resampling: match self.method {
+                SampleMethod::Smc => Resampling::BelowEss(a.resample_ess.unwrap_or(0.5)),
+                _ => Resampling::Never,
+            },
+            seed: self.seed,
         }
     }
 
@@ -233,6 +337,8 @@ pub enum SampleResult {
     Chain(ChainSummary),
     /// Bennett's acceptance ratio.
     Bar(Box<BarSummary>),
+    /// AIS or SMC.
+    Ais(Box<AisSummary>),
 }
 
 /// The result of BAR between a run's flow and target configurations.
@@ -260,10 +366,10 @@ pub struct SampleReport {
     pub action: String,
     /// The estimates.
     pub result: SampleResult,
-    /// NIS, BAR: the free energy per site `−ln Z/V`.
+    /// NIS, BAR, AIS, SMC: the free energy per site `−ln Z/V`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free_energy_per_site: Option<Estimate>,
-    /// NIS of the relaxed Ising model: the Ising quantities.
+    /// NIS, AIS, SMC of the relaxed Ising model: the Ising quantities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ising: Option<IsingNis>,
     /// Exact values beside the estimates, where known.
@@ -327,15 +433,7 @@ pub fn sample(
         SampleMethod::Nis => {
             let (_, model) = run.load_model(device)?;
             let action = spec.build(device)?;
-            let derived = match spec.model {
-                // ln Z_x + βV⟨e⟩: with the offset, ln Z_Ising − β⟨H⟩ = V × the entropy per site.
-                ModelKind::Ising => vec![DerivedLnZ {
-                    name: "ising_ln_z_plus_beta_e".into(),
-                    observable: "ising_e".into(),
-                    coefficient: spec.beta.unwrap_or(f64::NAN) * action.lattice().volume() as f64,
-                }],
-                _ => Vec::new(),
-            };
+            let derived = ising_derived(spec, action.as_ref());
             let nis_request = NisRequest {
                 measure: measure.as_ref(),
                 derived,
@@ -396,6 +494,32 @@ pub fn sample(
             };
             (
                 SampleResult::Bar(Box::new(summary)),
+                None,
+                action.describe(),
+            )
+        }
+        SampleMethod::Ais | SampleMethod::Smc => {
+            let ad = device.clone().autodiff();
+            let (_, model) = run.load_model(&ad)?;
+            let action = spec.build(&ad)?;
+            let derived = ising_derived(spec, action.as_ref());
+            let ais_request = request.anneal_request(measure.as_ref(), derived);
+            let sym = symmetrise(request, &model, action.as_ref(), &ad)?;
+            // The path starts at the sampler's density: the symmetry average if asked for,
+            // else the flow's own (Z₂-symmetrised if it was trained so), else its prior.
+            let start: Option<&dyn DensityModel> = match &sym {
+                Some(m) => Some(m),
+                None if model.symmetrised() => Some(&model),
+                None => None,
+            };
+            let out = ais(&model, start, action.as_ref(), &ais_request, &ad, progress)?;
+            let ising = match spec.model {
+                ModelKind::Ising => Some(spec.build_ising(&ad)?),
+                _ => None,
+            };
+            nis_reference = reference::NisReference::of(action.as_ref(), ising.as_ref());
+            (
+                SampleResult::Ais(Box::new(out.summary)),
                 None,
                 action.describe(),
             )
@@ -481,6 +605,19 @@ pub fn sample(
     })
 }
 
+/// The derived quantities importance weights give for the relaxed Ising model:
+/// `ln Z_x + βV⟨e⟩` (with the offset, `ln Z_Ising − β⟨H⟩ = V ×` the entropy per site).
+fn ising_derived(spec: &nrg_lattice::ActionSpec, action: &dyn Action) -> Vec<DerivedLnZ> {
+    match spec.model {
+        ModelKind::Ising => vec![DerivedLnZ {
+            name: "ising_ln_z_plus_beta_e".into(),
+            observable: "ising_e".into(),
+            coefficient: spec.beta.unwrap_or(f64::NAN) * action.lattice().volume() as f64,
+        }],
+        _ => Vec::new(),
+    }
+}
+
 /// Where the target configurations came from `nrg mc ising` (its `summary.json` beside
 /// them), their `β` must be the run's: configurations of another temperature would give a
 /// biased `ln Z` without any other sign.
@@ -558,7 +695,7 @@ mod tests {
     #[test]
     fn options_that_do_not_apply_are_refused() {
         use SampleMethod::*;
-        let all = [Nis, Bar, Nmcmc, BulkHmc, BulkLocal, Hmc];
+        let all = [Nis, Bar, Ais, Smc, Nmcmc, BulkHmc, BulkLocal, Hmc];
         // BAR needs its target configurations.
         let base = |m: SampleMethod| {
             let mut r = SampleRequest::new(m, 100);
@@ -568,8 +705,12 @@ mod tests {
             r
         };
         type Set = fn(&mut SampleRequest);
-        let options: [(&str, Set, &[SampleMethod]); 10] = [
-            ("batch", |r| r.batch = Some(64), &[Nis, Bar, Nmcmc]),
+        let options: [(&str, Set, &[SampleMethod]); 15] = [
+            (
+                "batch",
+                |r| r.batch = Some(64),
+                &[Nis, Bar, Nmcmc, Ais, Smc],
+            ),
             (
                 "chains",
                 |r| r.chains = Some(2),
@@ -580,20 +721,33 @@ mod tests {
                 |r| r.thermalisation = Some(10),
                 &[Nmcmc, BulkHmc, BulkLocal, Hmc],
             ),
-            ("step", |r| r.step = Some(0.2), &[BulkHmc, Hmc]),
-            ("leapfrog", |r| r.leapfrog = Some(3), &[BulkHmc, Hmc]),
+            ("step", |r| r.step = Some(0.2), &[BulkHmc, Hmc, Ais, Smc]),
+            (
+                "leapfrog",
+                |r| r.leapfrog = Some(3),
+                &[BulkHmc, Hmc, Ais, Smc],
+            ),
             ("delta", |r| r.delta = Some(0.3), &[BulkLocal]),
             ("level", |r| r.level = Some(0), &[BulkLocal]),
             (
                 "symmetry",
                 |r| r.symmetry = Some(SymmetrySpec::parse("d4").unwrap()),
-                &[Nis, Bar, Nmcmc],
+                &[Nis, Bar, Nmcmc, Ais, Smc],
             ),
             ("save-samples", |r| r.save_samples = true, &[Nis, Nmcmc]),
             (
                 "target-data",
                 |r| r.target_data = Some("x.npy".into()),
                 &[Bar],
+            ),
+            ("cess", |r| r.anneal.cess = Some(0.8), &[Ais, Smc]),
+            ("stages", |r| r.anneal.stages = Some(4), &[Ais, Smc]),
+            ("moves", |r| r.anneal.moves = Some(1), &[Ais, Smc]),
+            ("pilot", |r| r.anneal.pilot = Some(64), &[Ais, Smc]),
+            (
+                "resample-ess",
+                |r| r.anneal.resample_ess = Some(0.3),
+                &[Smc],
             ),
         ];
         let err = SampleRequest::new(Bar, 100).check().unwrap_err();
@@ -621,6 +775,20 @@ mod tests {
         let mut r = SampleRequest::new(Nis, 100);
         r.batch = Some(0);
         assert!(r.check().is_err());
+        for bad in [
+            |r: &mut SampleRequest| r.anneal.cess = Some(1.0),
+            |r: &mut SampleRequest| r.anneal.resample_ess = Some(0.0),
+            |r: &mut SampleRequest| r.anneal.stages = Some(0),
+            |r: &mut SampleRequest| r.anneal.pilot = Some(1),
+            |r: &mut SampleRequest| {
+                r.anneal.cess = Some(0.9);
+                r.anneal.stages = Some(5);
+            },
+        ] {
+            let mut r = SampleRequest::new(Smc, 100);
+            bad(&mut r);
+            assert!(r.check().is_err(), "{r:?}");
+        }
     }
 
     #[test]
@@ -628,6 +796,8 @@ mod tests {
         for m in [
             SampleMethod::Nis,
             SampleMethod::Bar,
+            SampleMethod::Ais,
+            SampleMethod::Smc,
             SampleMethod::Nmcmc,
             SampleMethod::BulkHmc,
             SampleMethod::BulkLocal,

@@ -1,7 +1,7 @@
 //! `nrg sample`: physics from a trained run, with error bars.
 //!
 //! ```text
-//! nrg sample --run runs/NAME --method nis|bar|nmcmc|bulk-hmc|bulk-local|hmc --samples N
+//! nrg sample --run runs/NAME --method nis|bar|ais|smc|nmcmc|bulk-hmc|bulk-local|hmc --samples N
 //! ```
 //!
 //! loads `runs/NAME/config.toml` and its last checkpoint, runs the sampler with a progress
@@ -19,6 +19,15 @@
 //! `relaxed.npy` of `nrg mc ising --algo wolff --relaxed`), and reports `ln Z` with Bennett's
 //! error (the target chain's `τ_int` by the Gamma method), the overlap of the two ends and the
 //! one-sided estimates from each end; for the relaxed Ising model also `ln Z_Ising`.
+//!
+//! `--method ais` (annealed importance sampling) moves `--samples` particles from the flow's
+//! density to the target along `q^{1−β} e^{−βS}`, with `--moves` HMC trajectories per stage
+//! in the flow's latent space (at most `--leapfrog` steps of `--step`, the step tuned by a
+//! pilot run of `--pilot` particles), and a schedule that a pilot fixes by the conditional
+//! ESS `--cess` or `--stages` equal steps; `--method smc` also resamples each system of
+//! `--batch` particles when its ESS falls below `--resample-ess`, and forms the errors over
+//! the `samples/batch` independent systems. Both report what NIS reports (Pareto-smoothed
+//! `ln Z`, observables, `k̂`) with the schedule, the step and the acceptance.
 //!
 //! `--samples` counts independent draws for NIS and updates per chain for the chains
 //! (`--chains` of them). `hmc` is HMC on the boundary field of the same action, for
@@ -40,7 +49,9 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use nrg_core::lattice::SymmetrySpec;
 use nrg_run::RunDir;
-use nrg_run::sample::{SampleMethod, SampleReport, SampleRequest, SampleResult, sample};
+use nrg_run::sample::{
+    AnnealOptions, SampleMethod, SampleReport, SampleRequest, SampleResult, sample,
+};
 use std::path::PathBuf;
 
 /// Sampling methods.
@@ -51,6 +62,10 @@ pub enum Method {
     /// Bennett's acceptance ratio between the flow and target configurations
     /// (--target-data).
     Bar,
+    /// Annealed importance sampling from the flow to the target.
+    Ais,
+    /// Sequential Monte Carlo (AIS with resampling; errors over independent systems).
+    Smc,
     /// Independence Metropolis with flow proposals.
     Nmcmc,
     /// HMC on the latents (the bulk).
@@ -66,6 +81,8 @@ impl From<Method> for SampleMethod {
         match m {
             Method::Nis => SampleMethod::Nis,
             Method::Bar => SampleMethod::Bar,
+            Method::Ais => SampleMethod::Ais,
+            Method::Smc => SampleMethod::Smc,
             Method::Nmcmc => SampleMethod::Nmcmc,
             Method::BulkHmc => SampleMethod::BulkHmc,
             Method::BulkLocal => SampleMethod::BulkLocal,
@@ -83,14 +100,16 @@ pub struct SampleArgs {
     /// Sampler.
     #[arg(long, value_enum)]
     method: Method,
-    /// NIS, BAR: independent flow samples; chains: measured updates per chain.
+    /// NIS, BAR: independent flow samples; AIS, SMC: particles; chains: measured updates per
+    /// chain.
     #[arg(long, default_value_t = 10_000)]
     samples: usize,
     /// BAR: target configurations, a .npy of [N, C, L, L] in chain order (e.g. relaxed.npy
     /// of `nrg mc ising --algo wolff --relaxed`).
     #[arg(long)]
     target_data: Option<PathBuf>,
-    /// NIS, BAR, NMCMC: flow samples per batch [default: 4096].
+    /// NIS, BAR, NMCMC: flow samples per batch [default: 4096]; AIS: particles per batch,
+    /// SMC: per independent system [default: 1024].
     #[arg(long)]
     batch: Option<usize>,
     /// Chains: independent chains (bulk-hmc and bulk-local move them as one batch)
@@ -100,19 +119,37 @@ pub struct SampleArgs {
     /// Chains: thermalisation updates per chain [default: samples/10, at least 100].
     #[arg(long)]
     therm: Option<usize>,
-    /// bulk-hmc, hmc: initial leapfrog step, tuned during thermalisation [default: 0.1].
+    /// bulk-hmc, hmc: initial leapfrog step, tuned during thermalisation; AIS, SMC: tuned
+    /// by the pilot run [default: 0.1].
     #[arg(long)]
     step: Option<f64>,
-    /// bulk-hmc, hmc: leapfrog steps per trajectory [default: 10].
+    /// bulk-hmc, hmc: leapfrog steps per trajectory; AIS, SMC: the most (each trajectory
+    /// draws its number uniformly) [default: 10].
     #[arg(long)]
     leapfrog: Option<usize>,
+    /// AIS, SMC: target conditional ESS per stage of the adaptive schedule [default: 0.9].
+    #[arg(long)]
+    cess: Option<f64>,
+    /// AIS, SMC: a fixed schedule of this many equal steps in β (instead of --cess).
+    #[arg(long)]
+    stages: Option<usize>,
+    /// AIS, SMC: HMC trajectories per stage [default: 2].
+    #[arg(long)]
+    moves: Option<usize>,
+    /// AIS, SMC: particles of the pilot run that fixes the schedule and the step
+    /// [default: 512].
+    #[arg(long)]
+    pilot: Option<usize>,
+    /// SMC: resample a system when its ESS per particle falls below this [default: 0.5].
+    #[arg(long)]
+    resample_ess: Option<f64>,
     /// bulk-local: initial width of a move, tuned during thermalisation [default: 0.5].
     #[arg(long)]
     delta: Option<f64>,
     /// bulk-local: move only the latents of this RG level (0 = finest).
     #[arg(long)]
     level: Option<usize>,
-    /// NIS, BAR, NMCMC: average the flow's density over lattice symmetries of the action:
+    /// NIS, BAR, AIS, SMC, NMCMC: average the flow's density over lattice symmetries of the action:
     /// `d4` (rotations and reflections), `shift=T` (translations by multiples of T sites),
     /// or both, comma-separated. Costs |G| density evaluations per sample.
     #[arg(long)]
@@ -151,12 +188,20 @@ pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
             .transpose()?,
         save_samples: args.save_samples,
         target_data: args.target_data.clone(),
+        anneal: AnnealOptions {
+            cess: args.cess,
+            stages: args.stages,
+            moves: args.moves,
+            pilot: args.pilot,
+            resample_ess: args.resample_ess,
+        },
     };
     request.check()?;
     let run = RunDir::open(args.run.clone())?;
     let device = make(device_choice)?;
     let unit = match request.method {
         SampleMethod::Nis | SampleMethod::Bar => "samples",
+        SampleMethod::Ais | SampleMethod::Smc => "particles",
         SampleMethod::BulkHmc | SampleMethod::Hmc => "trajectories",
         _ => "updates",
     };
@@ -176,6 +221,9 @@ pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
     {
         eprintln!("averaging the flow over the lattice symmetries {spec}");
     }
+    if matches!(request.method, SampleMethod::Ais | SampleMethod::Smc) && !args.quiet {
+        eprintln!("pilot run: fixing the schedule and the HMC step …");
+    }
     let out = sample(&run, &request, &device, &mut |d| bar.set_position(d as u64))?;
     bar.finish_and_clear();
     let dir = args
@@ -190,34 +238,29 @@ pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
 
 fn print_report(r: &SampleReport) {
     match &r.result {
-        SampleResult::Nis(s) => {
+        SampleResult::Nis(s) => print_weights("NIS", "samples", s),
+        SampleResult::Ais(a) => {
             println!(
-                "NIS, {} samples: ln Z = {} ± {} (Pareto-smoothed weights), ESS {:.4}, \
-                 max weight fraction {:.2e}, Pareto k̂ {}",
-                s.samples,
-                s.ln_z.value,
-                s.ln_z.error,
-                s.ess,
-                s.max_weight_fraction,
-                s.pareto_k.map_or("n/a".into(), |k| format!("{k:.2}")),
+                "{}: {} stages, {} HMC trajectories per stage (≤ {} leapfrog steps of {:.4}), \
+                 acceptance {:.3}, {:.1} resamplings per system, final ESS {:.4}; {:.1} s \
+                 (pilot {:.1} s)",
+                a.method.to_uppercase(),
+                a.schedule.len(),
+                a.moves,
+                a.leapfrog,
+                a.step,
+                a.acceptance,
+                a.resamplings,
+                a.final_ess,
+                a.seconds,
+                a.pilot_seconds
             );
-            if let Some(raw) = &s.ln_z_unsmoothed {
-                println!("  raw weights: ln Z = {} ± {}", raw.value, raw.error);
-            }
-            if !s.reliable {
-                match s.pareto_k {
-                    Some(_) => println!(
-                        "  warning: a heavy tail of weights for {} samples (k̂ at or above \
-                         {:.2}): the error bars may be too small (see docs/benchmarks.md, \
-                         session 14)",
-                        s.samples, s.pareto_k_threshold
-                    ),
-                    None => println!(
-                        "  warning: too few samples to fit the weights' tail: the error bars \
-                         may be too small"
-                    ),
-                }
-            }
+            let unit = if a.method == "smc" {
+                "independent systems"
+            } else {
+                "particles"
+            };
+            print_weights(&a.method.to_uppercase(), unit, &a.estimates);
         }
         SampleResult::Bar(b) => {
             let e = &b.bar;
@@ -260,5 +303,37 @@ fn print_report(r: &SampleReport) {
             "  {name}: {} ± {} vs exact {} ({:.2}σ)",
             c.estimate, c.error, c.exact, c.deviation_sigma
         );
+    }
+}
+
+/// Importance-sampling estimates (NIS, AIS, SMC): `ln Z`, ESS, `k̂`, and a warning when the
+/// error bars cannot be trusted.
+fn print_weights(method: &str, unit: &str, s: &nrg_samplers::neural::NisSummary) {
+    println!(
+        "{method}, {} {unit}: ln Z = {} ± {} (Pareto-smoothed weights), ESS {:.4}, \
+         max weight fraction {:.2e}, Pareto k̂ {}",
+        s.samples,
+        s.ln_z.value,
+        s.ln_z.error,
+        s.ess,
+        s.max_weight_fraction,
+        s.pareto_k.map_or("n/a".into(), |k| format!("{k:.2}")),
+    );
+    if let Some(raw) = &s.ln_z_unsmoothed {
+        println!("  raw weights: ln Z = {} ± {}", raw.value, raw.error);
+    }
+    if !s.reliable {
+        match s.pareto_k {
+            Some(_) => println!(
+                "  warning: a heavy tail of weights for {} {unit} (k̂ at or above \
+                 {:.2}): the error bars may be too small (see docs/benchmarks.md, \
+                 session 14)",
+                s.samples, s.pareto_k_threshold
+            ),
+            None => println!(
+                "  warning: too few {unit} to fit the weights' tail (25 needed): the \
+                 error bars may be too small"
+            ),
+        }
     }
 }

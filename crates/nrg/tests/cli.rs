@@ -586,6 +586,68 @@ fn relaxed_ising_data_feeds_forward_kl_training() {
     let h = h.to_str().unwrap();
     assert_usage_error(&sample_args(run_s, "bar", &["--target-data", h]), "β = 0.3");
 
+    // AIS and SMC from the same (Z₂-symmetrised) flow: ln Z and ln Z_Ising against exact,
+    // the schedule ending at β = 1, the step and acceptance; SMC's errors over 4 systems.
+    for (method, extra) in [
+        (
+            "ais",
+            vec!["--samples", "128", "--pilot", "64", "--moves", "1"],
+        ),
+        (
+            "smc",
+            vec![
+                "--samples",
+                "128",
+                "--batch",
+                "32",
+                "--stages",
+                "3",
+                "--resample-ess",
+                "0.6",
+            ],
+        ),
+    ] {
+        let out_dir = dir.path().join(method);
+        let mut args = extra.clone();
+        args.extend(["--leapfrog", "3", "--out", out_dir.to_str().unwrap()]);
+        let stdout = run_nrg_ok(&sample_args(run_s, method, &args));
+        assert!(stdout.contains(&method.to_uppercase()), "{stdout}");
+        let v = read_json(&out_dir.join("summary.json"));
+        assert_eq!(v["method"], method, "{v}");
+        let r = &v["result"];
+        let schedule = r["schedule"].as_array().unwrap();
+        assert_eq!(schedule.last().unwrap().as_f64(), Some(1.0), "{v}");
+        assert!(r["step"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(r["acceptance"].as_f64().unwrap() > 0.0, "{v}");
+        assert_eq!(r["systems"], if method == "smc" { 4 } else { 128 }, "{v}");
+        for key in ["ln_z", "ising_ln_z"] {
+            let sigma = v["exact"][key]["deviation_sigma"].as_f64().unwrap();
+            assert!(sigma.is_finite(), "{key}: {v}");
+        }
+        assert!(
+            v["ising"]["energy_per_site"]["value"].as_f64().is_some(),
+            "{v}"
+        );
+    }
+    // Options that do not apply or are out of range: exit 2 with the reason.
+    assert_usage_error(
+        &sample_args(run_s, "ais", &["--resample-ess", "0.5"]),
+        "does not apply",
+    );
+    assert_usage_error(
+        &sample_args(run_s, "nis", &["--cess", "0.5"]),
+        "does not apply",
+    );
+    assert_usage_error(&sample_args(run_s, "ais", &["--cess", "1.5"]), "cess");
+    assert_usage_error(
+        &sample_args(run_s, "smc", &["--cess", "0.9", "--stages", "4"]),
+        "exclude",
+    );
+    assert_usage_error(
+        &sample_args(run_s, "smc", &["--samples", "100", "--batch", "32"]),
+        "multiple",
+    );
+
     // Issue 17, item 7: a config with `forward_weight` and no `data =` takes its data from
     // `--data` (options apply before the config is checked); without `--data` it is refused.
     let no_data = dir.path().join("no-data.toml");

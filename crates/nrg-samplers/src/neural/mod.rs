@@ -10,6 +10,10 @@
 //!   gradients through the flow; local Metropolis moves of single latents, optionally
 //!   restricted to a set of latents such as one bulk level) and, beside them, HMC on the
 //!   boundary field. Every chain's observables get Gamma-method errors and `τ_int`;
+//! - [`ais`] — annealed importance sampling and sequential Monte Carlo from the flow to the
+//!   target along `q^{1−β} e^{−βS}`, with HMC moves in the latent space between stages
+//!   (a stochastic normalizing flow with the trained flow fixed): Jarzynski weights, a
+//!   schedule chosen by the conditional ESS, optional resampling;
 //! - [`bar`] — Bennett's acceptance ratio between the flow and exact target configurations
 //!   (the flow's inverse gives their `ln q`), [`crate::free_energy::bar`] on both ends'
 //!   log-weights;
@@ -20,12 +24,14 @@
 //! Shapes follow [`nrg_core::model`]: configurations `[batch, channels, rows, cols]`; host
 //! copies are `f64` with `field[c·V + site]`.
 
+pub mod ais;
 pub mod bar;
 pub mod chains;
 pub mod measure;
 pub mod nis;
 pub mod symmetrise;
 
+pub use ais::{AisMoves, AisOutput, AisRequest, AisSchedule, AisSummary, Resampling, ais};
 pub use bar::{BarRequest, bar_with_flow, log_weights};
 pub use chains::{
     ChainEstimate, ChainOutput, ChainSettings, ChainSummary, ChainTarget, HmcSettings,
