@@ -6,7 +6,9 @@
 //! - `hierarchical/{forward,inverse}`: NeuralRG's hierarchical flow (2×2 blocks, 10
 //!   couplings, MLP 10-10), Z₂-free, batch 512, L = 16;
 //! - `train_step/{phi4_tutorial,ising_l16}`: one whole reverse-KL step (sample, action,
-//!   backward, Adam) — the number to compare with the PyTorch peers.
+//!   backward, Adam) — the number to compare with the PyTorch peers;
+//! - `circulant/{forward,inverse}/L`: the circulant layer with a random kernel, batch 16,
+//!   L = 16, 32, 64 (the separable DFT's `O(V^{3/2})` against the `O(V²)` of dense matrices).
 
 /// The allocator of the `nrg` program (mimalloc), so that the benches time what it runs.
 #[global_allocator]
@@ -18,7 +20,7 @@ use nrg_core::{Bijector, Lattice};
 use nrg_flow::FlowSpec;
 use nrg_flow::train::{TrainSettings, Trainer};
 use nrg_lattice::{IsingRelaxed, PhiFour};
-use nrg_layers::{AffineCouplingConfig, BlockRealNvpConfig, MaskKind};
+use nrg_layers::{AffineCouplingConfig, BlockRealNvpConfig, CirculantLinear, MaskKind};
 use std::hint::black_box;
 
 #[allow(unreachable_code, deprecated)]
@@ -109,5 +111,25 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(flows, coupling, hierarchical, train_step);
+fn circulant(c: &mut Criterion) {
+    let dev = device();
+    let mut group = c.benchmark_group("circulant");
+    group.sample_size(10);
+    for l in [16, 32, 64] {
+        let v = l * l;
+        let kernel = Tensor::<2>::random([1, v], Distribution::Normal(0.0, 0.01), &dev)
+            + Tensor::<2>::ones([1, 1], &dev).pad((0, v - 1, 0, 0), 0.0);
+        let layer = CirculantLinear::new(1, l, l, &dev).with_kernel(kernel);
+        let z = Tensor::<4>::random([16, 1, l, l], Distribution::Normal(0.0, 1.0), &dev);
+        group.bench_function(format!("forward/{l}"), |b| {
+            b.iter(|| black_box(sync(layer.forward(z.clone()).0.sum_dim(1).flatten(0, 3))))
+        });
+        group.bench_function(format!("inverse/{l}"), |b| {
+            b.iter(|| black_box(sync(layer.inverse(z.clone()).0.sum_dim(1).flatten(0, 3))))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(flows, coupling, hierarchical, train_step, circulant);
 criterion_main!(flows);

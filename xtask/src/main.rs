@@ -7,7 +7,7 @@
 //! - `cargo xtask test`: the test suite alone.
 //! - `cargo xtask demo [--out DIR]`: the small end-to-end demo on the CPU default (exact
 //!   Ising solution, Wolff and Metropolis chains checked against it, a free-field HMC run,
-//!   a flow for Ising L = 4 with NIS, BAR against Wolff configurations, and NMCMC).
+//!   a flow for Ising L = 4 with NIS, BAR against Wolff configurations, AIS and NMCMC).
 //! - `cargo xtask bench [--features F] [-- criterion args]`: the criterion benchmarks of
 //!   `benches/` (flows, chains; `F` selects their backend) and of `nrg-kernels`.
 //! - `cargo xtask reproduce STUDY [--runs DIR]`: one of the studies in `docs/benchmarks.md`
@@ -118,8 +118,9 @@ enum Study {
     /// `ln Z_Ising` against Kaufman from 10⁵ samples.
     IsingL16Betac,
     /// Free energies at Ising L = 16, β_c: the NIS flow of `ising-l16-betac` (trained here
-    /// if absent), NIS and BAR (against a fresh Wolff chain) with 10⁵ flow samples, and
-    /// thermodynamic integration at L = 16 and 32 as the classical reference.
+    /// if absent), NIS and BAR (against a fresh Wolff chain) with 10⁵ flow samples, AIS
+    /// with 512 particles, and thermodynamic integration at L = 16 and 32 as the classical
+    /// reference.
     FreeEnergy,
     /// The φ⁴ tutorial point: flat flow, NIS and NMCMC.
     Phi4Tutorial,
@@ -210,6 +211,20 @@ fn reproduce(study: Study, runs: PathBuf) -> Result<()> {
             wolff("8", &target)?;
             let data = format!("{target}/relaxed.npy");
             sample(true, &run, "bar", "100000", &["--target-data", &data])?;
+            println!("== AIS from the same flow: 512 particles, HMC in the latent space");
+            let ais = [
+                "--batch",
+                "256",
+                "--pilot",
+                "128",
+                "--cess",
+                "0.7",
+                "--moves",
+                "1",
+                "--leapfrog",
+                "4",
+            ];
+            sample(true, &run, "ais", "512", &ais)?;
             for (l, sweeps) in [("16", "100000"), ("32", "50000")] {
                 println!("== thermodynamic integration, L = {l}");
                 nrg_release(&[
@@ -415,6 +430,8 @@ fn demo(out: PathBuf) -> Result<()> {
     ])?;
     let data = format!("{wolff}/relaxed.npy");
     sample(false, &run, "bar", "65536", &["--target-data", &data])?;
+    println!("== annealed importance sampling from the flow (HMC moves in the latent space)");
+    sample(false, &run, "ais", "2048", &[])?;
     println!("== neural MCMC with it: the Ising energy against Kaufman");
     sample(false, &run, "nmcmc", "20000", &["--batch", "1024"])?;
     println!("demo results are in {out}/");

@@ -11,14 +11,18 @@
 //! every translation-invariant Gaussian exactly (its covariance is `|K̂(k)|²` in momentum
 //! space), which the checkerboard couplings cannot — their Jacobian determinant does not
 //! depend on momentum — so a flow that ends with it can learn a free field to the last digit
-//! and needs its couplings only for the interactions. Dense `[V, V]` matrices are built from
-//! the kernel each call (`V = rows·cols`; cost `O(V²)` per configuration). Starts at the
-//! identity (`K = δ`).
+//! and needs its couplings only for the interactions. The transforms are separable DFTs —
+//! products with the `rows × rows` and `cols × cols` cosine and sine matrices along each
+//! axis — in burn's own ops, so autodiff and every backend come for free; cost
+//! `O(V·(rows + cols))` per configuration (`V = rows·cols`) and `O(rows² + cols²)` memory,
+//! where the dense `[V, V]` matrices this layer used before cost `O(V²)` in both (at L = 64:
+//! 3·10⁶ against 1.7·10⁷ multiply-adds per configuration, 33 kB against 200 MB of
+//! constants). Starts at the identity (`K = δ`).
 //!
 //! Shapes: `[batch, C, rows, cols]` in and out; log-dets `[batch]`.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use nrg_core::Bijector;
 
 /// A circulant convolution per channel.
@@ -26,14 +30,52 @@ use nrg_core::Bijector;
 pub struct CirculantLinear {
     /// `K`, `[C, V]`.
     kernel: Param<Tensor<2>>,
-    /// `(x − y) mod L` as a kernel index, `[V·V]`.
-    difference: Tensor<1, Int>,
-    /// `cos(k·r)`, `[V, V]` (symmetric).
-    cos: Tensor<2>,
-    /// `sin(k·r)`, `[V, V]` (symmetric).
-    sin: Tensor<2>,
+    /// `cos(2π jk/rows)`, `[rows, rows]` (symmetric).
+    cos_rows: Tensor<2>,
+    /// `sin(2π jk/rows)`, `[rows, rows]` (symmetric).
+    sin_rows: Tensor<2>,
+    /// `cos(2π jk/cols)`, `[cols, cols]`.
+    cos_cols: Tensor<2>,
+    /// `sin(2π jk/cols)`, `[cols, cols]`.
+    sin_cols: Tensor<2>,
     rows: usize,
     cols: usize,
+}
+
+/// The one-dimensional DFT matrices `cos(2π jk/n)` and `sin(2π jk/n)`, `[n, n]`.
+fn dft_matrices(n: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    let (mut cos, mut sin) = (Vec::with_capacity(n * n), Vec::with_capacity(n * n));
+    for j in 0..n {
+        for k in 0..n {
+            // (j·k mod n) keeps the phase small, so f64 → f32 loses nothing at large n.
+            let phase = std::f64::consts::TAU * ((j * k) % n) as f64 / n as f64;
+            cos.push(phase.cos() as f32);
+            sin.push(phase.sin() as f32);
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [n, n]), device),
+        Tensor::from_data(TensorData::new(sin, [n, n]), device),
+    )
+}
+
+/// `f · M` along the last axis of `[B, C, R, W]` (`M` is `[W, W]`).
+fn along_cols(f: &Tensor<4>, m: &Tensor<2>) -> Tensor<4> {
+    let [b, c, r, w] = f.dims();
+    f.clone()
+        .reshape([b * c * r, w])
+        .matmul(m.clone())
+        .reshape([b, c, r, w])
+}
+
+/// `M · f` along the rows axis of `[B, C, R, W]` (`M` symmetric, `[R, R]`).
+fn along_rows(f: Tensor<4>, m: &Tensor<2>) -> Tensor<4> {
+    let [b, c, r, w] = f.dims();
+    f.swap_dims(2, 3)
+        .reshape([b * c * w, r])
+        .matmul(m.clone())
+        .reshape([b, c, w, r])
+        .swap_dims(2, 3)
 }
 
 impl CirculantLinear {
@@ -44,29 +86,17 @@ impl CirculantLinear {
         for c in 0..channels {
             delta[c * v] = 1.0;
         }
-        let mut difference = Vec::with_capacity(v * v);
-        let (mut cos, mut sin) = (Vec::with_capacity(v * v), Vec::with_capacity(v * v));
-        for x in 0..v {
-            let (xi, xj) = (x / cols, x % cols);
-            for y in 0..v {
-                let (yi, yj) = (y / cols, y % cols);
-                let di = (xi + rows - yi) % rows;
-                let dj = (xj + cols - yj) % cols;
-                difference.push((di * cols + dj) as i64);
-                let phase = std::f64::consts::TAU
-                    * ((xi * yi) as f64 / rows as f64 + (xj * yj) as f64 / cols as f64);
-                cos.push(phase.cos() as f32);
-                sin.push(phase.sin() as f32);
-            }
-        }
+        let (cos_rows, sin_rows) = dft_matrices(rows, device);
+        let (cos_cols, sin_cols) = dft_matrices(cols, device);
         Self {
             kernel: Param::from_tensor(Tensor::from_data(
                 TensorData::new(delta, [channels, v]),
                 device,
             )),
-            difference: Tensor::from_data(TensorData::new(difference, [v * v]), device),
-            cos: Tensor::from_data(TensorData::new(cos, [v, v]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [v, v]), device),
+            cos_rows,
+            sin_rows,
+            cos_cols,
+            sin_cols,
             rows,
             cols,
         }
@@ -78,60 +108,64 @@ impl CirculantLinear {
         self
     }
 
-    /// The dense matrices `W_c[x, y] = K_c(x − y)`, `[C, V, V]`.
-    fn matrix(&self, kernel: Tensor<2>) -> Tensor<3> {
-        let [c, v] = kernel.dims();
-        kernel.select(1, self.difference.clone()).reshape([c, v, v])
+    /// The DFT `f̂(k) = Σ_r f(r) e^{−ik·r}` of real fields `[B, C, R, W]` as `(Re, Im)`:
+    /// `Re = C f C − S f S`, `Im = −(S f C + C f S)` with the 1D matrices along each axis.
+    fn dft(&self, f: &Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let fc = along_cols(f, &self.cos_cols);
+        let fs = along_cols(f, &self.sin_cols);
+        let re = along_rows(fc.clone(), &self.cos_rows) - along_rows(fs.clone(), &self.sin_rows);
+        let im = (along_rows(fc, &self.sin_rows) + along_rows(fs, &self.cos_rows)).neg();
+        (re, im)
     }
 
-    /// `(Re K̂, Im K̂)`, each `[C, V]`.
-    fn spectrum(&self) -> (Tensor<2>, Tensor<2>) {
+    /// The real part of the inverse DFT `V⁻¹ Σ_k (re + i·im)(k) e^{ik·r}`:
+    /// `V⁻¹ [C(re·C − im·S) − S(re·S + im·C)]`.
+    fn inverse_dft(&self, re: Tensor<4>, im: Tensor<4>) -> Tensor<4> {
+        let v = (self.rows * self.cols) as f64;
+        let a = along_cols(&re, &self.cos_cols) - along_cols(&im, &self.sin_cols);
+        let b = along_cols(&re, &self.sin_cols) + along_cols(&im, &self.cos_cols);
+        (along_rows(a, &self.cos_rows) - along_rows(b, &self.sin_rows)).div_scalar(v)
+    }
+
+    /// `(Re K̂, Im K̂)`, each `[1, C, R, W]`.
+    fn spectrum(&self) -> (Tensor<4>, Tensor<4>) {
         let k = self.kernel.val();
-        (
-            k.clone().matmul(self.cos.clone()),
-            k.matmul(self.sin.clone()).neg(),
-        )
+        let [c, _] = k.dims();
+        self.dft(&k.reshape([1, c, self.rows, self.cols]))
     }
 
-    /// `Σ_{c,k} ½ ln|K̂|²`.
-    fn log_det(&self) -> Tensor<1> {
+    /// `|K̂|²`, `[1, C, R, W]`, and `Σ_{c,k} ½ ln|K̂|²`.
+    fn power(&self) -> (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<1>) {
         let (re, im) = self.spectrum();
-        (re.powi_scalar(2) + im.powi_scalar(2))
-            .log()
-            .sum()
-            .mul_scalar(0.5)
-    }
-
-    fn apply(&self, field: Tensor<4>, w: Tensor<3>) -> Tensor<4> {
-        let [b, c, r, l] = field.dims();
-        let v = r * l;
-        // [C, B, V] · W_cᵀ
-        let flat = field.reshape([b, c, v]).swap_dims(0, 1);
-        flat.matmul(w.swap_dims(1, 2))
-            .swap_dims(0, 1)
-            .reshape([b, c, r, l])
+        let norm = re.clone().powi_scalar(2) + im.clone().powi_scalar(2);
+        let log_det = norm.clone().log().sum().mul_scalar(0.5);
+        (re, im, norm, log_det)
     }
 }
 
+/// Both directions multiply in momentum space: `x̂ = K̂ ẑ` forward, `ẑ = x̂ / K̂` back. Cost
+/// per configuration and channel: 12 matrix products of an `L × L` field by an `L × L` DFT
+/// matrix, `O(V^{3/2})` (`V = L²`), and `O(L²)` memory for the layer — against `O(V²)` for
+/// both with dense `[V, V]` matrices.
 impl Bijector for CirculantLinear {
     fn forward(&self, z: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
         let b = z.dims()[0];
         debug_assert_eq!([z.dims()[2], z.dims()[3]], [self.rows, self.cols]);
-        let w = self.matrix(self.kernel.val());
-        let ld = self.log_det().expand([b]);
-        (self.apply(z, w), ld)
+        let (kr, ki, _, log_det) = self.power();
+        let (zr, zi) = self.dft(&z);
+        let xr = zr.clone() * kr.clone() - zi.clone() * ki.clone();
+        let xi = zr * ki + zi * kr;
+        (self.inverse_dft(xr, xi), log_det.expand([b]))
     }
 
     fn inverse(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
         let b = x.dims()[0];
-        let (re, im) = self.spectrum();
-        let norm = re.clone().powi_scalar(2) + im.clone().powi_scalar(2);
-        let a = re / norm.clone();
-        let bb = im.neg() / norm.clone();
-        let v = (self.rows * self.cols) as f64;
-        let inv_kernel = (a.matmul(self.cos.clone()) - bb.matmul(self.sin.clone())).div_scalar(v);
-        let w = self.matrix(inv_kernel);
-        let ld = norm.log().sum().mul_scalar(-0.5).expand([b]);
-        (self.apply(x, w), ld)
+        let (kr, ki, norm, log_det) = self.power();
+        // 1/K̂ = conj(K̂)/|K̂|²
+        let (ar, ai) = (kr / norm.clone(), ki.neg() / norm);
+        let (xr, xi) = self.dft(&x);
+        let zr = xr.clone() * ar.clone() - xi.clone() * ai.clone();
+        let zi = xr * ai + xi * ar;
+        (self.inverse_dft(zr, zi), log_det.neg().expand([b]))
     }
 }

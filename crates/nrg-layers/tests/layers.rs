@@ -69,16 +69,23 @@ fn layers(device: &Device) -> Vec<(String, Box<dyn Bijector>, [usize; 3])> {
             [c, b, b],
         ));
     }
-    for c in [1, 2] {
-        let circ = CirculantLinear::new(c, 4, 4, device);
+    // Square tori of both parities of L/2 and the chain (rows = 1) of the 1D lattices.
+    for (c, rows, cols) in [(1, 4, 4), (2, 4, 4), (1, 6, 6), (1, 1, 8)] {
+        let v = rows * cols;
+        let circ = CirculantLinear::new(c, rows, cols, device);
         // Move it off the identity: a random kernel dominated by its centre. Off-centre
-        // entries of scale 0.05 keep every Fourier mode |K̂| ≥ 1 − 15·0.05·|ξ| away from 0 in
-        // practice (σ of the off-centre sum 0.19); at scale 0.2 (σ 0.77) a mode came near
-        // zero about once in eight runs and the round trip lost precision.
-        let k = Tensor::<2>::random([c, 16], Distribution::Normal(0.0, 0.05), device)
-            + Tensor::<2>::ones([c, 1], device).pad((0, 15, 0, 0), 0.0);
+        // entries of scale 0.05 keep every Fourier mode |K̂| ≥ 1 − (V−1)·0.05·|ξ| away from 0
+        // in practice (σ of the off-centre sum 0.19 at V = 16); at scale 0.2 (σ 0.77) a mode
+        // came near zero about once in eight runs and the round trip lost precision.
+        let scale = 0.05 * (15.0 / (v - 1) as f64).sqrt();
+        let k = Tensor::<2>::random([c, v], Distribution::Normal(0.0, scale), device)
+            + Tensor::<2>::ones([c, 1], device).pad((0, v - 1, 0, 0), 0.0);
         let circ = circ.with_kernel(k);
-        out.push((format!("circulant C={c}"), Box::new(circ), [c, 4, 4]));
+        out.push((
+            format!("circulant C={c} {rows}×{cols}"),
+            Box::new(circ),
+            [c, rows, cols],
+        ));
     }
     // RK4 with 16 steps: round trip and log-det exact up to O(h⁴) ≈ 1.5e-5 × (Lipschitz
     // constant)⁵, well inside the 1e-4 / 1e-3 tolerances for these weights.

@@ -184,6 +184,44 @@ fn mc_writes_summary_and_series() {
     let mut both = ti.to_vec();
     both.push("--relaxed");
     assert_usage_error(&both, "relaxed");
+
+    // φ⁴ by thermodynamic integration from a Gaussian reference: the free field, whose ln Z
+    // is exact; HMC only; a reference that is not normalisable is refused.
+    let phi_ti = dir.path().join("phi-ti");
+    let p = phi_ti.to_str().unwrap();
+    let args = [
+        "mc",
+        "phi4",
+        "--L",
+        "4",
+        "--m2",
+        "1",
+        "--algo",
+        "hmc",
+        "--sweeps",
+        "1000",
+        "--ti",
+        "--reference-a",
+        "9",
+        "--out",
+        p,
+    ];
+    run_nrg_ok(&args);
+    let summary = read_json(&phi_ti.join("summary.json"));
+    assert_eq!(summary["reference_a"].as_f64(), Some(9.0), "{summary}");
+    assert!(
+        summary["exact"]["deviation_sigma"].as_f64().unwrap() < 4.0,
+        "{summary}"
+    );
+    let csv = std::fs::read_to_string(phi_ti.join("ti.csv")).unwrap();
+    assert!(csv.starts_with("t,weight,delta_s,delta_s_error,tau_int"));
+    assert_eq!(csv.lines().count(), 16);
+    let mut local = args.to_vec();
+    local[7] = "metropolis";
+    assert_usage_error(&local, "--algo hmc");
+    let mut unstable = args.to_vec();
+    unstable[12] = "2";
+    assert_usage_error(&unstable, "not normalisable");
 }
 
 #[test]

@@ -54,6 +54,16 @@ pub enum PhiFourForm {
         /// `λ`
         lambda: f64,
     },
+    /// The canonical coefficients themselves, `Σ[−2κ Σ_μ φ_x·φ_{x+μ} + a|φ|² + b|φ|⁴]`
+    /// (e.g. the actions along a thermodynamic-integration path).
+    Canonical {
+        /// `κ`
+        kappa: f64,
+        /// `a`
+        a: f64,
+        /// `b`
+        b: f64,
+    },
 }
 
 /// φ⁴ / O(n) φ⁴ / free field on a chain or a torus.
@@ -107,6 +117,16 @@ impl PhiFour {
             mu,
             lambda,
         )
+    }
+
+    /// The canonical form with `n` components: hopping `kappa > 0`, `a` and `b ≥ 0` (a
+    /// Gaussian action, `b = 0`, must be normalisable).
+    pub fn canonical_form(lattice: Lattice, n: usize, kappa: f64, a: f64, b: f64) -> Result<Self> {
+        let kappa = require_positive("kappa", kappa)?;
+        let a = require_finite("a", a)?;
+        let b = require_non_negative("b", b)?;
+        let form = PhiFourForm::Canonical { kappa, a, b };
+        Self::canonical(lattice, n, form, kappa, a, b)
     }
 
     /// The free field (lattice form, `λ = 0`) with mass² `m2 > 0`.
@@ -238,6 +258,9 @@ impl Action for PhiFour {
             ),
             PhiFourForm::Complex { t, mu, lambda } => {
                 format!("complex phi4, {d}D L={l}, t={t}, mu={mu}, lambda={lambda}")
+            }
+            PhiFourForm::Canonical { kappa, a, b } => {
+                format!("phi4 (canonical form), n={n}, {d}D L={l}, kappa={kappa}, a={a}, b={b}")
             }
         }
     }

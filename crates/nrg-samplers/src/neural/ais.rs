@@ -760,7 +760,9 @@ mod tests {
     /// uniform, and `N` in all.
     #[test]
     fn systematic_resampling_is_within_one_of_the_expected_counts() {
-        let lw: Vec<f64> = (0..50).map(|i| ((i * 37) % 11) as f64 * 0.4 - 300.0).collect();
+        let lw: Vec<f64> = (0..50)
+            .map(|i| ((i * 37) % 11) as f64 * 0.4 - 300.0)
+            .collect();
         let norm = log_sum_exp(&lw);
         for seed in 0..20 {
             let mut rng = ChainRng::seed_from_u64(seed);
