@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The library crates (everything but the program, the benches and this tool).
-pub const LIBRARIES: [&str; 8] = [
+pub const LIBRARIES: [&str; 9] = [
     "nrg-core",
     "nrg-lattice",
     "nrg-kernels",
@@ -16,6 +16,7 @@ pub const LIBRARIES: [&str; 8] = [
     "nrg-samplers",
     "nrg-run",
     "nrg-holo",
+    "nrg-images",
 ];
 
 /// burn features a library may enable: no execution backend.
@@ -109,6 +110,13 @@ pub fn dependency_rules() -> Result<()> {
         if dependencies(name)?.contains("nrg") {
             bail!("the library {name} depends on the program `nrg`");
         }
+    }
+    let images = dependencies("nrg-images")?;
+    if let Some(d) = images
+        .iter()
+        .find(|d| d.starts_with("burn") || (d.starts_with("nrg") && *d != "nrg-core"))
+    {
+        bail!("nrg-images depends on {d}: image data needs no tensors, only nrg-core's errors");
     }
     let core = dependencies("nrg-core")?;
     if let Some(d) = core.iter().find(|d| d.starts_with("nrg")) {

@@ -81,8 +81,8 @@ pub struct SampleRequest {
     pub samples: usize,
     /// Random seed.
     pub seed: u64,
-    /// NIS, BAR, NMCMC: flow samples per batch (default 4096); AIS: particles per batch,
-    /// SMC: per independent system (default 1024).
+    /// NIS, BAR, NMCMC: flow samples per batch (default 4096); AIS: particles per batch
+    /// (default 1024); SMC: per independent system (default `⌊samples/32⌋`: 32 systems).
     pub batch: Option<usize>,
     /// Chains: independent chains (default 1).
     pub chains: Option<usize>,
@@ -98,8 +98,8 @@ pub struct SampleRequest {
     pub delta: Option<f64>,
     /// bulk-local: move only the latents of this RG level (0 = finest).
     pub level: Option<usize>,
-    /// NIS, BAR, NMCMC, AIS, SMC: average the flow's density over these lattice symmetries
-    /// of the action.
+    /// NIS, BAR, NMCMC: average the flow's density over these lattice symmetries of the
+    /// action.
     pub symmetry: Option<SymmetrySpec>,
     /// NIS, NMCMC: keep the configurations (and NIS's log-weights).
     pub save_samples: bool,
@@ -109,6 +109,9 @@ pub struct SampleRequest {
     /// AIS, SMC: the annealing options.
     pub anneal: AnnealOptions,
 }
+
+/// Independent systems of a default SMC run.
+const SMC_SYSTEMS: usize = 32;
 
 /// The options of AIS and SMC ([`nrg_samplers::neural::ais`]); `None` takes the default.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -171,11 +174,9 @@ impl SampleRequest {
             ),
             ("delta", self.delta.is_some(), &[BulkLocal]),
             ("level", self.level.is_some(), &[BulkLocal]),
-            (
-                "symmetry",
-                self.symmetry.is_some(),
-                &[Nis, Bar, Nmcmc, Ais, Smc],
-            ),
+            // Not AIS/SMC: their moves need ∂ ln q/∂z, and the symmetry average's density
+            // is formed on the host (no gradient).
+            ("symmetry", self.symmetry.is_some(), &[Nis, Bar, Nmcmc]),
             ("save-samples", self.save_samples, &[Nis, Nmcmc]),
             ("target-data", self.target_data.is_some(), &[Bar]),
             ("cess", a.cess.is_some(), &[Ais, Smc]),
@@ -229,6 +230,35 @@ impl SampleRequest {
         if a.stages == Some(0) || a.pilot.is_some_and(|p| p < 2) {
             return Err(NrgError::param("stages/pilot", "stages ≥ 1 and pilot ≥ 2"));
         }
+        if a.moves == Some(0) && (self.step.is_some() || self.leapfrog.is_some()) {
+            return Err(NrgError::param(
+                "step/leapfrog",
+                "do not apply with --moves 0 (no HMC moves: AIS is then NIS)",
+            ));
+        }
+        if m == Smc {
+            let batch = self.smc_batch();
+            if batch == 0 || self.samples / batch.max(1) < 2 {
+                return Err(NrgError::param(
+                    "samples",
+                    format!(
+                        "SMC forms its errors over independent systems of --batch particles: \
+                         {} particles in systems of {batch} make fewer than 2 (aim for ≥ 25)",
+                        self.samples
+                    ),
+                ));
+            }
+            if self.batch.is_some() && !self.samples.is_multiple_of(batch) {
+                return Err(NrgError::param(
+                    "samples",
+                    format!(
+                        "SMC needs whole systems: {} particles are not a multiple of --batch \
+                         {batch}",
+                        self.samples
+                    ),
+                ));
+            }
+        }
         if self.samples < 8 {
             return Err(NrgError::param("samples", "must be ≥ 8"));
         }
@@ -264,6 +294,12 @@ impl SampleRequest {
         }
     }
 
+    /// SMC's particles per system: `--batch`, or `⌊samples/32⌋` (32 systems, enough for the
+    /// tail diagnostic).
+    fn smc_batch(&self) -> usize {
+        self.batch.unwrap_or(self.samples / SMC_SYSTEMS)
+    }
+
     /// The AIS/SMC request (the measure and derived quantities filled in by the caller).
     fn anneal_request<'a>(
         &self,
@@ -272,11 +308,19 @@ impl SampleRequest {
     ) -> AisRequest<'a> {
         let a = &self.anneal;
         let hmc = self.hmc();
+        let (samples, batch) = match self.method {
+            // Whole systems: with the default batch, 32 systems of ⌊samples/32⌋.
+            SampleMethod::Smc => {
+                let batch = self.smc_batch().max(1);
+                (self.samples / batch * batch, batch)
+            }
+            _ => (self.samples, self.batch.unwrap_or(1024)),
+        };
         AisRequest {
             measure,
             derived,
-            samples: self.samples,
-            batch: self.batch.unwrap_or(1024),
+            samples,
+            batch,
             pilot: a.pilot.unwrap_or(512),
             schedule: match a.stages {
                 Some(t) => AisSchedule::Fixed((1..=t).map(|k| k as f64 / t as f64).collect()),
@@ -504,14 +548,9 @@ pub fn sample(
             let action = spec.build(&ad)?;
             let derived = ising_derived(spec, action.as_ref());
             let ais_request = request.anneal_request(measure.as_ref(), derived);
-            let sym = symmetrise(request, &model, action.as_ref(), &ad)?;
-            // The path starts at the sampler's density: the symmetry average if asked for,
-            // else the flow's own (Z₂-symmetrised if it was trained so), else its prior.
-            let start: Option<&dyn DensityModel> = match &sym {
-                Some(m) => Some(m),
-                None if model.symmetrised() => Some(&model),
-                None => None,
-            };
+            // The path starts at the flow's own density (Z₂-symmetrised if it was trained
+            // so: both magnetisation sectors), else at its prior.
+            let start: Option<&dyn DensityModel> = model.symmetrised().then_some(&model as _);
             let out = ais(&model, start, action.as_ref(), &ais_request, &ad, progress)?;
             let ising = match spec.model {
                 ModelKind::Ising => Some(spec.build_ising(&ad)?),
@@ -708,7 +747,7 @@ mod tests {
         let options: [(&str, Set, &[SampleMethod]); 15] = [
             (
                 "batch",
-                |r| r.batch = Some(64),
+                |r| r.batch = Some(50),
                 &[Nis, Bar, Nmcmc, Ais, Smc],
             ),
             (
@@ -732,7 +771,7 @@ mod tests {
             (
                 "symmetry",
                 |r| r.symmetry = Some(SymmetrySpec::parse("d4").unwrap()),
-                &[Nis, Bar, Nmcmc, Ais, Smc],
+                &[Nis, Bar, Nmcmc],
             ),
             ("save-samples", |r| r.save_samples = true, &[Nis, Nmcmc]),
             (
@@ -776,6 +815,12 @@ mod tests {
         r.batch = Some(0);
         assert!(r.check().is_err());
         for bad in [
+            |r: &mut SampleRequest| r.batch = Some(64),
+            |r: &mut SampleRequest| r.batch = Some(30),
+            |r: &mut SampleRequest| {
+                r.anneal.moves = Some(0);
+                r.step = Some(0.1);
+            },
             |r: &mut SampleRequest| r.anneal.cess = Some(1.0),
             |r: &mut SampleRequest| r.anneal.resample_ess = Some(0.0),
             |r: &mut SampleRequest| r.anneal.stages = Some(0),

@@ -476,6 +476,7 @@ fn phi4_ti(action: PhiFour, run: &RunArgs, reference_a: Option<f64>) -> Result<(
         },
         step: run.step,
         leapfrog: run.md_steps,
+        target_acceptance: run.target_acceptance.unwrap_or(0.8),
         seed: run.seed,
         reference_a,
     };
@@ -535,6 +536,15 @@ fn phi4_ti(action: PhiFour, run: &RunArgs, reference_a: Option<f64>) -> Result<(
         println!(
             "  exact ln Z {}   deviation {:.2} sigma",
             e.exact, e.deviation_sigma
+        );
+    }
+    let q = ti.quadrature_error;
+    if q.value > ti.ln_z.error && q.value > 3.0 * q.error {
+        println!(
+            "  warning: the quadrature error ({:.1e}) exceeds the statistical one and its own \
+             noise: the integrand varies fast (a path across the ordering transition?); the \
+             error bar of ln Z does not include it",
+            q.value
         );
     }
     println!("wrote {} and ti.csv", summary_path.display());

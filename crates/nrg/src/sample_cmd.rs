@@ -108,8 +108,8 @@ pub struct SampleArgs {
     /// of `nrg mc ising --algo wolff --relaxed`).
     #[arg(long)]
     target_data: Option<PathBuf>,
-    /// NIS, BAR, NMCMC: flow samples per batch [default: 4096]; AIS: particles per batch,
-    /// SMC: per independent system [default: 1024].
+    /// NIS, BAR, NMCMC: flow samples per batch [default: 4096]; AIS: particles per batch
+    /// [default: 1024]; SMC: particles per independent system [default: samples/32].
     #[arg(long)]
     batch: Option<usize>,
     /// Chains: independent chains (bulk-hmc and bulk-local move them as one batch)
@@ -149,7 +149,7 @@ pub struct SampleArgs {
     /// bulk-local: move only the latents of this RG level (0 = finest).
     #[arg(long)]
     level: Option<usize>,
-    /// NIS, BAR, AIS, SMC, NMCMC: average the flow's density over lattice symmetries of the action:
+    /// NIS, BAR, NMCMC: average the flow's density over lattice symmetries of the action:
     /// `d4` (rotations and reflections), `shift=T` (translations by multiples of T sites),
     /// or both, comma-separated. Costs |G| density evaluations per sample.
     #[arg(long)]

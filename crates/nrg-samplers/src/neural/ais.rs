@@ -127,7 +127,9 @@ pub struct AisSummary {
     /// `ais` or `smc`.
     pub method: String,
     /// The estimates from the final weights — over particles (AIS) or over independent
-    /// systems (SMC) — as [`super::nis`] forms them (`ln Z`, observables, `k̂`, …).
+    /// systems (SMC) — as [`super::nis`] forms them (`ln Z`, observables, `k̂`, …). Its
+    /// `variational_free_energy` is here `−mean ln w` of the annealed weights (AIS) or
+    /// `−mean ln Ẑ_b` (SMC): still an upper bound on `−ln Z`, but not the flow's `F_q`.
     pub estimates: NisSummary,
     /// `β_1 … β_T`.
     pub schedule: Vec<f64>,
@@ -336,6 +338,12 @@ impl Path<'_> {
             }
         };
         let p = self.evaluate(z, beta)?;
+        if let Some(bad) = p.grad.iter().position(|g| !g.is_finite()) {
+            return Err(NrgError::InvalidData(format!(
+                "start particle {} has a non-finite gradient of its potential",
+                bad / p.per
+            )));
+        }
         for i in 0..p.len() {
             if !p.ell(i).is_finite() {
                 return Err(NrgError::InvalidData(format!(
@@ -391,9 +399,12 @@ impl Path<'_> {
         let (mut alpha, mut accepted) = (0.0, 0);
         for i in 0..n {
             let dh = prop.potential(i, beta) + kinetic(&p, i) - h0[i];
-            alpha += acceptance_probability(dh);
+            let finite = dh.is_finite() && prop.ell(i).is_finite();
+            if finite {
+                alpha += acceptance_probability(dh);
+            }
             let uniform: f64 = rng.random();
-            if dh.is_finite() && prop.ell(i).is_finite() && uniform.ln() < -dh {
+            if finite && uniform.ln() < -dh {
                 accepted += 1;
                 cur.copy_from(i, &prop, i);
             }
