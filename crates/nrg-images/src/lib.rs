@@ -11,6 +11,7 @@
 //!   `dataset-fashion-mnist` package (28×28 padded to 32×32);
 //! - [`folder`]: a folder of PNG/JPEG files, grayscale or RGB, resized or centre-cropped to a
 //!   power-of-two side;
+//! - [`grid`]: a PNG grid of images (samples, data, receptive fields) for a talk;
 //! - [`synthetic`]: a multi-scale synthetic set in the spirit of RG-Flow's MSDS — a 4×4 grid
 //!   of rotated ellipses on 32×32, one factor shared image-wide and the others per ellipse —
 //!   with its generating factors;
@@ -23,6 +24,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod folder;
+pub mod grid;
 pub mod idx;
 pub mod likelihood;
 pub mod synthetic;

@@ -7,10 +7,12 @@
 //! nrg sample --run runs/phi4-tutorial --method nmcmc --samples 100000
 //! nrg holo --run runs/complex-phi4-l32             # the holographic analysis
 //! nrg info --device wgpu                           # check a backend
+//! nrg data synthetic --out data/ellipses           # image data sets for the image flows
 //! ```
 //!
 //! Every failure prints one line `nrg: error: …` and exits with status 2.
 
+mod data_cmd;
 mod device;
 mod exact_cmd;
 mod holo_cmd;
@@ -49,6 +51,9 @@ enum Command {
     Holo(holo_cmd::HoloArgs),
     /// Show the compiled backends and check that the selected device runs a tensor op.
     Info,
+    /// Image data sets: the synthetic multi-scale ellipses, Fashion-MNIST, a folder of
+    /// pictures (images.npy, grid.png, summary.json).
+    Data(data_cmd::DataArgs),
 }
 
 /// mimalloc instead of glibc's allocator: the tensor operations allocate and free
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample_cmd::run(args, cli.device),
         Command::Holo(args) => holo_cmd::run(args, cli.device),
         Command::Info => device::info(cli.device),
+        Command::Data(args) => data_cmd::run(args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -709,3 +709,97 @@ fn relaxed_ising_data_feeds_forward_kl_training() {
     assert_usage_error(&args, "nrg mc ising");
     assert!(!runs.join("missing").exists());
 }
+
+/// `nrg data`: the synthetic set with its factors, Fashion-MNIST's test split padded to
+/// 32×32 with labels, a folder of pictures; bad inputs exit 2 naming the problem.
+#[test]
+fn data_sets_are_written_for_the_image_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let syn = dir.path().join("ellipses");
+    let s = syn.to_str().unwrap();
+    run_nrg_ok(&[
+        "data",
+        "synthetic",
+        "--images",
+        "20",
+        "--seed",
+        "3",
+        "--out",
+        s,
+    ]);
+    let (values, shape) = nrg_flow::data::read_configurations(&syn.join("images.npy")).unwrap();
+    assert_eq!(shape, [20, 1, 32, 32]);
+    assert!(
+        values
+            .iter()
+            .all(|v| (0.0..=255.0).contains(v) && v.fract() == 0.0)
+    );
+    let factors = std::fs::read_to_string(syn.join("factors.csv")).unwrap();
+    assert_eq!(factors.lines().count(), 20 * 16 + 1);
+    assert!(syn.join("grid.png").exists());
+    let summary = read_json(&syn.join("summary.json"));
+    assert_eq!(summary["real_pixels_per_image"], 1024, "{summary}");
+
+    let fm = dir.path().join("fmnist");
+    let f = fm.to_str().unwrap();
+    run_nrg_ok(&["data", "fashion-mnist", "--split", "test", "--out", f]);
+    let summary = read_json(&fm.join("summary.json"));
+    assert_eq!(summary["shape"], serde_json::json!([10000, 1, 32, 32]));
+    assert_eq!(summary["real_pixels_per_image"], 784, "{summary}");
+    let labels = std::fs::read_to_string(fm.join("labels.csv")).unwrap();
+    assert_eq!(labels.lines().count(), 10_001);
+
+    let pics = dir.path().join("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    assert_usage_error(
+        &[
+            "data",
+            "folder",
+            "--dir",
+            pics.to_str().unwrap(),
+            "--out",
+            f,
+        ],
+        "no PNG or JPEG",
+    );
+    std::fs::write(pics.join("broken.png"), b"not a png").unwrap();
+    assert_usage_error(
+        &[
+            "data",
+            "folder",
+            "--dir",
+            pics.to_str().unwrap(),
+            "--out",
+            f,
+        ],
+        "broken.png",
+    );
+    assert_usage_error(
+        &[
+            "data",
+            "folder",
+            "--dir",
+            pics.to_str().unwrap(),
+            "--size",
+            "24",
+            "--out",
+            f,
+        ],
+        "power of two",
+    );
+    let empty_idx = dir.path().join("no-idx");
+    std::fs::create_dir_all(&empty_idx).unwrap();
+    assert_usage_error(
+        &[
+            "data",
+            "fashion-mnist",
+            "--split",
+            "train",
+            "--dir",
+            empty_idx.to_str().unwrap(),
+            "--out",
+            f,
+        ],
+        "dataset-fashion-mnist",
+    );
+}
