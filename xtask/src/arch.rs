@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The library crates (everything but the program, the benches and this tool).
-pub const LIBRARIES: [&str; 9] = [
+pub const LIBRARIES: [&str; 10] = [
     "nrg-core",
     "nrg-lattice",
     "nrg-kernels",
@@ -17,6 +17,7 @@ pub const LIBRARIES: [&str; 9] = [
     "nrg-run",
     "nrg-holo",
     "nrg-images",
+    "nrg-rg",
 ];
 
 /// burn features a library may enable: no execution backend.

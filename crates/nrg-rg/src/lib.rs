@@ -1,0 +1,21 @@
+//! # nrg-rg
+//!
+//! The classical real-space renormalisation group, beside the learned one (issue 23):
+//! Kadanoff's block spins on Ising configurations, and the couplings of the block-spin
+//! configurations they produce.
+//!
+//! - [`block`]: one block-spin step `s → s'` on a periodic chain or square lattice —
+//!   majority rule (odd `b`, or even `b` with random tie-breaks) and decimation — and its
+//!   iteration;
+//! - [`couplings`]: renormalised couplings measured from block-spin configurations, with
+//!   Gamma-method errors: in 1D the nearest-neighbour coupling from the ring's exact
+//!   correlation function, checked against the decimation recursion
+//!   `K' = atanh(tanh² K)`.
+//!
+//! Configurations are `f64` slices of `±1`, site-major as the baseline chains hold them
+//! (`nrg_samplers::run::Simulation::configuration`).
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
+
+pub mod block;
+pub mod couplings;
