@@ -62,9 +62,23 @@ pub fn ring_coupling(configurations: &[Vec<f64>], n: usize) -> Result<Estimate> 
         }
         series.push((0..n).map(|i| c[i] * c[(i + 1) % n]).sum::<f64>() / n as f64);
     }
-    let g = gamma_method_derived(&[&series], |m| coupling_from_correlation(m[0], n))?;
-    let mut e = Estimate::new(g.value, g.error);
-    e.tau_int = Some(g.tau_int);
+    let mean = series.iter().sum::<f64>() / series.len() as f64;
+    let fully_ordered = || {
+        // β → ∞: every block configuration (or every jackknife mean) fully ordered.
+        NrgError::InvalidData(format!(
+            "the block spins are fully ordered (⟨s s⟩ = 1 within the sample): K' is beyond \
+             what {} configurations of {n} sites can resolve",
+            configurations.len()
+        ))
+    };
+    if !coupling_from_correlation(mean, n).is_finite() {
+        return Err(fully_ordered());
+    }
+    let e: Estimate =
+        gamma_method_derived(&[&series], |m| coupling_from_correlation(m[0], n))?.into();
+    if !(e.value.is_finite() && e.error.is_finite()) {
+        return Err(fully_ordered());
+    }
     Ok(e)
 }
 
@@ -95,5 +109,16 @@ mod tests {
             assert!((coupling_from_correlation(exact, n) - k).abs() < 1e-9);
         }
         assert!(ring_coupling(&[vec![1.0; 4]], 4).is_err());
+        // Fully ordered rings (β → ∞): an error, not an infinite K' with a NaN error bar.
+        let ordered = vec![vec![1.0; 4], vec![-1.0; 4], vec![1.0; 4]];
+        let err = format!("{:?}", ring_coupling(&ordered, 4));
+        assert!(err.contains("ordered"), "{err}");
+        // Infinite temperature-like data (alternating correlations) stays finite.
+        let mixed = vec![
+            vec![1.0, -1.0, 1.0, 1.0],
+            vec![1.0, 1.0, 1.0, 1.0],
+            vec![-1.0, 1.0, 1.0, -1.0],
+        ];
+        assert!(ring_coupling(&mixed, 4).unwrap().value.is_finite());
     }
 }

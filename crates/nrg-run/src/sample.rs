@@ -238,7 +238,17 @@ impl SampleRequest {
         }
         if m == Smc {
             let batch = self.smc_batch();
-            if batch == 0 || self.samples / batch.max(1) < 2 {
+            if batch == 0 {
+                return Err(NrgError::param(
+                    "samples",
+                    format!(
+                        "SMC's default is {SMC_SYSTEMS} independent systems: {} particles are too \
+                         few (give ≥ {} or set --batch)",
+                        self.samples, SMC_SYSTEMS
+                    ),
+                ));
+            }
+            if self.samples / batch < 2 {
                 return Err(NrgError::param(
                     "samples",
                     format!(

@@ -528,11 +528,7 @@ pub fn phi4_ln_z_by_ti(
             Ok(())
         })?;
         progress(k + 1);
-        let g = gamma_method(&series)?;
-        let mut e = Estimate::new(g.value, g.error);
-        e.tau_int = Some(g.tau_int);
-        e.tau_int_error = Some(g.tau_int_error);
-        Ok(e)
+        Ok(gamma_method(&series)?.into())
     };
     let integral = integrate_gk15(0.0, 1.0, &mut integrand)?;
     let reference_ln_z = reference.thermo().ln_z;

@@ -20,12 +20,14 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use nrg_core::Lattice;
+use nrg_core::stats::{Estimate, ExactComparison};
 use nrg_flow::data::write_npy_f32;
 use nrg_lattice::{FieldGivenSpins, IsingRelaxed, IsingSpins, PhiFour};
 use nrg_run::dir::{write_atomic, write_json};
 use nrg_samplers::baseline::{Hmc, IsingMetropolis, IsingWolff, PhiFourMetropolis, SpinStart};
 use nrg_samplers::free_energy::{
-    IsingAlgorithm, IsingTiSettings, Phi4TiSettings, ising_ln_z_by_ti, phi4_ln_z_by_ti,
+    IsingAlgorithm, IsingTiSettings, Phi4TiSettings, QuadratureNode, ising_ln_z_by_ti,
+    phi4_ln_z_by_ti,
 };
 use nrg_samplers::run::{IsingSimulation, PhiFourSimulation, RunConfig, Simulation, run_observed};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -305,11 +307,7 @@ pub fn run(args: McArgs, device_choice: DeviceChoice) -> Result<()> {
         }
     };
 
-    let config = RunConfig {
-        thermalisation: run.therm.unwrap_or((run.sweeps / 10).max(100)),
-        sweeps: run.sweeps,
-        measure_every: run.measure_every,
-    };
+    let config = run_config(&run);
     let total = (config.thermalisation + config.sweeps) as u64;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -392,6 +390,89 @@ pub fn run(args: McArgs, device_choice: DeviceChoice) -> Result<()> {
     Ok(())
 }
 
+/// Thermalisation and measurement lengths from the command line.
+fn run_config(run: &RunArgs) -> RunConfig {
+    RunConfig {
+        thermalisation: run.therm.unwrap_or((run.sweeps / 10).max(100)),
+        sweeps: run.sweeps,
+        measure_every: run.measure_every,
+    }
+}
+
+/// The progress bar of a thermodynamic integration (one step per node).
+fn ti_progress() -> Result<ProgressBar> {
+    let bar = ProgressBar::new(15);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} thermodynamic integration [{elapsed_precise}] {wide_bar} {pos}/{len} \
+             nodes (ETA {eta})",
+        )
+        .context("progress template")?,
+    );
+    Ok(bar)
+}
+
+/// What both thermodynamic integrations write and print.
+struct TiReport<'a> {
+    /// The result, serialised; `extra` is merged into it.
+    summary: Value,
+    extra: Value,
+    /// The first column of `ti.csv` (`beta` or `t`) and the integrand's (`e`, `delta_s`).
+    columns: (&'a str, &'a str),
+    nodes: &'a [QuadratureNode],
+    ln_z: Estimate,
+    quadrature: Estimate,
+    exact: Option<&'a ExactComparison>,
+    /// The first line printed.
+    headline: String,
+}
+
+/// Writes `summary.json` and `ti.csv` into `out` and prints the result, with a warning when
+/// the quadrature error is resolved above the noise and exceeds the statistical error (the
+/// error bar of `ln Z` does not include it).
+fn write_ti(out: &std::path::Path, report: TiReport) -> Result<()> {
+    let mut summary = report.summary;
+    if let (Value::Object(map), Value::Object(extra)) = (&mut summary, report.extra) {
+        map.extend(extra);
+    }
+    let summary_path = out.join("summary.json");
+    write_json(&summary_path, &summary)?;
+    let (at, value) = report.columns;
+    let mut csv = format!("{at},weight,{value},{value}_error,tau_int\n");
+    for n in report.nodes {
+        csv.push_str(&format!(
+            "{:.17e},{:.17e},{:.17e},{:.17e},{:.6}\n",
+            n.at,
+            n.weight,
+            n.value.value,
+            n.value.error,
+            n.value.tau_int.unwrap_or(f64::NAN)
+        ));
+    }
+    write_atomic(&out.join("ti.csv"), csv.as_bytes())?;
+    let q = report.quadrature;
+    println!(
+        "{}: ln Z = {} ± {} (quadrature {:.1e} ± {:.1e})",
+        report.headline, report.ln_z.value, report.ln_z.error, q.value, q.error
+    );
+    if let Some(e) = report.exact {
+        println!(
+            "  exact ln Z {}   deviation {:.2} sigma",
+            e.exact, e.deviation_sigma
+        );
+    }
+    if q.value > report.ln_z.error && q.value > 3.0 * q.error {
+        println!(
+            "  warning: the quadrature error ({:.1e}) exceeds the statistical one and its own \
+             noise: the integrand varies fast on the interval (near a transition?); the error \
+             bar of ln Z does not include it",
+            q.value
+        );
+    }
+    println!("wrote {} and ti.csv", summary_path.display());
+    Ok(())
+}
+
 /// `nrg mc ising … --ti`.
 fn ising_ti(model: IsingSpins, run: &RunArgs) -> Result<()> {
     let algorithm = match run.algo {
@@ -401,152 +482,74 @@ fn ising_ti(model: IsingSpins, run: &RunArgs) -> Result<()> {
     };
     let settings = IsingTiSettings {
         algorithm,
-        run: RunConfig {
-            thermalisation: run.therm.unwrap_or((run.sweeps / 10).max(100)),
-            sweeps: run.sweeps,
-            measure_every: run.measure_every,
-        },
+        run: run_config(run),
         seed: run.seed,
     };
-    let bar = ProgressBar::new(15);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} thermodynamic integration [{elapsed_precise}] {wide_bar} {pos}/{len} \
-             nodes (ETA {eta})",
-        )
-        .context("progress template")?,
-    );
+    let bar = ti_progress()?;
     let ti = ising_ln_z_by_ti(&model, &settings, &mut |k| bar.set_position(k as u64))?;
     bar.finish_and_clear();
     let lattice = model.lattice();
-    let mut summary = serde_json::to_value(&ti)?;
-    if let Value::Object(map) = &mut summary {
-        map.insert(
-            "model".into(),
-            json!({"model": "ising", "dim": lattice.dim(), "L": lattice.l(), "beta": model.beta()}),
-        );
-        map.insert("algorithm".into(), json!(algorithm));
-        map.insert("run".into(), json!(settings.run));
-        map.insert("seed".into(), json!(run.seed));
-    }
-    let summary_path = run.out.join("summary.json");
-    write_json(&summary_path, &summary)?;
-    let mut csv = String::from("beta,weight,e,e_error,tau_int\n");
-    for n in &ti.energy_integral.nodes {
-        csv.push_str(&format!(
-            "{:.17e},{:.17e},{:.17e},{:.17e},{:.6}\n",
-            n.at,
-            n.weight,
-            n.value.value,
-            n.value.error,
-            n.value.tau_int.unwrap_or(f64::NAN)
-        ));
-    }
-    write_atomic(&run.out.join("ti.csv"), csv.as_bytes())?;
-    println!(
-        "thermodynamic integration, 15 nodes × {} updates, {:.1} s: ln Z = {} ± {} \
-         (quadrature {:.1e} ± {:.1e})",
-        run.sweeps,
-        ti.seconds,
-        ti.ln_z.value,
-        ti.ln_z.error,
-        ti.quadrature_error.value,
-        ti.quadrature_error.error
-    );
-    if let Some(e) = &ti.exact {
-        println!(
-            "  exact ln Z {}   deviation {:.2} sigma",
-            e.exact, e.deviation_sigma
-        );
-    }
-    println!("wrote {} and ti.csv", summary_path.display());
-    Ok(())
+    write_ti(
+        &run.out,
+        TiReport {
+            summary: serde_json::to_value(&ti)?,
+            extra: json!({
+                "model": {"model": "ising", "dim": lattice.dim(), "L": lattice.l(), "beta": model.beta()},
+                "algorithm": algorithm, "run": settings.run, "seed": run.seed,
+            }),
+            columns: ("beta", "e"),
+            nodes: &ti.energy_integral.nodes,
+            ln_z: ti.ln_z,
+            quadrature: ti.quadrature_error,
+            exact: ti.exact.as_ref(),
+            headline: format!(
+                "thermodynamic integration, 15 nodes × {} updates, {:.1} s",
+                run.sweeps, ti.seconds
+            ),
+        },
+    )
 }
 
 /// `nrg mc phi4|on … --ti`.
 fn phi4_ti(action: PhiFour, run: &RunArgs, reference_a: Option<f64>) -> Result<()> {
+    use nrg_core::OnLattice;
     if run.algo != Algo::Hmc {
         bail!("--ti for φ⁴ runs HMC chains: use --algo hmc");
     }
     let settings = Phi4TiSettings {
-        run: RunConfig {
-            thermalisation: run.therm.unwrap_or((run.sweeps / 10).max(100)),
-            sweeps: run.sweeps,
-            measure_every: run.measure_every,
-        },
+        run: run_config(run),
         step: run.step,
         leapfrog: run.md_steps,
         target_acceptance: run.target_acceptance.unwrap_or(0.8),
         seed: run.seed,
         reference_a,
     };
-    let bar = ProgressBar::new(15);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} thermodynamic integration [{elapsed_precise}] {wide_bar} {pos}/{len} \
-             nodes (ETA {eta})",
-        )
-        .context("progress template")?,
-    );
+    let bar = ti_progress()?;
     let ti = phi4_ln_z_by_ti(&action, &settings, &mut |k| bar.set_position(k as u64))?;
     bar.finish_and_clear();
-    let mut summary = serde_json::to_value(&ti)?;
-    if let Value::Object(map) = &mut summary {
-        use nrg_core::OnLattice;
-        let lattice = action.lattice();
-        map.insert(
-            "model".into(),
-            json!({
-                "model": nrg_core::Action::describe(&action),
-                "n": action.channels(), "dim": lattice.dim(), "L": lattice.l(),
-                "form": action.form(),
+    let lattice = action.lattice();
+    write_ti(
+        &run.out,
+        TiReport {
+            summary: serde_json::to_value(&ti)?,
+            extra: json!({
+                "model": {
+                    "model": nrg_core::Action::describe(&action),
+                    "n": action.channels(), "dim": lattice.dim(), "L": lattice.l(),
+                    "form": action.form(),
+                },
+                "algorithm": "hmc", "run": settings.run, "seed": run.seed,
             }),
-        );
-        map.insert("algorithm".into(), json!("hmc"));
-        map.insert("run".into(), json!(settings.run));
-        map.insert("seed".into(), json!(run.seed));
-    }
-    let summary_path = run.out.join("summary.json");
-    write_json(&summary_path, &summary)?;
-    let mut csv = String::from("t,weight,delta_s,delta_s_error,tau_int\n");
-    for n in &ti.integral.nodes {
-        csv.push_str(&format!(
-            "{:.17e},{:.17e},{:.17e},{:.17e},{:.6}\n",
-            n.at,
-            n.weight,
-            n.value.value,
-            n.value.error,
-            n.value.tau_int.unwrap_or(f64::NAN)
-        ));
-    }
-    write_atomic(&run.out.join("ti.csv"), csv.as_bytes())?;
-    println!(
-        "thermodynamic integration from the Gaussian reference a₀ = {} (ln Z₀ = {}), 15 nodes \
-         × {} trajectories, {:.1} s: ln Z = {} ± {} (quadrature {:.1e} ± {:.1e})",
-        ti.reference_a,
-        ti.reference_ln_z,
-        run.sweeps,
-        ti.seconds,
-        ti.ln_z.value,
-        ti.ln_z.error,
-        ti.quadrature_error.value,
-        ti.quadrature_error.error
-    );
-    if let Some(e) = &ti.exact {
-        println!(
-            "  exact ln Z {}   deviation {:.2} sigma",
-            e.exact, e.deviation_sigma
-        );
-    }
-    let q = ti.quadrature_error;
-    if q.value > ti.ln_z.error && q.value > 3.0 * q.error {
-        println!(
-            "  warning: the quadrature error ({:.1e}) exceeds the statistical one and its own \
-             noise: the integrand varies fast (a path across the ordering transition?); the \
-             error bar of ln Z does not include it",
-            q.value
-        );
-    }
-    println!("wrote {} and ti.csv", summary_path.display());
-    Ok(())
+            columns: ("t", "delta_s"),
+            nodes: &ti.integral.nodes,
+            ln_z: ti.ln_z,
+            quadrature: ti.quadrature_error,
+            exact: ti.exact.as_ref(),
+            headline: format!(
+                "thermodynamic integration from the Gaussian reference a₀ = {} (ln Z₀ = {}), \
+                 15 nodes × {} trajectories, {:.1} s",
+                ti.reference_a, ti.reference_ln_z, run.sweeps, ti.seconds
+            ),
+        },
+    )
 }

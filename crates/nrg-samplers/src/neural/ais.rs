@@ -256,6 +256,7 @@ struct Path<'a> {
 
 /// A batch of particles, on the host: latents, `U`, `ln p₀`, `S`, the configurations, and
 /// `∂V_β/∂z` at the `β` they were evaluated for.
+#[derive(Clone)]
 struct Particles {
     z: Vec<f64>,
     u: Vec<f64>,
@@ -575,15 +576,7 @@ impl Annealer<'_> {
                 && ess_fraction(&log_w) < threshold
             {
                 let idx = systematic(&log_w, rng);
-                let old = Particles {
-                    z: cur.z.clone(),
-                    u: cur.u.clone(),
-                    lp0: cur.lp0.clone(),
-                    s: cur.s.clone(),
-                    x: cur.x.clone(),
-                    grad: cur.grad.clone(),
-                    per: cur.per,
-                };
+                let old = cur.clone();
                 for (i, &j) in idx.iter().enumerate() {
                     cur.copy_from(i, &old, j);
                 }
