@@ -8,6 +8,8 @@
 //! - [`flow`]: a prior composed with a bijector, optionally Z₂-symmetrised;
 //! - [`spec`]: a flow described by a TOML table;
 //! - [`train`]: reverse-KL, forward-KL and mixed training;
+//! - [`image`]: maximum-likelihood training on images (dequantisation, logit), bits per
+//!   dimension on held-out images, samples at a temperature;
 //! - [`data`]: configurations as NumPy `.npy` (reading training data, writing samples) and
 //!   the lattice symmetries that augment data.
 
@@ -16,6 +18,7 @@
 pub mod data;
 pub mod flow;
 pub mod hierarchical;
+pub mod image;
 pub mod prior;
 pub mod spec;
 pub mod train;

@@ -39,6 +39,19 @@ pub enum LrSchedule {
     Cosine,
 }
 
+impl LrSchedule {
+    /// The learning rate at `step` of `steps`, from `lr` (down to `lr_min` for the cosine).
+    pub fn lr_at(self, lr: f64, lr_min: f64, step: usize, steps: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Cosine => {
+                let t = step as f64 / steps.max(1) as f64;
+                lr_min + 0.5 * (lr - lr_min) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
 /// Settings of a training run (the `[train]` table of a run configuration).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -158,14 +171,8 @@ impl TrainSettings {
 
     /// The learning rate at `step`.
     pub fn lr_at(&self, step: usize) -> f64 {
-        match self.lr_schedule {
-            LrSchedule::Constant => self.lr,
-            LrSchedule::Cosine => {
-                let t = step as f64 / self.steps.max(1) as f64;
-                self.lr_min
-                    + 0.5 * (self.lr - self.lr_min) * (1.0 + (std::f64::consts::PI * t).cos())
-            }
-        }
+        self.lr_schedule
+            .lr_at(self.lr, self.lr_min, step, self.steps)
     }
 
     /// The tempering `γ_t` of the target at `step`.
@@ -318,13 +325,9 @@ impl<'a> Trainer<'a> {
         if let (true, Some(d)) = (settings.augment, &data) {
             check_invariance(action, d)?;
         }
-        let mut adam = AdamConfig::new();
-        if let Some(c) = settings.clip_grad_norm {
-            adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(c as f32)));
-        }
         Ok(Self {
             model,
-            optim: adam.init(),
+            optim: adam(settings.clip_grad_norm),
             action,
             data,
             settings,
@@ -466,32 +469,55 @@ impl<'a> Trainer<'a> {
 
     /// Saves the model and the optimiser state (`model.bpk`, `optim.bpk`) into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), NrgError> {
-        let io = |e: burn::store::RecordError| NrgError::InvalidData(format!("saving: {e}"));
-        self.model
-            .clone()
-            .save_file(dir.join("model.bpk"))
-            .map_err(io)?;
-        self.optim.save(dir.join("optim.bpk")).map_err(io)?;
-        Ok(())
+        save_state(&self.model, &self.optim, dir)
     }
 
     /// Restores the model and optimiser state saved by [`Trainer::save`], continuing at `step`.
     pub fn load(mut self, dir: &Path, step: usize) -> Result<Self, NrgError> {
-        let bad = |what: &str, e: burn::store::RecordError| {
-            NrgError::InvalidData(format!(
-                "cannot read the checkpoint's {what} in {}: {e}",
-                dir.display()
-            ))
-        };
-        self.model = self
-            .model
-            .try_load_file(dir.join("model.bpk"))
-            .map_err(|e| bad("model", e))?;
-        self.optim = self
-            .optim
-            .load(dir.join("optim.bpk"))
-            .map_err(|e| bad("optimiser state", e))?;
+        (self.model, self.optim) = load_state(self.model, self.optim, dir)?;
         self.step = step;
         Ok(self)
     }
+}
+
+/// Writes `model.bpk` and `optim.bpk` into `dir`.
+pub(crate) fn save_state(
+    model: &FlowModel,
+    optim: &ModuleOptimizer,
+    dir: &Path,
+) -> Result<(), NrgError> {
+    let io = |e: burn::store::RecordError| NrgError::InvalidData(format!("saving: {e}"));
+    model.clone().save_file(dir.join("model.bpk")).map_err(io)?;
+    optim.save(dir.join("optim.bpk")).map_err(io)?;
+    Ok(())
+}
+
+/// Reads what [`save_state`] wrote.
+pub(crate) fn load_state(
+    model: FlowModel,
+    optim: ModuleOptimizer,
+    dir: &Path,
+) -> Result<(FlowModel, ModuleOptimizer), NrgError> {
+    let bad = |what: &str, e: burn::store::RecordError| {
+        NrgError::InvalidData(format!(
+            "cannot read the checkpoint's {what} in {}: {e}",
+            dir.display()
+        ))
+    };
+    let model = model
+        .try_load_file(dir.join("model.bpk"))
+        .map_err(|e| bad("model", e))?;
+    let optim = optim
+        .load(dir.join("optim.bpk"))
+        .map_err(|e| bad("optimiser state", e))?;
+    Ok((model, optim))
+}
+
+/// Adam, with gradient clipping by norm when `clip` is set.
+pub(crate) fn adam(clip: Option<f64>) -> ModuleOptimizer {
+    let mut adam = AdamConfig::new();
+    if let Some(c) = clip {
+        adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(c as f32)));
+    }
+    adam.init()
 }
