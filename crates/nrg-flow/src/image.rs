@@ -23,7 +23,7 @@
 //! `v = ⌊256·x(y)⌋` clamped to `0 … 255`.
 
 use crate::flow::FlowModel;
-use crate::train::{LrSchedule, adam, load_state, save_state};
+use crate::train::{LrSchedule, TrainError, adam, load_state, save_state};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -249,11 +249,13 @@ impl ImageTrainer {
     }
 
     /// Draws this step's batch, computes the loss and its statistics.
-    pub fn evaluate(&self) -> Result<PendingImageStep> {
+    ///
+    /// Errors: [`TrainError::Diverged`] when `ln q` of an image is not finite.
+    pub fn evaluate(&self) -> std::result::Result<PendingImageStep, TrainError> {
         on_pool(|| self.evaluate_here())
     }
 
-    fn evaluate_here(&self) -> Result<PendingImageStep> {
+    fn evaluate_here(&self) -> std::result::Result<PendingImageStep, TrainError> {
         let s = &self.settings;
         let mut rng = Rng::seed_from_u64(s.seed ^ (self.step as u64).wrapping_mul(0x9E37_79B9));
         let n = self.images.len();
@@ -265,10 +267,10 @@ impl ImageTrainer {
         let log_q = self.model.log_prob(y);
         let lq = host(log_q.clone());
         if lq.iter().any(|v| !v.is_finite()) {
-            return Err(NrgError::InvalidData(format!(
-                "training diverged at step {}: ln q is not finite (try a lower lr or clip_grad_norm)",
-                self.step
-            )));
+            return Err(TrainError::Diverged {
+                step: self.step,
+                what: "ln q",
+            });
         }
         let nll_x = lq
             .iter()
@@ -297,7 +299,7 @@ impl ImageTrainer {
     }
 
     /// One whole step: evaluate, then update.
-    pub fn step(&mut self) -> Result<ImageStepStats> {
+    pub fn step(&mut self) -> std::result::Result<ImageStepStats, TrainError> {
         let pending = self.evaluate()?;
         let stats = pending.stats;
         self.update(pending);
@@ -439,7 +441,10 @@ mod tests {
                 let x = t.inverse_pixel(b.y[k * 16 + p] as f64);
                 let v = set.image(i)[p] as f64;
                 // x lies in its level's cell (f32 rounding of y: ~1e-6 relative)
-                assert!(x * 256.0 > v - 1e-3 && x * 256.0 < v + 1.0 + 1e-3, "{x} {v}");
+                assert!(
+                    x * 256.0 > v - 1e-3 && x * 256.0 < v + 1.0 + 1e-3,
+                    "{x} {v}"
+                );
                 ld += t.log_det_pixel(x);
             }
             assert!((ld - b.log_det[k]).abs() < 1e-3 * (1.0 + ld.abs()));
@@ -484,7 +489,10 @@ mod tests {
     #[test]
     fn bits_per_dim_of_a_known_density() {
         let dev = Device::flex();
-        let model = FlowSpec::default().build(1, 8, &dev).unwrap().map(&mut Zero);
+        let model = FlowSpec::default()
+            .build(1, 8, &dev)
+            .unwrap()
+            .map(&mut Zero);
         let mut rng = Rng::seed_from_u64(11);
         let pixels: Vec<u8> = (0..400 * 64).map(|_| rng.random::<u8>()).collect();
         let set = ImageSet::new(pixels, [400, 1, 8, 8]).unwrap();
@@ -550,7 +558,9 @@ mod tests {
         }
         .build(1, 4, &dev)
         .unwrap();
-        assert!(ImageTrainer::new(z2, set.clone(), t, ImageTrainSettings::default(), &dev).is_err());
+        assert!(
+            ImageTrainer::new(z2, set.clone(), t, ImageTrainSettings::default(), &dev).is_err()
+        );
         let big = FlowSpec::default().build(1, 8, &dev).unwrap();
         assert!(ImageTrainer::new(big, set, t, ImageTrainSettings::default(), &dev).is_err());
     }

@@ -23,6 +23,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use nrg_core::{NrgError, Result};
 use nrg_flow::FlowModel;
+use nrg_flow::image::ImageTrainer;
 use nrg_flow::train::{StepStats, Trainer};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -59,6 +60,32 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
         .map_err(|e| NrgError::InvalidData(format!("corrupt {}: {e}", path.display())))
 }
 
+/// A trainer whose state a checkpoint holds ([`Trainer`], [`ImageTrainer`]).
+pub trait Checkpointable {
+    /// The next step to run.
+    fn step_index(&self) -> usize;
+    /// Writes the model and optimiser state into `dir`.
+    fn save(&self, dir: &Path) -> Result<()>;
+}
+
+impl Checkpointable for Trainer<'_> {
+    fn step_index(&self) -> usize {
+        Trainer::step_index(self)
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        Trainer::save(self, dir)
+    }
+}
+
+impl Checkpointable for ImageTrainer {
+    fn step_index(&self) -> usize {
+        ImageTrainer::step_index(self)
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        ImageTrainer::save(self, dir)
+    }
+}
+
 /// What `checkpoint/state.json` records.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {
@@ -66,6 +93,18 @@ pub struct CheckpointState {
     pub step: usize,
     /// Wall-clock seconds of training so far.
     pub elapsed_s: f64,
+}
+
+/// A row of `metrics.csv`.
+pub trait MetricsRecord: Serialize + for<'de> Deserialize<'de> {
+    /// The step it records.
+    fn step(&self) -> usize;
+}
+
+impl MetricsRecord for MetricsRow {
+    fn step(&self) -> usize {
+        self.step
+    }
 }
 
 /// One row of `metrics.csv`.
@@ -152,12 +191,23 @@ impl RunDir {
     pub fn create(
         runs: &Path,
         config: &RunConfig,
-        trainer: &Trainer,
+        trainer: &dyn Checkpointable,
         replace: bool,
     ) -> Result<Self> {
         let name = config.name.clone().unwrap_or_else(|| "run".into());
+        Self::create_with(runs, &name, &config.to_toml()?, trainer, replace)
+    }
+
+    /// [`RunDir::create`] for a configuration given as its name and TOML text.
+    pub fn create_with(
+        runs: &Path,
+        name: &str,
+        config_toml: &str,
+        trainer: &dyn Checkpointable,
+        replace: bool,
+    ) -> Result<Self> {
         let dir = Self {
-            path: runs.join(&name),
+            path: runs.join(name),
         };
         if dir.path.exists() && !replace {
             return Err(NrgError::InvalidData(format!(
@@ -173,14 +223,13 @@ impl RunDir {
             fs::remove_dir_all(&partial.path).map_err(io(&partial.path, "cannot remove"))?;
         }
         fs::create_dir_all(&partial.path).map_err(io(&partial.path, "cannot create"))?;
-        let written =
-            write_atomic(&partial.config_path(), config.to_toml()?.as_bytes()).and_then(|()| {
-                let state = CheckpointState {
-                    step: trainer.step_index(),
-                    elapsed_s: 0.0,
-                };
-                partial.write_checkpoint(trainer, &state)
-            });
+        let written = write_atomic(&partial.config_path(), config_toml.as_bytes()).and_then(|()| {
+            let state = CheckpointState {
+                step: trainer.step_index(),
+                elapsed_s: 0.0,
+            };
+            partial.write_checkpoint(trainer, &state)
+        });
         if let Err(e) = written {
             let _ = fs::remove_dir_all(&partial.path);
             return Err(e);
@@ -250,7 +299,11 @@ impl RunDir {
     }
 
     /// Writes the trainer's model and optimiser state as the new checkpoint, atomically.
-    pub fn write_checkpoint(&self, trainer: &Trainer, state: &CheckpointState) -> Result<()> {
+    pub fn write_checkpoint(
+        &self,
+        trainer: &dyn Checkpointable,
+        state: &CheckpointState,
+    ) -> Result<()> {
         let tmp = self.path.join("checkpoint.tmp");
         let cur = self.path.join("checkpoint");
         let old = self.path.join("checkpoint.old");
@@ -275,11 +328,21 @@ impl RunDir {
 
     /// Restores the trainer's state from the newest checkpoint; returns that state.
     pub fn restore<'a>(&self, trainer: Trainer<'a>) -> Result<(Trainer<'a>, CheckpointState)> {
+        self.restore_with(trainer, |t, ckpt, step| t.load(ckpt, step))
+    }
+
+    /// Restores any trainer's state from the newest checkpoint with `load(trainer, dir,
+    /// step)`; returns it and the checkpoint's state.
+    pub fn restore_with<T>(
+        &self,
+        trainer: T,
+        load: impl FnOnce(T, &Path, usize) -> Result<T>,
+    ) -> Result<(T, CheckpointState)> {
         let ckpt = self.checkpoint().ok_or_else(|| {
             NrgError::InvalidData(format!("{} has no checkpoint", self.path.display()))
         })?;
         let state: CheckpointState = read_json(&ckpt.join("state.json"))?;
-        Ok((trainer.load(&ckpt, state.step)?, state))
+        Ok((load(trainer, &ckpt, state.step)?, state))
     }
 
     /// The configuration and the trained flow of the newest checkpoint, on `device`.
@@ -294,15 +357,31 @@ impl RunDir {
         let model = config
             .flow
             .build(config.action.channels(), config.action.l, device)?;
-        let file = ckpt.join("model.bpk");
-        let model = model
-            .try_load_file(&file)
-            .map_err(|e| NrgError::InvalidData(format!("cannot read {}: {e}", file.display())))?;
+        let model = Self::load_weights(&ckpt, model)?;
         Ok((config, model))
     }
 
+    /// `model` (built as the run's configuration says) with the weights of the newest
+    /// checkpoint.
+    pub fn load_checkpoint_weights(&self, model: FlowModel) -> Result<FlowModel> {
+        let ckpt = self.checkpoint().ok_or_else(|| {
+            NrgError::InvalidData(format!(
+                "{} has no checkpoint: train it first",
+                self.path.display()
+            ))
+        })?;
+        Self::load_weights(&ckpt, model)
+    }
+
+    fn load_weights(ckpt: &Path, model: FlowModel) -> Result<FlowModel> {
+        let file = ckpt.join("model.bpk");
+        model
+            .try_load_file(&file)
+            .map_err(|e| NrgError::InvalidData(format!("cannot read {}: {e}", file.display())))
+    }
+
     /// The rows of `metrics.csv` before `step` (all of them for `usize::MAX`).
-    pub fn read_metrics(&self, before: usize) -> Result<Vec<MetricsRow>> {
+    pub fn read_metrics<T: MetricsRecord>(&self, before: usize) -> Result<Vec<T>> {
         let path = self.metrics_path();
         if !path.exists() {
             return Ok(Vec::new());
@@ -311,9 +390,9 @@ impl RunDir {
             |e: csv::Error| NrgError::InvalidData(format!("corrupt {}: {e}", path.display()));
         let mut reader = csv::Reader::from_path(&path).map_err(corrupt)?;
         let mut rows = Vec::new();
-        for row in reader.deserialize::<MetricsRow>() {
+        for row in reader.deserialize::<T>() {
             let row = row.map_err(corrupt)?;
-            if row.step < before {
+            if row.step() < before {
                 rows.push(row);
             }
         }
@@ -321,7 +400,7 @@ impl RunDir {
     }
 
     /// Replaces `metrics.csv` with `rows` (atomically).
-    pub fn write_metrics(&self, rows: &[MetricsRow]) -> Result<()> {
+    pub fn write_metrics<T: MetricsRecord>(&self, rows: &[T]) -> Result<()> {
         let path = self.metrics_path();
         let bad =
             |e: String| NrgError::InvalidData(format!("cannot write {}: {e}", path.display()));

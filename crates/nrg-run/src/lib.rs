@@ -12,6 +12,8 @@
 //!   and its typed [`train::TrainSummary`];
 //! - [`sample`]: sampling a run with NIS, NMCMC, bulk HMC / local moves or boundary HMC,
 //!   refusing options that do not apply, with its typed [`sample::SampleReport`];
+//! - [`image`]: image runs — a `[data]` table of pictures instead of an action, maximum
+//!   likelihood with test-set bits/dim, sample grids at temperatures;
 //! - [`reference`]: what is measured on a run's configurations, and the exact values the
 //!   estimates are compared with;
 //! - [`holo`]: the holographic analysis of a run ([`nrg_holo`]) end to end — bulk samples
@@ -33,6 +35,7 @@
 pub mod config;
 pub mod dir;
 pub mod holo;
+pub mod image;
 pub mod reference;
 pub mod sample;
 pub mod train;

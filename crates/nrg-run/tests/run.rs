@@ -36,7 +36,7 @@ fn new_run(runs: &std::path::Path, config: RunConfig) -> Start {
 
 /// The metrics without the wall-clock column.
 fn metrics_without_time(dir: &RunDir) -> Vec<String> {
-    let rows = dir.read_metrics(usize::MAX).unwrap();
+    let rows: Vec<nrg_run::dir::MetricsRow> = dir.read_metrics(usize::MAX).unwrap();
     rows.iter()
         .map(|r| {
             let mut r = r.clone();

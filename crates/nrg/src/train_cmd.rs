@@ -12,8 +12,13 @@ use crate::plot::{Curve, Marks, Panel, panels_png};
 use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use nrg_core::{Estimate, NrgError};
+use nrg_flow::image::ImageStepStats;
 use nrg_flow::train::StepStats;
 use nrg_run::dir::MetricsRow;
+use nrg_run::image::{
+    ImageMetricsRow, ImageObserver, ImageRunConfig, ImageStart, is_image_config, train_images,
+};
 use nrg_run::train::{RunError, Start, TrainObserver, train};
 use nrg_run::{Overrides, RunConfig, RunDir};
 use plotters::style::{BLUE, RED, RGBColor};
@@ -90,8 +95,22 @@ impl TrainObserver for Progress {
     }
 }
 
+/// Whether the arguments name an image run (a config with a `[data]` table, or a run
+/// directory holding one).
+fn image_run(args: &TrainArgs) -> bool {
+    let path = match (&args.resume, &args.config) {
+        (Some(dir), _) => dir.join(RunDir::CONFIG),
+        (None, Some(config)) => config.clone(),
+        (None, None) => return false,
+    };
+    std::fs::read_to_string(path).is_ok_and(|t| is_image_config(&t))
+}
+
 /// `nrg train …`.
 pub fn run(args: TrainArgs, device_choice: DeviceChoice) -> Result<()> {
+    if image_run(&args) {
+        return run_images(args, device_choice);
+    }
     let overrides = Overrides {
         name: args.name.clone(),
         steps: args.steps,
@@ -120,18 +139,9 @@ pub fn run(args: TrainArgs, device_choice: DeviceChoice) -> Result<()> {
     };
     let device = make(device_choice)?.autodiff();
     let name = format!("{device_choice:?}").to_lowercase();
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
+    let mut progress = Progress {
+        bar: progress_bar(args.quiet),
     };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps, ETA {eta}  {msg}",
-        )
-        .expect("valid template"),
-    );
-    let mut progress = Progress { bar };
     let (dir, summary) = match train(start, &device, &name, &mut progress) {
         Ok(done) => done,
         Err(e) => {
@@ -227,4 +237,170 @@ fn write_plot(path: &Path, rows: &[MetricsRow]) -> Result<()> {
         });
     }
     panels_png(path, &panels)
+}
+
+/// The training progress bar (hidden with `--quiet`).
+fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps, ETA {eta}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// Progress of an image run.
+struct ImageProgress {
+    bar: ProgressBar,
+    test: Option<Estimate>,
+}
+
+impl ImageObserver for ImageProgress {
+    fn started(&mut self, start: usize, total: usize) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(start as u64);
+        self.bar.reset_eta();
+    }
+
+    fn step(&mut self, stats: &ImageStepStats) {
+        let test = self
+            .test
+            .map(|t| format!(", test {:.4}±{:.4}", t.value, t.error))
+            .unwrap_or_default();
+        self.bar
+            .set_message(format!("bits/dim: batch {:.4}{test}", stats.bits_per_dim));
+        self.bar.inc(1);
+    }
+
+    fn tested(&mut self, _step: usize, bpd: &Estimate) {
+        self.test = Some(*bpd);
+    }
+}
+
+/// `nrg train` of an image run (a config with a `[data]` table).
+fn run_images(args: TrainArgs, device_choice: DeviceChoice) -> Result<()> {
+    if args.data.is_some() {
+        return Err(NrgError::param(
+            "--data",
+            "does not apply to an image run: its images are the config's [data] table",
+        )
+        .into());
+    }
+    let start = match &args.resume {
+        Some(dir) => ImageStart::Resume {
+            dir: dir.clone(),
+            steps: args.steps,
+            lr: args.lr,
+        },
+        None => {
+            let path = args.config.as_ref().expect("clap requires --config");
+            let mut config = ImageRunConfig::load(path)?;
+            if let Some(n) = &args.name {
+                config.name = Some(n.clone());
+            }
+            if let Some(v) = args.steps {
+                config.train.steps = v;
+            }
+            if let Some(v) = args.batch {
+                config.train.batch = v;
+            }
+            if let Some(v) = args.lr {
+                config.train.lr = v;
+                config.train.lr_min = config.train.lr_min.min(v);
+            }
+            if let Some(v) = args.seed {
+                config.train.seed = v;
+            }
+            config.check()?;
+            ImageStart::New {
+                runs: args.runs.clone(),
+                config: Box::new(config),
+                replace: args.force,
+            }
+        }
+    };
+    let device = make(device_choice)?.autodiff();
+    let name = format!("{device_choice:?}").to_lowercase();
+    let mut progress = ImageProgress {
+        bar: progress_bar(args.quiet),
+        test: None,
+    };
+    let result = train_images(start, &device, &name, &mut progress);
+    let (dir, summary) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            progress.bar.abandon();
+            return Err(match e {
+                RunError::Diverged { ref dir, .. } => anyhow::anyhow!(
+                    "{e}; resume with a lower learning rate: nrg train --resume {} --lr …",
+                    dir.display()
+                ),
+                RunError::Complete { .. } => {
+                    anyhow::anyhow!("{e} (nrg train --resume DIR --steps N)")
+                }
+                RunError::Other(e) => e.into(),
+            });
+        }
+    };
+    progress.bar.finish();
+    let rows: Vec<ImageMetricsRow> = dir.read_metrics(usize::MAX)?;
+    write_image_plot(&dir.plot_path(), &rows)?;
+    let t = summary.test_bits_per_dim;
+    println!(
+        "{}: {} steps ({:.1} ms/step, {} parameters); test bits/dim {:.4} ± {:.4} per {} real \
+         pixels on {} held-out images; samples: {}",
+        dir.path().display(),
+        summary.steps_this_session,
+        1e3 * summary.seconds_per_step,
+        summary.parameters,
+        t.value,
+        t.error,
+        summary.bits_per,
+        summary.test_images,
+        summary
+            .sample_grids
+            .iter()
+            .map(|g| g.0.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// `training.png` of an image run: bits/dim of the training batches and of the held-out
+/// images against the step.
+fn write_image_plot(path: &Path, rows: &[ImageMetricsRow]) -> Result<()> {
+    let points = |f: &dyn Fn(&ImageMetricsRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|r| f(r).map(|v| (r.step as f64, v)))
+            .collect()
+    };
+    panels_png(
+        path,
+        &[Panel {
+            title: "bits per dimension (per real pixel)",
+            x_label: "step",
+            curves: vec![
+                Curve {
+                    label: "training batch",
+                    points: points(&|r| Some(r.bits_per_dim)),
+                    color: BLUE,
+                    marks: Marks::Line,
+                },
+                Curve {
+                    label: "held-out images",
+                    points: points(&|r| r.test_bits_per_dim),
+                    color: RED,
+                    marks: Marks::Dots,
+                },
+            ],
+            y_range: None,
+        }],
+    )
 }
