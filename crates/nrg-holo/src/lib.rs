@@ -20,6 +20,10 @@
 //!   the structural causal cones beside them;
 //! - [`repair`]: multi-scale mixing of two configurations, and error correction by
 //!   resampling only the latents in a region's causal cone;
+//! - [`complete`]: completion of a masked region for models known by their density alone
+//!   (images) — optimising or resampling only the latents in the region's causal cone;
+//! - [`factors`]: which RG level carries which generating factor (correlations of each
+//!   level's latents with known causes);
 //! - [`analysis`]: the correlation, distance, mutual-information and boundary analysis of
 //!   one set of bulk samples, organised by level and distance.
 //!
@@ -28,7 +32,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod analysis;
+pub mod complete;
 pub mod correlation;
+pub mod factors;
 pub mod fit;
 pub mod geometry;
 pub mod mutual;

@@ -513,3 +513,72 @@ fn a_flat_flow_has_no_bulk() {
     let err = BulkGeometry::of_model(&flat).unwrap_err();
     assert!(err.to_string().contains("no bulk"), "{err}");
 }
+
+/// Completion through the bulk on the Haar flow, whose density is `N(0, I)` on the boundary
+/// (an orthogonal `G` of a standard normal prior). The cone latents reach the masked sites
+/// through orthonormal rows of `G`, so (a) maximising `ln q` of the completed picture sends
+/// the masked sites to 0, and (b) resampling the cone latents at temperature `T` gives masked
+/// sites distributed exactly as `N(0, T²)`; the observed sites are kept in both.
+#[test]
+fn completion_on_the_haar_flow_is_exact() {
+    use nrg_holo::complete::{Completion, LatentSet, complete, free_latents, masked_mse};
+    let dev = Device::flex().autodiff();
+    let l = 8;
+    let model = haar_flow(l, &dev);
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+    let n = 300;
+    let y: Vec<f32> = (0..n * l * l)
+        .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
+        .collect();
+    let mut mask = vec![false; l * l];
+    for (r, c) in [(2, 2), (2, 3), (3, 2), (3, 3), (5, 6)] {
+        mask[r * l + c] = true;
+    }
+    let cone = free_latents(&model, &mask, LatentSet::Cone).unwrap();
+    let count = cone.iter().filter(|&&b| b).count();
+    assert!(count > 5 && count < l * l, "{count} cone latents");
+    let zeros = vec![0.0f32; n * l * l];
+    // (a) the most likely completion: 0 on the masked sites
+    let opt = complete(
+        &model,
+        &y,
+        &mask,
+        LatentSet::Cone,
+        Completion::Optimise {
+            steps: 300,
+            lr: 0.05,
+        },
+        &dev,
+    )
+    .unwrap();
+    let worst = masked_mse(&opt, &zeros, &mask, 1)
+        .into_iter()
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-4, "masked sites not at the optimum: mse {worst}");
+    // (b) resampled at T = 0.7: masked sites ~ N(0, 0.49); 1500 values, σ(var) = T²√(2/1500)
+    let t = 0.7;
+    let res = complete(
+        &model,
+        &y,
+        &mask,
+        LatentSet::Cone,
+        Completion::Resample { temperature: t },
+        &dev,
+    )
+    .unwrap();
+    let m = masked_mse(&res, &zeros, &mask, 1);
+    let var = m.iter().sum::<f64>() / n as f64;
+    let sigma = t * t * (2.0 / (n * 5) as f64).sqrt();
+    assert!(
+        (var - t * t).abs() < 4.0 * sigma,
+        "variance {var}, expected {}",
+        t * t
+    );
+    for (out, inp) in [(&opt, &y), (&res, &y)] {
+        for k in 0..n * l * l {
+            if !mask[k % (l * l)] {
+                assert_eq!(out[k], inp[k], "an observed site changed");
+            }
+        }
+    }
+}

@@ -14,6 +14,8 @@
 //!   refusing options that do not apply, with its typed [`sample::SampleReport`];
 //! - [`image`]: image runs — a `[data]` table of pictures instead of an action, maximum
 //!   likelihood with test-set bits/dim, sample grids at temperatures;
+//! - [`image_holo`]: the holographic tools on an image run — receptive fields per level,
+//!   mixing, inpainting against baselines, which level carries which generating factor;
 //! - [`reference`]: what is measured on a run's configurations, and the exact values the
 //!   estimates are compared with;
 //! - [`holo`]: the holographic analysis of a run ([`nrg_holo`]) end to end — bulk samples
@@ -36,6 +38,7 @@ pub mod config;
 pub mod dir;
 pub mod holo;
 pub mod image;
+pub mod image_holo;
 pub mod reference;
 pub mod sample;
 pub mod train;

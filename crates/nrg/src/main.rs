@@ -6,6 +6,8 @@
 //! nrg train --config configs/phi4-tutorial.toml   # train a flow into runs/phi4-tutorial/
 //! nrg sample --run runs/phi4-tutorial --method nmcmc --samples 100000
 //! nrg holo --run runs/complex-phi4-l32             # the holographic analysis
+//! nrg train --config configs/images-synthetic.toml  # the RG flow on pictures
+//! nrg holo-images --run runs/images-synthetic      # receptive fields, mixing, inpainting
 //! nrg info --device wgpu                           # check a backend
 //! nrg data synthetic --out data/ellipses           # image data sets for the image flows
 //! ```
@@ -16,6 +18,7 @@ mod data_cmd;
 mod device;
 mod exact_cmd;
 mod holo_cmd;
+mod holo_images_cmd;
 mod mc_cmd;
 mod output;
 mod plot;
@@ -49,6 +52,9 @@ enum Command {
     /// The holographic analysis of a trained hierarchical flow: bulk geometry, correlations,
     /// mutual information, emergent distance, receptive fields, mixing, inpainting.
     Holo(holo_cmd::HoloArgs),
+    /// The holographic tools on an image run: receptive fields per level, mixing, inpainting
+    /// against baselines, which level carries which generating factor.
+    HoloImages(holo_images_cmd::HoloImagesArgs),
     /// Show the compiled backends and check that the selected device runs a tensor op.
     Info,
     /// Image data sets: the synthetic multi-scale ellipses, Fashion-MNIST, a folder of
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train_cmd::run(args, cli.device),
         Command::Sample(args) => sample_cmd::run(args, cli.device),
         Command::Holo(args) => holo_cmd::run(args, cli.device),
+        Command::HoloImages(args) => holo_images_cmd::run(args, cli.device),
         Command::Info => device::info(cli.device),
         Command::Data(args) => data_cmd::run(args),
     });
