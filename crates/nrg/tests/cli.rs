@@ -803,3 +803,111 @@ fn data_sets_are_written_for_the_image_flows() {
         "dataset-fashion-mnist",
     );
 }
+
+/// An image run end to end: `nrg train` on the synthetic set from a `[data]` table (test
+/// bits/dim, sample grids, resume), `nrg holo-images` (receptive fields, mixing, inpainting,
+/// factor correlations), and the options that do not apply refused.
+#[test]
+fn image_runs_train_resume_and_analyse() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let config = dir.path().join("img.toml");
+    std::fs::write(
+        &config,
+        r#"
+name = "img"
+[data]
+kind = "synthetic"
+images = 24
+test_images = 8
+seed = 2
+[flow]
+block = 4
+couplings = 2
+hidden = [4]
+prior = "laplace"
+[train]
+steps = 6
+batch = 8
+lr = 5e-3
+[log]
+every = 2
+checkpoint_every = 3
+test_every = 3
+[samples]
+temperatures = [0.5, 1.0]
+count = 4
+"#,
+    )
+    .unwrap();
+    let (c, r) = (config.to_str().unwrap(), runs.to_str().unwrap());
+    let out = run_nrg_ok(&["train", "--config", c, "--runs", r, "--quiet"]);
+    assert!(out.contains("test bits/dim"), "{out}");
+    let run = runs.join("img");
+    let summary = read_json(&run.join("summary.json"));
+    assert_eq!(summary["steps"], 6);
+    assert_eq!(summary["bits_per"], 1024);
+    assert_eq!(summary["test_images"], 8);
+    let bpd = summary["test_bits_per_dim"]["value"].as_f64().unwrap();
+    assert!(bpd > 0.0 && bpd < 8.5, "{bpd}");
+    for f in ["samples-T0.50.png", "samples-T1.00.png", "data.png", "training.png"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(metrics.starts_with("step,loss,bits_per_dim,test_bits_per_dim"));
+    // resume to 8 steps
+    let rs = run.to_str().unwrap();
+    run_nrg_ok(&["train", "--resume", rs, "--steps", "8", "--quiet"]);
+    assert_eq!(checkpoint_step(&run), 8);
+    assert_eq!(read_json(&run.join("summary.json"))["steps"], 8);
+    // the holographic tools on it
+    let out = run_nrg_ok(&[
+        "holo-images",
+        "--run",
+        rs,
+        "--images",
+        "4",
+        "--receptive-images",
+        "1",
+        "--steps",
+        "2",
+        "--factor-images",
+        "8",
+    ]);
+    assert!(out.contains("optimise cone latents"), "{out}");
+    let holo = read_json(&run.join("holo/summary.json"));
+    assert_eq!(holo["inpainting"].as_array().unwrap().len(), 4);
+    let radii = holo["radii"].as_array().unwrap();
+    let r0 = radii[0]["radius"]["value"].as_f64().unwrap();
+    let r_top = radii[radii.len() - 1]["radius"]["value"].as_f64().unwrap();
+    assert!(r_top > r0, "receptive fields must grow with level: {radii:?}");
+    assert_eq!(holo["outside_cone_max"], 0.0);
+    for f in ["receptive.png", "mixing.png", "inpainting.png", "factors.csv"] {
+        assert!(run.join("holo").join(f).is_file(), "{f} missing");
+    }
+    // what does not apply, or is wrong
+    assert_usage_error(
+        &["train", "--config", c, "--runs", r, "--data", "x.npy"],
+        "does not apply to an image run",
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[data]\nkind = \"synthetic\"\npath = \"x\"\n").unwrap();
+    assert_usage_error(
+        &["train", "--config", bad.to_str().unwrap(), "--runs", r],
+        "does not apply",
+    );
+    std::fs::write(&bad, "[data]\nkind = \"npy\"\npath = \"missing.npy\"\n").unwrap();
+    assert_usage_error(
+        &["train", "--config", bad.to_str().unwrap(), "--runs", r],
+        "missing.npy",
+    );
+    std::fs::write(&bad, "[data]\nkind = \"synthetic\"\n[flow]\nz2 = true\n").unwrap();
+    assert_usage_error(
+        &["train", "--config", bad.to_str().unwrap(), "--runs", r],
+        "z2",
+    );
+    assert_usage_error(
+        &["holo-images", "--run", rs, "--mask", "40"],
+        "does not fit",
+    );
+}
