@@ -14,7 +14,8 @@
 //!
 //! - [`Completion::Optimise`]: maximise the model's likelihood of the completed picture,
 //!   `ln q(x̃(z)) = ln p_Z(R(x̃)) + ln|det ∂R/∂x̃|`, over the free latents by Adam on
-//!   autodiff gradients (the most likely completion the free latents can reach);
+//!   autodiff gradients (the most likely completion the free latents can reach); an image
+//!   whose gradient turns non-finite goes back to its previous iterate with half the step;
 //! - [`Completion::Resample`]: draw the free latents afresh from the prior at temperature
 //!   `T` (the prior is factorised, so this is their exact conditional given the fixed
 //!   latents), decode, and keep the observed sites.
@@ -132,6 +133,8 @@ pub fn complete(
             let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
             let mut delta = vec![0.0f64; len];
             let (mut m1, mut m2) = (vec![0.0f64; len], vec![0.0f64; len]);
+            let mut previous = delta.clone();
+            let mut rate = vec![lr; n];
             let to_t = |d: &[f64]| {
                 let f: Vec<f32> = d.iter().map(|&x| x as f32).collect();
                 Tensor::<4>::from_data(TensorData::new(f, shape), device)
@@ -147,18 +150,30 @@ pub fn complete(
                 let g: Vec<f32> = d.grad(&grads).map(host).ok_or_else(|| {
                     NrgError::InvalidData("completion: no gradient (autodiff device?)".into())
                 })?;
-                if g.iter().any(|x| !x.is_finite()) {
-                    return Err(NrgError::InvalidData(format!(
-                        "completion: the gradient became non-finite at step {t}; lower lr"
-                    )));
-                }
                 let (c1, c2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
-                for k in 0..len {
-                    let gk = g[k] as f64;
-                    m1[k] = b1 * m1[k] + (1.0 - b1) * gk;
-                    m2[k] = b2 * m2[k] + (1.0 - b2) * gk * gk;
-                    delta[k] -= lr * (m1[k] / c1) / ((m2[k] / c2).sqrt() + eps);
+                let per = c * v;
+                for img in 0..n {
+                    let range = img * per..(img + 1) * per;
+                    if g[range.clone()].iter().any(|x| !x.is_finite()) {
+                        // this image's last step went too far: back to its previous
+                        // iterate, with half the step size (images are independent)
+                        delta[range.clone()].copy_from_slice(&previous[range]);
+                        rate[img] *= 0.5;
+                        continue;
+                    }
+                    previous[range.clone()].copy_from_slice(&delta[range.clone()]);
+                    for k in range {
+                        let gk = g[k] as f64;
+                        m1[k] = b1 * m1[k] + (1.0 - b1) * gk;
+                        m2[k] = b2 * m2[k] + (1.0 - b2) * gk * gk;
+                        delta[k] -= rate[img] * (m1[k] / c1) / ((m2[k] / c2).sqrt() + eps);
+                    }
                 }
+            }
+            if rate.iter().any(|&r| r < lr * 1e-6) {
+                return Err(NrgError::InvalidData(
+                    "completion: the likelihood stayed non-finite; lower lr".into(),
+                ));
             }
             let z = z0 + to_t(&delta) * m_free;
             let (x, _) = model.generate_with_log_det(z);

@@ -850,7 +850,12 @@ count = 4
     assert_eq!(summary["test_images"], 8);
     let bpd = summary["test_bits_per_dim"]["value"].as_f64().unwrap();
     assert!(bpd > 0.0 && bpd < 8.5, "{bpd}");
-    for f in ["samples-T0.50.png", "samples-T1.00.png", "data.png", "training.png"] {
+    for f in [
+        "samples-T0.50.png",
+        "samples-T1.00.png",
+        "data.png",
+        "training.png",
+    ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
@@ -880,9 +885,17 @@ count = 4
     let radii = holo["radii"].as_array().unwrap();
     let r0 = radii[0]["radius"]["value"].as_f64().unwrap();
     let r_top = radii[radii.len() - 1]["radius"]["value"].as_f64().unwrap();
-    assert!(r_top > r0, "receptive fields must grow with level: {radii:?}");
+    assert!(
+        r_top > r0,
+        "receptive fields must grow with level: {radii:?}"
+    );
     assert_eq!(holo["outside_cone_max"], 0.0);
-    for f in ["receptive.png", "mixing.png", "inpainting.png", "factors.csv"] {
+    for f in [
+        "receptive.png",
+        "mixing.png",
+        "inpainting.png",
+        "factors.csv",
+    ] {
         assert!(run.join("holo").join(f).is_file(), "{f} missing");
     }
     // what does not apply, or is wrong
