@@ -10,7 +10,11 @@
 //! - [`couplings`]: renormalised couplings measured from block-spin configurations, with
 //!   Gamma-method errors: in 1D the nearest-neighbour coupling from the ring's exact
 //!   correlation function, checked against the decimation recursion
-//!   `K' = atanh(tanh² K)`.
+//!   `K' = atanh(tanh² K)`;
+//! - [`mcrg`]: Swendsen's Monte Carlo RG — operator sums per level, the linearised RG
+//!   matrix `T = B⁻¹A` from block-spin correlations, its eigenvalues and the exponents
+//!   `y_t`, `y_h`, with jackknife errors;
+//! - [`pseudo`]: renormalised couplings of block spins by maximum pseudo-likelihood.
 //!
 //! Configurations are `f64` slices of `±1`, site-major as the baseline chains hold them
 //! (`nrg_samplers::run::Simulation::configuration`).
@@ -19,3 +23,5 @@
 
 pub mod block;
 pub mod couplings;
+pub mod mcrg;
+pub mod pseudo;

@@ -8,6 +8,7 @@
 //! nrg holo --run runs/complex-phi4-l32             # the holographic analysis
 //! nrg train --config configs/images-synthetic.toml  # the RG flow on pictures
 //! nrg holo-images --run runs/images-synthetic      # receptive fields, mixing, inpainting
+//! nrg rg mcrg --L 64 --steps 3 --out runs/mcrg   # Swendsen's MCRG: y_t, y_h at K_c
 //! nrg info --device wgpu                           # check a backend
 //! nrg data synthetic --out data/ellipses           # image data sets for the image flows
 //! ```
@@ -22,6 +23,7 @@ mod holo_images_cmd;
 mod mc_cmd;
 mod output;
 mod plot;
+mod rg_cmd;
 mod sample_cmd;
 mod train_cmd;
 
@@ -55,6 +57,9 @@ enum Command {
     /// The holographic tools on an image run: receptive fields per level, mixing, inpainting
     /// against baselines, which level carries which generating factor.
     HoloImages(holo_images_cmd::HoloImagesArgs),
+    /// The classical real-space RG: Monte Carlo RG (linearised RG matrix, y_t, y_h) and
+    /// block-spin couplings.
+    Rg(rg_cmd::RgArgs),
     /// Show the compiled backends and check that the selected device runs a tensor op.
     Info,
     /// Image data sets: the synthetic multi-scale ellipses, Fashion-MNIST, a folder of
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample_cmd::run(args, cli.device),
         Command::Holo(args) => holo_cmd::run(args, cli.device),
         Command::HoloImages(args) => holo_images_cmd::run(args, cli.device),
+        Command::Rg(args) => rg_cmd::run(args),
         Command::Info => device::info(cli.device),
         Command::Data(args) => data_cmd::run(args),
     });

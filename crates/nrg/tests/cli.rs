@@ -924,3 +924,44 @@ count = 4
         "does not fit",
     );
 }
+
+/// `nrg rg mcrg` on a tiny lattice writes its summary, CSV and plot; a lattice that does not
+/// block, and a bad coupling, are usage errors.
+#[test]
+fn rg_mcrg_writes_exponents_and_refuses_bad_lattices() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mcrg");
+    let o = out.to_str().unwrap();
+    let text = run_nrg_ok(&[
+        "rg",
+        "mcrg",
+        "--L",
+        "8",
+        "--steps",
+        "1",
+        "--configs",
+        "400",
+        "--blocks",
+        "10",
+        "--coupling-configs",
+        "40",
+        "--out",
+        o,
+    ]);
+    assert!(text.contains("y_t"), "{text}");
+    let s = read_json(&out.join("summary.json"));
+    assert_eq!(s["y_t"].as_array().unwrap().len(), 1);
+    let yh = s["y_h"][0]["value"].as_f64().unwrap();
+    assert!((1.5..2.2).contains(&yh), "{yh}");
+    assert_eq!(s["mcrg"]["sides"], serde_json::json!([8, 4]));
+    assert!(out.join("eigenvalues.csv").is_file());
+    assert!(out.join("exponents.png").is_file());
+    assert_usage_error(
+        &["rg", "mcrg", "--L", "12", "--steps", "3", "--out", o],
+        "divide",
+    );
+    assert_usage_error(
+        &["rg", "mcrg", "--L", "8", "--beta", "-1", "--out", o],
+        "beta",
+    );
+}

@@ -1,0 +1,328 @@
+//! `nrg rg mcrg`: Swendsen's Monte Carlo RG on 2D Ising configurations from a Wolff chain
+//! ([`nrg_rg::mcrg`], [`nrg_rg::pseudo`]), writing to `OUT`:
+//!
+//! ```text
+//! summary.json        the run, y_t and y_h per step at the largest truncation, every
+//!                     linearised RG matrix's eigenvalues (per step, sector, truncation),
+//!                     pseudo-likelihood couplings per level, timings
+//! eigenvalues.csv     sector, step, operators, eigenvalue index, value, error
+//! exponents.png       y_t and y_h against the RG step, one curve per truncation, with
+//!                     the exact 1 and 15/8
+//! ```
+//!
+//! ```text
+//! nrg rg mcrg --L 64 --b 2 --steps 3 --configs 20000 --out runs/mcrg-l64
+//! ```
+
+use crate::plot::{Curve, Marks, Panel, panels_png};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use nrg_core::{Estimate, Lattice};
+use nrg_lattice::IsingSpins;
+use nrg_lattice::exact::ising2d::critical_beta;
+use nrg_rg::block::{BlockRule, BlockSpin};
+use nrg_rg::mcrg::{McrgData, McrgReport, analyse, even_operators, odd_operators};
+use nrg_rg::pseudo::pseudo_likelihood;
+use nrg_run::dir::{write_atomic, write_json};
+use nrg_samplers::baseline::{IsingWolff, SpinStart};
+use nrg_samplers::run::{IsingSimulation, RunConfig, run_observed};
+use plotters::style::{BLUE, RED, RGBColor};
+use rand::SeedableRng;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Arguments of `nrg rg`.
+#[derive(Args, Debug)]
+pub struct RgArgs {
+    #[command(subcommand)]
+    command: RgCommand,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Rule {
+    /// Majority of the block (random tie-breaks for even b).
+    Majority,
+    /// The block's corner spin.
+    Decimation,
+}
+
+#[derive(Subcommand, Debug)]
+enum RgCommand {
+    /// Monte Carlo RG: the linearised RG map from block-spin correlations, y_t and y_h.
+    Mcrg(McrgArgs),
+}
+
+/// Arguments of `nrg rg mcrg`.
+#[derive(Args, Debug)]
+struct McrgArgs {
+    /// Lattice side (divisible by b^steps).
+    #[arg(long = "L")]
+    l: usize,
+    /// Coupling K = βJ [default: K_c = ln(1 + √2)/2].
+    #[arg(long, allow_negative_numbers = true)]
+    beta: Option<f64>,
+    /// Block side b.
+    #[arg(long, default_value_t = 2)]
+    b: usize,
+    /// Block rule.
+    #[arg(long, value_enum, default_value_t = Rule::Majority)]
+    rule: Rule,
+    /// Block steps.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Configurations measured.
+    #[arg(long, default_value_t = 20_000)]
+    configs: usize,
+    /// Wolff cluster updates between configurations.
+    #[arg(long, default_value_t = 4)]
+    every: usize,
+    /// Jackknife blocks.
+    #[arg(long, default_value_t = 20)]
+    blocks: usize,
+    /// Configurations (every k-th) kept for the pseudo-likelihood couplings.
+    #[arg(long, default_value_t = 1000)]
+    coupling_configs: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// The couplings of one level.
+#[derive(Serialize)]
+struct LevelCouplings {
+    level: usize,
+    side: usize,
+    operators: Vec<String>,
+    couplings: Vec<Estimate>,
+}
+
+/// What `summary.json` holds.
+#[derive(Serialize)]
+struct McrgSummary {
+    lattice: usize,
+    beta: f64,
+    rule: String,
+    factor: usize,
+    seconds_chain: f64,
+    seconds_analysis: f64,
+    y_t: Vec<Estimate>,
+    y_h: Vec<Estimate>,
+    exact_y_t: f64,
+    exact_y_h: f64,
+    couplings: Vec<LevelCouplings>,
+    mcrg: McrgReport,
+}
+
+/// `nrg rg …`.
+pub fn run(args: RgArgs) -> Result<()> {
+    match args.command {
+        RgCommand::Mcrg(a) => mcrg(a),
+    }
+}
+
+fn mcrg(a: McrgArgs) -> Result<()> {
+    let beta = a.beta.unwrap_or_else(critical_beta);
+    if !(beta.is_finite() && beta > 0.0) {
+        bail!("--beta must be positive and finite, got {beta}");
+    }
+    if a.configs < 2 * a.blocks || a.blocks < 2 || a.every == 0 || a.steps == 0 {
+        bail!("need --steps ≥ 1, --every ≥ 1, --blocks ≥ 2 and --configs ≥ 2 × blocks");
+    }
+    let lattice = Lattice::square(a.l)?;
+    let rule = match a.rule {
+        Rule::Majority => BlockRule::Majority,
+        Rule::Decimation => BlockRule::Decimation,
+    };
+    let step = BlockSpin { rule, factor: a.b };
+    let ops: Vec<_> = even_operators()
+        .into_iter()
+        .chain(odd_operators())
+        .collect();
+    let mut data = McrgData::new(ops, lattice, step, a.steps)?;
+    data.keep_every = (a.configs / a.coupling_configs.max(1)).max(1);
+    let model = IsingSpins::new(lattice, beta)?;
+    let mut sim = IsingSimulation::Wolff(IsingWolff::new(model, a.seed, SpinStart::Hot));
+    let config = RunConfig {
+        thermalisation: 1000,
+        sweeps: a.configs * a.every,
+        measure_every: a.every,
+    };
+    let bar = ProgressBar::new((config.thermalisation + config.sweeps) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} mcrg [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta})",
+        )
+        .context("progress template")?,
+    );
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed.wrapping_add(0xb10c));
+    let t0 = std::time::Instant::now();
+    run_observed(
+        &mut sim,
+        &config,
+        &mut |done| {
+            if done.is_multiple_of(100) {
+                bar.set_position(done as u64);
+            }
+        },
+        &mut |spins| data.push(spins, lattice, &step, &mut rng),
+    )?;
+    bar.finish_and_clear();
+    let seconds_chain = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let report = analyse(&data, a.blocks)?;
+    let mut couplings = Vec::new();
+    let even = even_operators();
+    for (level, kept) in data.kept.iter().enumerate() {
+        let side = data.sides[level];
+        // the fit needs enough spins per configuration and blocks of configurations
+        if side < 4 || kept.len() < 20 {
+            continue;
+        }
+        let fit = &even[..4];
+        let k = pseudo_likelihood(kept, side, side, fit, 10)?;
+        couplings.push(LevelCouplings {
+            level,
+            side,
+            operators: fit.iter().map(|o| o.name.to_string()).collect(),
+            couplings: k,
+        });
+    }
+    let seconds_analysis = t1.elapsed().as_secs_f64();
+    let last = |m: &Vec<Vec<nrg_rg::mcrg::RgMatrix>>| -> Vec<Estimate> {
+        m.iter()
+            .map(|per| {
+                per.last()
+                    .map_or(Estimate::new(f64::NAN, f64::NAN), |r| r.exponent)
+            })
+            .collect()
+    };
+    let summary = McrgSummary {
+        lattice: a.l,
+        beta,
+        rule: format!("{:?}", a.rule).to_lowercase(),
+        factor: a.b,
+        seconds_chain,
+        seconds_analysis,
+        y_t: last(&report.even),
+        y_h: last(&report.odd),
+        exact_y_t: 1.0,
+        exact_y_h: 15.0 / 8.0,
+        couplings,
+        mcrg: report,
+    };
+    std::fs::create_dir_all(&a.out)?;
+    write_json(&a.out.join("summary.json"), &summary)?;
+    let mut csv = String::from("sector,step,operators,index,eigenvalue,error\n");
+    for (sector, per) in [("even", &summary.mcrg.even), ("odd", &summary.mcrg.odd)] {
+        for (s, truncs) in per.iter().enumerate() {
+            for m in truncs {
+                for (i, e) in m.eigenvalues.iter().enumerate() {
+                    csv.push_str(&format!(
+                        "{sector},{s},{},{i},{},{}\n",
+                        m.operators.len(),
+                        e.value,
+                        e.error
+                    ));
+                }
+            }
+        }
+    }
+    write_atomic(&a.out.join("eigenvalues.csv"), csv.as_bytes())?;
+    plot(&a, &summary)?;
+    println!(
+        "MCRG, Ising L = {} at K = {beta:.6}, b = {} {}: {} configurations ({:.1} s chain, {:.1} s analysis)",
+        a.l, a.b, summary.rule, a.configs, seconds_chain, seconds_analysis
+    );
+    for (s, (yt, yh)) in summary.y_t.iter().zip(&summary.y_h).enumerate() {
+        println!(
+            "  step {} → {} (L' = {}): y_t = {:.4} ± {:.4}  y_h = {:.4} ± {:.4}",
+            s,
+            s + 1,
+            summary.mcrg.sides[s + 1],
+            yt.value,
+            yt.error,
+            yh.value,
+            yh.error
+        );
+    }
+    for c in &summary.couplings {
+        let ks: Vec<String> = c
+            .operators
+            .iter()
+            .zip(&c.couplings)
+            .map(|(o, k)| format!("{o} {:.4}±{:.4}", k.value, k.error))
+            .collect();
+        println!(
+            "  couplings at level {} (L = {}): {}",
+            c.level,
+            c.side,
+            ks.join(", ")
+        );
+    }
+    println!("→ {}", a.out.display());
+    Ok(())
+}
+
+/// `exponents.png`: `y_t` and `y_h` against the step, one curve per truncation.
+fn plot(a: &McrgArgs, s: &McrgSummary) -> Result<()> {
+    let colours = [
+        RGBColor(200, 200, 255),
+        RGBColor(150, 150, 255),
+        RGBColor(100, 100, 240),
+        RGBColor(60, 60, 220),
+        RGBColor(30, 30, 200),
+        RGBColor(0, 0, 160),
+        BLUE,
+    ];
+    let labels: Vec<String> = (1..=7)
+        .map(|m| format!("{m} operator{}", if m == 1 { "" } else { "s" }))
+        .collect();
+    let curves = |per: &Vec<Vec<nrg_rg::mcrg::RgMatrix>>, exact: f64| -> Vec<Curve<'_>> {
+        let n = per
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .min(labels.len());
+        let mut c: Vec<Curve> = (0..n)
+            .map(|m| Curve {
+                label: labels[m].as_str(),
+                points: per
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(step, t)| t.get(m).map(|r| ((step + 1) as f64, r.exponent.value)))
+                    .collect(),
+                color: colours[m.min(colours.len() - 1)],
+                marks: Marks::Line,
+            })
+            .collect();
+        c.push(Curve {
+            label: "exact",
+            points: vec![(1.0, exact), (per.len() as f64, exact)],
+            color: RED,
+            marks: Marks::Line,
+        });
+        c
+    };
+    panels_png(
+        &a.out.join("exponents.png"),
+        &[
+            Panel {
+                title: "thermal exponent y_t against the RG step",
+                x_label: "block step n (L / b^n)",
+                curves: curves(&s.mcrg.even, 1.0),
+                y_range: None,
+            },
+            Panel {
+                title: "magnetic exponent y_h against the RG step",
+                x_label: "block step n (L / b^n)",
+                curves: curves(&s.mcrg.odd, 15.0 / 8.0),
+                y_range: None,
+            },
+        ],
+    )
+}
