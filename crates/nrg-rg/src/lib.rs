@@ -14,7 +14,9 @@
 //! - [`mcrg`]: Swendsen's Monte Carlo RG — operator sums per level, the linearised RG
 //!   matrix `T = B⁻¹A` from block-spin correlations, its eigenvalues and the exponents
 //!   `y_t`, `y_h`, with jackknife errors;
-//! - [`pseudo`]: renormalised couplings of block spins by maximum pseudo-likelihood.
+//! - [`pseudo`]: renormalised couplings of block spins by maximum pseudo-likelihood;
+//! - [`rbm`]: restricted Boltzmann machines on `±1` spins — exact `ln Z` by enumeration,
+//!   block Gibbs sampling, training by CD-k and persistent CD.
 //!
 //! Configurations are `f64` slices of `±1`, site-major as the baseline chains hold them
 //! (`nrg_samplers::run::Simulation::configuration`).
@@ -25,3 +27,4 @@ pub mod block;
 pub mod couplings;
 pub mod mcrg;
 pub mod pseudo;
+pub mod rbm;

@@ -155,3 +155,56 @@ fn mcrg_at_the_critical_point_gives_the_ising_exponents() {
         yh.exponent
     );
 }
+
+/// RBM training on exact samples of a target whose likelihood is known: a periodic Ising
+/// ring of 8 spins at K = 0.5 (all 256 states enumerated, 4000 configurations drawn by
+/// inverse CDF). The exact log-likelihood of the data under the trained machine (ln Z by
+/// enumeration) must approach the data's log-likelihood under the true ring: CD-1 and PCD-1
+/// with 8 hidden units close at least 90 % of the initial gap, to within 0.03 nats.
+#[test]
+fn rbm_training_approaches_the_exact_likelihood() {
+    use nrg_rg::rbm::{Contrastive, Rbm, RbmTraining, train};
+    let (n, k) = (8usize, 0.5f64);
+    let energy = |s: &[f64]| -> f64 { -k * (0..n).map(|i| s[i] * s[(i + 1) % n]).sum::<f64>() };
+    let states: Vec<Vec<f64>> = (0..1u64 << n)
+        .map(|c| {
+            (0..n)
+                .map(|b| if c >> b & 1 == 1 { 1.0 } else { -1.0 })
+                .collect()
+        })
+        .collect();
+    let weights: Vec<f64> = states.iter().map(|s| (-energy(s)).exp()).collect();
+    let z: f64 = weights.iter().sum();
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(21);
+    let data: Vec<Vec<f64>> = (0..4000)
+        .map(|_| {
+            let mut u = rand::RngExt::random::<f64>(&mut rng) * z;
+            let mut idx = 0;
+            while u > weights[idx] && idx + 1 < weights.len() {
+                u -= weights[idx];
+                idx += 1;
+            }
+            states[idx].clone()
+        })
+        .collect();
+    let truth = data.iter().map(|s| -energy(s) - z.ln()).sum::<f64>() / data.len() as f64;
+    for method in [Contrastive::Cd { k: 1 }, Contrastive::Pcd { k: 1 }] {
+        let mut rbm = Rbm::new(n, 8, 0.05, &mut rng).unwrap();
+        let before = rbm.log_likelihood(&data).unwrap();
+        let settings = RbmTraining {
+            epochs: 40,
+            batch: 50,
+            lr: 0.05,
+            method,
+            weight_decay: 0.0,
+        };
+        train(&mut rbm, &data, &settings, &mut rng, &mut |_, _| {}).unwrap();
+        let after = rbm.log_likelihood(&data).unwrap();
+        eprintln!("{method:?}: ln L {before:.4} → {after:.4}, true ring {truth:.4}");
+        assert!(
+            truth - after < 0.1 * (truth - before),
+            "{method:?}: {after} vs {truth}"
+        );
+        assert!(truth - after < 0.03, "{method:?}: {after} vs {truth}");
+    }
+}
