@@ -16,7 +16,9 @@
 //!   `y_t`, `y_h`, with jackknife errors;
 //! - [`pseudo`]: renormalised couplings of block spins by maximum pseudo-likelihood;
 //! - [`rbm`]: restricted Boltzmann machines on `±1` spins — exact `ln Z` by enumeration,
-//!   block Gibbs sampling, training by CD-k and persistent CD.
+//!   block Gibbs sampling, training by CD-k and persistent CD;
+//! - [`rbm_flow`]: the RBM flow `v → h → v` iterated from configurations at one
+//!   temperature, with the temperature read from energy and magnetisation.
 //!
 //! Configurations are `f64` slices of `±1`, site-major as the baseline chains hold them
 //! (`nrg_samplers::run::Simulation::configuration`).
@@ -28,3 +30,4 @@ pub mod couplings;
 pub mod mcrg;
 pub mod pseudo;
 pub mod rbm;
+pub mod rbm_flow;

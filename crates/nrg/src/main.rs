@@ -9,6 +9,7 @@
 //! nrg train --config configs/images-synthetic.toml  # the RG flow on pictures
 //! nrg holo-images --run runs/images-synthetic      # receptive fields, mixing, inpainting
 //! nrg rg mcrg --L 64 --steps 3 --out runs/mcrg   # Swendsen's MCRG: y_t, y_h at K_c
+//! nrg rbm flow --L 8 --out runs/rbm-flow          # the RBM flow against T_c
 //! nrg info --device wgpu                           # check a backend
 //! nrg data synthetic --out data/ellipses           # image data sets for the image flows
 //! ```
@@ -23,6 +24,7 @@ mod holo_images_cmd;
 mod mc_cmd;
 mod output;
 mod plot;
+mod rbm_cmd;
 mod rg_cmd;
 mod sample_cmd;
 mod train_cmd;
@@ -60,6 +62,8 @@ enum Command {
     /// The classical real-space RG: Monte Carlo RG (linearised RG matrix, y_t, y_h) and
     /// block-spin couplings.
     Rg(rg_cmd::RgArgs),
+    /// Restricted Boltzmann machines: the RBM flow of Ising configurations and its control.
+    Rbm(rbm_cmd::RbmArgs),
     /// Show the compiled backends and check that the selected device runs a tensor op.
     Info,
     /// Image data sets: the synthetic multi-scale ellipses, Fashion-MNIST, a folder of
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Holo(args) => holo_cmd::run(args, cli.device),
         Command::HoloImages(args) => holo_images_cmd::run(args, cli.device),
         Command::Rg(args) => rg_cmd::run(args),
+        Command::Rbm(args) => rbm_cmd::run(args),
         Command::Info => device::info(cli.device),
         Command::Data(args) => data_cmd::run(args),
     });

@@ -965,3 +965,47 @@ fn rg_mcrg_writes_exponents_and_refuses_bad_lattices() {
         "beta",
     );
 }
+
+/// `nrg rbm flow` on a tiny lattice writes its flows, plot and receptive fields; the
+/// control refuses a range without temperatures, and bad grids are usage errors.
+#[test]
+fn rbm_flow_writes_the_flow_and_its_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rbm");
+    let o = out.to_str().unwrap();
+    let text = run_nrg_ok(&[
+        "rbm",
+        "flow",
+        "--L",
+        "4",
+        "--temperatures",
+        "4",
+        "--configs",
+        "40",
+        "--hidden",
+        "8",
+        "--epochs",
+        "2",
+        "--steps",
+        "3",
+        "--out",
+        o,
+    ]);
+    assert!(text.contains("T_c"), "{text}");
+    let s = read_json(&out.join("summary.json"));
+    assert_eq!(s["flows"].as_array().unwrap().len(), 4);
+    assert_eq!(s["flows"][0]["flow"].as_array().unwrap().len(), 4);
+    for f in ["flow.csv", "rbm_flow.png", "receptive.png"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert_usage_error(
+        &[
+            "rbm", "flow", "--t-min", "3", "--t-max", "4", "--train", "below", "--out", o,
+        ],
+        "no grid temperature",
+    );
+    assert_usage_error(
+        &["rbm", "flow", "--t-min", "2", "--t-max", "1", "--out", o],
+        "t-min",
+    );
+}
