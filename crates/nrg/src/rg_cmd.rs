@@ -51,6 +51,53 @@ enum Rule {
 enum RgCommand {
     /// Monte Carlo RG: the linearised RG map from block-spin correlations, y_t and y_h.
     Mcrg(McrgArgs),
+    /// Block spins of Ising configurations (a .npy of ±1, or a Wolff chain), iterated,
+    /// with the renormalised couplings of every level.
+    Block(BlockArgs),
+}
+
+/// Arguments of `nrg rg block`.
+#[derive(Args, Debug)]
+struct BlockArgs {
+    /// Configurations of ±1 spins ([N, L, L] or [N, 1, L, L]); without it, a Wolff chain.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Chain: lattice side.
+    #[arg(long = "L")]
+    l: Option<usize>,
+    /// Chain: coupling K [default: K_c].
+    #[arg(long, allow_negative_numbers = true)]
+    beta: Option<f64>,
+    /// Chain: configurations.
+    #[arg(long, default_value_t = 2000)]
+    configs: usize,
+    /// Block side b.
+    #[arg(long, default_value_t = 2)]
+    b: usize,
+    /// Block rule.
+    #[arg(long, value_enum, default_value_t = Rule::Majority)]
+    rule: Rule,
+    /// Block steps.
+    #[arg(long, default_value_t = 2)]
+    steps: usize,
+    /// Seed (chain, tie-breaks).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// One level of `nrg rg block`.
+#[derive(Serialize)]
+struct BlockLevel {
+    level: usize,
+    side: usize,
+    energy_per_site: Estimate,
+    magnetisation: Estimate,
+    operators: Vec<String>,
+    couplings: Option<Vec<Estimate>>,
+    file: String,
 }
 
 /// Arguments of `nrg rg mcrg`.
@@ -121,7 +168,134 @@ struct McrgSummary {
 pub fn run(args: RgArgs) -> Result<()> {
     match args.command {
         RgCommand::Mcrg(a) => mcrg(a),
+        RgCommand::Block(a) => block(a),
     }
+}
+
+fn block(a: BlockArgs) -> Result<()> {
+    let rule = match a.rule {
+        Rule::Majority => BlockRule::Majority,
+        Rule::Decimation => BlockRule::Decimation,
+    };
+    let step = BlockSpin { rule, factor: a.b };
+    let (configs, side) = match (&a.data, a.l) {
+        (Some(_), Some(_)) => bail!("--L applies to the chain; a --data file has its own size"),
+        (Some(_), None) if a.beta.is_some() => bail!("--beta applies to the chain only"),
+        (Some(path), None) => {
+            let (values, [n, c, r, w]) = nrg_flow::data::read_configurations(path)?;
+            if c != 1 || r != w {
+                bail!(
+                    "{}: need [N, L, L] spins, got [{n}, {c}, {r}, {w}]",
+                    path.display()
+                );
+            }
+            if let Some(v) = values.iter().find(|v| v.abs() != 1.0) {
+                bail!("{}: block spins need ±1 spins, found {v}", path.display());
+            }
+            let per = r * w;
+            let configs: Vec<Vec<f64>> = values
+                .chunks(per)
+                .map(|c| c.iter().map(|&v| v as f64).collect())
+                .collect();
+            (configs, r)
+        }
+        (None, Some(l)) => {
+            let beta = a.beta.unwrap_or_else(critical_beta);
+            if !(beta.is_finite() && beta > 0.0) {
+                bail!("--beta must be positive and finite, got {beta}");
+            }
+            let lattice = Lattice::square(l)?;
+            let model = IsingSpins::new(lattice, beta)?;
+            let mut sim = IsingSimulation::Wolff(IsingWolff::new(model, a.seed, SpinStart::Hot));
+            let config = RunConfig {
+                thermalisation: 500,
+                sweeps: a.configs * 4,
+                measure_every: 4,
+            };
+            let mut configs = Vec::with_capacity(a.configs);
+            run_observed(&mut sim, &config, &mut |_| {}, &mut |s| {
+                configs.push(s.to_vec());
+                Ok(())
+            })?;
+            (configs, l)
+        }
+        (None, None) => bail!("give --data FILE.npy or --L (a Wolff chain)"),
+    };
+    if configs.len() < 20 {
+        bail!("need at least 20 configurations, got {}", configs.len());
+    }
+    let lattice = Lattice::square(side)?;
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed.wrapping_add(0xb10c));
+    let mut levels: Vec<Vec<Vec<f64>>> = vec![configs];
+    let mut sides = vec![side];
+    let mut lat = lattice;
+    for _ in 0..a.steps {
+        let coarse = step.coarse(lat)?;
+        let prev = levels.last().map(Vec::as_slice).unwrap_or_default();
+        let next = prev
+            .iter()
+            .map(|s| step.apply(s, lat, &mut rng).map(|r| r.0))
+            .collect::<nrg_core::Result<Vec<_>>>()?;
+        levels.push(next);
+        sides.push(coarse.l());
+        lat = coarse;
+    }
+    std::fs::create_dir_all(&a.out)?;
+    let fit = &even_operators()[..4];
+    let mut out = Vec::new();
+    for (level, (set, &l)) in levels.iter().zip(&sides).enumerate() {
+        let file = format!("level{level}.npy");
+        let flat: Vec<f32> = set.iter().flatten().map(|&v| v as f32).collect();
+        nrg_flow::data::write_npy_f32(&a.out.join(&file), &flat, &[set.len(), l, l])?;
+        let (e, m) = nrg_rg::rbm_flow::observables(set, l);
+        let couplings = if l >= 4 {
+            Some(pseudo_likelihood(set, l, l, fit, 10)?)
+        } else {
+            None
+        };
+        out.push(BlockLevel {
+            level,
+            side: l,
+            energy_per_site: e,
+            magnetisation: m,
+            operators: fit.iter().map(|o| o.name.to_string()).collect(),
+            couplings,
+            file,
+        });
+    }
+    write_json(
+        &a.out.join("summary.json"),
+        &serde_json::json!({
+            "rule": format!("{:?}", a.rule).to_lowercase(),
+            "factor": a.b,
+            "configurations": levels[0].len(),
+            "levels": out,
+        }),
+    )?;
+    for l in &out {
+        let ks = l
+            .couplings
+            .as_ref()
+            .map_or("(too small to fit)".to_string(), |k| {
+                l.operators
+                    .iter()
+                    .zip(k)
+                    .map(|(o, k)| format!("{o} {:.4}±{:.4}", k.value, k.error))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+        println!(
+            "level {} (L = {}): e = {:.4}±{:.4}, |m| = {:.4}±{:.4}; {ks}",
+            l.level,
+            l.side,
+            l.energy_per_site.value,
+            l.energy_per_site.error,
+            l.magnetisation.value,
+            l.magnetisation.error
+        );
+    }
+    println!("→ {}", a.out.display());
+    Ok(())
 }
 
 fn mcrg(a: McrgArgs) -> Result<()> {

@@ -964,6 +964,53 @@ fn rg_mcrg_writes_exponents_and_refuses_bad_lattices() {
         &["rg", "mcrg", "--L", "8", "--beta", "-1", "--out", o],
         "beta",
     );
+    // block spins from a chain, then from the file it wrote
+    let blk = dir.path().join("blk");
+    let b = blk.to_str().unwrap();
+    run_nrg_ok(&[
+        "rg",
+        "block",
+        "--L",
+        "8",
+        "--configs",
+        "100",
+        "--steps",
+        "1",
+        "--out",
+        b,
+    ]);
+    let s = read_json(&blk.join("summary.json"));
+    assert_eq!(s["levels"].as_array().unwrap().len(), 2);
+    assert_eq!(s["levels"][1]["side"], 4);
+    let level1 = blk.join("level1.npy");
+    let (values, shape) = nrg_flow::data::read_configurations(&level1).unwrap();
+    assert_eq!(shape, [100, 1, 4, 4]);
+    assert!(values.iter().all(|v| v.abs() == 1.0));
+    let again = dir.path().join("again");
+    run_nrg_ok(&[
+        "rg",
+        "block",
+        "--data",
+        level1.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    nrg_flow::data::write_npy_f32(&blk.join("bad.npy"), &vec![0.5f32; 20 * 16], &[20, 4, 4])
+        .unwrap();
+    assert_usage_error(
+        &[
+            "rg",
+            "block",
+            "--data",
+            blk.join("bad.npy").to_str().unwrap(),
+            "--out",
+            b,
+        ],
+        "±1",
+    );
+    assert_usage_error(&["rg", "block", "--out", b], "--data");
 }
 
 /// `nrg rbm flow` on a tiny lattice writes its flows, plot and receptive fields; the
