@@ -16,7 +16,8 @@
 //!   `y_t`, `y_h`, with jackknife errors;
 //! - [`pseudo`]: renormalised couplings of block spins by maximum pseudo-likelihood;
 //! - [`rbm`]: restricted Boltzmann machines on `±1` spins — exact `ln Z` by enumeration,
-//!   block Gibbs sampling, training by CD-k and persistent CD;
+//!   block Gibbs sampling, training by CD-k and persistent CD, deep belief nets and their
+//!   product receptive fields;
 //! - [`rbm_flow`]: the RBM flow `v → h → v` iterated from configurations at one
 //!   temperature, with the temperature read from energy and magnetisation.
 //!
