@@ -318,6 +318,9 @@ fn spectrum(
     Some(ev)
 }
 
+/// A function of a spectrum `(Re λ, Im λ)`, sorted.
+type Spectral<'a> = dyn Fn(&[(f64, f64)]) -> f64 + 'a;
+
 /// Which operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -377,7 +380,7 @@ pub fn linearised_rg(
         );
     }
     let ln_b = (data.factor as f64).ln();
-    let jk_error = |f: &dyn Fn(&[(f64, f64)]) -> f64| {
+    let jk_error = |f: &Spectral<'_>| {
         let vals: Vec<f64> = jack.iter().map(|e| f(e)).collect();
         let mean = vals.iter().sum::<f64>() / blocks as f64;
         let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>();

@@ -141,7 +141,8 @@ impl Rbm {
     /// `ln Z` exactly, by enumerating the smaller side (`2^min(V, H)` terms, log-sum-exp in
     /// `f64`). Errors: both sides above 24 units.
     pub fn ln_z(&self) -> Result<f64> {
-        let (n, f): (usize, Box<dyn Fn(&[f64]) -> f64>) = if self.visible <= self.hidden {
+        type FreeEnergy<'a> = Box<dyn Fn(&[f64]) -> f64 + 'a>;
+        let (n, f): (usize, FreeEnergy) = if self.visible <= self.hidden {
             (self.visible, Box::new(|v: &[f64]| self.free_energy(v)))
         } else {
             (
@@ -245,7 +246,12 @@ pub fn train(
     let k = match settings.method {
         Contrastive::Cd { k } | Contrastive::Pcd { k } => k,
     };
-    if settings.epochs == 0 || settings.batch == 0 || k == 0 || !(settings.lr > 0.0) {
+    if settings.epochs == 0
+        || settings.batch == 0
+        || k == 0
+        || settings.lr.is_nan()
+        || settings.lr <= 0.0
+    {
         return Err(NrgError::param(
             "rbm training",
             "need epochs, batch and k ≥ 1 and lr > 0",

@@ -144,7 +144,7 @@ fn flow(a: FlowArgs) -> Result<()> {
     if !(a.t_min > 0.0 && a.t_max > a.t_min && a.t_max.is_finite()) || a.temperatures < 2 {
         bail!("need 0 < --t-min < --t-max and --temperatures ≥ 2");
     }
-    if a.configs < 2 || a.hidden == 0 || a.epochs == 0 || a.k == 0 || !(a.lr > 0.0) {
+    if a.configs < 2 || a.hidden == 0 || a.epochs == 0 || a.k == 0 || a.lr.is_nan() || a.lr <= 0.0 {
         bail!("need --configs ≥ 2, --hidden, --epochs, --k ≥ 1 and --lr > 0");
     }
     let t0 = std::time::Instant::now();
