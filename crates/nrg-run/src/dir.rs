@@ -273,6 +273,13 @@ impl RunDir {
 
     /// The configuration, checked.
     pub fn config(&self) -> Result<RunConfig> {
+        if self.is_image_run() {
+            return Err(NrgError::InvalidData(format!(
+                "{} is an image run (its config has a [data] table, no action): analyse it \
+                 with `nrg holo-images`; sampling and `nrg holo` need a lattice run",
+                self.path.display()
+            )));
+        }
         RunConfig::load(&self.config_path())
     }
 

@@ -923,6 +923,8 @@ count = 4
         &["holo-images", "--run", rs, "--mask", "40"],
         "does not fit",
     );
+    assert_usage_error(&["holo", "--run", rs], "image run");
+    assert_usage_error(&["sample", "--run", rs, "--method", "nis"], "image run");
 }
 
 /// `nrg rg mcrg` on a tiny lattice writes its summary, CSV and plot; a lattice that does not
