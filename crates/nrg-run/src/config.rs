@@ -199,6 +199,16 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if crate::image::is_image_config(&text) {
+                    // image runs have their own configuration
+                    let config = crate::image::ImageRunConfig::load(&path).unwrap();
+                    let back: crate::image::ImageRunConfig =
+                        toml::from_str(&config.to_toml().unwrap()).unwrap();
+                    assert_eq!(back, config, "{}", path.display());
+                    seen += 1;
+                    continue;
+                }
                 let config = RunConfig::load(&path).unwrap();
                 let back: RunConfig = toml::from_str(&config.to_toml().unwrap()).unwrap();
                 assert_eq!(back, config, "{}", path.display());
