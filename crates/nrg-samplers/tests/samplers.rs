@@ -329,6 +329,18 @@ fn a_chain_that_does_not_move_is_refused() {
 // ---------------------------------------------------------------------------------------
 // Flow-based samplers.
 
+/// burn-flex keeps one random generator per process: a test that seeds the device holds
+/// this lock for its whole run, so that its draws are its own and repeat from run to run
+/// (without it, tests running in parallel interleave their draws and a seeded test's
+/// statistics change from run to run).
+mod common_rng {
+    static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    pub fn lock() -> std::sync::MutexGuard<'static, ()> {
+        DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 mod neural {
     use burn::tensor::{Device, Tensor, TensorData};
     use nrg_core::Lattice;
@@ -448,6 +460,7 @@ mod neural {
 
     #[test]
     fn nis_is_exact_for_a_gaussian_with_a_linear_flow() {
+        let _rng = crate::common_rng::lock();
         let device = Device::flex();
         device.seed(11);
         let lattice = Lattice::square(L).unwrap();
@@ -485,6 +498,7 @@ mod neural {
     /// the order of the three.
     #[test]
     fn pareto_k_of_nis_weights_matches_gaussian_theory() {
+        let _rng = crate::common_rng::lock();
         let device = Device::flex();
         device.seed(5);
         let lattice = Lattice::square(L).unwrap();
@@ -510,6 +524,7 @@ mod neural {
     /// rounding. `log_weights` refuses configurations of the wrong size.
     #[test]
     fn bar_with_a_flow_matches_the_free_field() {
+        let _rng = crate::common_rng::lock();
         use nrg_core::DensityModel;
         use nrg_samplers::free_energy::SampleOrder;
         use nrg_samplers::neural::{BarRequest, bar_with_flow, log_weights};
@@ -558,6 +573,7 @@ mod neural {
     /// within 2.5σ and flagged itself with `k̂` 0.8 — not asserted, see docs/benchmarks.md.)
     #[test]
     fn ais_and_smc_are_exact_with_honest_error_bars() {
+        let _rng = crate::common_rng::lock();
         use nrg_samplers::neural::{
             AisMoves, AisRequest, AisSchedule, AisSummary, Resampling, ais,
         };
@@ -674,6 +690,7 @@ mod neural {
     /// `KL(q_G‖p) ≤ KL(q‖p)`); a permutation that is not a symmetry of the action is refused.
     #[test]
     fn symmetrised_flow_is_normalised_and_no_worse() {
+        let _rng = crate::common_rng::lock();
         use nrg_core::DensityModel;
         let device = Device::flex();
         device.seed(23);
@@ -745,6 +762,7 @@ mod neural {
 
     #[test]
     fn nis_on_a_trained_ising_l4_flow_matches_kaufman() {
+        let _rng = crate::common_rng::lock();
         let device = Device::flex().autodiff();
         device.seed(6);
         let lattice = Lattice::square(L).unwrap();
@@ -830,6 +848,7 @@ mod neural {
     /// within 3σ of its own Gamma-method error.
     #[test]
     fn every_mcmc_satisfies_detailed_balance_on_a_gaussian() {
+        let _rng = crate::common_rng::lock();
         let (lattice, action, phi2) = gaussian_target();
         let measure = FieldObservables::new(1);
         let checks = |s: &ChainSummary| {
