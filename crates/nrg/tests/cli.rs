@@ -923,6 +923,34 @@ count = 4
         &["holo-images", "--run", rs, "--mask", "40"],
         "does not fit",
     );
+    // RGB pictures from a folder train as three channels
+    let pics = dir.path().join("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    for k in 0..12u8 {
+        let pixels: Vec<u8> = (0..3 * 64).map(|p| (p as u8).wrapping_mul(k + 1)).collect();
+        let set = nrg_images::ImageSet::new(pixels, [1, 3, 8, 8]).unwrap();
+        let grid = nrg_images::grid::GridOptions { cols: 1, scale: 1 };
+        nrg_images::grid::write_grid(&pics.join(format!("p{k:02}.png")), &set, &grid).unwrap();
+    }
+    let rgb = dir.path().join("rgb.toml");
+    std::fs::write(
+        &rgb,
+        "name = \"rgb\"\n[data]\nkind = \"folder\"\npath = \"pics\"\nchannels = 3\nsize = 8\n\
+         test_images = 4\n[flow]\ncouplings = 1\nhidden = [4]\n[train]\nsteps = 2\nbatch = 4\n\
+         [samples]\ntemperatures = [1.0]\ncount = 2\n",
+    )
+    .unwrap();
+    run_nrg_ok(&[
+        "train",
+        "--config",
+        rgb.to_str().unwrap(),
+        "--runs",
+        r,
+        "--quiet",
+    ]);
+    let rgb_summary = read_json(&runs.join("rgb/summary.json"));
+    assert_eq!(rgb_summary["image_shape"], serde_json::json!([3, 8, 8]));
+    assert_eq!(rgb_summary["train_images"], 8);
     assert_usage_error(&["holo", "--run", rs], "image run");
     assert_usage_error(&["sample", "--run", rs, "--method", "nis"], "image run");
 }
