@@ -29,6 +29,19 @@ use nrg_lattice::ActionSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Checks that a run name is a plain directory name (no separators, not `.` or `..`).
+pub(crate) fn check_run_name(name: Option<&str>) -> Result<()> {
+    if let Some(name) = name
+        && (name.is_empty() || name.contains(['/', '\\']) || name == "." || name == "..")
+    {
+        return Err(NrgError::param(
+            "name",
+            format!("{name:?} is not a plain directory name"),
+        ));
+    }
+    Ok(())
+}
+
 /// How often to log and checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -138,14 +151,7 @@ impl RunConfig {
 
     /// Checks what can be checked without building tensors.
     pub fn check(&self) -> Result<()> {
-        if let Some(name) = &self.name
-            && (name.is_empty() || name.contains(['/', '\\']) || name == "." || name == "..")
-        {
-            return Err(NrgError::param(
-                "name",
-                format!("{name:?} is not a plain directory name"),
-            ));
-        }
+        check_run_name(self.name.as_deref())?;
         if self.log.every == 0 || self.log.checkpoint_every == 0 {
             return Err(NrgError::param(
                 "log",

@@ -434,14 +434,7 @@ impl ImageRunConfig {
 
     /// Checks what can be checked without reading images.
     pub fn check(&self) -> Result<()> {
-        if let Some(name) = &self.name
-            && (name.is_empty() || name.contains(['/', '\\']) || name == "." || name == "..")
-        {
-            return Err(NrgError::param(
-                "name",
-                format!("{name:?} is not a plain directory name"),
-            ));
-        }
+        crate::config::check_run_name(self.name.as_deref())?;
         self.data.check()?;
         self.train.validate()?;
         let l = &self.log;

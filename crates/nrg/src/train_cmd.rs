@@ -146,16 +146,7 @@ pub fn run(args: TrainArgs, device_choice: DeviceChoice) -> Result<()> {
         Ok(done) => done,
         Err(e) => {
             progress.bar.abandon();
-            return Err(match e {
-                RunError::Diverged { ref dir, .. } => anyhow::anyhow!(
-                    "{e}; resume with a lower learning rate: nrg train --resume {} --lr …",
-                    dir.display()
-                ),
-                RunError::Complete { .. } => {
-                    anyhow::anyhow!("{e} (nrg train --resume DIR --steps N)")
-                }
-                RunError::Other(e) => e.into(),
-            });
+            return Err(explain(e));
         }
     };
     progress.bar.finish();
@@ -336,16 +327,7 @@ fn run_images(args: TrainArgs, device_choice: DeviceChoice) -> Result<()> {
         Ok(done) => done,
         Err(e) => {
             progress.bar.abandon();
-            return Err(match e {
-                RunError::Diverged { ref dir, .. } => anyhow::anyhow!(
-                    "{e}; resume with a lower learning rate: nrg train --resume {} --lr …",
-                    dir.display()
-                ),
-                RunError::Complete { .. } => {
-                    anyhow::anyhow!("{e} (nrg train --resume DIR --steps N)")
-                }
-                RunError::Other(e) => e.into(),
-            });
+            return Err(explain(e));
         }
     };
     progress.bar.finish();
@@ -403,4 +385,16 @@ fn write_image_plot(path: &Path, rows: &[ImageMetricsRow]) -> Result<()> {
             y_range: None,
         }],
     )
+}
+
+/// A training error with what the user can do about it.
+fn explain(e: RunError) -> anyhow::Error {
+    match e {
+        RunError::Diverged { ref dir, .. } => anyhow::anyhow!(
+            "{e}; resume with a lower learning rate: nrg train --resume {} --lr …",
+            dir.display()
+        ),
+        RunError::Complete { .. } => anyhow::anyhow!("{e} (nrg train --resume DIR --steps N)"),
+        RunError::Other(e) => e.into(),
+    }
 }
