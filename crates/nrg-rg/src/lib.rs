@@ -7,6 +7,9 @@
 //! - [`block`]: one block-spin step `s → s'` on a periodic chain or square lattice —
 //!   majority rule (odd `b`, or even `b` with random tie-breaks) and decimation — and its
 //!   iteration;
+//! - [`compare`]: block spins, an RBM's hidden units and a flow's coarse field side by
+//!   side — receptive fields from single-spin flips and the pairwise couplings each set of
+//!   coarse variables implies (pseudo-likelihood, jackknife);
 //! - [`couplings`]: renormalised couplings measured from block-spin configurations, with
 //!   Gamma-method errors: in 1D the nearest-neighbour coupling from the ring's exact
 //!   correlation function, checked against the decimation recursion
@@ -27,6 +30,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod block;
+pub mod compare;
 pub mod couplings;
 pub mod mcrg;
 pub mod pseudo;
