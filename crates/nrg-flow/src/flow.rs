@@ -136,6 +136,24 @@ impl FlowModel {
         (z, ld + l1)
     }
 
+    /// The coarse field after `levels` levels of the RG map of a hierarchical flow (the
+    /// circulant's inverse first, if there is one): `[batch, C, L/2^levels, L/2^levels]`,
+    /// see [`HierarchicalFlow::coarse_field`]. Errors: a flat flow, `levels` outside
+    /// `1..=depth`.
+    pub fn coarse_field(&self, x: Tensor<4>, levels: usize) -> nrg_core::Result<Tensor<4>> {
+        let x = match &self.circulant {
+            Some(c) => c.inverse(x).0,
+            None => x,
+        };
+        match &self.bijector {
+            FlowBijector::Hierarchical(flow) => flow.coarse_field(x, levels),
+            FlowBijector::Flat(_) => Err(nrg_core::NrgError::param(
+                "flow",
+                "a flat flow has no coarse field: it needs a hierarchical flow",
+            )),
+        }
+    }
+
     /// `[channels, rows, cols]` of one configuration.
     pub fn shape(&self) -> [usize; 3] {
         [self.channels, self.rows, self.cols]

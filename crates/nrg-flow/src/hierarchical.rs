@@ -183,6 +183,27 @@ impl HierarchicalFlow {
         BulkLayout::bulk_sites(self)
     }
 
+    /// The renormalised field after the first `levels` levels of the RG map `R`: the layers
+    /// of levels `< levels` applied to `x` `[batch, C, L, L]`, then the sites with both
+    /// coordinates ≡ 0 mod `2^levels` kept, `[batch, C, L/2^levels, L/2^levels]` — the
+    /// variables the flow passes on to level `levels`, its analogue of `levels` block-spin
+    /// steps of side 2. With `levels = depth` these are the top latents (the sites of bulk
+    /// level `depth`). Errors: `levels` outside `1..=depth`.
+    pub fn coarse_field(&self, x: Tensor<4>, levels: usize) -> Result<Tensor<4>> {
+        if levels == 0 || levels > self.depth {
+            return Err(NrgError::param(
+                "levels",
+                format!("must be in 1..={}, got {levels}", self.depth),
+            ));
+        }
+        let mut y = x;
+        for layer in self.layers.iter().filter(|l| l.dilation < 1 << levels) {
+            y = layer.apply(y, |b, v| b.inverse(v)).0;
+        }
+        let d = 1usize << levels;
+        Ok(y.slice(s![.., .., ..;d, ..;d]))
+    }
+
     /// The flow's layout without its weights (block side, depth, repeats).
     pub fn layout(&self) -> HierarchicalLayout {
         let block = self.layers.first().map_or(2, |l| l.block);
@@ -297,5 +318,33 @@ mod tests {
             assert_eq!(layout.bulk_sites(), flow.bulk_sites());
             assert_eq!((layout.block, layout.repeats), (block, repeats));
         }
+    }
+
+    /// At full depth the coarse field is the top latent; after `k` levels it lives on the
+    /// `L/2^k` sublattice; levels outside `1..=depth` are refused.
+    #[test]
+    fn coarse_field_is_the_field_passed_on() {
+        let dev = burn::tensor::Device::flex();
+        let flow = HierarchicalFlow::new(8, 2, None, 1, |_, _| {
+            BlockBijector::RealNvp(nrg_layers::BlockRealNvpConfig::new(1, 2, 1, vec![4]).init(&dev))
+        })
+        .unwrap();
+        let x = Tensor::<4>::random(
+            [3, 1, 8, 8],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &dev,
+        );
+        let (z, _) = flow.inverse(x.clone());
+        let top = flow.coarse_field(x.clone(), 3).unwrap();
+        assert_eq!(top.dims(), [3, 1, 1, 1]);
+        let z00 = z.clone().slice(s![.., .., 0..1, 0..1]);
+        let diff: f32 = (top - z00).abs().max().into_scalar();
+        assert!(diff < 1e-5, "{diff}");
+        let one = flow.coarse_field(x.clone(), 1).unwrap();
+        assert_eq!(one.dims(), [3, 1, 4, 4]);
+        let two = flow.coarse_field(x, 2).unwrap();
+        assert_eq!(two.dims(), [3, 1, 2, 2]);
+        assert!(flow.coarse_field(z.clone(), 0).is_err());
+        assert!(flow.coarse_field(z, 4).is_err());
     }
 }

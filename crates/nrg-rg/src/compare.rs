@@ -44,7 +44,7 @@
 use crate::block::{BlockRule, BlockSpin};
 use crate::mcrg::even_operators;
 use crate::pseudo::pseudo_likelihood;
-use crate::rbm::Rbm;
+use crate::rbm::{Rbm, ln_2cosh};
 use nalgebra::{DMatrix, DVector};
 use nrg_core::{Estimate, NrgError, Result};
 use rand::RngExt;
@@ -353,15 +353,31 @@ pub fn receptive_fields(
         out.radii.push((second / total).sqrt());
         out.participation
             .push(total * total / r.iter().map(|x| x * x).sum::<f64>());
-        let (ci, cj) = (
-            centre[0].round() as usize % l,
-            centre[1].round() as usize % l,
-        );
-        for (i, w) in r.iter().enumerate() {
-            let (a, b) = ((i / l + l + l / 2 - ci) % l, (i % l + l + l / 2 - cj) % l);
-            out.mean_field[a * l + b] += w / h as f64;
-        }
         out.centres.push(centre);
+    }
+    // The mean field: each unit's map moved so that its centre lands on (L/2, L/2) plus the
+    // scheme's common sub-site offset (the circular mean of the centres' fractional parts),
+    // so that centres at half-integers (b = 2 blocks) do not round both ways.
+    let mut offset = [0.0; 2];
+    for (axis, o) in offset.iter_mut().enumerate() {
+        let (mut cs, mut sn) = (0.0, 0.0);
+        for c in out.centres.iter().filter(|c| c[axis].is_finite()) {
+            let a = std::f64::consts::TAU * c[axis].fract();
+            cs += a.cos();
+            sn += a.sin();
+        }
+        *o = (sn.atan2(cs) / std::f64::consts::TAU).rem_euclid(1.0);
+    }
+    for (j, centre) in out.centres.iter().enumerate() {
+        if !centre[0].is_finite() {
+            continue;
+        }
+        let shift = |axis: usize| (centre[axis] - offset[axis]).round().rem_euclid(lf) as usize;
+        let (ci, cj) = (shift(0), shift(1));
+        for (i, w) in abs[j].iter().enumerate() {
+            let (a, b) = ((i / l + l + l / 2 - ci) % l, (i % l + l + l / 2 - cj) % l);
+            out.mean_field[a * l + b] += w * scale / h as f64;
+        }
     }
     out.radius = mean_and_error(&out.radii);
     out.mean_participation = mean_and_error(
@@ -448,43 +464,61 @@ fn fit_pairwise(
             }
         };
         let mut w = start.map_or_else(|| DVector::zeros(h), |s| s[j].clone());
-        let mut converged = false;
-        for _ in 0..60 {
-            let mut grad = DVector::<f64>::zeros(h);
-            let mut hess = DMatrix::<f64>::zeros(h, h);
-            let mut x = vec![0.0; h];
-            for &c in use_ {
-                let cfg = &data[c];
-                for (a, xa) in x.iter_mut().enumerate() {
-                    *xa = feat(cfg, a);
-                }
-                let theta: f64 = x.iter().zip(w.iter()).map(|(a, b)| a * b).sum();
-                let th = theta.tanh();
-                let r = cfg[j] - th;
-                let q = 1.0 - th * th;
-                for a in 0..h {
-                    grad[a] += r * x[a];
-                    let qa = q * x[a];
-                    for b in 0..=a {
-                        hess[(a, b)] += qa * x[b];
-                    }
-                }
+        // the design matrix X [n, h] and the responses, once per node; each Newton step is
+        // then two matrix-vector products and one matrix product (matrixmultiply's gemm)
+        let x = DMatrix::<f64>::from_fn(use_.len(), h, |r, a| feat(&data[use_[r]], a));
+        let xt = x.transpose();
+        let y = DVector::<f64>::from_iterator(use_.len(), use_.iter().map(|&c| data[c][j]));
+        // the penalised log pseudo-likelihood of node j, and (optionally) its derivatives
+        let evaluate = |w: &DVector<f64>, derivatives: bool| {
+            let theta = &x * w;
+            let value = -0.5 * ridge * n * w.norm_squared()
+                + theta
+                    .iter()
+                    .zip(y.iter())
+                    .map(|(&t, &c)| c * t - ln_2cosh(t))
+                    .sum::<f64>();
+            if !derivatives {
+                return (value, DVector::zeros(0), DMatrix::zeros(0, 0));
             }
+            let th = theta.map(f64::tanh);
+            let grad = &xt * (&y - &th) - w * (ridge * n);
+            let mut xq = x.clone();
+            for (r, t) in th.iter().enumerate() {
+                let q = 1.0 - t * t;
+                xq.row_mut(r).scale_mut(q);
+            }
+            let mut hess = &xt * xq;
             for a in 0..h {
-                grad[a] -= ridge * n * w[a];
                 hess[(a, a)] += ridge * n;
-                for b in 0..a {
-                    hess[(b, a)] = hess[(a, b)];
-                }
             }
+            (value, grad, hess)
+        };
+        let mut converged = false;
+        for _ in 0..100 {
+            let (value, grad, hess) = evaluate(&w, true);
+            // a Newton step, halved until the objective does not fall (damped Newton:
+            // plain Newton overshoots on nearly separable data)
             let step = hess.cholesky()?.solve(&grad);
-            w += &step;
-            if !w.iter().all(|v| v.is_finite()) {
-                return None;
-            }
-            if step.amax() < 1e-9 * (1.0 + w.amax()) {
+            if step.amax() < 1e-9 * (1.0 + w.amax()) || grad.amax() < 1e-10 * n {
                 converged = true;
                 break;
+            }
+            let mut t = 1.0;
+            loop {
+                let trial = &w + &step * t;
+                let (v, _, _) = evaluate(&trial, false);
+                if v.is_finite() && v >= value - 1e-12 * n {
+                    w = trial;
+                    break;
+                }
+                t *= 0.5;
+                if t < 1e-10 {
+                    return None;
+                }
+            }
+            if !w.iter().all(|v| v.is_finite()) {
+                return None;
             }
         }
         if !converged {
@@ -720,6 +754,10 @@ mod tests {
         );
         assert!((r.mean_participation.value - 4.0).abs() < 0.05);
         assert!(r.orientation.iter().all(|&o| o == 1.0));
+        // the mean map is one 2×2 block, not smeared by centres rounding both ways
+        assert_eq!(r.mean_field.iter().filter(|&&x| x > 0.0).count(), 4);
+        let total: f64 = r.mean_field.iter().sum();
+        assert!((total - 1.5).abs() < 0.05, "{total}");
     }
 
     #[test]

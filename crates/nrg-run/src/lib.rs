@@ -20,7 +20,9 @@
 //!   estimates are compared with;
 //! - [`holo`]: the holographic analysis of a run ([`nrg_holo`]) end to end — bulk samples
 //!   from the flow, a file or the baseline chain, correlations, distances, information,
-//!   receptive fields, mixing and inpainting.
+//!   receptive fields, mixing and inpainting;
+//! - [`rg_compare`]: a trained Ising flow's coarse field beside majority block spins and an
+//!   RBM's hidden units on the same configurations ([`nrg_rg::compare`]).
 //!
 //! ```no_run
 //! # fn main() -> nrg_core::Result<()> {
@@ -40,6 +42,7 @@ pub mod holo;
 pub mod image;
 pub mod image_holo;
 pub mod reference;
+pub mod rg_compare;
 pub mod sample;
 pub mod train;
 

@@ -16,6 +16,7 @@
 //!
 //! Every failure prints one line `nrg: error: …` and exits with status 2.
 
+mod compare_cmd;
 mod data_cmd;
 mod device;
 mod exact_cmd;
@@ -59,8 +60,8 @@ enum Command {
     /// The holographic tools on an image run: receptive fields per level, mixing, inpainting
     /// against baselines, which level carries which generating factor.
     HoloImages(holo_images_cmd::HoloImagesArgs),
-    /// The classical real-space RG: Monte Carlo RG (linearised RG matrix, y_t, y_h) and
-    /// block-spin couplings.
+    /// The classical real-space RG: Monte Carlo RG (linearised RG matrix, y_t, y_h),
+    /// block-spin couplings, and block spins vs an RBM vs a trained flow side by side.
     Rg(rg_cmd::RgArgs),
     /// Restricted Boltzmann machines: the RBM flow of Ising configurations and its control.
     Rbm(rbm_cmd::RbmArgs),
@@ -88,7 +89,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample_cmd::run(args, cli.device),
         Command::Holo(args) => holo_cmd::run(args, cli.device),
         Command::HoloImages(args) => holo_images_cmd::run(args, cli.device),
-        Command::Rg(args) => rg_cmd::run(args),
+        Command::Rg(args) => rg_cmd::run(args, cli.device),
         Command::Rbm(args) => rbm_cmd::run(args),
         Command::Info => device::info(cli.device),
         Command::Data(args) => data_cmd::run(args),

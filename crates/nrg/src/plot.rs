@@ -18,13 +18,15 @@ fn register_font() {
 }
 
 /// How a curve is drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Marks {
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Marks<'a> {
     /// A line through the points.
     #[default]
     Line,
     /// A dot per point.
     Dots,
+    /// A dot per point with a vertical bar `y ± σ`, one `σ` per point.
+    ErrorBars(&'a [f64]),
 }
 
 /// One curve.
@@ -36,7 +38,7 @@ pub struct Curve<'a> {
     /// Colour.
     pub color: RGBColor,
     /// Line or dots.
-    pub marks: Marks,
+    pub marks: Marks<'a>,
 }
 
 /// One panel: a title, an x label and curves sharing a y axis.
@@ -85,6 +87,16 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, p: &Pan
         x1 = x1.max(x);
         y0 = y0.min(y);
         y1 = y1.max(y);
+    }
+    for c in &p.curves {
+        if let Marks::ErrorBars(errors) = c.marks {
+            for (&(_, y), &e) in c.points.iter().zip(errors) {
+                if y.is_finite() && e.is_finite() {
+                    y0 = y0.min(y - e);
+                    y1 = y1.max(y + e);
+                }
+            }
+        }
     }
     if !x0.is_finite() {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
@@ -140,6 +152,32 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, p: &Pan
                 .map_err(err)?
                 .label(c.label)
                 .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled())),
+            Marks::ErrorBars(errors) => {
+                let bars: Vec<((f64, f64), f64)> = c
+                    .points
+                    .iter()
+                    .zip(errors)
+                    .filter(|((x, y), e)| x.is_finite() && y.is_finite() && e.is_finite())
+                    .map(|(&p, &e)| (p, e))
+                    .collect();
+                chart
+                    .draw_series(bars.iter().map(|&((x, y), e)| {
+                        PathElement::new(
+                            vec![(x, (y - e).clamp(y0, y1)), (x, (y + e).clamp(y0, y1))],
+                            color.stroke_width(2),
+                        )
+                    }))
+                    .map_err(err)?;
+                chart
+                    .draw_series(
+                        bars.into_iter().map(|((x, y), _)| {
+                            Circle::new((x, y.clamp(y0, y1)), 3, color.filled())
+                        }),
+                    )
+                    .map_err(err)?
+                    .label(c.label)
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 3, color.filled()))
+            }
         };
     }
     chart

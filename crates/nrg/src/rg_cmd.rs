@@ -6,8 +6,8 @@
 //!                     linearised RG matrix's eigenvalues (per step, sector, truncation),
 //!                     pseudo-likelihood couplings per level, timings
 //! eigenvalues.csv     sector, step, operators, eigenvalue index, value, error
-//! exponents.png       y_t and y_h against the RG step, one curve per truncation, with
-//!                     the exact 1 and 15/8
+//! exponents.png       y_t and y_h against the RG step, one curve per truncation (the
+//!                     largest with its jackknife error bars), with the exact 1 and 15/8
 //! ```
 //!
 //! ```text
@@ -54,6 +54,9 @@ enum RgCommand {
     /// Block spins of Ising configurations (a .npy of ±1, or a Wolff chain), iterated,
     /// with the renormalised couplings of every level.
     Block(BlockArgs),
+    /// A trained Ising flow's coarse field beside majority block spins and an RBM's hidden
+    /// units on the same configurations: receptive fields and implied couplings.
+    Compare(crate::compare_cmd::CompareArgs),
 }
 
 /// Arguments of `nrg rg block`.
@@ -165,10 +168,11 @@ struct McrgSummary {
 }
 
 /// `nrg rg …`.
-pub fn run(args: RgArgs) -> Result<()> {
+pub fn run(args: RgArgs, device: crate::device::DeviceChoice) -> Result<()> {
     match args.command {
         RgCommand::Mcrg(a) => mcrg(a),
         RgCommand::Block(a) => block(a),
+        RgCommand::Compare(a) => crate::compare_cmd::run(a, device),
     }
 }
 
@@ -441,6 +445,46 @@ fn mcrg(a: McrgArgs) -> Result<()> {
     Ok(())
 }
 
+/// Largest number of operators kept at any step (at most `max`).
+fn truncations(per: &[Vec<nrg_rg::mcrg::RgMatrix>], max: usize) -> usize {
+    per.iter().map(Vec::len).max().unwrap_or(0).min(max)
+}
+
+/// One sector's exponent against the step, one curve per truncation; the largest drawn
+/// with the error bars `bars`.
+fn exponent_curves<'a>(
+    per: &[Vec<nrg_rg::mcrg::RgMatrix>],
+    exact: f64,
+    bars: &'a [f64],
+    labels: &'a [String],
+    colours: &[RGBColor],
+) -> Vec<Curve<'a>> {
+    let n = truncations(per, labels.len());
+    let mut c: Vec<Curve> = (0..n)
+        .map(|m| Curve {
+            label: labels[m].as_str(),
+            points: per
+                .iter()
+                .enumerate()
+                .filter_map(|(step, t)| t.get(m).map(|r| ((step + 1) as f64, r.exponent.value)))
+                .collect(),
+            color: colours[m.min(colours.len() - 1)],
+            marks: if m + 1 == n {
+                Marks::ErrorBars(bars)
+            } else {
+                Marks::Line
+            },
+        })
+        .collect();
+    c.push(Curve {
+        label: "exact",
+        points: vec![(1.0, exact), (per.len() as f64, exact)],
+        color: RED,
+        marks: Marks::Line,
+    });
+    c
+}
+
 /// `exponents.png`: `y_t` and `y_h` against the step, one curve per truncation.
 fn plot(a: &McrgArgs, s: &McrgSummary) -> Result<()> {
     let colours = [
@@ -455,46 +499,28 @@ fn plot(a: &McrgArgs, s: &McrgSummary) -> Result<()> {
     let labels: Vec<String> = (1..=7)
         .map(|m| format!("{m} operator{}", if m == 1 { "" } else { "s" }))
         .collect();
-    let curves = |per: &Vec<Vec<nrg_rg::mcrg::RgMatrix>>, exact: f64| -> Vec<Curve<'_>> {
-        let n = per
-            .iter()
-            .map(Vec::len)
-            .max()
-            .unwrap_or(0)
-            .min(labels.len());
-        let mut c: Vec<Curve> = (0..n)
-            .map(|m| Curve {
-                label: labels[m].as_str(),
-                points: per
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(step, t)| t.get(m).map(|r| ((step + 1) as f64, r.exponent.value)))
-                    .collect(),
-                color: colours[m.min(colours.len() - 1)],
-                marks: Marks::Line,
-            })
-            .collect();
-        c.push(Curve {
-            label: "exact",
-            points: vec![(1.0, exact), (per.len() as f64, exact)],
-            color: RED,
-            marks: Marks::Line,
-        });
-        c
+    // the largest truncation's jackknife errors, drawn as bars
+    let errors = |per: &Vec<Vec<nrg_rg::mcrg::RgMatrix>>| -> Vec<f64> {
+        let m = truncations(per, labels.len());
+        per.iter()
+            .filter_map(|t| m.checked_sub(1).and_then(|m| t.get(m)))
+            .map(|r| r.exponent.error)
+            .collect()
     };
+    let (even_errors, odd_errors) = (errors(&s.mcrg.even), errors(&s.mcrg.odd));
     panels_png(
         &a.out.join("exponents.png"),
         &[
             Panel {
                 title: "thermal exponent y_t against the RG step",
                 x_label: "block step n (L / b^n)",
-                curves: curves(&s.mcrg.even, 1.0),
+                curves: exponent_curves(&s.mcrg.even, 1.0, &even_errors, &labels, &colours),
                 y_range: None,
             },
             Panel {
                 title: "magnetic exponent y_h against the RG step",
                 x_label: "block step n (L / b^n)",
-                curves: curves(&s.mcrg.odd, 15.0 / 8.0),
+                curves: exponent_curves(&s.mcrg.odd, 15.0 / 8.0, &odd_errors, &labels, &colours),
                 y_range: None,
             },
         ],
