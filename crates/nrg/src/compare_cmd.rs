@@ -74,7 +74,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 10)]
     blocks: usize,
     /// Ridge of the pairwise pseudo-likelihood (per configuration).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     ridge: f64,
     /// Seed.
     #[arg(long, default_value_t = 1)]

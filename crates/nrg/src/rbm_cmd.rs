@@ -1,3 +1,9 @@
+//! `nrg rbm train`: an RBM or a deep belief net on Ising configurations at one temperature,
+//! writing `OUT/summary.json` (settings, per-epoch reconstruction error and — where
+//! `min(V, H) ≤ 20` — exact log-likelihood, train and held out; top-layer receptive-field
+//! radii), `training.csv`, `training.png`, `rbm.json` or `dbn.json`, and `receptive.png`
+//! (the top layer's product weights, Mehta & Schwab's figure).
+//!
 //! `nrg rbm flow`: the RBM flow study of Iso, Shiba & Yokoo (arXiv:1801.07172) on the 2D
 //! Ising model ([`nrg_rg::rbm`], [`nrg_rg::rbm_flow`]), writing to `OUT`:
 //!
@@ -21,7 +27,7 @@ use nrg_core::Lattice;
 use nrg_images::ImageSet;
 use nrg_images::grid::{GridOptions, write_grid};
 use nrg_lattice::IsingSpins;
-use nrg_rg::rbm::{Contrastive, Rbm, RbmTraining, train};
+use nrg_rg::rbm::{Contrastive, Dbn, Rbm, RbmTraining, train};
 use nrg_rg::rbm_flow::{FlowPoint, ReferenceCurves, rbm_flow};
 use nrg_run::dir::{write_atomic, write_json};
 use nrg_samplers::baseline::{IsingWolff, SpinStart};
@@ -40,8 +46,84 @@ pub struct RbmArgs {
 
 #[derive(Subcommand, Debug)]
 enum RbmCommand {
+    /// Train an RBM, or a deep belief net (several --hidden sizes), on Ising configurations
+    /// at one temperature (a .npy of ±1 spins or a Wolff chain).
+    Train(TrainArgs),
     /// Train an RBM on Ising configurations of many temperatures and iterate v → h → v.
     Flow(FlowArgs),
+}
+
+/// Arguments of `nrg rbm train`.
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Configurations of ±1 spins ([N, L, L] or [N, 1, L, L]); without it, a Wolff chain.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Chain: lattice side.
+    #[arg(long = "L")]
+    l: Option<usize>,
+    /// Chain: coupling K [default: K_c].
+    #[arg(long, allow_negative_numbers = true)]
+    beta: Option<f64>,
+    /// Chain: configurations.
+    #[arg(long, default_value_t = 2000)]
+    configs: usize,
+    /// Hidden units per layer; several (e.g. 64,16) stack a deep belief net.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![64])]
+    hidden: Vec<usize>,
+    /// Training epochs (per layer).
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// CD or PCD.
+    #[arg(long, value_enum, default_value_t = Method::Pcd)]
+    method: Method,
+    /// Gibbs steps per update.
+    #[arg(long, default_value_t = 1)]
+    k: usize,
+    /// Configurations per update.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// One epoch of one layer of `nrg rbm train`.
+#[derive(Serialize)]
+struct EpochRecord {
+    layer: usize,
+    epoch: usize,
+    reconstruction_train: f64,
+    /// The held-out configurations (first layer only).
+    reconstruction_test: Option<f64>,
+    /// Exact mean log-likelihood per configuration where `min(V, H) ≤ 20`.
+    log_likelihood_train: Option<f64>,
+    log_likelihood_test: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct TrainSummary {
+    source: String,
+    lattice: usize,
+    beta: Option<f64>,
+    training_configurations: usize,
+    test_configurations: usize,
+    hidden: Vec<usize>,
+    training: RbmTraining,
+    seconds: f64,
+    epochs: Vec<EpochRecord>,
+    /// Receptive-field radius of each top-layer unit's weights (product over the layers):
+    /// `(Σ w² d²/Σ w²)^{1/2}` about the torus centroid of `w²`, lattice units.
+    receptive_radius: Vec<f64>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -136,8 +218,300 @@ struct FlowSummary {
 /// `nrg rbm …`.
 pub fn run(args: RbmArgs) -> Result<()> {
     match args.command {
+        RbmCommand::Train(a) => train_rbm(a),
         RbmCommand::Flow(a) => flow(a),
     }
+}
+
+/// Ising configurations from `--data` or a Wolff chain, with the lattice side and a
+/// description of the source.
+fn configurations(a: &TrainArgs) -> Result<(Vec<Vec<f64>>, usize, String)> {
+    match (&a.data, a.l) {
+        (Some(_), Some(_)) => bail!("--L applies to the chain; a --data file has its own size"),
+        (Some(_), None) if a.beta.is_some() => bail!("--beta applies to the chain only"),
+        (Some(path), None) => {
+            let (values, [n, c, r, w]) = nrg_flow::data::read_configurations(path)?;
+            if c != 1 || r != w {
+                bail!(
+                    "{}: need [N, L, L] spins, got [{n}, {c}, {r}, {w}]",
+                    path.display()
+                );
+            }
+            if let Some(v) = values.iter().find(|v| v.abs() != 1.0) {
+                bail!(
+                    "{}: an RBM on spins needs ±1 values, found {v}",
+                    path.display()
+                );
+            }
+            let configs = values
+                .chunks(r * w)
+                .map(|c| c.iter().map(|&v| v as f64).collect())
+                .collect();
+            Ok((configs, r, path.display().to_string()))
+        }
+        (None, Some(l)) => {
+            let beta = a
+                .beta
+                .unwrap_or_else(nrg_lattice::exact::ising2d::critical_beta);
+            if !(beta.is_finite() && beta > 0.0) {
+                bail!("--beta must be positive and finite, got {beta}");
+            }
+            let bar = ProgressBar::new((a.configs * 4 + 500) as u64);
+            let configs = nrg_run::rg_compare::wolff_configurations(
+                l,
+                beta,
+                a.configs,
+                4,
+                a.seed,
+                &mut |d| {
+                    if d.is_multiple_of(200) {
+                        bar.set_position(d as u64)
+                    }
+                },
+            )?;
+            bar.finish_and_clear();
+            Ok((configs, l, format!("Wolff chain, L = {l}, K = {beta}")))
+        }
+        (None, None) => bail!("give --data FILE.npy or --L (a Wolff chain)"),
+    }
+}
+
+/// Receptive-field radius of a weight map over an `l × l` torus (see `TrainSummary`).
+fn weight_radius(w: &[f64], l: usize) -> f64 {
+    let lf = l as f64;
+    let total: f64 = w.iter().map(|x| x * x).sum();
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let mut centre = [0.0; 2];
+    for (axis, c) in centre.iter_mut().enumerate() {
+        let (mut cs, mut sn) = (0.0, 0.0);
+        for (i, x) in w.iter().enumerate() {
+            let p = if axis == 0 { i / l } else { i % l } as f64;
+            let a = std::f64::consts::TAU * p / lf;
+            cs += x * x * a.cos();
+            sn += x * x * a.sin();
+        }
+        *c = sn.atan2(cs) / std::f64::consts::TAU * lf;
+    }
+    let wrap = |d: f64| (d + lf / 2.0).rem_euclid(lf) - lf / 2.0;
+    let second: f64 = w
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let (dy, dx) = (
+                wrap((i / l) as f64 - centre[0]),
+                wrap((i % l) as f64 - centre[1]),
+            );
+            x * x * (dx * dx + dy * dy)
+        })
+        .sum();
+    (second / total).sqrt()
+}
+
+fn train_rbm(a: TrainArgs) -> Result<()> {
+    if a.hidden.is_empty() || a.hidden.contains(&0) {
+        bail!("--hidden needs one or more sizes ≥ 1");
+    }
+    if a.configs < 2 || a.epochs == 0 || a.k == 0 || a.batch == 0 || a.lr.is_nan() || a.lr <= 0.0 {
+        bail!("need --configs ≥ 2, --epochs, --k, --batch ≥ 1 and --lr > 0");
+    }
+    if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
+        bail!("--weight-decay must be finite and ≥ 0");
+    }
+    let t0 = std::time::Instant::now();
+    let (configs, l, source) = configurations(&a)?;
+    if configs.len() < 2 {
+        bail!("need at least 2 configurations, got {}", configs.len());
+    }
+    // the last tenth (at least one) is held out
+    let test_n = (configs.len() / 10).max(1);
+    let (train_set, test_set) = configs.split_at(configs.len() - test_n);
+    let settings = RbmTraining {
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        method: match a.method {
+            Method::Cd => Contrastive::Cd { k: a.k },
+            Method::Pcd => Contrastive::Pcd { k: a.k },
+        },
+        weight_decay: a.weight_decay,
+    };
+    let bar = ProgressBar::new((a.epochs * a.hidden.len()) as u64);
+    let mut records = Vec::new();
+    let mut failure = None;
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(a.seed.wrapping_add(77));
+    let dbn = Dbn::train_observed(
+        train_set,
+        &a.hidden,
+        &settings,
+        &mut rng,
+        &mut |layer, epoch, rbm, input| {
+            bar.inc(1);
+            let exact = rbm.visible.min(rbm.hidden) <= 20;
+            let metric = || -> nrg_core::Result<EpochRecord> {
+                Ok(EpochRecord {
+                    layer,
+                    epoch,
+                    reconstruction_train: rbm.reconstruction_error(input)?,
+                    reconstruction_test: if layer == 0 {
+                        Some(rbm.reconstruction_error(test_set)?)
+                    } else {
+                        None
+                    },
+                    log_likelihood_train: if exact {
+                        Some(rbm.log_likelihood(input)?)
+                    } else {
+                        None
+                    },
+                    log_likelihood_test: if exact && layer == 0 {
+                        Some(rbm.log_likelihood(test_set)?)
+                    } else {
+                        None
+                    },
+                })
+            };
+            match metric() {
+                Ok(r) => records.push(r),
+                Err(e) => failure = Some(e),
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let top = dbn.receptive_fields();
+    let h_top = dbn.layers.last().map_or(0, |r| r.hidden);
+    let field = |j: usize| -> Vec<f64> { (0..l * l).map(|i| top[i * h_top + j]).collect() };
+    let receptive_radius: Vec<f64> = (0..h_top).map(|j| weight_radius(&field(j), l)).collect();
+    let summary = TrainSummary {
+        source,
+        lattice: l,
+        beta: if a.data.is_none() {
+            Some(
+                a.beta
+                    .unwrap_or_else(nrg_lattice::exact::ising2d::critical_beta),
+            )
+        } else {
+            None
+        },
+        training_configurations: train_set.len(),
+        test_configurations: test_set.len(),
+        hidden: a.hidden.clone(),
+        training: settings,
+        seconds: t0.elapsed().as_secs_f64(),
+        epochs: records,
+        receptive_radius,
+    };
+    std::fs::create_dir_all(&a.out)?;
+    write_json(&a.out.join("summary.json"), &summary)?;
+    if dbn.layers.len() == 1 {
+        write_json(&a.out.join("rbm.json"), &dbn.layers[0])?;
+    } else {
+        write_json(&a.out.join("dbn.json"), &dbn)?;
+    }
+    let mut csv = String::from(
+        "layer,epoch,reconstruction_train,reconstruction_test,log_likelihood_train,log_likelihood_test\n",
+    );
+    let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
+    for r in &summary.epochs {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            r.layer,
+            r.epoch,
+            r.reconstruction_train,
+            opt(r.reconstruction_test),
+            opt(r.log_likelihood_train),
+            opt(r.log_likelihood_test)
+        ));
+    }
+    write_atomic(&a.out.join("training.csv"), csv.as_bytes())?;
+    let labels: Vec<String> = (0..dbn.layers.len())
+        .map(|k| format!("layer {k} (train)"))
+        .collect();
+    let mut curves: Vec<Curve> = labels
+        .iter()
+        .enumerate()
+        .map(|(k, label)| Curve {
+            label: label.as_str(),
+            points: summary
+                .epochs
+                .iter()
+                .filter(|r| r.layer == k)
+                .map(|r| ((r.epoch + 1) as f64, r.reconstruction_train))
+                .collect(),
+            color: RGBColor((30 + 150 * k % 200) as u8, 60, (200 - 80 * k % 200) as u8),
+            marks: Marks::Line,
+        })
+        .collect();
+    curves.push(Curve {
+        label: "layer 0 (held out)",
+        points: summary
+            .epochs
+            .iter()
+            .filter_map(|r| r.reconstruction_test.map(|t| ((r.epoch + 1) as f64, t)))
+            .collect(),
+        color: BLACK,
+        marks: Marks::Dots,
+    });
+    panels_png(
+        &a.out.join("training.png"),
+        &[Panel {
+            title: "mean-field reconstruction error against the epoch",
+            x_label: "epoch",
+            curves,
+            y_range: None,
+        }],
+    )?;
+    let shown = h_top.min(16);
+    let mut pixels = Vec::with_capacity(shown * l * l);
+    for j in 0..shown {
+        let f = field(j);
+        let m = f.iter().fold(1e-12f64, |m, x| m.max(x.abs()));
+        pixels.extend(f.iter().map(|w| (127.5 + 127.5 * w / m).round() as u8));
+    }
+    write_grid(
+        &a.out.join("receptive.png"),
+        &ImageSet::new(pixels, [shown, 1, l, l])?,
+        &GridOptions { cols: 8, scale: 8 },
+    )?;
+    let last = summary.epochs.iter().rev().find(|r| r.layer == 0);
+    println!(
+        "RBM {:?} on {} configurations ({}; {} held out), {} epochs of {:?}:",
+        a.hidden,
+        train_set.len(),
+        summary.source,
+        test_set.len(),
+        a.epochs,
+        settings.method
+    );
+    if let Some(r) = last {
+        println!(
+            "  layer 0: reconstruction error {:.4} (held out {:.4}){}",
+            r.reconstruction_train,
+            r.reconstruction_test.unwrap_or(f64::NAN),
+            match (r.log_likelihood_train, r.log_likelihood_test) {
+                (Some(tr), Some(te)) =>
+                    format!(", exact log-likelihood {tr:.4} (held out {te:.4})"),
+                _ => String::new(),
+            }
+        );
+    }
+    let radii: Vec<f64> = summary
+        .receptive_radius
+        .iter()
+        .copied()
+        .filter(|r| r.is_finite())
+        .collect();
+    println!(
+        "  top-layer receptive-field radius {:.2} (mean over {} units); {:.1} s → {}",
+        radii.iter().sum::<f64>() / radii.len().max(1) as f64,
+        radii.len(),
+        summary.seconds,
+        a.out.display()
+    );
+    Ok(())
 }
 
 fn flow(a: FlowArgs) -> Result<()> {

@@ -1086,3 +1086,151 @@ fn rbm_flow_writes_the_flow_and_its_control() {
         "t-min",
     );
 }
+
+/// `nrg rbm train`: an RBM and a two-layer deep belief net on a Wolff chain write their
+/// machines, per-epoch metrics (exact log-likelihood where the machine is enumerable) and
+/// receptive fields; bad options are usage errors.
+#[test]
+fn rbm_train_writes_machines_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rbm");
+    let o = out.to_str().unwrap();
+    let common = [
+        "rbm",
+        "train",
+        "--L",
+        "4",
+        "--configs",
+        "200",
+        "--epochs",
+        "3",
+        "--out",
+        o,
+    ];
+    let text = run_nrg_ok(&[&common[..], &["--hidden", "8"]].concat());
+    assert!(text.contains("exact log-likelihood"), "{text}");
+    let s = read_json(&out.join("summary.json"));
+    assert_eq!(s["epochs"].as_array().unwrap().len(), 3);
+    let ll = s["epochs"][2]["log_likelihood_test"].as_f64().unwrap();
+    // 16 spins: the log-likelihood lies between −16 ln 2 and 0
+    assert!(ll < 0.0 && ll > -16.0 * 2f64.ln(), "{ll}");
+    for f in ["rbm.json", "training.csv", "training.png", "receptive.png"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    run_nrg_ok(&[&common[..], &["--hidden", "8,4"]].concat());
+    let s = read_json(&out.join("summary.json"));
+    assert_eq!(s["epochs"].as_array().unwrap().len(), 6);
+    assert_eq!(s["receptive_radius"].as_array().unwrap().len(), 4);
+    assert!(out.join("dbn.json").is_file());
+    assert_usage_error(&[&common[..], &["--hidden", "8,0"]].concat(), "--hidden");
+    assert_usage_error(
+        &["rbm", "train", "--L", "4", "--beta", "-1", "--out", o],
+        "--beta",
+    );
+    assert_usage_error(&["rbm", "train", "--out", o], "--data");
+}
+
+const TINY_ISING: &str = r#"
+name = "ising8"
+[action]
+model = "ising"
+L = 8
+beta = 0.44068679350977147
+[flow]
+kind = "hierarchical"
+couplings = 2
+hidden = [4]
+z2 = true
+[train]
+steps = 10
+batch = 32
+lr = 1e-2
+"#;
+
+/// `nrg rg compare` on a briefly trained L = 8 Ising flow: three schemes side by side, the
+/// majority blocks' exact geometry (radius 1/√2, four spins), every file; a level the flow
+/// does not have, a bad ridge and a run of another model are refused.
+#[test]
+fn rg_compare_sets_flow_rbm_and_block_spins_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ising8.toml");
+    std::fs::write(&config, TINY_ISING).unwrap();
+    let runs = dir.path().join("runs");
+    let (c, r) = (config.to_str().unwrap(), runs.to_str().unwrap());
+    run_nrg_ok(&["train", "--config", c, "--runs", r, "--quiet"]);
+    let run = runs.join("ising8");
+    let run_s = run.to_str().unwrap();
+    let out = dir.path().join("cmp");
+    let o = out.to_str().unwrap();
+    let common = [
+        "rg",
+        "compare",
+        "--run",
+        run_s,
+        "--configs",
+        "200",
+        "--train-configs",
+        "200",
+        "--epochs",
+        "2",
+        "--receptive-configs",
+        "20",
+        "--blocks",
+        "5",
+        "--out",
+        o,
+    ];
+    let text = run_nrg_ok(&common);
+    assert!(text.contains("majority") && text.contains("flow"), "{text}");
+    let s = read_json(&out.join("summary.json"));
+    let schemes = s["schemes"].as_array().unwrap();
+    let names: Vec<&str> = schemes
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["majority", "rbm", "flow"]);
+    let majority = &schemes[0]["receptive"];
+    let radius = majority["radius"]["value"].as_f64().unwrap();
+    assert!((radius - 0.5f64.sqrt()).abs() < 0.05, "{radius}");
+    let p = majority["mean_participation"]["value"].as_f64().unwrap();
+    assert!((3.5..=4.0).contains(&p), "{p}");
+    for x in schemes {
+        assert_eq!(x["coarse"].as_u64().unwrap(), 16);
+    }
+    // majority and flow sit on a 4×4 lattice: the lattice-operator couplings too
+    assert!(schemes[0]["couplings"]["lattice"].is_array());
+    assert!(schemes[2]["couplings"]["lattice"].is_array());
+    assert!(schemes[1]["couplings"]["lattice"].is_null());
+    for f in [
+        "couplings.csv",
+        "rbm.json",
+        "receptive.png",
+        "couplings.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert_usage_error(&[&common[..], &["--levels", "4"]].concat(), "levels");
+    assert_usage_error(&[&common[..], &["--ridge", "-1"]].concat(), "--ridge");
+    let ff = dir.path().join("ff.toml");
+    std::fs::write(&ff, TINY_RUN.replace("steps = 30", "steps = 2")).unwrap();
+    run_nrg_ok(&[
+        "train",
+        "--config",
+        ff.to_str().unwrap(),
+        "--runs",
+        r,
+        "--quiet",
+    ]);
+    let ff_run = runs.join("ff");
+    assert_usage_error(
+        &[
+            "rg",
+            "compare",
+            "--run",
+            ff_run.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        "Ising",
+    );
+}
