@@ -210,15 +210,18 @@ fn global_symmetry_moves(x: &mut [f32], channels: usize, sites: usize, seed: u64
     }
 }
 
-/// Boundary configurations from the run action's baseline chain (`[N, C, V]`, `f32`), with a
-/// global symmetry move before each measurement ([`global_symmetry_moves`]).
-fn chain_samples(
-    config: &crate::RunConfig,
+/// Boundary configurations from the baseline chain of the action `spec` (`[N, C, V]`,
+/// `f32`): Wolff for the Ising model, mapped to relaxed fields by the exact conditional
+/// `x | s`; HMC (step adapted during thermalisation) for the φ⁴ family. A global symmetry
+/// move comes before each measurement ([`global_symmetry_moves`]). `progress(done)` hears
+/// the chain's updates.
+pub(crate) fn chain_samples(
+    spec: &nrg_lattice::ActionSpec,
     device: &Device,
     (samples, every, thermalisation): (usize, usize, usize),
     seed: u64,
+    progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<f32>> {
-    let spec = &config.action;
     let lattice = spec.lattice()?;
     let run = RunConfig {
         thermalisation,
@@ -233,7 +236,7 @@ fn chain_samples(
             let mut sim = IsingSimulation::Wolff(IsingWolff::new(model, seed, SpinStart::Hot));
             let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed);
             let (mut noise, mut x) = (Vec::new(), Vec::new());
-            run_observed(&mut sim, &run, &mut |_| {}, &mut |spins| {
+            run_observed(&mut sim, &run, progress, &mut |spins| {
                 noise.clear();
                 noise.extend((0..spins.len()).map(|_| rng.sample::<f64, _>(StandardNormal)));
                 x.resize(spins.len(), 0.0);
@@ -247,7 +250,7 @@ fn chain_samples(
             let start = vec![0.0; action.space().len()];
             let hmc = Hmc::new(action, start, 0.1, 10, seed)?;
             let mut sim = PhiFourSimulation::hmc(hmc, 0.8);
-            run_observed(&mut sim, &run, &mut |_| {}, &mut |field| {
+            run_observed(&mut sim, &run, progress, &mut |field| {
                 out.extend(field.iter().map(|v| *v as f32));
                 Ok(())
             })?;
@@ -352,10 +355,11 @@ pub fn holo(
             thermalisation,
         } => {
             let x = chain_samples(
-                &config,
+                &config.action,
                 device,
                 (*samples, *every, *thermalisation),
                 request.seed,
+                &mut |_| {},
             )?;
             let n = x.len() / (c * v);
             (

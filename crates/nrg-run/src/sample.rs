@@ -104,10 +104,25 @@ pub struct SampleRequest {
     /// NIS, NMCMC: keep the configurations (and NIS's log-weights).
     pub save_samples: bool,
     /// BAR: the target configurations, a `.npy` of `[N, C, L, L]` in chain order (e.g.
-    /// `relaxed.npy` of `nrg mc ising --relaxed`); required by BAR.
+    /// `relaxed.npy` of `nrg mc ising --relaxed`); BAR needs this or `target_mc`.
     pub target_data: Option<PathBuf>,
+    /// BAR: draw the target configurations from the action's baseline chain instead.
+    pub target_mc: Option<TargetChain>,
     /// AIS, SMC: the annealing options.
     pub anneal: AnnealOptions,
+}
+
+/// Target configurations of BAR drawn from the run action's baseline chain: Wolff for the
+/// Ising model (mapped to relaxed fields by the exact `x | s`), HMC for the φ⁴ family, with a
+/// global symmetry move before each measurement (the target is invariant under it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetChain {
+    /// Configurations measured.
+    pub configurations: usize,
+    /// Updates (Wolff clusters, HMC trajectories) between measurements.
+    pub every: usize,
+    /// Updates before the first measurement.
+    pub thermalisation: usize,
 }
 
 /// Independent systems of a default SMC run.
@@ -145,6 +160,7 @@ impl SampleRequest {
             symmetry: None,
             save_samples: false,
             target_data: None,
+            target_mc: None,
             anneal: AnnealOptions::default(),
         }
     }
@@ -154,7 +170,7 @@ impl SampleRequest {
         use SampleMethod::*;
         let m = self.method;
         let a = &self.anneal;
-        let given: [(&str, bool, &[SampleMethod]); 15] = [
+        let given: [(&str, bool, &[SampleMethod]); 16] = [
             ("batch", self.batch.is_some(), &[Nis, Bar, Nmcmc, Ais, Smc]),
             (
                 "chains",
@@ -179,6 +195,7 @@ impl SampleRequest {
             ("symmetry", self.symmetry.is_some(), &[Nis, Bar, Nmcmc]),
             ("save-samples", self.save_samples, &[Nis, Nmcmc]),
             ("target-data", self.target_data.is_some(), &[Bar]),
+            ("target-mc", self.target_mc.is_some(), &[Bar]),
             ("cess", a.cess.is_some(), &[Ais, Smc]),
             ("stages", a.stages.is_some(), &[Ais, Smc]),
             ("moves", a.moves.is_some(), &[Ais, Smc]),
@@ -198,11 +215,25 @@ impl SampleRequest {
                 ));
             }
         }
-        if m == Bar && self.target_data.is_none() {
+        if m == Bar && self.target_data.is_none() && self.target_mc.is_none() {
             return Err(NrgError::param(
                 "target-data",
                 "BAR needs target configurations: --target-data X.npy (e.g. relaxed.npy of \
-                 `nrg mc ising --algo wolff --relaxed`)",
+                 `nrg mc ising --algo wolff --relaxed`) or --target-mc N (the baseline chain)",
+            ));
+        }
+        if self.target_data.is_some() && self.target_mc.is_some() {
+            return Err(NrgError::param(
+                "target-mc",
+                "--target-data and --target-mc exclude each other",
+            ));
+        }
+        if let Some(t) = self.target_mc
+            && (t.configurations < 2 || t.every == 0)
+        {
+            return Err(NrgError::param(
+                "target-mc",
+                "needs ≥ 2 configurations and ≥ 1 update between them",
             ));
         }
         if a.cess.is_some() && a.stages.is_some() {
@@ -400,8 +431,14 @@ pub enum SampleResult {
 pub struct BarSummary {
     /// The estimate, its error, the overlap and the one-sided estimates.
     pub bar: BarEstimate,
-    /// Where the target configurations came from.
-    pub target_data: PathBuf,
+    /// The file the target configurations came from (`None`: the baseline chain).
+    pub target_data: Option<PathBuf>,
+    /// The baseline chain the target configurations came from, if not a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_chain: Option<TargetChain>,
+    /// Wall time of that chain, seconds (not in `seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_seconds: Option<f64>,
     /// Wall time of the sampling and the density evaluations, seconds.
     pub seconds: f64,
 }
@@ -510,16 +547,42 @@ pub fn sample(
             )
         }
         SampleMethod::Bar => {
-            let path = request.target_data.clone().unwrap_or_default();
-            let (target, tshape) = nrg_flow::data::read_configurations(&path)?;
-            if tshape[1..] != shape {
-                return Err(NrgError::InvalidData(format!(
-                    "{}: configurations of shape {:?}, the run's are {shape:?}",
-                    path.display(),
-                    &tshape[1..]
-                )));
-            }
-            check_target_beta(&path, spec)?;
+            let chain_updates = request
+                .target_mc
+                .map_or(0, |t| t.thermalisation + t.configurations * t.every);
+            // Progress in flow samples: the chain, then both ends, scaled onto `samples`.
+            let total = request.samples + chain_updates;
+            let chain_start = std::time::Instant::now();
+            let target = match (&request.target_data, request.target_mc) {
+                (Some(path), _) => {
+                    let (target, tshape) = nrg_flow::data::read_configurations(path)?;
+                    if tshape[1..] != shape {
+                        return Err(NrgError::InvalidData(format!(
+                            "{}: configurations of shape {:?}, the run's are {shape:?}",
+                            path.display(),
+                            &tshape[1..]
+                        )));
+                    }
+                    check_target_beta(path, spec)?;
+                    target
+                }
+                (None, Some(t)) => crate::holo::chain_samples(
+                    spec,
+                    device,
+                    (t.configurations, t.every, t.thermalisation),
+                    request.seed.wrapping_add(0x7a2e),
+                    &mut |done| progress(done * request.samples / total),
+                )?,
+                (None, None) => {
+                    return Err(NrgError::param(
+                        "target-data",
+                        "BAR needs target configurations",
+                    ));
+                }
+            };
+            let chain_seconds = request
+                .target_mc
+                .map(|_| chain_start.elapsed().as_secs_f64());
             let (_, model) = run.load_model(device)?;
             let action = spec.build(device)?;
             let sym = symmetrise(request, &model, action.as_ref(), device)?;
@@ -531,9 +594,10 @@ pub fn sample(
                 target_order: SampleOrder::Chain,
             };
             let start = std::time::Instant::now();
-            // Progress in flow samples: both ends scaled onto `samples`.
-            let total = request.samples + target.len() / shape.iter().product::<usize>();
-            let mut scaled = |k: usize| progress(k * request.samples / total);
+            let ends = request.samples + target.len() / shape.iter().product::<usize>();
+            let mut scaled = |k: usize| {
+                progress((chain_updates + k * request.samples / ends) * request.samples / total)
+            };
             let estimate =
                 bar_with_flow(proposal, action.as_ref(), &bar_request, device, &mut scaled)?;
             let ising = match spec.model {
@@ -543,7 +607,9 @@ pub fn sample(
             nis_reference = reference::NisReference::of(action.as_ref(), ising.as_ref());
             let summary = BarSummary {
                 bar: estimate,
-                target_data: path,
+                target_data: request.target_data.clone(),
+                target_chain: request.target_mc,
+                chain_seconds,
                 seconds: start.elapsed().as_secs_f64(),
             };
             (

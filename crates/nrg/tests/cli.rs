@@ -624,6 +624,50 @@ fn relaxed_ising_data_feeds_forward_kl_training() {
     let h = h.to_str().unwrap();
     assert_usage_error(&sample_args(run_s, "bar", &["--target-data", h]), "β = 0.3");
 
+    // BAR with target configurations from the baseline chain itself (--target-mc): the
+    // chain is recorded, and a wrong combination of options is refused.
+    let mc_dir = dir.path().join("bar-mc");
+    let text = run_nrg_ok(&sample_args(
+        run_s,
+        "bar",
+        &[
+            "--samples",
+            "256",
+            "--target-mc",
+            "300",
+            "--target-every",
+            "2",
+            "--out",
+            mc_dir.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        text.contains("300 configurations of the baseline chain"),
+        "{text}"
+    );
+    let v = read_json(&mc_dir.join("summary.json"));
+    let bar = &v["result"]["bar"];
+    assert_eq!(bar["reverse_samples"], 300, "{v}");
+    assert_eq!(v["result"]["target_chain"]["every"], 2, "{v}");
+    assert!(v["result"]["target_data"].is_null(), "{v}");
+    let sigma = v["exact"]["ising_ln_z"]["deviation_sigma"]
+        .as_f64()
+        .unwrap();
+    assert!(sigma.is_finite(), "{v}");
+    let d = data.to_str().unwrap();
+    assert_usage_error(
+        &sample_args(run_s, "bar", &["--target-mc", "300", "--target-data", d]),
+        "exclude",
+    );
+    assert_usage_error(
+        &sample_args(run_s, "bar", &["--target-data", d, "--target-every", "2"]),
+        "--target-mc",
+    );
+    assert_usage_error(
+        &sample_args(run_s, "nis", &["--target-mc", "300"]),
+        "target-mc",
+    );
+
     // AIS and SMC from the same (Z₂-symmetrised) flow: ln Z and ln Z_Ising against exact,
     // the schedule ending at β = 1, the step and acceptance; SMC's errors over 4 systems.
     for (method, extra) in [
