@@ -1116,6 +1116,7 @@ fn thermodynamic_integration_reproduces_exact_ln_z() {
             algorithm,
             run: config(200, 4000),
             seed: 11,
+            panels: 1,
         };
         let mut done = 0;
         let ti = ising_ln_z_by_ti(&model, &settings, &mut |k| done = k).unwrap();

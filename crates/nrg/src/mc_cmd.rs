@@ -2,8 +2,9 @@
 //! `DIR/summary.json` (every observable with its error and τ_int; exact values where known)
 //! and `DIR/series.csv` (the measurement series).
 //!
-//! `nrg mc ising … --ti` computes `ln Z(β)` by thermodynamic integration of the energy from
-//! `β = 0` instead: one chain of `--sweeps` updates at each of the 15 Gauss–Kronrod nodes
+//! `nrg mc ising … --ti [--ti-panels N]` computes `ln Z(β)` by thermodynamic integration of
+//! the energy from `β = 0` instead: one chain of `--sweeps` updates at each of the 15
+//! Gauss–Kronrod nodes of each of `N` panels graded towards `β` (default 1)
 //! ([`nrg_samplers::free_energy::ising_ln_z_by_ti`]), writing `DIR/summary.json` (`ln Z` with
 //! its statistical error, the quadrature error estimate, the exact value and the deviation)
 //! and `DIR/ti.csv` (per node: `β`, weight, `⟨e⟩`, its error and `τ_int`).
@@ -67,6 +68,9 @@ enum McModel {
         /// of --sweeps updates at each of 15 Gauss–Kronrod nodes) instead of one chain at β.
         #[arg(long, conflicts_with_all = ["relaxed", "cold"])]
         ti: bool,
+        /// With --ti: Gauss–Kronrod panels of [0, β], graded towards β (15 nodes each).
+        #[arg(long, requires = "ti", default_value_t = 1)]
+        ti_panels: usize,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -254,11 +258,16 @@ pub fn run(args: McArgs, device_choice: DeviceChoice) -> Result<()> {
             cold,
             relaxed: want_relaxed,
             ti,
+            ti_panels,
             run,
         } => {
             validate(&run)?;
             if ti {
-                return ising_ti(IsingSpins::new(Lattice::new(dim, l)?, beta)?, &run);
+                return ising_ti(
+                    IsingSpins::new(Lattice::new(dim, l)?, beta)?,
+                    &run,
+                    ti_panels,
+                );
             }
             if want_relaxed {
                 let device = make(device_choice)?;
@@ -400,8 +409,8 @@ fn run_config(run: &RunArgs) -> RunConfig {
 }
 
 /// The progress bar of a thermodynamic integration (one step per node).
-fn ti_progress() -> Result<ProgressBar> {
-    let bar = ProgressBar::new(15);
+fn ti_progress(nodes: usize) -> Result<ProgressBar> {
+    let bar = ProgressBar::new(nodes as u64);
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} thermodynamic integration [{elapsed_precise}] {wide_bar} {pos}/{len} \
@@ -474,7 +483,10 @@ fn write_ti(out: &std::path::Path, report: TiReport) -> Result<()> {
 }
 
 /// `nrg mc ising … --ti`.
-fn ising_ti(model: IsingSpins, run: &RunArgs) -> Result<()> {
+fn ising_ti(model: IsingSpins, run: &RunArgs, panels: usize) -> Result<()> {
+    if panels == 0 {
+        bail!("--ti-panels must be ≥ 1");
+    }
     let algorithm = match run.algo {
         Algo::Metropolis => IsingAlgorithm::Metropolis,
         Algo::Wolff => IsingAlgorithm::Wolff,
@@ -484,8 +496,9 @@ fn ising_ti(model: IsingSpins, run: &RunArgs) -> Result<()> {
         algorithm,
         run: run_config(run),
         seed: run.seed,
+        panels,
     };
-    let bar = ti_progress()?;
+    let bar = ti_progress(15 * panels)?;
     let ti = ising_ln_z_by_ti(&model, &settings, &mut |k| bar.set_position(k as u64))?;
     bar.finish_and_clear();
     let lattice = model.lattice();
@@ -503,8 +516,10 @@ fn ising_ti(model: IsingSpins, run: &RunArgs) -> Result<()> {
             quadrature: ti.quadrature_error,
             exact: ti.exact.as_ref(),
             headline: format!(
-                "thermodynamic integration, 15 nodes × {} updates, {:.1} s",
-                run.sweeps, ti.seconds
+                "thermodynamic integration, {} nodes × {} updates, {:.1} s",
+                15 * panels,
+                run.sweeps,
+                ti.seconds
             ),
         },
     )
@@ -524,7 +539,7 @@ fn phi4_ti(action: PhiFour, run: &RunArgs, reference_a: Option<f64>) -> Result<(
         seed: run.seed,
         reference_a,
     };
-    let bar = ti_progress()?;
+    let bar = ti_progress(15)?;
     let ti = phi4_ln_z_by_ti(&action, &settings, &mut |k| bar.set_position(k as u64))?;
     bar.finish_and_clear();
     let lattice = action.lattice();

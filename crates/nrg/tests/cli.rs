@@ -184,6 +184,17 @@ fn mc_writes_summary_and_series() {
     let mut both = ti.to_vec();
     both.push("--relaxed");
     assert_usage_error(&both, "relaxed");
+    // two graded panels: 30 nodes, increasing in β; zero panels refused
+    run_nrg_ok(&[&ti[..], &["--ti-panels", "2"]].concat());
+    let csv = std::fs::read_to_string(ti_dir.join("ti.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 31);
+    let betas: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(betas.windows(2).all(|w| w[0] < w[1]), "{betas:?}");
+    assert_usage_error(&[&ti[..], &["--ti-panels", "0"]].concat(), "--ti-panels");
 
     // φ⁴ by thermodynamic integration from a Gaussian reference: the free field, whose ln Z
     // is exact; HMC only; a reference that is not normalisable is refused.
