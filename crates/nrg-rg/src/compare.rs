@@ -440,6 +440,13 @@ pub fn draw_coarse(
     Ok(out)
 }
 
+/// A pairwise fit: each node's parameters `(h_j, J_j·)`, the fields `h`, the symmetrised
+/// couplings `J`.
+type PairwiseFit = (Vec<DVector<f64>>, Vec<f64>, DMatrix<f64>);
+
+/// One jackknife replica: fields and couplings.
+type Replica = (Vec<f64>, DMatrix<f64>);
+
 /// Node-wise pseudo-likelihood fit of the pairwise Ising model on the configurations
 /// `use_` (module docs): `(h [H], J [H×H] symmetrised)`, warm-started from `start`.
 /// `None` where Newton's method does not converge.
@@ -448,7 +455,7 @@ fn fit_pairwise(
     use_: &[usize],
     ridge: f64,
     start: Option<&[DVector<f64>]>,
-) -> Option<(Vec<DVector<f64>>, Vec<f64>, DMatrix<f64>)> {
+) -> Option<PairwiseFit> {
     let h = data.first().map_or(0, Vec::len);
     let n = use_.len() as f64;
     let mut nodes = Vec::with_capacity(h);
@@ -578,7 +585,7 @@ pub fn implied_couplings(
     let (nodes, fields, j_full) =
         fit_pairwise(coarse, &all, settings.ridge, None).ok_or_else(diverged)?;
     let size = n / blocks;
-    let mut jack: Vec<(Vec<f64>, DMatrix<f64>)> = Vec::with_capacity(blocks);
+    let mut jack: Vec<Replica> = Vec::with_capacity(blocks);
     for b in 0..blocks {
         let keep: Vec<usize> = (0..n)
             .filter(|i| !(b * size..(b + 1) * size).contains(i))
@@ -588,7 +595,7 @@ pub fn implied_couplings(
         jack.push((f, j));
     }
     let nb = blocks as f64;
-    let jackknife = |full: f64, each: &dyn Fn(&(Vec<f64>, DMatrix<f64>)) -> f64| {
+    let jackknife = |full: f64, each: &dyn Fn(&Replica) -> f64| {
         let vals: Vec<f64> = jack.iter().map(each).collect();
         let mean = vals.iter().sum::<f64>() / nb;
         let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
@@ -675,13 +682,13 @@ pub fn compare(
     let h = scheme.coarse_len();
     let magnetisation = coarse.iter().flatten().sum::<f64>() / (coarse.len() * h.max(1)) as f64;
     let couplings = implied_couplings(&coarse, &receptive.centres, scheme.coarse_side(), settings)
-        .or_else(|e| {
+        .map_err(|e| {
             if receptive.centres.iter().any(|c| c[0].is_nan()) {
-                Err(NrgError::InvalidData(format!(
+                NrgError::InvalidData(format!(
                     "{name}: a coarse variable responds to no single spin ({e})"
-                )))
+                ))
             } else {
-                Err(e)
+                e
             }
         })?;
     Ok(SchemeReport {

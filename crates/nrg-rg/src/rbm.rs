@@ -363,6 +363,10 @@ pub fn train(
     Ok(())
 }
 
+/// Hears `(layer, epoch, machine, that layer's training input)` after every epoch of
+/// [`Dbn::train_observed`].
+pub type LayerObserver<'a> = dyn FnMut(usize, usize, &Rbm, &[Vec<f64>]) + 'a;
+
 /// A deep belief net: RBMs stacked greedily (Hinton, Osindero & Teh 2006), each trained on
 /// hidden samples `h ~ P(h | v)` of the one below.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -390,7 +394,7 @@ impl Dbn {
         hidden: &[usize],
         settings: &RbmTraining,
         rng: &mut impl rand::Rng,
-        on_epoch: &mut dyn FnMut(usize, usize, &Rbm, &[Vec<f64>]),
+        on_epoch: &mut LayerObserver<'_>,
     ) -> Result<Self> {
         check_data(data, data.first().map_or(0, Vec::len))?;
         if hidden.is_empty() {

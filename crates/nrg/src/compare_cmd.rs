@@ -249,7 +249,9 @@ fn plot(dir: &std::path::Path, out: &CompareOutput) -> Result<()> {
         }
     }
     grids_png(&dir.join("receptive.png"), &grids, 4)?;
-    let series: Vec<(Vec<(f64, f64)>, Vec<f64>)> = out
+    // per scheme: the (distance, J) points and their errors
+    type Series = (Vec<(f64, f64)>, Vec<f64>);
+    let series: Vec<Series> = out
         .schemes
         .iter()
         .map(|s| {
