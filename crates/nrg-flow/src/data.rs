@@ -28,6 +28,9 @@ pub fn read_configurations(path: &Path) -> Result<(Vec<f32>, [usize; 4]), NrgErr
             )));
         }
     };
+    if shape.contains(&0) {
+        return Err(bad(format!("an empty array of shape {shape:?}")));
+    }
     let descr = npy.dtype().descr();
     let type_str = descr.trim_matches(|c| c == '\'' || c == '"');
     let values: Vec<f32> = match type_str {

@@ -17,7 +17,9 @@
 //! - [`mlp`]: a whole twin MLP, every layer of a column tile in the cache;
 //! - [`affine`]: the elementwise update of an affine lattice coupling and its log-det;
 //! - [`chain`]: a chain of affine couplings on a block's two halves (NeuralRG's block
-//!   bijector) and its log-det.
+//!   bijector) and its log-det;
+//! - [`circulant`]: the circulant convolution of a field with a periodic kernel (or with its
+//!   inverse) by FFT, `O(V log V)`.
 //!
 //! Work is split over the batch with rayon (chunks of samples, or column tiles of 256 for
 //! the feature-major kernels); partial gradients are summed in a fixed order, so a result is
@@ -31,6 +33,7 @@
 pub mod activation;
 pub mod affine;
 pub mod chain;
+pub mod circulant;
 pub mod conv;
 pub mod dense;
 pub mod exec;
@@ -41,6 +44,7 @@ mod parallel;
 pub use activation::Activation;
 pub use affine::{AffineGeometry, affine_backward, affine_forward};
 pub use chain::{ChainGeometry, chain_backward, chain_forward};
+pub use circulant::{CirculantGeometry, circulant_backward, circulant_forward};
 pub use conv::{ConvGeometry, conv_backward, conv_forward};
 pub use dense::{DenseGeometry, dense_backward, dense_forward};
 pub use exec::{ConvPath, Exec, SimdWidth};

@@ -12,7 +12,13 @@
 //! | majority rule, block side b | `sign Σ_{i ∈ block j} s_i` (0 on a tie: random tie-break)  |
 //! | decimation                  | the block's corner spin                                   |
 //! | RBM hidden unit             | `tanh θ_j(s)`, `θ_j = b_j + Σ_i W_ij s_i`                  |
-//! | flow coarse field           | `sign φ_j(x(s))` (deterministic; `nrg-run`)                |
+//! | flow coarse field           | `sign φ_j(x(s, ξ))` at the configuration's noise `ξ`       |
+//!
+//! (The flow sees a relaxed field `x = M s + M^{1/2} ξ`, `nrg-run`; its coarse variable is a
+//! deterministic function of `(s, ξ)`, so for the flow the expectations below run over `s`
+//! *and* `ξ` with `ξ` held fixed under a flip: the response at fixed noise, which bounds
+//! the response of the noise-averaged mean from above. For block spins and the RBM `m_j`
+//! is the exact conditional mean.)
 //!
 //! **Receptive field** (the response to one flipped spin; `s⁽ⁱ⁾` is `s` with `s_i` flipped):
 //!
@@ -21,7 +27,10 @@
 //! ```
 //!
 //! Each coarse variable is oriented (`c_j → −c_j`, a gauge choice) so that `Σ_i S_j(i) ≥ 0`:
-//! it follows its spins. Its centre is the circular mean of `R_j` on the torus, its radius
+//! it follows its spins. Its centre is the circular mean of `R_j` on the torus along each
+//! axis; where the mean resultant length along either axis is below ½ (a response spread
+//! around the torus, as an RBM's hidden unit's can be) or no flip moves the variable, it
+//! has no centre ("unlocated") and its pairs join no distance class. Its radius
 //! `r_j = (Σ_i R_j(i) |i − centre_j|² / Σ_i R_j(i))^{1/2}` (lattice units, torus distance) and
 //! its participation `P_j = (Σ_i R_j(i))² / Σ_i R_j(i)²`, the number of spins it responds
 //! to. For `b = 2` majority on independent spins `R = 3/8` on the block's four sites and 0
@@ -167,8 +176,14 @@ pub struct ReceptiveSummary {
     pub configurations: usize,
     /// Orientation `±1` of each coarse variable (applied to everything below).
     pub orientation: Vec<f64>,
-    /// Centre of each coarse variable `[row, col]` in lattice units (circular mean of `R_j`).
+    /// Centre of each coarse variable `[row, col]` in lattice units (circular mean of `R_j`;
+    /// `NaN` where unlocated).
     pub centres: Vec<[f64; 2]>,
+    /// The smaller of the two axes' mean resultant lengths of `R_j` (1: a point, 0: spread
+    /// evenly around the torus); below ½ the variable is unlocated.
+    pub concentration: Vec<f64>,
+    /// Coarse variables without a centre (no response, or concentration below ½).
+    pub unlocated: usize,
     /// Radius per coarse variable (lattice units).
     pub radii: Vec<f64>,
     /// Participation per coarse variable.
@@ -177,8 +192,8 @@ pub struct ReceptiveSummary {
     pub radius: Estimate,
     /// Mean participation ± its standard error over the coarse variables.
     pub mean_participation: Estimate,
-    /// `R_j(i)` averaged over `j` after moving each centre (rounded) to `(L/2, L/2)`:
-    /// `[L²]` row-major.
+    /// `R_j(i)` averaged over the located `j` after moving each centre to `(L/2, L/2)` plus
+    /// the scheme's common sub-site offset: `[L²]` row-major.
     pub mean_field: Vec<f64>,
     /// The oriented signed fields `S_j(i)`, `[H][L²]`.
     pub signed: Vec<Vec<f64>>,
@@ -189,8 +204,10 @@ pub struct ReceptiveSummary {
 pub struct DistanceClass {
     /// `overlap`, `nn`, `nnn`, `(2,0)` or `far`.
     pub name: String,
-    /// Range of `|centre_j − centre_k| / b`: `[from, to)`.
-    pub range: [f64; 2],
+    /// `|centre_j − centre_k| / b` from …
+    pub from: f64,
+    /// … below this (`None`: no upper bound).
+    pub to: Option<f64>,
     /// Pairs in the class.
     pub pairs: usize,
     /// Mean `J_jk` over the pairs, jackknife error.
@@ -212,6 +229,8 @@ pub struct CouplingsSummary {
     pub pairs: Vec<(usize, usize, f64, Estimate)>,
     /// Lattice operators (nn, nnn, (2,0), plaquette) where the variables sit on a lattice.
     pub lattice: Option<Vec<(String, Estimate)>>,
+    /// Why the lattice fit is missing where the variables sit on a lattice.
+    pub lattice_note: Option<String>,
 }
 
 /// Receptive fields and implied couplings of one scheme.
@@ -231,7 +250,7 @@ pub struct SchemeReport {
 
 fn check(configs: &[Vec<f64>], settings: &CompareSettings) -> Result<()> {
     let v = settings.side * settings.side;
-    if configs.len() < 2 * settings.blocks.max(2) || settings.blocks < 2 {
+    if configs.len() < settings.blocks.max(2).saturating_mul(2) || settings.blocks < 2 {
         return Err(NrgError::param(
             "compare",
             format!(
@@ -308,6 +327,8 @@ pub fn receptive_fields(
         configurations: n,
         orientation: Vec::with_capacity(h),
         centres: Vec::with_capacity(h),
+        concentration: Vec::with_capacity(h),
+        unlocated: 0,
         radii: Vec::with_capacity(h),
         participation: Vec::with_capacity(h),
         radius: Estimate::new(0.0, 0.0),
@@ -329,11 +350,14 @@ pub fn receptive_fields(
         if total <= 0.0 {
             // a variable that no single flip moves: no centre, no radius
             out.centres.push([f64::NAN, f64::NAN]);
+            out.concentration.push(0.0);
+            out.unlocated += 1;
             out.radii.push(f64::NAN);
             out.participation.push(0.0);
             continue;
         }
         let mut centre = [0.0; 2];
+        let mut concentration = 1.0f64;
         for (axis, c) in centre.iter_mut().enumerate() {
             let (mut cs, mut sn) = (0.0, 0.0);
             for (i, w) in r.iter().enumerate() {
@@ -343,7 +367,9 @@ pub fn receptive_fields(
                 sn += w * a.sin();
             }
             *c = (sn.atan2(cs) / std::f64::consts::TAU * lf).rem_euclid(lf);
+            concentration = concentration.min(cs.hypot(sn) / total);
         }
+        out.concentration.push(concentration);
         let mut second = 0.0;
         for (i, w) in r.iter().enumerate() {
             let dy = wrap((i / l) as f64 - centre[0], lf);
@@ -353,7 +379,12 @@ pub fn receptive_fields(
         out.radii.push((second / total).sqrt());
         out.participation
             .push(total * total / r.iter().map(|x| x * x).sum::<f64>());
-        out.centres.push(centre);
+        if concentration < 0.5 {
+            out.unlocated += 1;
+            out.centres.push([f64::NAN, f64::NAN]);
+        } else {
+            out.centres.push(centre);
+        }
     }
     // The mean field: each unit's map moved so that its centre lands on (L/2, L/2) plus the
     // scheme's common sub-site offset (the circular mean of the centres' fractional parts),
@@ -567,7 +598,7 @@ pub fn implied_couplings(
     let n = coarse.len();
     let h = centres.len();
     let blocks = settings.blocks;
-    if h < 2 || n < 2 * blocks || coarse.iter().any(|c| c.len() != h) {
+    if h < 2 || n < blocks.saturating_mul(2) || coarse.iter().any(|c| c.len() != h) {
         return Err(NrgError::param(
             "couplings",
             format!(
@@ -639,20 +670,28 @@ pub fn implied_couplings(
             };
             DistanceClass {
                 name: name.to_string(),
-                range: [lo, hi],
+                from: lo,
+                to: hi.is_finite().then_some(hi),
                 pairs: members.len(),
                 coupling,
                 magnitude,
             }
         })
         .collect();
-    let lattice = match lattice_side {
+    let (lattice, lattice_note) = match lattice_side {
         Some(side) if side >= 4 => {
             let ops = &even_operators()[..4];
-            let k = pseudo_likelihood(coarse, side, side, ops, blocks)?;
-            Some(ops.iter().map(|o| o.name.to_string()).zip(k).collect())
+            match pseudo_likelihood(coarse, side, side, ops, blocks) {
+                Ok(k) => (
+                    Some(ops.iter().map(|o| o.name.to_string()).zip(k).collect()),
+                    None,
+                ),
+                // e.g. fully ordered coarse spins: the pair fit (ridged) stands, this one not
+                Err(e) => (None, Some(e.to_string())),
+            }
         }
-        _ => None,
+        Some(_) => (None, Some("a coarse lattice below 4 × 4".to_string())),
+        None => (None, None),
     };
     Ok(CouplingsSummary {
         configurations: n,
@@ -660,15 +699,17 @@ pub fn implied_couplings(
         classes,
         pairs,
         lattice,
+        lattice_note,
     })
 }
 
 /// Receptive fields and implied couplings of `scheme` on `configs`: the whole comparison
 /// for one scheme (module docs). `rng` draws the coarse variables.
 ///
-/// Errors: fewer configurations than `2 × blocks`, configurations of the wrong size or not
-/// `±1`, a negative ridge, a scheme whose means have the wrong shape, a fit that does not
-/// converge.
+/// Errors: fewer than 5 jackknife blocks, fewer configurations than `10 H` (the pair fit
+/// has `H` parameters per node; with fewer it overfits by far more than its jackknife error
+/// shows) or `2 × blocks`, configurations of the wrong size or not `±1`, a negative ridge,
+/// a scheme whose means have the wrong shape, a pair fit that does not converge.
 pub fn compare(
     name: &str,
     scheme: &mut dyn CoarseGraining,
@@ -677,20 +718,24 @@ pub fn compare(
     rng: &mut impl rand::Rng,
 ) -> Result<SchemeReport> {
     check(configs, settings)?;
+    let h = scheme.coarse_len();
+    if settings.blocks < 5 || configs.len() < h.saturating_mul(10) {
+        return Err(NrgError::param(
+            "configs",
+            format!(
+                "{name}: the pair couplings of {h} coarse variables need ≥ {} configurations \
+                 (10 per variable) and ≥ 5 jackknife blocks; {} configurations, {} blocks given",
+                h.saturating_mul(10),
+                configs.len(),
+                settings.blocks
+            ),
+        ));
+    }
     let receptive = receptive_fields(scheme, configs, settings)?;
     let coarse = draw_coarse(scheme, configs, &receptive.orientation, rng)?;
-    let h = scheme.coarse_len();
     let magnetisation = coarse.iter().flatten().sum::<f64>() / (coarse.len() * h.max(1)) as f64;
     let couplings = implied_couplings(&coarse, &receptive.centres, scheme.coarse_side(), settings)
-        .map_err(|e| {
-            if receptive.centres.iter().any(|c| c[0].is_nan()) {
-                NrgError::InvalidData(format!(
-                    "{name}: a coarse variable responds to no single spin ({e})"
-                ))
-            } else {
-                e
-            }
-        })?;
+        .map_err(|e| NrgError::InvalidData(format!("{name}: {e}")))?;
     Ok(SchemeReport {
         name: name.to_string(),
         coarse: h,

@@ -36,6 +36,10 @@ fn spin(theta: f64, rng: &mut impl rand::Rng) -> f64 {
     }
 }
 
+/// The most weights `V·H` a machine may have (800 MB of `f64`): a bound that turns an
+/// absurd size into an error instead of a failed allocation.
+pub const MAX_WEIGHTS: usize = 100_000_000;
+
 /// A restricted Boltzmann machine on `±1` units.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rbm {
@@ -64,6 +68,14 @@ impl Rbm {
             return Err(NrgError::param(
                 "rbm",
                 "need ≥ 1 visible and hidden unit and a finite scale ≥ 0",
+            ));
+        }
+        if visible.checked_mul(hidden).is_none_or(|w| w > MAX_WEIGHTS) {
+            return Err(NrgError::param(
+                "hidden",
+                format!(
+                    "{visible} × {hidden} weights exceed the {MAX_WEIGHTS} an RBM here may have"
+                ),
             ));
         }
         let half = scale * 3f64.sqrt();
@@ -257,8 +269,8 @@ pub struct RbmTraining {
 
 /// Trains `rbm` on `data` as `settings` say; `on_epoch(epoch, rbm)` after every epoch.
 ///
-/// Errors: empty or malformed data, zero epochs/batch/k, a non-positive learning rate,
-/// weights that become non-finite.
+/// Errors: empty or malformed data, zero epochs/batch/k, a batch larger than the data, a
+/// non-positive learning rate, weights that become non-finite.
 pub fn train(
     rbm: &mut Rbm,
     data: &[Vec<f64>],
@@ -279,6 +291,16 @@ pub fn train(
         return Err(NrgError::param(
             "rbm training",
             "need epochs, batch and k ≥ 1 and lr > 0",
+        ));
+    }
+    if settings.batch > data.len() {
+        return Err(NrgError::param(
+            "batch",
+            format!(
+                "a batch of {} is larger than the {} training configurations",
+                settings.batch,
+                data.len()
+            ),
         ));
     }
     let (nv, nh) = (rbm.visible, rbm.hidden);

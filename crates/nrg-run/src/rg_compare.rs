@@ -49,11 +49,14 @@ pub fn wolff_configurations(
             "need ≥ 1 configuration and ≥ 1 update between them",
         ));
     }
+    let sweeps = n.checked_mul(every).ok_or_else(|| {
+        NrgError::param("configurations", format!("{n} × {every} updates overflow"))
+    })?;
     let model = IsingSpins::new(nrg_core::Lattice::square(l)?, beta)?;
     let mut sim = IsingSimulation::Wolff(IsingWolff::new(model, seed, SpinStart::Hot));
     let config = RunConfig {
         thermalisation: 500,
-        sweeps: n * every,
+        sweeps,
         measure_every: every,
     };
     let mut out = Vec::with_capacity(n);
@@ -62,6 +65,35 @@ pub fn wolff_configurations(
         Ok(())
     })?;
     Ok(out)
+}
+
+/// Checks that `run` can be compared at `levels` before any work is done: a run of the 2D
+/// Ising model with a hierarchical flow of at least `levels` levels, and a lattice that
+/// `levels` halvings leave at least 2 sites wide. Returns `(L, K)`.
+pub fn check_levels(run: &RunDir, levels: usize, device: &Device) -> Result<(usize, f64)> {
+    let (config, model) = run.load_model(device)?;
+    if config.action.model != ModelKind::Ising || config.action.lattice()?.dim() != 2 {
+        return Err(NrgError::InvalidData(format!(
+            "{}: the comparison needs a run of the 2D Ising model",
+            run.path().display()
+        )));
+    }
+    let depth = model
+        .hierarchical_layout()
+        .ok_or_else(|| NrgError::param("flow", "the comparison needs a hierarchical flow"))?
+        .depth;
+    let l = config.action.l;
+    let most = depth.min((l / 2).max(1).ilog2() as usize);
+    if levels == 0 || levels > most {
+        return Err(NrgError::param(
+            "levels",
+            format!(
+                "must be in 1..={most} for this run (a flow of {depth} levels on L = {l}, and \
+                 at least 2 × 2 coarse variables), got {levels}"
+            ),
+        ));
+    }
+    Ok((l, config.action.beta.unwrap_or(f64::NAN)))
 }
 
 /// A trained flow's coarse field as a [`CoarseGraining`] (module docs).
@@ -242,14 +274,8 @@ pub fn compare_run(
     device: &Device,
     progress: &mut dyn FnMut(&str),
 ) -> Result<CompareOutput> {
+    check_levels(run, request.levels, device)?;
     let (config, model) = run.load_model(device)?;
-    if config.action.model != ModelKind::Ising {
-        return Err(NrgError::InvalidData(format!(
-            "{}: the comparison needs a run of the 2D Ising model, not {:?}",
-            run.path().display(),
-            config.action.model
-        )));
-    }
     let ising = config.action.build_ising(device)?;
     let l = config.action.l;
     let levels = request.levels;

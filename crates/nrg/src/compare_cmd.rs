@@ -25,7 +25,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nrg_rg::rbm::{Contrastive, RbmTraining};
 use nrg_run::RunDir;
 use nrg_run::dir::{write_atomic, write_json};
-use nrg_run::rg_compare::{CompareOutput, CompareRequest, compare_run, wolff_configurations};
+use nrg_run::rg_compare::{
+    CompareOutput, CompareRequest, check_levels, compare_run, wolff_configurations,
+};
 use plotters::style::RGBColor;
 use std::path::PathBuf;
 
@@ -86,9 +88,21 @@ pub struct CompareArgs {
 
 /// `nrg rg compare`.
 pub fn run(a: CompareArgs, device_choice: DeviceChoice) -> Result<()> {
-    if a.configs < 2 * a.blocks || a.blocks < 2 || a.every == 0 || a.train_configs == 0 {
-        bail!("need --blocks ≥ 2, --configs ≥ 2 × blocks, --train-configs ≥ 1 and --every ≥ 1");
+    if a.blocks < 5
+        || a.configs < a.blocks.saturating_mul(2)
+        || a.every == 0
+        || a.train_configs == 0
+    {
+        bail!("need --blocks ≥ 5, --configs ≥ 2 × blocks, --train-configs ≥ 1 and --every ≥ 1");
     }
+    let updates = a
+        .configs
+        .checked_add(a.train_configs)
+        .and_then(|n| n.checked_mul(a.every))
+        .filter(|&n| n <= 1 << 40)
+        .ok_or_else(|| {
+            anyhow::anyhow!("--configs, --train-configs and --every ask for too many updates")
+        })?;
     if a.epochs == 0 || a.k == 0 || a.lr.is_nan() || a.lr <= 0.0 || a.receptive_configs == 0 {
         bail!("need --epochs, --k, --receptive-configs ≥ 1 and --lr > 0");
     }
@@ -96,18 +110,27 @@ pub fn run(a: CompareArgs, device_choice: DeviceChoice) -> Result<()> {
         bail!("--ridge must be finite and ≥ 0, got {}", a.ridge);
     }
     let run = RunDir::open(a.run.clone())?;
-    let config = run.config()?;
-    if config.action.model != nrg_lattice::ModelKind::Ising {
+    let device = make(device_choice)?;
+    let (l, beta) = check_levels(&run, a.levels, &device)?;
+    // every coarse variable needs ~10 configurations for the pair fit (nrg_rg::compare)
+    let coarse = (l * l) >> (2 * a.levels);
+    if a.configs < 10 * coarse {
         bail!(
-            "{}: the comparison needs a run of the 2D Ising model",
-            a.run.display()
+            "--configs {} is too few for the pair couplings of {coarse} coarse variables: \
+             give at least {}",
+            a.configs,
+            10 * coarse
         );
     }
-    let l = config.action.l;
-    let beta = config.action.beta.unwrap_or(f64::NAN);
-    let device = make(device_choice)?;
+    if a.receptive_configs > a.configs {
+        eprintln!(
+            "nrg: note: receptive fields from all {} configurations (--receptive-configs {} \
+             is more)",
+            a.configs, a.receptive_configs
+        );
+    }
     let t0 = std::time::Instant::now();
-    let bar = ProgressBar::new(((a.configs + a.train_configs) * a.every + 1000) as u64);
+    let bar = ProgressBar::new(updates as u64 + 1000);
     bar.set_style(ProgressStyle::with_template(
         "{spinner} compare: Wolff chains [{elapsed_precise}] {wide_bar} {pos}/{len}",
     )?);

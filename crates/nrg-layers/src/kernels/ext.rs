@@ -2,7 +2,7 @@
 //! `nrg-kernels` routines (natively dispatched SIMD, [`Exec::native`]), and on
 //! `Autodiff<flex>` with hand-written backward steps that call the same routines.
 
-use super::{ChainShape, MlpShape};
+use super::{ChainShape, CirculantShape, MlpShape};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -15,8 +15,8 @@ use burn::backend::{
 };
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use nrg_kernels::{
-    Activation, AffineGeometry, ChainGeometry, ConvGeometry, DenseGeometry, Direction, Exec,
-    MlpGeometry,
+    Activation, AffineGeometry, ChainGeometry, CirculantGeometry, ConvGeometry, DenseGeometry,
+    Direction, Exec, MlpGeometry,
 };
 
 /// Operations with a fused implementation. The backward entries compute the gradients of
@@ -105,6 +105,22 @@ pub trait FusedOps: Backend {
         grad_output: FloatTensor<Self>,
         shape: ChainShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// See [`super::Fused::circulant`].
+    fn circulant(
+        field: FloatTensor<Self>,
+        kernel: FloatTensor<Self>,
+        shape: CirculantShape,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂field, ∂L/∂kernel)` of [`FusedOps::circulant`].
+    fn circulant_backward(
+        field: FloatTensor<Self>,
+        kernel: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        shape: CirculantShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Whether `device` is flex (possibly with autodiff).
@@ -163,6 +179,21 @@ fn conv_geometry(input: &FlexTensor, weight: &FlexTensor) -> ConvGeometry {
         rows: x[2],
         cols: x[3],
         kernel: w[2],
+    }
+}
+
+fn circulant_geometry(field: &FlexTensor, kernel: &FlexTensor) -> CirculantGeometry {
+    let (x, k) = (field.shape(), kernel.shape());
+    assert_eq!(x.num_dims(), 4, "circulant: field must be [B, C, R, W]");
+    assert!(
+        k.num_dims() == 2 && k[0] == x[1] && k[1] == x[2] * x[3],
+        "circulant: kernel must be [C, R·W]"
+    );
+    CirculantGeometry {
+        batch: x[0],
+        channels: x[1],
+        rows: x[2],
+        cols: x[3],
     }
 }
 
@@ -292,6 +323,36 @@ impl FusedOps for Flex {
         (
             tensor(gx, vec![2, shape.widths[0], g.mlp.rows]),
             tensor(gp, vec![len]),
+        )
+    }
+
+    fn circulant(field: FlexTensor, kernel: FlexTensor, shape: CirculantShape) -> FlexTensor {
+        let (x, k) = (host(field), host(kernel));
+        let g = circulant_geometry(&x, &k);
+        let y = nrg_kernels::circulant_forward(&g, slice(&x), slice(&k), shape.inverse);
+        tensor(y, vec![g.batch, g.channels, g.rows, g.cols])
+    }
+
+    fn circulant_backward(
+        field: FlexTensor,
+        kernel: FlexTensor,
+        output: FlexTensor,
+        grad_output: FlexTensor,
+        shape: CirculantShape,
+    ) -> (FlexTensor, FlexTensor) {
+        let (x, k, y, gy) = (host(field), host(kernel), host(output), host(grad_output));
+        let g = circulant_geometry(&x, &k);
+        let (gx, gk) = nrg_kernels::circulant_backward(
+            &g,
+            slice(&x),
+            slice(&y),
+            slice(&k),
+            slice(&gy),
+            shape.inverse,
+        );
+        (
+            tensor(gx, vec![g.batch, g.channels, g.rows, g.cols]),
+            tensor(gk, vec![g.channels, g.rows * g.cols]),
         )
     }
 
@@ -537,6 +598,26 @@ impl<B: Backend + FusedOps> Backward<B, 2> for ChainBackward {
     }
 }
 
+/// Backward step of the FFT circulant convolution: the saved field, kernel and output.
+#[derive(Debug)]
+struct CirculantBackward;
+
+impl<B: Backend + FusedOps> Backward<B, 2> for CirculantBackward {
+    type State = ([FloatTensor<B>; 3], CirculantShape);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_k] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let ([x, k, y], shape) = ops.state;
+        let (gx, gk) = B::circulant_backward(x, k, y, grad, shape);
+        for (node, g) in [(node_x, gx), (node_k, gk)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
 /// `(∂L/∂input, ∂L/∂weight, ∂L/∂bias)` on backend `B`.
 type Grads3<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
@@ -689,6 +770,44 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         (lift(gx), lift(gp))
     }
 
+    fn circulant(
+        field: FloatTensor<Self>,
+        kernel: FloatTensor<Self>,
+        shape: CirculantShape,
+    ) -> FloatTensor<Self> {
+        let guards = [field.node(), kernel.node()];
+        let (x, k) = (field.into_primitive(), kernel.into_primitive());
+        match CirculantBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::circulant(x.clone(), k.clone(), shape);
+                prep.finish(([x, k, y.clone()], shape), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::circulant(x, k, shape)),
+        }
+    }
+
+    fn circulant_backward(
+        field: FloatTensor<Self>,
+        kernel: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        shape: CirculantShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (gx, gk) = B::circulant_backward(
+            field.into_primitive(),
+            kernel.into_primitive(),
+            output.into_primitive(),
+            grad_output.into_primitive(),
+            shape,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(gx), lift(gk))
+    }
+
     fn twin_mlp_backward(
         input: FloatTensor<Self>,
         params: FloatTensor<Self>,
@@ -767,6 +886,15 @@ pub fn twin_mlp(input: Tensor<3>, params: Tensor<1>, shape: MlpShape) -> Tensor<
     Tensor::from_dispatch(<Dispatch as FusedOps>::twin_mlp(
         input.into_dispatch(),
         params.into_dispatch(),
+        shape,
+    ))
+}
+
+/// [`super::Fused::circulant`] on a flex device.
+pub fn circulant(field: Tensor<4>, kernel: Tensor<2>, shape: CirculantShape) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::circulant(
+        field.into_dispatch(),
+        kernel.into_dispatch(),
         shape,
     ))
 }

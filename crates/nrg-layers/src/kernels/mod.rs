@@ -13,6 +13,8 @@
 //!                   (a lattice coupling's x·eˢ + t and its ln|det| as the last column)
 //! coupling_chain:   [2, h, N], flat [net₀ … net_{K−1}, σ₀ … σ_{K−1}] → [2h + 1, N]
 //!                   (K affine couplings of a block's halves, ln|det| as the last row)
+//! circulant:        [B, C, R, W] ⊛ [C, R·W] (or its inverse)            → [B, C, R, W]
+//!                   (a periodic convolution per channel by FFT, O(V log V))
 //! ```
 //!
 //! `act` is the identity, LeakyReLU or ELU. The arithmetic, forward and backward, is the
@@ -117,6 +119,22 @@ impl Fused {
             self,
             (input, weight, bias, act),
             ext::twin_dense(input, weight, bias, act)
+        )
+    }
+
+    /// The circulant convolution of every channel with its periodic kernel (or, with
+    /// `shape.inverse`, the kernel's inverse) by FFT, `O(V log V)` per field: field
+    /// `[B, C, R, W]`, kernel `[C, R·W]` → `[B, C, R, W]` (`nrg_kernels::circulant`).
+    pub fn circulant(
+        self,
+        field: Tensor<4>,
+        kernel: Tensor<2>,
+        shape: CirculantShape,
+    ) -> Tensor<4> {
+        on_flex!(
+            self,
+            (field, kernel, shape),
+            ext::circulant(field, kernel, shape)
         )
     }
 
@@ -229,6 +247,13 @@ pub fn twin_dense_reference(
         act,
         weight.swap_dims(1, 2).matmul(input) + bias.swap_dims(1, 2),
     )
+}
+
+/// The direction of a fused circulant convolution ([`Fused::circulant`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CirculantShape {
+    /// Convolve with the kernel's inverse (`x̂ / K̂`) instead of the kernel (`K̂ x̂`).
+    pub inverse: bool,
 }
 
 /// The shape of a fused twin MLP: `twins` networks of widths `widths[0] → … → widths[L]`,
