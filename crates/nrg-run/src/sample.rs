@@ -228,13 +228,24 @@ impl SampleRequest {
                 "--target-data and --target-mc exclude each other",
             ));
         }
-        if let Some(t) = self.target_mc
-            && (t.configurations < 2 || t.every == 0)
-        {
-            return Err(NrgError::param(
-                "target-mc",
-                "needs ≥ 2 configurations and ≥ 1 update between them",
-            ));
+        if let Some(t) = self.target_mc {
+            if t.every == 0 {
+                return Err(NrgError::param(
+                    "target-every",
+                    "needs ≥ 1 chain update between target configurations",
+                ));
+            }
+            let updates = t
+                .configurations
+                .checked_mul(t.every)
+                .and_then(|u| u.checked_add(t.thermalisation))
+                .and_then(|u| u.checked_add(self.samples));
+            if t.configurations < 2 || updates.is_none_or(|u| u > 1 << 40) {
+                return Err(NrgError::param(
+                    "target-mc",
+                    "needs ≥ 2 configurations, and fewer chain updates than 2⁴⁰",
+                ));
+            }
         }
         if a.cess.is_some() && a.stages.is_some() {
             return Err(NrgError::param(
@@ -547,11 +558,14 @@ pub fn sample(
             )
         }
         SampleMethod::Bar => {
-            let chain_updates = request
-                .target_mc
-                .map_or(0, |t| t.thermalisation + t.configurations * t.every);
-            // Progress in flow samples: the chain, then both ends, scaled onto `samples`.
-            let total = request.samples + chain_updates;
+            let chain_updates = request.target_mc.map_or(0, |t| {
+                t.thermalisation
+                    .saturating_add(t.configurations.saturating_mul(t.every))
+            });
+            // Progress in flow samples: the chain, then both ends, scaled onto `samples`
+            // (in f64: the products of counts may not fit a usize).
+            let s = request.samples as f64;
+            let total = s + chain_updates as f64;
             let chain_start = std::time::Instant::now();
             let target = match (&request.target_data, request.target_mc) {
                 (Some(path), _) => {
@@ -571,7 +585,7 @@ pub fn sample(
                     device,
                     (t.configurations, t.every, t.thermalisation),
                     request.seed.wrapping_add(0x7a2e),
-                    &mut |done| progress(done * request.samples / total),
+                    &mut |done| progress((done as f64 * s / total) as usize),
                 )?,
                 (None, None) => {
                     return Err(NrgError::param(
@@ -594,9 +608,10 @@ pub fn sample(
                 target_order: SampleOrder::Chain,
             };
             let start = std::time::Instant::now();
-            let ends = request.samples + target.len() / shape.iter().product::<usize>();
+            let ends = (request.samples + target.len() / shape.iter().product::<usize>()) as f64;
             let mut scaled = |k: usize| {
-                progress((chain_updates + k * request.samples / ends) * request.samples / total)
+                let done = chain_updates as f64 + k as f64 * s / ends;
+                progress((done * s / total) as usize)
             };
             let estimate =
                 bar_with_flow(proposal, action.as_ref(), &bar_request, device, &mut scaled)?;

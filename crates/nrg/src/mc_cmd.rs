@@ -484,8 +484,8 @@ fn write_ti(out: &std::path::Path, report: TiReport) -> Result<()> {
 
 /// `nrg mc ising … --ti`.
 fn ising_ti(model: IsingSpins, run: &RunArgs, panels: usize) -> Result<()> {
-    if panels == 0 {
-        bail!("--ti-panels must be ≥ 1");
+    if panels == 0 || panels > 64 {
+        bail!("--ti-panels must be in 1..=64 (15 chains each), got {panels}");
     }
     let algorithm = match run.algo {
         Algo::Metropolis => IsingAlgorithm::Metropolis,

@@ -65,9 +65,9 @@ struct TrainArgs {
     /// Chain: coupling K [default: K_c].
     #[arg(long, allow_negative_numbers = true)]
     beta: Option<f64>,
-    /// Chain: configurations.
-    #[arg(long, default_value_t = 2000)]
-    configs: usize,
+    /// Chain: configurations [default: 2000].
+    #[arg(long)]
+    configs: Option<usize>,
     /// Hidden units per layer; several (e.g. 64,16) stack a deep belief net.
     #[arg(long, value_delimiter = ',', default_values_t = vec![64])]
     hidden: Vec<usize>,
@@ -87,7 +87,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 50)]
     batch: usize,
     /// L2 weight decay.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-4, allow_negative_numbers = true)]
     weight_decay: f64,
     /// Seed.
     #[arg(long, default_value_t = 1)]
@@ -228,7 +228,9 @@ pub fn run(args: RbmArgs) -> Result<()> {
 fn configurations(a: &TrainArgs) -> Result<(Vec<Vec<f64>>, usize, String)> {
     match (&a.data, a.l) {
         (Some(_), Some(_)) => bail!("--L applies to the chain; a --data file has its own size"),
-        (Some(_), None) if a.beta.is_some() => bail!("--beta applies to the chain only"),
+        (Some(_), None) if a.beta.is_some() || a.configs.is_some() => {
+            bail!("--beta and --configs apply to the chain only")
+        }
         (Some(path), None) => {
             let (values, [n, c, r, w]) = nrg_flow::data::read_configurations(path)?;
             if c != 1 || r != w {
@@ -256,19 +258,17 @@ fn configurations(a: &TrainArgs) -> Result<(Vec<Vec<f64>>, usize, String)> {
             if !(beta.is_finite() && beta > 0.0) {
                 bail!("--beta must be positive and finite, got {beta}");
             }
-            let bar = ProgressBar::new((a.configs * 4 + 500) as u64);
-            let configs = nrg_run::rg_compare::wolff_configurations(
-                l,
-                beta,
-                a.configs,
-                4,
-                a.seed,
-                &mut |d| {
+            let n = a.configs.unwrap_or(2000);
+            if n > 100_000_000 {
+                bail!("--configs {n} is more than this command will hold");
+            }
+            let bar = ProgressBar::new((n * 4 + 500) as u64);
+            let configs =
+                nrg_run::rg_compare::wolff_configurations(l, beta, n, 4, a.seed, &mut |d| {
                     if d.is_multiple_of(200) {
                         bar.set_position(d as u64)
                     }
-                },
-            )?;
+                })?;
             bar.finish_and_clear();
             Ok((configs, l, format!("Wolff chain, L = {l}, K = {beta}")))
         }
@@ -310,11 +310,18 @@ fn weight_radius(w: &[f64], l: usize) -> f64 {
 }
 
 fn train_rbm(a: TrainArgs) -> Result<()> {
-    if a.hidden.is_empty() || a.hidden.contains(&0) {
-        bail!("--hidden needs one or more sizes ≥ 1");
+    if a.hidden.is_empty() || a.hidden.len() > 16 || a.hidden.contains(&0) {
+        bail!("--hidden needs 1 to 16 layer sizes, each ≥ 1");
     }
-    if a.configs < 2 || a.epochs == 0 || a.k == 0 || a.batch == 0 || a.lr.is_nan() || a.lr <= 0.0 {
-        bail!("need --configs ≥ 2, --epochs, --k, --batch ≥ 1 and --lr > 0");
+    if a.configs.is_some_and(|n| n < 2)
+        || a.epochs == 0
+        || a.epochs > 1_000_000
+        || a.k == 0
+        || a.batch == 0
+        || a.lr.is_nan()
+        || a.lr <= 0.0
+    {
+        bail!("need --configs ≥ 2, --epochs in 1..=10⁶, --k, --batch ≥ 1 and --lr > 0");
     }
     if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
         bail!("--weight-decay must be finite and ≥ 0");
@@ -350,6 +357,14 @@ fn train_rbm(a: TrainArgs) -> Result<()> {
             bar.inc(1);
             let exact = rbm.visible.min(rbm.hidden) <= 20;
             let metric = || -> nrg_core::Result<EpochRecord> {
+                // ln Z once per epoch, shared by the training and the held-out likelihood
+                let ln_z = if exact { Some(rbm.ln_z()?) } else { None };
+                let likelihood = |data: &[Vec<f64>]| {
+                    ln_z.map(|z| {
+                        -data.iter().map(|v| rbm.free_energy(v)).sum::<f64>() / data.len() as f64
+                            - z
+                    })
+                };
                 Ok(EpochRecord {
                     layer,
                     epoch,
@@ -359,13 +374,9 @@ fn train_rbm(a: TrainArgs) -> Result<()> {
                     } else {
                         None
                     },
-                    log_likelihood_train: if exact {
-                        Some(rbm.log_likelihood(input)?)
-                    } else {
-                        None
-                    },
-                    log_likelihood_test: if exact && layer == 0 {
-                        Some(rbm.log_likelihood(test_set)?)
+                    log_likelihood_train: likelihood(input),
+                    log_likelihood_test: if layer == 0 {
+                        likelihood(test_set)
                     } else {
                         None
                     },
