@@ -7,7 +7,7 @@
 //!   couplings, MLP 10-10), Z₂-free, batch 512, L = 16;
 //! - `train_step/{phi4_tutorial,ising_l16}`: one whole reverse-KL step (sample, action,
 //!   backward, Adam) — the number to compare with the PyTorch peers;
-//! - `circulant/{forward,inverse}/L`: the circulant layer with a random kernel, batch 16,
+//! - `circulant/{forward,inverse,backward}/L`: the circulant layer with a random kernel, batch 16,
 //!   L = 16, 32, 64 (the separable DFT's `O(V^{3/2})` against the `O(V²)` of dense matrices).
 
 /// The allocator of the `nrg` program (mimalloc), so that the benches time what it runs.
@@ -126,6 +126,20 @@ fn circulant(c: &mut Criterion) {
         });
         group.bench_function(format!("inverse/{l}"), |b| {
             b.iter(|| black_box(sync(layer.inverse(z.clone()).0.sum_dim(1).flatten(0, 3))))
+        });
+        // a training step's share: forward on the autodiff device, then the backward pass
+        // to the kernel and the field
+        let ad = dev.clone().autodiff();
+        let kernel_ad = Tensor::<2>::random([1, v], Distribution::Normal(0.0, 0.01), &ad)
+            + Tensor::<2>::ones([1, 1], &ad).pad((0, v - 1, 0, 0), 0.0);
+        let layer_ad = CirculantLinear::new(1, l, l, &ad).with_kernel(kernel_ad.require_grad());
+        let z_ad =
+            Tensor::<4>::random([16, 1, l, l], Distribution::Normal(0.0, 1.0), &ad).require_grad();
+        group.bench_function(format!("backward/{l}"), |b| {
+            b.iter(|| {
+                let (x, _) = layer_ad.forward(z_ad.clone());
+                black_box(x.sum().backward())
+            })
         });
     }
     group.finish();

@@ -26,7 +26,21 @@
 use rayon::prelude::*;
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Plans by lattice shape, made once per process (planning costs as much as a small
+/// transform).
+fn plans(rows: usize, cols: usize) -> Arc<Plans> {
+    type Cache = Mutex<HashMap<(usize, usize), Arc<Plans>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    // a poisoned lock only means another thread panicked while inserting: the map is intact
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry((rows, cols))
+        .or_insert_with(|| Arc::new(Plans::new(rows, cols)))
+        .clone()
+}
 
 /// The shape of a circulant convolution: fields `[batch, channels, rows, cols]`, a kernel
 /// `[channels, rows·cols]`.
@@ -149,7 +163,7 @@ pub fn circulant_forward(
 ) -> Vec<f32> {
     geometry.check(field, kernel);
     let v = geometry.volume();
-    let plans = Plans::new(geometry.rows, geometry.cols);
+    let plans = plans(geometry.rows, geometry.cols);
     let mult = plans.multipliers(kernel, inverse);
     let mut out = vec![0.0f32; field.len()];
     out.par_chunks_mut(v)
@@ -184,7 +198,7 @@ pub fn circulant_backward(
     geometry.check(field, kernel);
     assert!(output.len() == field.len() && grad.len() == field.len());
     let v = geometry.volume();
-    let plans = Plans::new(geometry.rows, geometry.cols);
+    let plans = plans(geometry.rows, geometry.cols);
     let mult = plans.multipliers(kernel, inverse);
     // per field: ∂L/∂x and this field's contribution to ∂L/∂K_c
     let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..geometry.batch * geometry.channels)
