@@ -286,6 +286,50 @@ fn wrap(d: f64, l: f64) -> f64 {
     (d + l / 2.0).rem_euclid(l) - l / 2.0
 }
 
+/// Where a non-negative weight map on an `L × L` torus sits and how far it spreads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TorusSpread {
+    /// `[row, col]`: the circular mean of the weights along each axis, in `[0, L)`.
+    pub centre: [f64; 2],
+    /// `(Σ w d² / Σ w)^{1/2}`, `d` the torus distance from the centre.
+    pub radius: f64,
+    /// The smaller of the two axes' mean resultant lengths (1: a point, 0: even spread).
+    pub concentration: f64,
+}
+
+/// [`TorusSpread`] of the weights `w` (`[L²]` row-major, ≥ 0, not all 0).
+pub fn torus_spread(w: &[f64], l: usize) -> TorusSpread {
+    let lf = l as f64;
+    let total: f64 = w.iter().sum();
+    let mut centre = [0.0; 2];
+    let mut concentration = 1.0f64;
+    for (axis, c) in centre.iter_mut().enumerate() {
+        let (mut cs, mut sn) = (0.0, 0.0);
+        for (i, x) in w.iter().enumerate() {
+            let p = if axis == 0 { i / l } else { i % l } as f64;
+            let a = std::f64::consts::TAU * p / lf;
+            cs += x * a.cos();
+            sn += x * a.sin();
+        }
+        *c = (sn.atan2(cs) / std::f64::consts::TAU * lf).rem_euclid(lf);
+        concentration = concentration.min(cs.hypot(sn) / total);
+    }
+    let second: f64 = w
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let dy = wrap((i / l) as f64 - centre[0], lf);
+            let dx = wrap((i % l) as f64 - centre[1], lf);
+            x * (dx * dx + dy * dy)
+        })
+        .sum();
+    TorusSpread {
+        centre,
+        radius: (second / total).sqrt(),
+        concentration,
+    }
+}
+
 /// The receptive fields of `scheme` over `configs` (module docs).
 pub fn receptive_fields(
     scheme: &mut dyn CoarseGraining,
@@ -356,27 +400,10 @@ pub fn receptive_fields(
             out.participation.push(0.0);
             continue;
         }
-        let mut centre = [0.0; 2];
-        let mut concentration = 1.0f64;
-        for (axis, c) in centre.iter_mut().enumerate() {
-            let (mut cs, mut sn) = (0.0, 0.0);
-            for (i, w) in r.iter().enumerate() {
-                let x = if axis == 0 { i / l } else { i % l } as f64;
-                let a = std::f64::consts::TAU * x / lf;
-                cs += w * a.cos();
-                sn += w * a.sin();
-            }
-            *c = (sn.atan2(cs) / std::f64::consts::TAU * lf).rem_euclid(lf);
-            concentration = concentration.min(cs.hypot(sn) / total);
-        }
+        let spread = torus_spread(&r, l);
+        let (centre, concentration) = (spread.centre, spread.concentration);
         out.concentration.push(concentration);
-        let mut second = 0.0;
-        for (i, w) in r.iter().enumerate() {
-            let dy = wrap((i / l) as f64 - centre[0], lf);
-            let dx = wrap((i % l) as f64 - centre[1], lf);
-            second += w * (dx * dx + dy * dy);
-        }
-        out.radii.push((second / total).sqrt());
+        out.radii.push(spread.radius);
         out.participation
             .push(total * total / r.iter().map(|x| x * x).sum::<f64>());
         if concentration < 0.5 {

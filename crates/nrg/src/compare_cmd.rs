@@ -19,10 +19,11 @@
 
 use crate::device::{DeviceChoice, make};
 use crate::plot::{Curve, Grid, Marks, Panel, grids_png, panels_png};
+use crate::rbm_cmd::Method;
 use anyhow::{Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use nrg_rg::rbm::{Contrastive, RbmTraining};
+use nrg_rg::rbm::RbmTraining;
 use nrg_run::RunDir;
 use nrg_run::dir::{write_atomic, write_json};
 use nrg_run::rg_compare::{
@@ -30,14 +31,6 @@ use nrg_run::rg_compare::{
 };
 use plotters::style::RGBColor;
 use std::path::PathBuf;
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Method {
-    /// Contrastive divergence.
-    Cd,
-    /// Persistent contrastive divergence.
-    Pcd,
-}
 
 /// Arguments of `nrg rg compare`.
 #[derive(Args, Debug)]
@@ -160,10 +153,7 @@ pub fn run(a: CompareArgs, device_choice: DeviceChoice) -> Result<()> {
             epochs: a.epochs,
             batch: 50,
             lr: a.lr,
-            method: match a.method {
-                Method::Cd => Contrastive::Cd { k: a.k },
-                Method::Pcd => Contrastive::Pcd { k: a.k },
-            },
+            method: a.method.contrastive(a.k),
             weight_decay: 1e-4,
         },
         receptive_configs: a.receptive_configs,

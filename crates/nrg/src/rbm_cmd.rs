@@ -137,12 +137,23 @@ enum TrainRange {
     Above,
 }
 
+/// How an RBM's model term is estimated (also `nrg rg compare`'s).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Method {
+pub(crate) enum Method {
     /// Contrastive divergence.
     Cd,
     /// Persistent contrastive divergence.
     Pcd,
+}
+
+impl Method {
+    /// The library's setting with `k` Gibbs steps.
+    pub(crate) fn contrastive(self, k: usize) -> Contrastive {
+        match self {
+            Method::Cd => Contrastive::Cd { k },
+            Method::Pcd => Contrastive::Pcd { k },
+        }
+    }
 }
 
 /// Arguments of `nrg rbm flow`.
@@ -232,24 +243,8 @@ fn configurations(a: &TrainArgs) -> Result<(Vec<Vec<f64>>, usize, String)> {
             bail!("--beta and --configs apply to the chain only")
         }
         (Some(path), None) => {
-            let (values, [n, c, r, w]) = nrg_flow::data::read_configurations(path)?;
-            if c != 1 || r != w {
-                bail!(
-                    "{}: need [N, L, L] spins, got [{n}, {c}, {r}, {w}]",
-                    path.display()
-                );
-            }
-            if let Some(v) = values.iter().find(|v| v.abs() != 1.0) {
-                bail!(
-                    "{}: an RBM on spins needs ±1 values, found {v}",
-                    path.display()
-                );
-            }
-            let configs = values
-                .chunks(r * w)
-                .map(|c| c.iter().map(|&v| v as f64).collect())
-                .collect();
-            Ok((configs, r, path.display().to_string()))
+            let (configs, side) = crate::rg_cmd::read_spins(path)?;
+            Ok((configs, side, path.display().to_string()))
         }
         (None, Some(l)) => {
             let beta = a
@@ -278,35 +273,11 @@ fn configurations(a: &TrainArgs) -> Result<(Vec<Vec<f64>>, usize, String)> {
 
 /// Receptive-field radius of a weight map over an `l × l` torus (see `TrainSummary`).
 fn weight_radius(w: &[f64], l: usize) -> f64 {
-    let lf = l as f64;
-    let total: f64 = w.iter().map(|x| x * x).sum();
-    if total <= 0.0 {
+    let squares: Vec<f64> = w.iter().map(|x| x * x).collect();
+    if squares.iter().sum::<f64>() <= 0.0 {
         return f64::NAN;
     }
-    let mut centre = [0.0; 2];
-    for (axis, c) in centre.iter_mut().enumerate() {
-        let (mut cs, mut sn) = (0.0, 0.0);
-        for (i, x) in w.iter().enumerate() {
-            let p = if axis == 0 { i / l } else { i % l } as f64;
-            let a = std::f64::consts::TAU * p / lf;
-            cs += x * x * a.cos();
-            sn += x * x * a.sin();
-        }
-        *c = sn.atan2(cs) / std::f64::consts::TAU * lf;
-    }
-    let wrap = |d: f64| (d + lf / 2.0).rem_euclid(lf) - lf / 2.0;
-    let second: f64 = w
-        .iter()
-        .enumerate()
-        .map(|(i, x)| {
-            let (dy, dx) = (
-                wrap((i / l) as f64 - centre[0]),
-                wrap((i % l) as f64 - centre[1]),
-            );
-            x * x * (dx * dx + dy * dy)
-        })
-        .sum();
-    (second / total).sqrt()
+    nrg_rg::compare::torus_spread(&squares, l).radius
 }
 
 fn train_rbm(a: TrainArgs) -> Result<()> {
@@ -338,10 +309,7 @@ fn train_rbm(a: TrainArgs) -> Result<()> {
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,
-        method: match a.method {
-            Method::Cd => Contrastive::Cd { k: a.k },
-            Method::Pcd => Contrastive::Pcd { k: a.k },
-        },
+        method: a.method.contrastive(a.k),
         weight_decay: a.weight_decay,
     };
     let bar = ProgressBar::new((a.epochs * a.hidden.len()) as u64);
@@ -583,10 +551,7 @@ fn flow(a: FlowArgs) -> Result<()> {
         epochs: a.epochs,
         batch: 50,
         lr: a.lr,
-        method: match a.method {
-            Method::Cd => Contrastive::Cd { k: a.k },
-            Method::Pcd => Contrastive::Pcd { k: a.k },
-        },
+        method: a.method.contrastive(a.k),
         weight_decay: 1e-4,
     };
     eprintln!(

@@ -182,6 +182,26 @@ pub fn run(args: RgArgs, device: crate::device::DeviceChoice) -> Result<()> {
     }
 }
 
+/// Ising configurations of `±1` spins from a `.npy` of `[N, L, L]` (or `[N, 1, L, L]`), with
+/// `L`; anything else is refused, naming the file.
+pub(crate) fn read_spins(path: &std::path::Path) -> Result<(Vec<Vec<f64>>, usize)> {
+    let (values, [n, c, r, w]) = nrg_flow::data::read_configurations(path)?;
+    if c != 1 || r != w {
+        bail!(
+            "{}: need [N, L, L] spins, got [{n}, {c}, {r}, {w}]",
+            path.display()
+        );
+    }
+    if let Some(v) = values.iter().find(|v| v.abs() != 1.0) {
+        bail!("{}: need ±1 spins, found {v}", path.display());
+    }
+    let configs = values
+        .chunks(r * w)
+        .map(|c| c.iter().map(|&v| v as f64).collect())
+        .collect();
+    Ok((configs, r))
+}
+
 fn block(a: BlockArgs) -> Result<()> {
     let rule = match a.rule {
         Rule::Majority => BlockRule::Majority,
@@ -191,24 +211,7 @@ fn block(a: BlockArgs) -> Result<()> {
     let (configs, side) = match (&a.data, a.l) {
         (Some(_), Some(_)) => bail!("--L applies to the chain; a --data file has its own size"),
         (Some(_), None) if a.beta.is_some() => bail!("--beta applies to the chain only"),
-        (Some(path), None) => {
-            let (values, [n, c, r, w]) = nrg_flow::data::read_configurations(path)?;
-            if c != 1 || r != w {
-                bail!(
-                    "{}: need [N, L, L] spins, got [{n}, {c}, {r}, {w}]",
-                    path.display()
-                );
-            }
-            if let Some(v) = values.iter().find(|v| v.abs() != 1.0) {
-                bail!("{}: block spins need ±1 spins, found {v}", path.display());
-            }
-            let per = r * w;
-            let configs: Vec<Vec<f64>> = values
-                .chunks(per)
-                .map(|c| c.iter().map(|&v| v as f64).collect())
-                .collect();
-            (configs, r)
-        }
+        (Some(path), None) => read_spins(path)?,
         (None, Some(l)) => {
             let beta = a.beta.unwrap_or_else(critical_beta);
             if !(beta.is_finite() && beta > 0.0) {
