@@ -1,5 +1,8 @@
 //! Flow throughput on the backend the benches were built with (`flex` by default; build
-//! with `--features ndarray` or `--features wgpu` and set `NRG_BENCH_DEVICE=ndarray|wgpu`).
+//! with `--features ndarray` or `--features wgpu` and set `NRG_BENCH_DEVICE=ndarray|wgpu`;
+//! `cargo xtask bench --backend flex,wgpu` does both and writes a table per run). With
+//! `NRG_BENCH_INFO=FILE` the bench writes the device's description (CPU model or GPU
+//! adapter) to `FILE`.
 //!
 //! - `coupling/{forward,inverse}`: one affine checkerboard coupling with the φ⁴ tutorial's
 //!   CNN (1 → 8 → 8 → 2, 3×3), batch 256, L = 8;
@@ -7,6 +10,8 @@
 //!   couplings, MLP 10-10), Z₂-free, batch 512, L = 16;
 //! - `train_step/{phi4_tutorial,ising_l16}`: one whole reverse-KL step (sample, action,
 //!   backward, Adam) — the number to compare with the PyTorch peers;
+//! - `nis/{phi4_tutorial,ising_l16}`: one NIS batch of 4096 flow samples with `ln q`, the
+//!   action and the streamed importance sums (the flows of `train_step`, untrained);
 //! - `circulant/{forward,inverse,backward}/L`: the circulant layer with a random kernel, batch 16,
 //!   L = 16, 32, 64 (the separable DFT's `O(V^{3/2})` against the `O(V²)` of dense matrices).
 
@@ -23,17 +28,54 @@ use nrg_lattice::{IsingRelaxed, PhiFour};
 use nrg_layers::{AffineCouplingConfig, BlockRealNvpConfig, CirculantLinear, MaskKind};
 use std::hint::black_box;
 
-#[allow(unreachable_code, deprecated)]
+/// The device, created once per process (the wgpu runtime initialises once).
 fn device() -> Device {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let (device, description) = device_and_description();
+            if let Ok(path) = std::env::var("NRG_BENCH_INFO") {
+                std::fs::write(&path, format!("{description}\n"))
+                    .expect("NRG_BENCH_INFO is writable");
+            }
+            device
+        })
+        .clone()
+}
+
+/// The CPU's model name, from `/proc/cpuinfo`.
+fn cpu_model() -> String {
+    let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpus
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model}, {threads} threads")
+}
+
+#[allow(unreachable_code, deprecated)]
+fn device_and_description() -> (Device, String) {
     match std::env::var("NRG_BENCH_DEVICE").as_deref() {
         #[cfg(feature = "wgpu")]
-        Ok("wgpu") => return Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        Ok("wgpu") => {
+            let (device, setup) = Device::wgpu_options()
+                .init_with_setup()
+                .expect("a wgpu adapter (a GPU driver with Vulkan, or mesa-vulkan-drivers)");
+            let info = setup.adapter.get_info();
+            let text = format!(
+                "{} ({:?}, {:?}, {} {})",
+                info.name, info.backend, info.device_type, info.driver, info.driver_info
+            );
+            return (device, text);
+        }
         #[cfg(feature = "ndarray")]
-        Ok("ndarray") => return Device::ndarray(),
+        Ok("ndarray") => return (Device::ndarray(), format!("ndarray on {}", cpu_model())),
         _ => {}
     }
     #[cfg(feature = "flex")]
-    return Device::flex();
+    return (Device::flex(), format!("flex on {}", cpu_model()));
     panic!("build the benches with a backend feature (flex, ndarray or wgpu)")
 }
 
@@ -111,6 +153,36 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
+fn nis_batch(c: &mut Criterion) {
+    use nrg_samplers::neural::{FieldObservables, NisRequest, nis};
+    let dev = device();
+    let mut group = c.benchmark_group("nis");
+    group.sample_size(10);
+    let request = NisRequest {
+        measure: &FieldObservables::new(1),
+        derived: Vec::new(),
+        samples: 4096,
+        batch: 4096,
+        keep: false,
+    };
+    let phi4 = PhiFour::lattice_form(Lattice::square(8).expect("L"), 1, -4.0, 8.0).expect("φ⁴");
+    let model = FlowSpec::phi4_tutorial().build(1, 8, &dev).expect("flow");
+    group.bench_function("phi4_tutorial", |b| {
+        b.iter(|| black_box(nis(&model, &phi4, &request, &dev, &mut |_| {}).expect("finite")))
+    });
+    let beta_c = (1.0 + 2f64.sqrt()).ln() / 2.0;
+    let ising = IsingRelaxed::new(Lattice::square(16).expect("L"), beta_c, &dev).expect("Ising");
+    let spec = FlowSpec {
+        z2: true,
+        ..FlowSpec::default()
+    };
+    let model = spec.build(1, 16, &dev).expect("flow");
+    group.bench_function("ising_l16", |b| {
+        b.iter(|| black_box(nis(&model, &ising, &request, &dev, &mut |_| {}).expect("finite")))
+    });
+    group.finish();
+}
+
 fn circulant(c: &mut Criterion) {
     let dev = device();
     let mut group = c.benchmark_group("circulant");
@@ -145,5 +217,12 @@ fn circulant(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(flows, coupling, hierarchical, train_step, circulant);
+criterion_group!(
+    flows,
+    coupling,
+    hierarchical,
+    train_step,
+    nis_batch,
+    circulant
+);
 criterion_main!(flows);

@@ -10,11 +10,20 @@
 //!   a flow for Ising L = 4 with NIS, BAR against Wolff configurations, AIS and NMCMC).
 //! - `cargo xtask bench [--features F] [-- criterion args]`: the criterion benchmarks of
 //!   `benches/` (flows, chains; `F` selects their backend) and of `nrg-kernels`.
+//! - `cargo xtask bench --backend flex,wgpu [--features vulkan] [-- filter]`: the flow
+//!   benches once per backend and the table of medians and speed-ups over flex
+//!   (`target/criterion/backends.md`, [`bench`]); `cargo xtask bench-table` remakes it.
+//! - `cargo xtask gpu-kit`: `.gpu/` with the benches built for flex + wgpu + vulkan, this
+//!   binary, the PyTorch peers and `measure.sh`, the GPU measurement of issue 21 in one
+//!   command on a machine without a Rust toolchain.
 //! - `cargo xtask reproduce STUDY [--runs DIR]`: one of the studies in `docs/benchmarks.md`
 //!   end to end with the shipped configs and a release build (data, training, sampling);
-//!   the results land in `DIR/…/summary.json`.
+//!   the results land in `DIR/…/summary.json` (`free-energy` also writes its table,
+//!   [`free_energy`]).
 
 mod arch;
+mod bench;
+mod free_energy;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -50,12 +59,36 @@ enum Task {
     },
     /// Criterion benchmarks (`benches/` and `crates/nrg-kernels/benches`).
     Bench {
-        /// Extra cargo features of the benches crate (e.g. `wgpu`); the kernels have none.
+        /// Extra cargo features of the benches crate (e.g. `wgpu`, `vulkan`); the kernels
+        /// have none.
         #[arg(long)]
         features: Option<String>,
+        /// Run the flow benches once per backend (`flex,ndarray,wgpu`), each saved as a
+        /// criterion baseline of that name, and write the table `target/criterion/
+        /// backends.md` (median per backend, speed-up over flex, device names).
+        #[arg(long, value_name = "LIST")]
+        backend: Option<String>,
         /// Arguments passed to criterion (e.g. a filter).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// The table of `bench --backend` from criterion baselines already saved (also runs on a
+    /// machine without cargo, from the GPU kit).
+    BenchTable {
+        /// The criterion folder.
+        #[arg(long)]
+        criterion: PathBuf,
+        /// The baselines (backends), flex first.
+        #[arg(long, value_name = "LIST")]
+        backend: String,
+    },
+    /// Prepares `.gpu/` for the GPU measurement on a machine without a Rust toolchain: the
+    /// flow benches built with flex + wgpu + vulkan, this xtask binary, the PyTorch peers
+    /// (from `--peers`) and `measure.sh`; run there as `bash .gpu/measure.sh`.
+    GpuKit {
+        /// The PyTorch peers' folder.
+        #[arg(long, default_value = "../shared/peers")]
+        peers: PathBuf,
     },
 }
 
@@ -69,6 +102,127 @@ fn cargo(args: &[&str]) -> Result<()> {
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
+    Ok(())
+}
+
+/// The workspace's criterion folder (`CARGO_TARGET_DIR` or `target/`, then `criterion`).
+fn criterion_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    target.join("criterion")
+}
+
+/// `cargo xtask bench --backend LIST`: one build with every listed backend, one run per
+/// backend saved as a baseline of its name, then the table.
+fn bench_backends(list: &str, features: Option<&str>, args: &[String]) -> Result<()> {
+    let backends = bench::parse_backends(list)?;
+    let mut feats: Vec<&str> = backends
+        .iter()
+        .filter_map(|b| {
+            bench::BACKENDS
+                .iter()
+                .find(|(n, _)| n == b)
+                .map(|(_, f)| *f)
+        })
+        .collect();
+    feats.extend(features.iter().flat_map(|f| f.split(',')));
+    let feats = feats.join(",");
+    let base = [
+        "bench",
+        "-p",
+        "nrg-benches",
+        "--bench",
+        "flows",
+        "--no-default-features",
+        "--features",
+        &feats,
+    ];
+    cargo(&[&base[..], &["--no-run"]].concat())?;
+    let criterion = criterion_dir();
+    std::fs::create_dir_all(&criterion)?;
+    for b in &backends {
+        let mut run: Vec<&str> = base.to_vec();
+        run.extend(["--", "--save-baseline", b]);
+        run.extend(args.iter().map(String::as_str));
+        let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        eprintln!("xtask: NRG_BENCH_DEVICE={b} cargo {}", run.join(" "));
+        let status = Command::new(&cargo_bin)
+            .args(&run)
+            .env("NRG_BENCH_DEVICE", b)
+            .env("NRG_BENCH_INFO", bench::device_file(&criterion, b))
+            .env("CRITERION_HOME", &criterion)
+            .status()
+            .with_context(|| format!("cannot run {cargo_bin}"))?;
+        if !status.success() {
+            bail!("the benches on {b} failed ({status})");
+        }
+    }
+    let md = bench::summary(&criterion, &backends)?;
+    println!(
+        "{md}\nwritten to {}/backends.md and backends.csv",
+        criterion.display()
+    );
+    Ok(())
+}
+
+/// `cargo xtask gpu-kit`: see [`Task::GpuKit`].
+fn gpu_kit(peers: &std::path::Path) -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let kit = root.join(".gpu");
+    std::fs::create_dir_all(kit.join("peers"))?;
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let args = [
+        "bench",
+        "-p",
+        "nrg-benches",
+        "--bench",
+        "flows",
+        "--no-default-features",
+        "--features",
+        "flex,wgpu,vulkan",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ];
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let output = Command::new(&cargo_bin)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {cargo_bin}"))?;
+    if !output.status.success() {
+        bail!("building the benches failed ({})", output.status);
+    }
+    let executable = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.pointer("/target/name").and_then(|n| n.as_str()) == Some("flows"))
+        .find_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
+        .context("cargo named no executable of the flows bench")?;
+    let copy = |from: &std::path::Path, to: &std::path::Path| -> Result<()> {
+        std::fs::copy(from, to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        Ok(())
+    };
+    copy(&executable, &kit.join("flows"))?;
+    copy(&std::env::current_exe()?, &kit.join("xtask"))?;
+    copy(&root.join("xtask/gpu/measure.sh"), &kit.join("measure.sh"))?;
+    for peer in ["phi4_flow_torch.py", "neuralrg_ising_torch.py"] {
+        copy(&peers.join(peer), &kit.join("peers").join(peer))?;
+    }
+    // Smaller to carry: the debug information is not needed there.
+    for bin in ["flows", "xtask"] {
+        let status = Command::new("strip").arg(kit.join(bin)).status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("xtask: could not strip .gpu/{bin}; carrying it as it is");
+        }
+    }
+    println!(
+        "the kit is in {}: on the device machine run `bash .gpu/measure.sh` with .gpu (and \
+         .gl, the Vulkan loader) carried",
+        kit.display()
+    );
     Ok(())
 }
 
@@ -96,6 +250,15 @@ fn nrg_release(args: &[&str]) -> Result<()> {
     nrg_in(true, args)
 }
 
+/// Runs the studies' commands through [`nrg_release`].
+struct Release;
+
+impl free_energy::Runner for Release {
+    fn nrg(&self, args: &[&str]) -> Result<()> {
+        nrg_release(args)
+    }
+}
+
 /// `nrg sample --run RUN --method METHOD --samples N EXTRA…`.
 fn sample(release: bool, run: &str, method: &str, samples: &str, extra: &[&str]) -> Result<()> {
     let mut args = vec![
@@ -117,10 +280,11 @@ enum Study {
     /// Ising L = 16 at β_c: exact Wolff data, a flow trained on both KL directions, NIS
     /// `ln Z_Ising` against Kaufman from 10⁵ samples.
     IsingL16Betac,
-    /// Free energies at Ising L = 16, β_c: the NIS flow of `ising-l16-betac` (trained here
-    /// if absent), NIS and BAR (against a fresh Wolff chain) with 10⁵ flow samples, AIS
-    /// with 512 particles, and thermodynamic integration at L = 16 and 32 as the classical
-    /// reference.
+    /// Free energies: at Ising β_c the NIS flow of `ising-l16-betac` (trained here if
+    /// absent), NIS and BAR (against a fresh Wolff chain) with 10⁵ flow samples, AIS with
+    /// 512 particles, thermodynamic integration at L = 16 and 32 as the classical reference;
+    /// the same four on the φ⁴ tutorial point (its flow trained if absent). One table,
+    /// `free-energy.md` and `.csv`, with σ per CPU-second; about two hours from scratch.
     FreeEnergy,
     /// The φ⁴ tutorial point: flat flow, NIS and NMCMC.
     Phi4Tutorial,
@@ -177,85 +341,8 @@ fn reproduce(study: Study, runs: PathBuf) -> Result<()> {
             )
         }
         Study::FreeEnergy => {
-            let beta = "0.44068679350977147";
-            let run = format!("{runs}/ising-l16-betac-nis");
-            let wolff = |seed: &str, out: &str| -> Result<()> {
-                nrg_release(&[
-                    "mc",
-                    "ising",
-                    "--L",
-                    "16",
-                    "--beta",
-                    beta,
-                    "--algo",
-                    "wolff",
-                    "--sweeps",
-                    "100000",
-                    "--seed",
-                    seed,
-                    "--relaxed",
-                    "--out",
-                    out,
-                ])
-            };
-            if !std::path::Path::new(&run).join("checkpoint").exists() {
-                println!("== training data and the NIS flow (as `reproduce ising-l16-betac`)");
-                let data = format!("{runs}/wolff-l16-betac");
-                wolff("7", &data)?;
-                train(
-                    "configs/ising-l16-betac-nis.toml",
-                    &["--data", &format!("{data}/relaxed.npy")],
-                )?;
-            }
-            println!("== NIS, 10^5 flow samples");
-            sample(true, &run, "nis", "100000", &[])?;
-            println!(
-                "== BAR, 10^5 flow samples against a fresh Wolff chain (not the training data)"
-            );
-            let target = format!("{runs}/wolff-l16-betac-seed8");
-            wolff("8", &target)?;
-            let data = format!("{target}/relaxed.npy");
-            sample(true, &run, "bar", "100000", &["--target-data", &data])?;
-            println!("== AIS from the same flow: 512 particles, HMC in the latent space");
-            let ais = [
-                "--batch",
-                "256",
-                "--pilot",
-                "128",
-                "--cess",
-                "0.7",
-                "--moves",
-                "1",
-                "--leapfrog",
-                "4",
-            ];
-            sample(true, &run, "ais", "512", &ais)?;
-            // L = 32: four graded panels (60 nodes) resolve the specific-heat peak below
-            // β_c and reach σ ≈ 0.016 (docs/benchmarks.md, session 17)
-            for (l, sweeps, panels, seed) in [("16", "100000", "1", "1"), ("32", "80000", "4", "2")]
-            {
-                println!("== thermodynamic integration, L = {l}, {panels} panel(s)");
-                nrg_release(&[
-                    "mc",
-                    "ising",
-                    "--L",
-                    l,
-                    "--beta",
-                    beta,
-                    "--algo",
-                    "wolff",
-                    "--sweeps",
-                    sweeps,
-                    "--seed",
-                    seed,
-                    "--ti",
-                    "--ti-panels",
-                    panels,
-                    "--out",
-                    &format!("{runs}/ti-ising-l{l}"),
-                ])?;
-            }
-            Ok(())
+            cargo(&["build", "--release", "-p", "nrg"])?;
+            free_energy::study(&Release, &runs)
         }
         Study::Phi4Tutorial => {
             train("configs/phi4-tutorial.toml", &[])?;
@@ -526,7 +613,22 @@ fn main() -> Result<()> {
         Task::Test => test(),
         Task::Demo { out } => demo(out),
         Task::Reproduce { study, runs } => reproduce(study, runs),
-        Task::Bench { features, args } => {
+        Task::BenchTable { criterion, backend } => {
+            let md = bench::summary(&criterion, &bench::parse_backends(&backend)?)?;
+            println!("{md}");
+            Ok(())
+        }
+        Task::GpuKit { peers } => gpu_kit(&peers),
+        Task::Bench {
+            features,
+            backend: Some(list),
+            args,
+        } => bench_backends(&list, features.as_deref(), &args),
+        Task::Bench {
+            features,
+            backend: None,
+            args,
+        } => {
             let mut benches = vec!["bench", "-p", "nrg-benches", "--bench", "*"];
             if let Some(f) = features.as_deref() {
                 benches.extend(["--features", f]);

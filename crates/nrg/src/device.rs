@@ -1,5 +1,10 @@
 //! Backend selection: `--device cpu|ndarray|wgpu`, each available when the program is built
-//! with the matching cargo feature (`flex`, the default; `ndarray`; `wgpu`).
+//! with the matching cargo feature (`flex`, the default; `ndarray`; `wgpu`, with burn's
+//! operation fusion and autotuning; `vulkan` adds the SPIR-V compiler on Vulkan).
+//!
+//! The wgpu runtime is initialised once per process ([`Device::wgpu_options`]), so that a
+//! machine without a usable adapter gets an error naming what to install instead of a panic
+//! inside the runtime, and `nrg info` can name the adapter.
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, Tensor};
@@ -49,10 +54,47 @@ pub fn make(choice: DeviceChoice) -> Result<Device> {
         }
         DeviceChoice::Wgpu => {
             #[cfg(feature = "wgpu")]
-            return Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+            return wgpu_device().map(|(device, _)| device);
             bail!("this nrg was built without the `wgpu` feature; rebuild with --features wgpu")
         }
     }
+}
+
+/// The wgpu device and a description of its adapter (name, graphics API, type, driver),
+/// initialised on first use.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device() -> Result<(Device, String)> {
+    use std::sync::OnceLock;
+    static WGPU: OnceLock<std::result::Result<(Device, String), String>> = OnceLock::new();
+    WGPU.get_or_init(|| {
+        let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| {
+            format!(
+                "no usable wgpu adapter ({e}); a GPU driver with Vulkan is needed, or \
+                     Mesa's software Vulkan for testing (apt-get install mesa-vulkan-drivers)"
+            )
+        })?;
+        let info = setup.adapter.get_info();
+        let driver = [info.driver.as_str(), info.driver_info.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let description = format!(
+            "{} ({:?}, {:?}{})",
+            info.name,
+            info.backend,
+            info.device_type,
+            if driver.is_empty() {
+                String::new()
+            } else {
+                format!(", {driver}")
+            }
+        );
+        Ok((device, description))
+    })
+    .clone()
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// `nrg info`: lists the compiled backends and runs a small matmul on the chosen one.
@@ -60,6 +102,10 @@ pub fn info(choice: DeviceChoice) -> Result<()> {
     println!("nrg {}", env!("CARGO_PKG_VERSION"));
     println!("compiled backends: {}", compiled().join(", "));
     let device = make(choice)?;
+    #[cfg(feature = "wgpu")]
+    if choice == DeviceChoice::Wgpu {
+        println!("adapter: {}", wgpu_device()?.1);
+    }
     let a = Tensor::<2>::ones([64, 64], &device);
     let s: f32 = a.clone().matmul(a).sum().into_scalar();
     if (s - 64.0 * 64.0 * 64.0).abs() > 1.0 {

@@ -1289,3 +1289,178 @@ fn rg_compare_sets_flow_rbm_and_block_spins_side_by_side() {
         "Ising",
     );
 }
+
+/// Run-time switching (issue 21): the same run on the CPU and on wgpu. A checkpoint trained on
+/// one device samples on the other, `ln q` of the same configurations agrees to f32 rounding,
+/// and the statistical estimates agree within error. Needs a wgpu adapter: `cargo test -p nrg
+/// --features wgpu --test cli wgpu` (not in `cargo xtask ci`, decision 65). On Mesa's
+/// software Vulkan (Debian 12, Mesa 22.3) use `wgpu` without `vulkan`: lavapipe crashes
+/// compiling CubeCL's SPIR-V matmul; with WGSL this test takes ~5 minutes there, most of it
+/// compiling and autotuning kernels.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_gives_the_same_physics_as_the_cpu() {
+    let info = run_nrg_ok(&["--device", "wgpu", "info"]);
+    assert!(info.contains("adapter:") && info.contains("ok"), "{info}");
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let r = runs.to_str().unwrap();
+    // The demo's flow, smaller: hierarchical, Z₂, circulant layer, Ising L = 4 at β_c.
+    let ising = dir.path().join("ising.toml");
+    std::fs::write(
+        &ising,
+        r#"
+name = "ising"
+[action]
+model = "ising"
+L = 4
+beta = 0.44068679350977147
+[flow]
+kind = "hierarchical"
+couplings = 2
+hidden = [8]
+z2 = true
+circulant = true
+[train]
+steps = 40
+batch = 128
+lr = 1e-2
+[log]
+every = 10
+checkpoint_every = 20
+"#,
+    )
+    .unwrap();
+    run_nrg_ok(&[
+        "train",
+        "--config",
+        ising.to_str().unwrap(),
+        "--runs",
+        r,
+        "--quiet",
+    ]);
+    let wolff = dir.path().join("wolff");
+    run_nrg_ok(&[
+        "mc",
+        "ising",
+        "--L",
+        "4",
+        "--beta",
+        "0.44068679350977147",
+        "--algo",
+        "wolff",
+        "--sweeps",
+        "2000",
+        "--seed",
+        "3",
+        "--relaxed",
+        "--out",
+        wolff.to_str().unwrap(),
+    ]);
+    let data = wolff.join("relaxed.npy");
+    let run = runs.join("ising");
+    let mut bar = Vec::new();
+    for device in ["cpu", "wgpu"] {
+        let out = dir.path().join(format!("bar-{device}"));
+        run_nrg_ok(&[
+            "--device",
+            device,
+            "sample",
+            "--run",
+            run.to_str().unwrap(),
+            "--method",
+            "bar",
+            "--samples",
+            "2048",
+            "--target-data",
+            data.to_str().unwrap(),
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        bar.push(read_json(&out.join("summary.json")));
+    }
+    // The reverse end is a mean over the same 2000 configurations of ln q (no randomness):
+    // f32 rounding in ~10 layers of sums of order 10 gives ~1e-5 relative; ln Z ≈ 37.
+    let reverse = |v: &serde_json::Value| {
+        v["result"]["bar"]["reverse_only"]["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        (reverse(&bar[0]) - reverse(&bar[1])).abs() < 2e-3,
+        "ln q differs between the devices: {} vs {}",
+        reverse(&bar[0]),
+        reverse(&bar[1])
+    );
+    // BAR from independent flow samples on each device: within 4 combined σ.
+    let lnz = |v: &serde_json::Value| {
+        let e = &v["result"]["bar"]["ln_z"];
+        (e["value"].as_f64().unwrap(), e["error"].as_f64().unwrap())
+    };
+    let ((a, sa), (b, sb)) = (lnz(&bar[0]), lnz(&bar[1]));
+    assert!(
+        (a - b).abs() < 4.0 * sa.hypot(sb),
+        "BAR: {a} ± {sa} vs {b} ± {sb}"
+    );
+
+    // The φ⁴ tutorial's flat flow (checkerboard couplings, periodic CNN), smaller, trained
+    // on wgpu, then NIS on both devices.
+    let phi4 = dir.path().join("phi4.toml");
+    std::fs::write(
+        &phi4,
+        r#"
+name = "phi4"
+[action]
+model = "phi4"
+L = 4
+m2 = -4.0
+lambda = 8.0
+[flow]
+kind = "flat"
+couplings = 4
+hidden = [8]
+kernel = 3
+[train]
+steps = 5
+batch = 64
+lr = 1e-2
+[log]
+every = 5
+checkpoint_every = 5
+"#,
+    )
+    .unwrap();
+    let p = phi4.to_str().unwrap();
+    run_nrg_ok(&[
+        "--device", "wgpu", "train", "--config", p, "--runs", r, "--quiet",
+    ]);
+    let run = runs.join("phi4");
+    assert_eq!(checkpoint_step(&run), 5);
+    let mut nis = Vec::new();
+    for device in ["cpu", "wgpu"] {
+        let out = dir.path().join(format!("nis-{device}"));
+        run_nrg_ok(&[
+            "--device",
+            device,
+            "sample",
+            "--run",
+            run.to_str().unwrap(),
+            "--method",
+            "nis",
+            "--samples",
+            "8192",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let v = read_json(&out.join("summary.json"));
+        let e = &v["result"]["ln_z"];
+        nis.push((e["value"].as_f64().unwrap(), e["error"].as_f64().unwrap()));
+    }
+    let ((a, sa), (b, sb)) = (nis[0], nis[1]);
+    assert!(
+        (a - b).abs() < 4.0 * sa.hypot(sb),
+        "NIS: {a} ± {sa} vs {b} ± {sb}"
+    );
+}
