@@ -35,6 +35,10 @@ fn device() -> Device {
         .get_or_init(|| {
             let (device, description) = device_and_description();
             if let Ok(path) = std::env::var("NRG_BENCH_INFO") {
+                let path = std::path::PathBuf::from(path);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).expect("NRG_BENCH_INFO's folder");
+                }
                 std::fs::write(&path, format!("{description}\n"))
                     .expect("NRG_BENCH_INFO is writable");
             }

@@ -29,11 +29,15 @@ fi
 (nvidia-smi -L || echo "no nvidia-smi") > "$out/device.txt" 2>&1
 nproc >> "$out/device.txt"
 crit=/tmp/nrg-criterion
+mkdir -p "$crit"
+# The benches travel gzipped (the carried tree is limited to 64 MiB).
+flows=/tmp/nrg-flows
+gunzip -c "$kit/flows.gz" > "$flows" && chmod +x "$flows"
 filter=${NRG_GPU_FILTER:-train_step|nis|hierarchical|coupling}
 for b in flex wgpu; do
     echo "== flow benches on $b"
     NRG_BENCH_DEVICE=$b NRG_BENCH_INFO=$crit/device-$b.txt CRITERION_HOME=$crit \
-        timeout 240 "$kit/flows" --bench --save-baseline "$b" "$filter" \
+        timeout 240 "$flows" --bench --save-baseline "$b" "$filter" \
         || echo "the benches on $b failed or timed out"
 done
 "$kit/xtask" bench-table --criterion "$crit" --backend flex,wgpu && cp "$crit/backends.md" "$crit/backends.csv" "$out/"
