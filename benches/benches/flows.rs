@@ -125,12 +125,29 @@ fn hierarchical(c: &mut Criterion) {
     group.finish();
 }
 
+/// The φ⁴ tutorial point (L = 8, m² = −4, λ = 8) and its flat flow, untrained.
+fn phi4_tutorial(dev: &Device) -> (PhiFour, nrg_flow::FlowModel) {
+    let phi4 = PhiFour::lattice_form(Lattice::square(8).expect("L"), 1, -4.0, 8.0).expect("φ⁴");
+    let model = FlowSpec::phi4_tutorial().build(1, 8, dev).expect("flow");
+    (phi4, model)
+}
+
+/// The relaxed Ising model at L = 16, β_c, and the default hierarchical flow with Z₂.
+fn ising_l16(dev: &Device) -> (IsingRelaxed, nrg_flow::FlowModel) {
+    let beta_c = (1.0 + 2f64.sqrt()).ln() / 2.0;
+    let ising = IsingRelaxed::new(Lattice::square(16).expect("L"), beta_c, dev).expect("Ising");
+    let spec = FlowSpec {
+        z2: true,
+        ..FlowSpec::default()
+    };
+    (ising, spec.build(1, 16, dev).expect("flow"))
+}
+
 fn train_step(c: &mut Criterion) {
     let dev = device().autodiff();
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
-    let phi4 = PhiFour::lattice_form(Lattice::square(8).expect("L"), 1, -4.0, 8.0).expect("φ⁴");
-    let model = FlowSpec::phi4_tutorial().build(1, 8, &dev).expect("flow");
+    let (phi4, model) = phi4_tutorial(&dev);
     let settings = TrainSettings {
         batch: 256,
         ..TrainSettings::default()
@@ -139,13 +156,7 @@ fn train_step(c: &mut Criterion) {
     group.bench_function("phi4_tutorial", |b| {
         b.iter(|| black_box(trainer.step().expect("finite")))
     });
-    let beta_c = (1.0 + 2f64.sqrt()).ln() / 2.0;
-    let ising = IsingRelaxed::new(Lattice::square(16).expect("L"), beta_c, &dev).expect("Ising");
-    let spec = FlowSpec {
-        z2: true,
-        ..FlowSpec::default()
-    };
-    let model = spec.build(1, 16, &dev).expect("flow");
+    let (ising, model) = ising_l16(&dev);
     let settings = TrainSettings {
         batch: 512,
         ..TrainSettings::default()
@@ -169,18 +180,11 @@ fn nis_batch(c: &mut Criterion) {
         batch: 4096,
         keep: false,
     };
-    let phi4 = PhiFour::lattice_form(Lattice::square(8).expect("L"), 1, -4.0, 8.0).expect("φ⁴");
-    let model = FlowSpec::phi4_tutorial().build(1, 8, &dev).expect("flow");
+    let (phi4, model) = phi4_tutorial(&dev);
     group.bench_function("phi4_tutorial", |b| {
         b.iter(|| black_box(nis(&model, &phi4, &request, &dev, &mut |_| {}).expect("finite")))
     });
-    let beta_c = (1.0 + 2f64.sqrt()).ln() / 2.0;
-    let ising = IsingRelaxed::new(Lattice::square(16).expect("L"), beta_c, &dev).expect("Ising");
-    let spec = FlowSpec {
-        z2: true,
-        ..FlowSpec::default()
-    };
-    let model = spec.build(1, 16, &dev).expect("flow");
+    let (ising, model) = ising_l16(&dev);
     group.bench_function("ising_l16", |b| {
         b.iter(|| black_box(nis(&model, &ising, &request, &dev, &mut |_| {}).expect("finite")))
     });

@@ -187,6 +187,8 @@ pub fn tables(entries: &[Entry], training: &[Training]) -> Result<(String, Strin
             ),
             _ => (None, "", None),
         };
+        // A zero error (a run too short to estimate one) has no deviation in σ.
+        let dev = dev.filter(|d| d.is_finite());
         let eff = 1.0 / (est.error * est.error * e.cost.cpu.max(1e-3));
         let refs = refv.map_or(String::from("—"), |x| format!("{x:.5} ({kind})"));
         let devs = dev.map_or(String::from("—"), |d| format!("{d:+.2}σ"));
@@ -242,17 +244,7 @@ pub fn study(runner: &dyn Runner, runs: &str) -> Result<()> {
         });
     };
     let sample = |run: &str, method: &str, samples: &str, extra: &[&str]| -> Result<Cost> {
-        let mut args = vec![
-            "sample",
-            "--run",
-            run,
-            "--method",
-            method,
-            "--samples",
-            samples,
-        ];
-        args.extend_from_slice(extra);
-        timed(|| runner.nrg(&args))
+        timed(|| runner.nrg(&crate::sample_args(run, method, samples, extra)))
     };
     let summary =
         |run: &str, method: &str| Path::new(run).join(format!("sample-{method}/summary.json"));

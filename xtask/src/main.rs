@@ -92,8 +92,27 @@ enum Task {
     },
 }
 
+/// The cargo that runs xtask (`$CARGO`), or `cargo`.
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// `bench -p nrg-benches --bench flows` with exactly `features` (no defaults).
+fn flows_bench_args(features: &str) -> Vec<&str> {
+    vec![
+        "bench",
+        "-p",
+        "nrg-benches",
+        "--bench",
+        "flows",
+        "--no-default-features",
+        "--features",
+        features,
+    ]
+}
+
 fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = cargo_bin();
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
@@ -129,24 +148,15 @@ fn bench_backends(list: &str, features: Option<&str>, args: &[String]) -> Result
         .collect();
     feats.extend(features.iter().flat_map(|f| f.split(',')));
     let feats = feats.join(",");
-    let base = [
-        "bench",
-        "-p",
-        "nrg-benches",
-        "--bench",
-        "flows",
-        "--no-default-features",
-        "--features",
-        &feats,
-    ];
+    let base = flows_bench_args(&feats);
     cargo(&[&base[..], &["--no-run"]].concat())?;
     let criterion = criterion_dir();
     std::fs::create_dir_all(&criterion)?;
     for b in &backends {
-        let mut run: Vec<&str> = base.to_vec();
+        let mut run: Vec<&str> = base.clone();
         run.extend(["--", "--save-baseline", b]);
         run.extend(args.iter().map(String::as_str));
-        let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let cargo_bin = cargo_bin();
         eprintln!("xtask: NRG_BENCH_DEVICE={b} cargo {}", run.join(" "));
         let status = Command::new(&cargo_bin)
             .args(&run)
@@ -172,22 +182,12 @@ fn gpu_kit(peers: &std::path::Path) -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let kit = root.join(".gpu");
     std::fs::create_dir_all(kit.join("peers"))?;
-    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let args = [
-        "bench",
-        "-p",
-        "nrg-benches",
-        "--bench",
-        "flows",
-        "--no-default-features",
-        "--features",
-        "flex,wgpu,vulkan",
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-    ];
+    let cargo_bin = cargo_bin();
+    let mut args = flows_bench_args("flex,wgpu,vulkan");
+    args.extend(["--no-run", "--message-format=json-render-diagnostics"]);
     eprintln!("xtask: cargo {}", args.join(" "));
     let output = Command::new(&cargo_bin)
-        .args(args)
+        .args(&args)
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("cannot run {cargo_bin}"))?;
@@ -267,8 +267,13 @@ impl free_energy::Runner for Release {
     }
 }
 
-/// `nrg sample --run RUN --method METHOD --samples N EXTRA…`.
-fn sample(release: bool, run: &str, method: &str, samples: &str, extra: &[&str]) -> Result<()> {
+/// `sample --run RUN --method METHOD --samples N EXTRA…`, the arguments of `nrg`.
+fn sample_args<'a>(
+    run: &'a str,
+    method: &'a str,
+    samples: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         "sample",
         "--run",
@@ -279,7 +284,12 @@ fn sample(release: bool, run: &str, method: &str, samples: &str, extra: &[&str])
         samples,
     ];
     args.extend_from_slice(extra);
-    nrg_in(release, &args)
+    args
+}
+
+/// `nrg sample --run RUN --method METHOD --samples N EXTRA…`.
+fn sample(release: bool, run: &str, method: &str, samples: &str, extra: &[&str]) -> Result<()> {
+    nrg_in(release, &sample_args(run, method, samples, extra))
 }
 
 /// The studies `cargo xtask reproduce` knows.
