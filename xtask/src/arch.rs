@@ -50,14 +50,18 @@ fn table<'a>(t: &'a toml::Table, key: &str) -> Option<&'a toml::Table> {
 }
 
 /// Library crates enable no backend: their `[dependencies]` give burn only `std`,
-/// `autodiff`, `optim`, name no backend crate, and their default features are empty.
+/// `autodiff`, `optim`, name a backend crate only as an optional dependency (of an opt-in
+/// feature such as `nrg-layers/wgpu`), and their default features are empty.
 pub fn libraries_enable_no_backend() -> Result<()> {
     for name in LIBRARIES {
         let m = crate_manifest(name)?;
         let deps = table(&m, "dependencies").cloned().unwrap_or_default();
         for (dep, spec) in &deps {
-            if dep.starts_with("burn-") && BACKENDS.iter().any(|b| dep.contains(b)) {
-                bail!("{name} depends on the backend crate {dep}");
+            let backend_crate = dep.starts_with("burn-")
+                && (BACKENDS.iter().any(|b| dep.contains(b)) || dep == "burn-cubecl");
+            let optional = spec.get("optional").and_then(|o| o.as_bool()) == Some(true);
+            if backend_crate && !optional {
+                bail!("{name} depends on the backend crate {dep} (only an opt-in feature may)");
             }
             if dep == "burn"
                 && let Some(features) = spec.get("features").and_then(|f| f.as_array())

@@ -20,7 +20,8 @@
 //! Shapes: `[N, C, b, b]` in and out (one block per row of the batch); log-dets `[N]`. Inside,
 //! the halves are feature-major `[D/2, N]`, the layout of the fused MLP kernels. On flex, with
 //! plain MLP subnets and affine couplings, the whole chain of couplings (both directions,
-//! with its log-det) is one operation, [`kernels::Fused::coupling_chain`]; elsewhere it is composed
+//! with its log-det) is one operation, [`kernels::HotPaths::coupling_chain`] (also on the
+//! cubecl backend with the `wgpu` feature); elsewhere it is composed
 //! from burn's operations, coupling by coupling.
 
 use crate::kernels::{self, Direction};
@@ -120,13 +121,14 @@ impl BlockRealNvp {
         h.permute([2, 1, 0]).reshape([n, c, b, b])
     }
 
-    /// The whole chain of couplings as one fused operation ([`kernels::Fused::coupling_chain`]),
-    /// where it is available: flex, affine couplings, plain MLP subnets.
+    /// The whole chain of couplings as one fused operation ([`kernels::HotPaths::coupling_chain`]),
+    /// where it is available: flex or the cubecl backend ([`kernels::hot_paths`]), affine
+    /// couplings, plain MLP subnets.
     fn fused(&self, x: Tensor<4>, direction: Direction) -> Option<(Tensor<4>, Tensor<1>)> {
         if self.additive || self.nets.is_empty() {
             return None;
         }
-        let fused = kernels::fused(&x.device())?;
+        let fused = kernels::hot_paths(&x.device())?;
         let n = x.dims()[0];
         let (c, b) = (self.channels, self.block);
         let half = c * b * b / 2;
@@ -330,14 +332,32 @@ mod tests {
     /// input and of every parameter, the scales σ included (1e-4: sums over 300 blocks).
     #[test]
     fn fused_chain_equals_composite_couplings_with_gradients() {
-        let dev = Device::flex().autodiff();
+        chain_equals_composite(Device::flex().autodiff(), [1, 2, 3], vec![5, 5]);
+    }
+
+    /// The same on the wgpu device (the CubeCL chain kernels against burn's composite
+    /// couplings on the same device), for NeuralRG's 2×2 blocks and for 4×4 blocks with
+    /// two channels (half width 16) and an odd number of couplings.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn cube_chain_equals_composite_couplings_with_gradients() {
+        let dev = crate::test_util::wgpu_device().autodiff();
+        assert!(kernels::hot_paths(&dev).is_some(), "wgpu has the hot paths");
+        chain_equals_composite(dev.clone(), [1, 2, 3], vec![5, 5]);
+        chain_equals_composite(dev, [2, 4, 3], vec![7]);
+    }
+
+    /// Fused chain against composite couplings on `dev` for a block `[channels, side,
+    /// couplings]` with MLP hidden widths `hidden`.
+    fn chain_equals_composite(dev: Device, [c, side, couplings]: [usize; 3], hidden: Vec<usize>) {
         dev.seed(4);
-        let block = BlockRealNvpConfig::new(1, 2, 3, vec![5, 5])
+        let layers = hidden.len() + 1;
+        let block = BlockRealNvpConfig::new(c, side, couplings, hidden)
             .with_zero_init(false)
             .init(&dev);
         let normal = Distribution::Normal(0.0, 1.0);
-        let x = Tensor::<4>::random([300, 1, 2, 2], normal, &dev).require_grad();
-        let cy = Tensor::<4>::random([300, 1, 2, 2], normal, &dev);
+        let x = Tensor::<4>::random([300, c, side, side], normal, &dev).require_grad();
+        let cy = Tensor::<4>::random([300, c, side, side], normal, &dev);
         let cl = Tensor::<1>::random([300], normal, &dev);
         for inverse in [false, true] {
             let direction = if inverse {
@@ -346,7 +366,7 @@ mod tests {
                 Direction::Forward
             };
             let fused = block.fused(x.clone(), direction);
-            assert_eq!(fused.is_some(), kernels::fused(&dev).is_some());
+            assert_eq!(fused.is_some(), kernels::hot_paths(&dev).is_some());
             let Some((y1, l1)) = fused else {
                 return;
             };
@@ -355,6 +375,7 @@ mod tests {
             } else {
                 block.composite_forward(x.clone())
             };
+
             let vals = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
             let lds = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
             assert!(
@@ -373,7 +394,11 @@ mod tests {
             let (mut p1, mut p2) = (GradsOf(&g1, vec![]), GradsOf(&g2, vec![]));
             block.visit(&mut p1);
             block.visit(&mut p2);
-            assert_eq!(p1.1.len(), 3 * 2 * 3 + 1, "every parameter visited");
+            assert_eq!(
+                p1.1.len(),
+                couplings * 2 * layers + 1,
+                "every parameter visited"
+            );
             for (k, (a, b)) in p1.1.iter().zip(&p2.1).enumerate() {
                 let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
                 assert!(

@@ -23,3 +23,18 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// The wgpu device (Mesa's software Vulkan where there is no GPU), initialised once per
+/// test binary; a clear failure where no adapter exists.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device() -> burn::tensor::Device {
+    use std::sync::OnceLock;
+    static WGPU: OnceLock<burn::tensor::Device> = OnceLock::new();
+    WGPU.get_or_init(|| {
+        burn::tensor::Device::wgpu_options()
+            .init_with_setup()
+            .map(|(device, _)| device)
+            .expect("a wgpu adapter (apt-get install mesa-vulkan-drivers for a software one)")
+    })
+    .clone()
+}

@@ -1,6 +1,8 @@
-//! The fused kernels as a burn backend extension: implemented on the flex backend by the
-//! `nrg-kernels` routines (natively dispatched SIMD, [`Exec::native`]), and on
-//! `Autodiff<flex>` with hand-written backward steps that call the same routines.
+//! The flex-only fused kernels as a burn backend extension (the twin dense layer, the twin
+//! MLP, the affine update, the circulant; the two hot paths are in `hot`): implemented on
+//! the flex backend by the `nrg-kernels` routines (natively dispatched SIMD,
+//! [`Exec::native`]), and on `Autodiff<flex>` with hand-written backward steps that call the
+//! same routines.
 
 use super::{ChainShape, CirculantShape, MlpShape};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -23,23 +25,6 @@ use nrg_kernels::{
 /// the forward entries from saved inputs and outputs; they are not differentiable themselves.
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedOps: Backend {
-    /// See [`super::periodic_conv2d`].
-    fn periodic_conv2d(
-        input: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        act: Activation,
-    ) -> FloatTensor<Self>;
-
-    /// `(∂L/∂input, ∂L/∂weight, ∂L/∂bias)` of [`FusedOps::periodic_conv2d`].
-    fn periodic_conv2d_backward(
-        input: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        output: FloatTensor<Self>,
-        grad_output: FloatTensor<Self>,
-        act: Activation,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-
     /// See [`super::twin_dense`].
     fn twin_dense(
         input: FloatTensor<Self>,
@@ -91,21 +76,6 @@ pub trait FusedOps: Backend {
         direction: Direction,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// See [`super::Fused::coupling_chain`].
-    fn coupling_chain(
-        input: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        shape: ChainShape,
-    ) -> FloatTensor<Self>;
-
-    /// `(∂L/∂input, ∂L/∂params)` of [`FusedOps::coupling_chain`].
-    fn coupling_chain_backward(
-        input: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        grad_output: FloatTensor<Self>,
-        shape: ChainShape,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
     /// See [`super::Fused::circulant`].
     fn circulant(
         field: FloatTensor<Self>,
@@ -132,7 +102,7 @@ pub fn is_flex(device: &Device) -> bool {
 }
 
 /// A contiguous f32 copy-free view (a copy only when the tensor is strided or not f32).
-fn host(t: FloatTensor<Flex>) -> FlexTensor {
+pub(super) fn host(t: FloatTensor<Flex>) -> FlexTensor {
     let t = if t.dtype() == DType::F32 {
         t
     } else {
@@ -144,15 +114,15 @@ fn host(t: FloatTensor<Flex>) -> FlexTensor {
     t.to_contiguous()
 }
 
-fn slice(t: &FlexTensor) -> &[f32] {
+pub(super) fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32 tensor")
 }
 
-fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(super) fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-fn conv_geometry(input: &FlexTensor, weight: &FlexTensor) -> ConvGeometry {
+pub(super) fn conv_geometry(input: &FlexTensor, weight: &FlexTensor) -> ConvGeometry {
     let (x, w) = (input.shape(), weight.shape());
     assert_eq!(
         x.num_dims(),
@@ -235,7 +205,7 @@ fn mlp_geometry(input: &FlexTensor, shape: &MlpShape) -> MlpGeometry {
     }
 }
 
-fn chain_geometry(input: &FlexTensor, shape: &ChainShape) -> ChainGeometry {
+pub(super) fn chain_geometry(input: &FlexTensor, shape: &ChainShape) -> ChainGeometry {
     let x = input.shape();
     assert_eq!(x.num_dims(), 3, "coupling_chain: input must be [2, h, N]");
     assert_eq!(x[0], 2, "coupling_chain: input must be [2, h, N]");
@@ -302,30 +272,6 @@ impl FusedOps for Flex {
         )
     }
 
-    fn coupling_chain(input: FlexTensor, params: FlexTensor, shape: ChainShape) -> FlexTensor {
-        let (x, p) = (host(input), host(params));
-        let g = chain_geometry(&x, &shape);
-        let y = nrg_kernels::chain_forward(Exec::native(), &g, slice(&x), slice(&p));
-        tensor(y, vec![2 * shape.widths[0] + 1, g.mlp.rows])
-    }
-
-    fn coupling_chain_backward(
-        input: FlexTensor,
-        params: FlexTensor,
-        grad_output: FlexTensor,
-        shape: ChainShape,
-    ) -> (FlexTensor, FlexTensor) {
-        let (x, p, gy) = (host(input), host(params), host(grad_output));
-        let g = chain_geometry(&x, &shape);
-        let (gx, gp) =
-            nrg_kernels::chain_backward(Exec::native(), &g, slice(&x), slice(&p), slice(&gy));
-        let len = gp.len();
-        (
-            tensor(gx, vec![2, shape.widths[0], g.mlp.rows]),
-            tensor(gp, vec![len]),
-        )
-    }
-
     fn circulant(field: FlexTensor, kernel: FlexTensor, shape: CirculantShape) -> FlexTensor {
         let (x, k) = (host(field), host(kernel));
         let g = circulant_geometry(&x, &k);
@@ -380,43 +326,6 @@ impl FusedOps for Flex {
         )
     }
 
-    fn periodic_conv2d(
-        input: FlexTensor,
-        weight: FlexTensor,
-        bias: FlexTensor,
-        act: Activation,
-    ) -> FlexTensor {
-        let (x, w, b) = (host(input), host(weight), host(bias));
-        let g = conv_geometry(&x, &w);
-        let y = nrg_kernels::conv_forward(Exec::native(), &g, slice(&x), slice(&w), slice(&b), act);
-        tensor(y, vec![g.batch, g.cout, g.rows, g.cols])
-    }
-
-    fn periodic_conv2d_backward(
-        input: FlexTensor,
-        weight: FlexTensor,
-        output: FlexTensor,
-        grad_output: FlexTensor,
-        act: Activation,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let (x, w, y, gy) = (host(input), host(weight), host(output), host(grad_output));
-        let g = conv_geometry(&x, &w);
-        let (gx, gw, gb) = nrg_kernels::conv_backward(
-            Exec::native(),
-            &g,
-            slice(&x),
-            slice(&w),
-            slice(&y),
-            slice(&gy),
-            act,
-        );
-        (
-            tensor(gx, vec![g.batch, g.cin, g.rows, g.cols]),
-            tensor(gw, vec![g.cout, g.cin, g.kernel, g.kernel]),
-            tensor(gb, vec![g.cout]),
-        )
-    }
-
     fn twin_dense(
         input: FlexTensor,
         weight: FlexTensor,
@@ -456,82 +365,23 @@ impl FusedOps for Flex {
     }
 }
 
-/// Which fused layer `y = f(x, w, b)` an autodiff step belongs to.
-#[derive(Clone, Copy, Debug)]
-enum Layer {
-    Conv,
-    Dense,
-}
-
-impl Layer {
-    fn forward<B: FusedOps>(
-        self,
-        x: FloatTensor<B>,
-        w: FloatTensor<B>,
-        b: FloatTensor<B>,
-        act: Activation,
-    ) -> FloatTensor<B> {
-        match self {
-            Layer::Conv => B::periodic_conv2d(x, w, b, act),
-            Layer::Dense => B::twin_dense(x, w, b, act),
-        }
-    }
-
-    fn backward<B: FusedOps>(
-        self,
-        [x, w, y, g]: [FloatTensor<B>; 4],
-        act: Activation,
-    ) -> Grads3<B> {
-        match self {
-            Layer::Conv => B::periodic_conv2d_backward(x, w, y, g, act),
-            Layer::Dense => B::twin_dense_backward(x, w, y, g, act),
-        }
-    }
-}
-
-/// Backward step of a fused layer: the saved input, weight and output.
+/// Backward step of the fused twin dense layer: the saved input, weight and output.
 #[derive(Debug)]
-struct FusedBackward(Layer);
+struct DenseBackward;
 
-impl<B: Backend + FusedOps> Backward<B, 3> for FusedBackward {
+impl<B: Backend + FusedOps> Backward<B, 3> for DenseBackward {
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Activation);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (x, w, y, act) = ops.state;
-        let (gx, gw, gb) = self.0.backward::<B>([x, w, y, grad], act);
+        let (gx, gw, gb) = B::twin_dense_backward(x, w, y, grad, act);
         for (node, g) in [(node_x, gx), (node_w, gw), (node_b, gb)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
             }
         }
-    }
-}
-
-fn tracked<B: Backend + FusedOps, C: CheckpointStrategy>(
-    layer: Layer,
-    input: FloatTensor<Autodiff<B, C>>,
-    weight: FloatTensor<Autodiff<B, C>>,
-    bias: FloatTensor<Autodiff<B, C>>,
-    act: Activation,
-) -> FloatTensor<Autodiff<B, C>> {
-    let guards = [input.node(), weight.node(), bias.node()];
-    let (x, w, b) = (
-        input.into_primitive(),
-        weight.into_primitive(),
-        bias.into_primitive(),
-    );
-    match FusedBackward(layer)
-        .prepare::<C>(guards)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let y = layer.forward::<B>(x.clone(), w.clone(), b, act);
-            prep.finish((x, w, y.clone(), act), y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(layer.forward::<B>(x, w, b, act)),
     }
 }
 
@@ -577,27 +427,6 @@ impl<B: Backend + FusedOps> Backward<B, 3> for AffineBackward {
     }
 }
 
-/// Backward step of the fused coupling chain: the saved input and parameters (the chain
-/// is recomputed).
-#[derive(Debug)]
-struct ChainBackward;
-
-impl<B: Backend + FusedOps> Backward<B, 2> for ChainBackward {
-    type State = (FloatTensor<B>, FloatTensor<B>, ChainShape);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_p] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let (x, p, shape) = ops.state;
-        let (gx, gp) = B::coupling_chain_backward(x, p, grad, shape);
-        for (node, g) in [(node_x, gx), (node_p, gp)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, g);
-            }
-        }
-    }
-}
-
 /// Backward step of the FFT circulant convolution: the saved field, kernel and output.
 #[derive(Debug)]
 struct CirculantBackward;
@@ -618,47 +447,30 @@ impl<B: Backend + FusedOps> Backward<B, 2> for CirculantBackward {
     }
 }
 
-/// `(∂L/∂input, ∂L/∂weight, ∂L/∂bias)` on backend `B`.
-type Grads3<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
-
-/// The backward entries on autodiff tensors: evaluated on the inner backend, untracked.
-fn untracked_backward<B: Backend + FusedOps, C: CheckpointStrategy>(
-    layer: Layer,
-    tensors: [FloatTensor<Autodiff<B, C>>; 4],
-    act: Activation,
-) -> Grads3<Autodiff<B, C>> {
-    let (gx, gw, gb) = layer.backward::<B>(tensors.map(|t| t.into_primitive()), act);
-    let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
-    (lift(gx), lift(gw), lift(gb))
-}
-
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
-    fn periodic_conv2d(
-        input: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        act: Activation,
-    ) -> FloatTensor<Self> {
-        tracked::<B, C>(Layer::Conv, input, weight, bias, act)
-    }
-
-    fn periodic_conv2d_backward(
-        input: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        output: FloatTensor<Self>,
-        grad_output: FloatTensor<Self>,
-        act: Activation,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        untracked_backward::<B, C>(Layer::Conv, [input, weight, output, grad_output], act)
-    }
-
     fn twin_dense(
         input: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         act: Activation,
     ) -> FloatTensor<Self> {
-        tracked::<B, C>(Layer::Dense, input, weight, bias, act)
+        let guards = [input.node(), weight.node(), bias.node()];
+        let (x, w, b) = (
+            input.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        match DenseBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::twin_dense(x.clone(), w.clone(), b, act);
+                prep.finish((x, w, y.clone(), act), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::twin_dense(x, w, b, act)),
+        }
     }
 
     fn twin_dense_backward(
@@ -668,7 +480,15 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         grad_output: FloatTensor<Self>,
         act: Activation,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        untracked_backward::<B, C>(Layer::Dense, [input, weight, output, grad_output], act)
+        let (gx, gw, gb) = B::twin_dense_backward(
+            input.into_primitive(),
+            weight.into_primitive(),
+            output.into_primitive(),
+            grad_output.into_primitive(),
+            act,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(gx), lift(gw), lift(gb))
     }
 
     fn twin_mlp(
@@ -732,42 +552,6 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         );
         let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
         (lift(gz), lift(go), lift(gs))
-    }
-
-    fn coupling_chain(
-        input: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        shape: ChainShape,
-    ) -> FloatTensor<Self> {
-        let guards = [input.node(), params.node()];
-        let (x, p) = (input.into_primitive(), params.into_primitive());
-        match ChainBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let y = B::coupling_chain(x.clone(), p.clone(), shape.clone());
-                prep.finish((x, p, shape), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::coupling_chain(x, p, shape)),
-        }
-    }
-
-    fn coupling_chain_backward(
-        input: FloatTensor<Self>,
-        params: FloatTensor<Self>,
-        grad_output: FloatTensor<Self>,
-        shape: ChainShape,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (gx, gp) = B::coupling_chain_backward(
-            input.into_primitive(),
-            params.into_primitive(),
-            grad_output.into_primitive(),
-            shape,
-        );
-        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
-        (lift(gx), lift(gp))
     }
 
     fn circulant(
@@ -839,30 +623,6 @@ pub fn affine_update(
         mask.into_dispatch(),
         scale.into_dispatch(),
         direction,
-    ))
-}
-
-/// [`super::Fused::coupling_chain`] on a flex device.
-pub fn coupling_chain(input: Tensor<3>, params: Tensor<1>, shape: ChainShape) -> Tensor<2> {
-    Tensor::from_dispatch(<Dispatch as FusedOps>::coupling_chain(
-        input.into_dispatch(),
-        params.into_dispatch(),
-        shape,
-    ))
-}
-
-/// [`super::periodic_conv2d`] on a flex device.
-pub fn periodic_conv2d(
-    input: Tensor<4>,
-    weight: Tensor<4>,
-    bias: Tensor<1>,
-    act: Activation,
-) -> Tensor<4> {
-    Tensor::from_dispatch(<Dispatch as FusedOps>::periodic_conv2d(
-        input.into_dispatch(),
-        weight.into_dispatch(),
-        bias.into_dispatch(),
-        act,
     ))
 }
 

@@ -24,14 +24,20 @@
 //! concatenation, convolution, bias, activation, and their adjoints), each paying for its
 //! own allocation and strided copies, which dominate at lattice sizes of 8–32.
 //!
-//! One dispatch: [`fused`] says whether the fused operations exist for a device (flex, with
-//! the feature). A layer asks it once and otherwise runs its composite form; for the
-//! convolution and the dense layer the composite references are here
+//! Two dispatches: [`fused`] says whether the fused operations exist for a device (flex, with
+//! the feature); [`hot_paths`] says the same for the two hot paths — the convolution and the
+//! coupling chain — which also exist as CubeCL kernels on the cubecl backend (wgpu, with the
+//! `wgpu` feature: `hot` and `cube`, decision 66). A layer asks once and otherwise runs its
+//! composite form; for the convolution and the dense layer the composite references are here
 //! ([`periodic_conv2d_reference`], [`twin_dense_reference`]), so results never depend on
 //! which path ran beyond f32 rounding.
 
+#[cfg(feature = "wgpu")]
+mod cube;
 #[cfg(feature = "flex")]
 mod ext;
+#[cfg(any(feature = "flex", feature = "wgpu"))]
+mod hot;
 
 use burn::tensor::activation::{elu, leaky_relu};
 use burn::tensor::{Device, Tensor};
@@ -92,21 +98,6 @@ macro_rules! on_flex {
 }
 
 impl Fused {
-    /// Periodic convolution with bias and activation (see the module docs for shapes).
-    pub fn periodic_conv2d(
-        self,
-        input: Tensor<4>,
-        weight: Tensor<4>,
-        bias: Tensor<1>,
-        act: Activation,
-    ) -> Tensor<4> {
-        on_flex!(
-            self,
-            (input, weight, bias, act),
-            ext::periodic_conv2d(input, weight, bias, act)
-        )
-    }
-
     /// Twin dense layer with bias and activation (see the module docs for shapes).
     pub fn twin_dense(
         self,
@@ -170,6 +161,69 @@ impl Fused {
             ext::affine_update(field, subnet, mask, scale, direction)
         )
     }
+}
+
+/// The two hot paths — the periodic convolution and the chain of block couplings — as one
+/// operation each, for tensors on a device where they exist (see [`hot_paths`]): flex, and
+/// with the `wgpu` feature the cubecl backend (CubeCL kernels, `cube.rs`). Unlike
+/// [`Fused`], whose operations are flex-only, a token routes by the tensors' backend, so it
+/// is only for tensors on a device [`hot_paths`] accepted.
+#[derive(Clone, Copy, Debug)]
+pub struct HotPaths(HotAvailable);
+
+/// The proof that some backend with the hot paths was compiled in.
+#[cfg(any(feature = "flex", feature = "wgpu"))]
+#[derive(Clone, Copy, Debug)]
+struct HotAvailable;
+#[cfg(not(any(feature = "flex", feature = "wgpu")))]
+#[derive(Clone, Copy, Debug)]
+enum HotAvailable {}
+
+/// The hot paths for tensors on `device`: `Some` on flex with the `flex` feature and on the
+/// cubecl backend (wgpu, …) with the `wgpu` feature, with or without autodiff; `None`
+/// elsewhere, where the layers run their composite forms.
+pub fn hot_paths(device: &Device) -> Option<HotPaths> {
+    if fused(device).is_some() {
+        return Some(HotPaths(HotAvailable));
+    }
+    #[cfg(feature = "wgpu")]
+    if hot::is_cube(device) {
+        return Some(HotPaths(HotAvailable));
+    }
+    None
+}
+
+/// The body of a [`HotPaths`] method (see [`on_flex`]).
+macro_rules! on_hot {
+    ($this:ident, ($($arg:ident),*), $call:expr) => {{
+        #[cfg(any(feature = "flex", feature = "wgpu"))]
+        {
+            let _ = $this;
+            $call
+        }
+        #[cfg(not(any(feature = "flex", feature = "wgpu")))]
+        {
+            let _ = ($($arg),*);
+            match $this.0 {}
+        }
+    }};
+}
+
+impl HotPaths {
+    /// Periodic convolution with bias and activation (see the module docs for shapes).
+    pub fn periodic_conv2d(
+        self,
+        input: Tensor<4>,
+        weight: Tensor<4>,
+        bias: Tensor<1>,
+        act: Activation,
+    ) -> Tensor<4> {
+        on_hot!(
+            self,
+            (input, weight, bias, act),
+            hot::periodic_conv2d(input, weight, bias, act)
+        )
+    }
 
     /// A chain of affine couplings on the two halves of a block as one operation: input
     /// `[2, h, N]` (the halves, feature-major), parameters flat as
@@ -184,23 +238,23 @@ impl Fused {
         params: Tensor<1>,
         shape: ChainShape,
     ) -> Tensor<2> {
-        on_flex!(
+        on_hot!(
             self,
             (input, params, shape),
-            ext::coupling_chain(input, params, shape)
+            hot::coupling_chain(input, params, shape)
         )
     }
 }
 
-/// Periodic convolution with bias and activation (see the module docs for shapes): fused
-/// where [`fused`] says so, else [`periodic_conv2d_reference`].
+/// Periodic convolution with bias and activation (see the module docs for shapes): one
+/// operation where [`hot_paths`] says so, else [`periodic_conv2d_reference`].
 pub fn periodic_conv2d(
     input: Tensor<4>,
     weight: Tensor<4>,
     bias: Tensor<1>,
     act: Activation,
 ) -> Tensor<4> {
-    match fused(&input.device()) {
+    match hot_paths(&input.device()) {
         Some(f) => f.periodic_conv2d(input, weight, bias, act),
         None => periodic_conv2d_reference(input, weight, bias, act),
     }
@@ -402,6 +456,70 @@ mod tests {
             for (w, b) in ws.iter().zip(&bs) {
                 assert!(grad_diff(w, &g1, &g2) < 1e-4, "mlp dw");
                 assert!(grad_diff(b, &g1, &g2) < 1e-4, "mlp db");
+            }
+        }
+    }
+
+    /// `max |a − b| / max(1, max |b|)`: the error relative to the reference's size.
+    #[cfg(feature = "wgpu")]
+    fn rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        let scale: f32 = b.clone().abs().max().into_scalar();
+        max_diff(a, b) / scale.max(1.0)
+    }
+
+    /// The CubeCL convolution equals burn's composite one on the wgpu device (Mesa's
+    /// software Vulkan without a GPU): values, and the gradients of input, weight and bias,
+    /// for kernels of 3 and 5, batches of 1–5 and every activation; also on the plain
+    /// (non-autodiff) device. 1e-5 relative on values (sums of ≤ 75 products), 1e-4 relative
+    /// on gradients (sums over the batch and the lattice).
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn cube_conv_equals_reference_with_gradients() {
+        let plain = crate::test_util::wgpu_device();
+        let dev = plain.clone().autodiff();
+        assert!(hot_paths(&dev).is_some() && hot_paths(&plain).is_some());
+        assert!(
+            fused(&dev).is_none(),
+            "the other fused operations are flex-only"
+        );
+        dev.seed(13);
+        let n = Distribution::Normal(0.0, 1.0);
+        for act in [
+            Activation::LeakyRelu(0.01),
+            Activation::Elu,
+            Activation::Identity,
+        ] {
+            for (xs, ws) in [
+                ([5, 2, 6, 4], [3, 2, 3, 3]),
+                ([1, 1, 4, 4], [2, 1, 5, 5]),
+                ([2, 3, 8, 8], [4, 3, 3, 3]),
+            ] {
+                let x = Tensor::<4>::random(xs, n, &dev).require_grad();
+                let w = Tensor::<4>::random(ws, n, &dev).require_grad();
+                let b = Tensor::<1>::random([ws[0]], n, &dev).require_grad();
+                let c = Tensor::<4>::random([xs[0], ws[0], xs[2], xs[3]], n, &dev);
+                let cube = periodic_conv2d(x.clone(), w.clone(), b.clone(), act);
+                let reference = periodic_conv2d_reference(x.clone(), w.clone(), b.clone(), act);
+                let d = rel_diff(cube.clone(), reference.clone());
+                assert!(d < 1e-5, "{act:?} {xs:?} values: {d}");
+                let g1 = (cube * c.clone()).sum().backward();
+                let g2 = (reference * c).sum().backward();
+                for (name, t) in [("dx", &x), ("dw", &w)] {
+                    let d = rel_diff(t.grad(&g1).unwrap(), t.grad(&g2).unwrap());
+                    assert!(d < 1e-4, "{act:?} {xs:?} {name}: {d}");
+                }
+                let d = rel_diff(b.grad(&g1).unwrap(), b.grad(&g2).unwrap());
+                assert!(d < 1e-4, "{act:?} {xs:?} db: {d}");
+                let (xp, wp, bp) = (
+                    Tensor::<4>::from_data(x.to_data(), &plain),
+                    Tensor::<4>::from_data(w.to_data(), &plain),
+                    Tensor::<1>::from_data(b.to_data(), &plain),
+                );
+                let d = rel_diff(
+                    periodic_conv2d(xp.clone(), wp.clone(), bp.clone(), act),
+                    periodic_conv2d_reference(xp, wp, bp, act),
+                );
+                assert!(d < 1e-5, "{act:?} {xs:?} plain device: {d}");
             }
         }
     }

@@ -1,0 +1,886 @@
+//! The hot paths as CubeCL kernels on the cubecl backend (wgpu, and any other cubecl
+//! runtime): the periodic convolution and the chain of block couplings, forward and
+//! backward, each a handful of kernel launches instead of the dozens of burn operations of
+//! the composite path. The arithmetic is that of `nrg-kernels` (same layouts, same
+//! formulas); the tests compare values and gradients with the composite path on the device.
+//!
+//! ```text
+//! conv forward    one thread per output   y[n,o,i,j] = act(b[o] + Σ_{c,a,d} w[o,c,a,d] x[n,c,i+a−p,j+d−p])
+//! conv ∂x         one thread per input    Σ_{o,a,d} δ[n,o,i−a+p,j−d+p] w[o,c,a,d],  δ = ∂y·act′
+//! conv ∂w, ∂b     one thread per (weight, batch chunk), partial sums then a sum over chunks
+//! chain forward   one thread per column: the K couplings and their twin MLPs in registers
+//! chain backward  one thread per column: the chain recomputed (K + 1 states kept), the
+//!                 couplings walked back, each layer's input a_l and output cotangent δ_l
+//!                 written out; then ∂W_l = Σ_n a_l δ_lᵀ as one batched matmul per layer,
+//!                 ∂b_l = Σ_n δ_l and ∂σ_k as sums over the columns
+//! ```
+//!
+//! Indices are periodic (`p = ⌊k/2⌋`); every input is read through its strides, outputs
+//! are allocated contiguous. Everything is f32 (other float types are cast).
+
+use super::hot::HotOps;
+use super::{Activation, ChainShape, Direction};
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::{DType, FloatDType, Shape, Slice};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
+
+type Ops = CubeBackend;
+
+/// The activation as a comptime code and its slope: 0 identity, 1 leaky ReLU, 2 ELU.
+fn act_code(act: Activation) -> (u32, f32) {
+    match act {
+        Activation::Identity => (0, 0.0),
+        Activation::LeakyRelu(slope) => (1, slope),
+        Activation::Elu => (2, 0.0),
+    }
+}
+
+/// `act(z)` (`nrg_kernels::Activation::apply`). The comptime test selects the code generated;
+/// folding it into the runtime one would make the whole condition a runtime branch.
+#[cube]
+#[allow(clippy::collapsible_if)]
+fn activate(z: f32, slope: f32, #[comptime] act: u32) -> f32 {
+    let mut y = z;
+    if comptime!(act == 1) {
+        if z <= 0.0 {
+            y = z * slope;
+        }
+    }
+    if comptime!(act == 2) {
+        if z <= 0.0 {
+            y = z.exp() - 1.0;
+        }
+    }
+    y
+}
+
+/// `g · act′(pre)` from the output `y = act(pre)` (comptime and runtime tests apart, as in
+/// [`activate`]).
+#[cube]
+#[allow(clippy::collapsible_if)]
+fn act_grad(g: f32, y: f32, slope: f32, #[comptime] act: u32) -> f32 {
+    let mut d = g;
+    if comptime!(act == 1) {
+        if y <= 0.0 {
+            d = g * slope;
+        }
+    }
+    if comptime!(act == 2) {
+        if y <= 0.0 {
+            d = g * (y + 1.0);
+        }
+    }
+    d
+}
+
+/// Offset of `t[i0, i1, i2, i3]` through the strides.
+#[cube]
+fn at4(t: &Tensor<f32>, i0: usize, i1: usize, i2: usize, i3: usize) -> usize {
+    i0 * t.stride(0) + i1 * t.stride(1) + i2 * t.stride(2) + i3 * t.stride(3)
+}
+
+#[cube(launch)]
+fn conv_forward_kernel(
+    x: &Tensor<f32>,
+    w: &Tensor<f32>,
+    b: &Tensor<f32>,
+    y: &mut Tensor<f32>,
+    slope: f32,
+    #[comptime] act: u32,
+) {
+    let pos = ABSOLUTE_POS;
+    let cout = y.shape(1);
+    let rows = y.shape(2);
+    let cols = y.shape(3);
+    if pos >= y.shape(0) * cout * rows * cols {
+        terminate!();
+    }
+    let j = pos % cols;
+    let i = (pos / cols) % rows;
+    let o = (pos / (cols * rows)) % cout;
+    let n = pos / (cols * rows * cout);
+    let k = w.shape(2);
+    let p = k / 2;
+    let mut acc = b[o * b.stride(0)];
+    for c in 0..x.shape(1) {
+        for a in 0..k {
+            let r = (i + a + p * rows - p) % rows;
+            for d in 0..k {
+                let s = (j + d + p * cols - p) % cols;
+                acc += w[at4(w, o, c, a, d)] * x[at4(x, n, c, r, s)];
+            }
+        }
+    }
+    y[pos] = activate(acc, slope, act);
+}
+
+#[cube(launch)]
+fn conv_grad_input_kernel(
+    w: &Tensor<f32>,
+    y: &Tensor<f32>,
+    gy: &Tensor<f32>,
+    gx: &mut Tensor<f32>,
+    slope: f32,
+    #[comptime] act: u32,
+) {
+    let pos = ABSOLUTE_POS;
+    let cin = gx.shape(1);
+    let rows = gx.shape(2);
+    let cols = gx.shape(3);
+    if pos >= gx.shape(0) * cin * rows * cols {
+        terminate!();
+    }
+    let s = pos % cols;
+    let r = (pos / cols) % rows;
+    let c = (pos / (cols * rows)) % cin;
+    let n = pos / (cols * rows * cin);
+    let k = w.shape(2);
+    let p = k / 2;
+    let mut acc = 0.0f32;
+    for o in 0..w.shape(0) {
+        for a in 0..k {
+            let i = (r + p + rows * k - a) % rows;
+            for d in 0..k {
+                let j = (s + p + cols * k - d) % cols;
+                let delta = act_grad(gy[at4(gy, n, o, i, j)], y[at4(y, n, o, i, j)], slope, act);
+                acc += delta * w[at4(w, o, c, a, d)];
+            }
+        }
+    }
+    gx[pos] = acc;
+}
+
+/// Partial sums of `∂w` (`part_w [chunks, cout·cin·k·k]`) and `∂b` (`part_b [chunks, cout]`)
+/// over the samples `chunk·q … chunk·(q+1)` of chunk `q`.
+#[cube(launch)]
+fn conv_grad_weight_kernel(
+    x: &Tensor<f32>,
+    y: &Tensor<f32>,
+    gy: &Tensor<f32>,
+    part_w: &mut Tensor<f32>,
+    part_b: &mut Tensor<f32>,
+    kernel: u32,
+    chunk: u32,
+    slope: f32,
+    #[comptime] act: u32,
+) {
+    let pos = ABSOLUTE_POS;
+    let k = kernel as usize;
+    let cin = x.shape(1);
+    let cout = y.shape(1);
+    let nw = cout * cin * k * k;
+    let row = nw + cout;
+    if pos >= part_w.shape(0) * row {
+        terminate!();
+    }
+    let q = pos % row;
+    let ch = pos / row;
+    let batch = x.shape(0);
+    let rows = x.shape(2);
+    let cols = x.shape(3);
+    let n0 = ch * (chunk as usize);
+    let mut n1 = n0 + chunk as usize;
+    if n1 > batch {
+        n1 = batch;
+    }
+    let mut acc = 0.0f32;
+    if q < nw {
+        let d = q % k;
+        let a = (q / k) % k;
+        let c = (q / (k * k)) % cin;
+        let o = q / (k * k * cin);
+        let p = k / 2;
+        for n in n0..n1 {
+            for i in 0..rows {
+                let r = (i + a + p * rows - p) % rows;
+                for j in 0..cols {
+                    let s = (j + d + p * cols - p) % cols;
+                    let delta =
+                        act_grad(gy[at4(gy, n, o, i, j)], y[at4(y, n, o, i, j)], slope, act);
+                    acc += delta * x[at4(x, n, c, r, s)];
+                }
+            }
+        }
+        part_w[ch * nw + q] = acc;
+    } else {
+        let o = q - nw;
+        for n in n0..n1 {
+            for i in 0..rows {
+                for j in 0..cols {
+                    acc += act_grad(gy[at4(gy, n, o, i, j)], y[at4(y, n, o, i, j)], slope, act);
+                }
+            }
+        }
+        part_b[ch * cout + o] = acc;
+    }
+}
+
+/// `(weight offset, bias offset)` of every layer of a twin MLP (two twins) in its flat
+/// parameters, and their length (`nrg_kernels::MlpGeometry::layout`).
+fn net_layout(widths: &[usize]) -> (Vec<(usize, usize)>, usize) {
+    let mut off = 0;
+    let mut at = Vec::with_capacity(widths.len().saturating_sub(1));
+    for w in widths.windows(2) {
+        let wo = off;
+        off += 2 * w[0] * w[1];
+        at.push((wo, off));
+        off += 2 * w[1];
+    }
+    (at, off)
+}
+
+/// The widest layer.
+fn widest(widths: &[usize]) -> usize {
+    widths.iter().copied().max().unwrap_or(0)
+}
+
+/// `Σ_{m < l} widths[m]`: where layer `l`'s input starts in the activations.
+fn input_offset(widths: &[usize], l: usize) -> usize {
+    widths[..l].iter().sum()
+}
+
+/// `Σ_{m < l} widths[m + 1]`: where layer `l`'s output cotangent starts.
+fn delta_offset(widths: &[usize], l: usize) -> usize {
+    widths[1..=l].iter().sum()
+}
+
+/// One twin of coupling `k`'s MLP on the activations' first `widths[0]` entries (the
+/// conditioning half): the hidden activations stay in `acts`, the output lands in `out`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn twin_forward(
+    p: &Tensor<f32>,
+    acts: &mut Array<f32>,
+    out: &mut Array<f32>,
+    slope: f32,
+    #[comptime] widths: Vec<usize>,
+    #[comptime] base: usize,
+    #[comptime] twin: usize,
+    #[comptime] act: u32,
+) {
+    let layers = comptime!(widths.len() - 1);
+    #[unroll]
+    for l in 0..layers {
+        let wi = comptime!(widths[l]);
+        let wo = comptime!(widths[l + 1]);
+        let in_at = comptime!(input_offset(&widths, l));
+        let out_at = comptime!(input_offset(&widths, l + 1));
+        let w_at = comptime!(base + net_layout(&widths).0[l].0 + twin * widths[l] * widths[l + 1]);
+        let b_at = comptime!(base + net_layout(&widths).0[l].1 + twin * widths[l + 1]);
+        for o in 0..wo {
+            let mut acc = p[b_at + o];
+            for i in 0..wi {
+                acc += p[w_at + i * wo + o] * acts[in_at + i];
+            }
+            if comptime!(l + 1 < layers) {
+                acts[out_at + o] = activate(acc, slope, act);
+            } else {
+                out[o] = acc;
+            }
+        }
+    }
+}
+
+/// The conditioning half `state[cond_at … cond_at + h]` into the activations.
+#[cube]
+fn load_condition(state: &Array<f32>, acts: &mut Array<f32>, from: usize, #[comptime] h: usize) {
+    for i in 0..h {
+        acts[i] = state[from + i];
+    }
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn chain_forward_kernel(
+    x: &Tensor<f32>,
+    p: &Tensor<f32>,
+    y: &mut Tensor<f32>,
+    slope: f32,
+    #[comptime] widths: Vec<usize>,
+    #[comptime] couplings: usize,
+    #[comptime] inverse: bool,
+    #[comptime] act: u32,
+) {
+    let n = ABSOLUTE_POS;
+    let cols = x.shape(2);
+    if n >= cols {
+        terminate!();
+    }
+    let h = comptime!(widths[0]);
+    let net_len = comptime!(net_layout(&widths).1);
+    let mut state = Array::<f32>::new(comptime!(2 * widths[0]));
+    for r in 0..comptime!(2 * widths[0]) {
+        state[r] = x[(r / h) * x.stride(0) + (r % h) * x.stride(1) + n * x.stride(2)];
+    }
+    let mut acts = Array::<f32>::new(comptime!(input_offset(&widths, widths.len() - 1)));
+    let mut shat = Array::<f32>::new(h);
+    let mut shift = Array::<f32>::new(h);
+    let mut ld = 0.0f32;
+    #[unroll]
+    for j in 0..couplings {
+        let k = comptime!(if inverse { couplings - 1 - j } else { j });
+        let cond = comptime!(if k % 2 == 0 { 0 } else { widths[0] });
+        let upd = comptime!(if k % 2 == 0 { widths[0] } else { 0 });
+        load_condition(&state, &mut acts, cond, h);
+        twin_forward(
+            p,
+            &mut acts,
+            &mut shat,
+            slope,
+            comptime!(widths.clone()),
+            comptime!(k * net_len),
+            comptime!(0usize),
+            act,
+        );
+        load_condition(&state, &mut acts, cond, h);
+        twin_forward(
+            p,
+            &mut acts,
+            &mut shift,
+            slope,
+            comptime!(widths.clone()),
+            comptime!(k * net_len),
+            comptime!(1usize),
+            act,
+        );
+        let sigma = p[comptime!(couplings * net_len + k)];
+        for o in 0..h {
+            let s = sigma * shat[o].tanh();
+            if comptime!(inverse) {
+                state[upd + o] = (state[upd + o] - shift[o]) * (0.0 - s).exp();
+                ld -= s;
+            } else {
+                state[upd + o] = state[upd + o] * s.exp() + shift[o];
+                ld += s;
+            }
+        }
+    }
+    for r in 0..comptime!(2 * widths[0]) {
+        y[r * cols + n] = state[r];
+    }
+    y[comptime!(2 * widths[0]) * cols + n] = ld;
+}
+
+/// Back through one twin of coupling `k`'s MLP (its activations in `acts`), from the output
+/// cotangent `dout`: every layer's input `a_l` and output cotangent `δ_{l+1}` written to
+/// the global buffers (slot `2k + twin`, column `n`), the cotangent of the conditioning half
+/// added to `grad[cond_at …]`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn twin_backward(
+    p: &Tensor<f32>,
+    acts: &Array<f32>,
+    dout: &Array<f32>,
+    grad: &mut Array<f32>,
+    cond_at: usize,
+    da: &mut Array<f32>,
+    db: &mut Array<f32>,
+    acts_out: &mut Tensor<f32>,
+    deltas: &mut Tensor<f32>,
+    n: usize,
+    cols: usize,
+    slope: f32,
+    #[comptime] widths: Vec<usize>,
+    #[comptime] couplings: usize,
+    #[comptime] k: usize,
+    #[comptime] twin: usize,
+    #[comptime] act: u32,
+) {
+    let layers = comptime!(widths.len() - 1);
+    let base = comptime!(k * net_layout(&widths).1);
+    let slot = comptime!(2 * k + twin);
+    for o in 0..comptime!(widths[widths.len() - 1]) {
+        da[o] = dout[o];
+    }
+    #[unroll]
+    for ll in 0..layers {
+        let l = comptime!(layers - 1 - ll);
+        let wi = comptime!(widths[l]);
+        let wo = comptime!(widths[l + 1]);
+        let in_at = comptime!(input_offset(&widths, l));
+        let w_at = comptime!(base + net_layout(&widths).0[l].0 + twin * widths[l] * widths[l + 1]);
+        let a_base = comptime!(2 * couplings * input_offset(&widths, l)) * cols;
+        let d_base = comptime!(2 * couplings * delta_offset(&widths, l)) * cols;
+        for i in 0..wi {
+            acts_out[a_base + (slot * wi + i) * cols + n] = acts[in_at + i];
+        }
+        for o in 0..wo {
+            deltas[d_base + (slot * wo + o) * cols + n] = da[o];
+        }
+        for i in 0..wi {
+            let mut g = 0.0f32;
+            for o in 0..wo {
+                g += p[w_at + i * wo + o] * da[o];
+            }
+            if comptime!(l > 0) {
+                db[i] = act_grad(g, acts[in_at + i], slope, act);
+            } else {
+                grad[cond_at + i] += g;
+            }
+        }
+        if comptime!(l > 0) {
+            for i in 0..wi {
+                da[i] = db[i];
+            }
+        }
+    }
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn chain_backward_kernel(
+    x: &Tensor<f32>,
+    p: &Tensor<f32>,
+    gy: &Tensor<f32>,
+    gx: &mut Tensor<f32>,
+    acts_out: &mut Tensor<f32>,
+    deltas: &mut Tensor<f32>,
+    gsigma: &mut Tensor<f32>,
+    slope: f32,
+    #[comptime] widths: Vec<usize>,
+    #[comptime] couplings: usize,
+    #[comptime] inverse: bool,
+    #[comptime] act: u32,
+) {
+    let n = ABSOLUTE_POS;
+    let cols = x.shape(2);
+    if n >= cols {
+        terminate!();
+    }
+    let h = comptime!(widths[0]);
+    let h2 = comptime!(2 * widths[0]);
+    let wide = comptime!(widest(&widths));
+    let net_len = comptime!(net_layout(&widths).1);
+    // The K + 1 states of the chain, in the order the couplings are applied.
+    let mut states = Array::<f32>::new(comptime!((couplings + 1) * 2 * widths[0]));
+    for r in 0..h2 {
+        states[r] = x[(r / h) * x.stride(0) + (r % h) * x.stride(1) + n * x.stride(2)];
+    }
+    let mut acts = Array::<f32>::new(comptime!(input_offset(&widths, widths.len() - 1)));
+    let mut shat = Array::<f32>::new(h);
+    let mut shift = Array::<f32>::new(h);
+    #[unroll]
+    for j in 0..couplings {
+        let k = comptime!(if inverse { couplings - 1 - j } else { j });
+        let cond = comptime!(j * 2 * widths[0] + if k % 2 == 0 { 0 } else { widths[0] });
+        let upd = comptime!(if k % 2 == 0 { widths[0] } else { 0 });
+        let before = comptime!(j * 2 * widths[0]);
+        let after = comptime!((j + 1) * 2 * widths[0]);
+        load_condition(&states, &mut acts, cond, h);
+        twin_forward(
+            p,
+            &mut acts,
+            &mut shat,
+            slope,
+            comptime!(widths.clone()),
+            comptime!(k * net_len),
+            comptime!(0usize),
+            act,
+        );
+        load_condition(&states, &mut acts, cond, h);
+        twin_forward(
+            p,
+            &mut acts,
+            &mut shift,
+            slope,
+            comptime!(widths.clone()),
+            comptime!(k * net_len),
+            comptime!(1usize),
+            act,
+        );
+        let sigma = p[comptime!(couplings * net_len + k)];
+        for r in 0..h2 {
+            states[after + r] = states[before + r];
+        }
+        for o in 0..h {
+            let s = sigma * shat[o].tanh();
+            if comptime!(inverse) {
+                states[after + upd + o] = (states[before + upd + o] - shift[o]) * (0.0 - s).exp();
+            } else {
+                states[after + upd + o] = states[before + upd + o] * s.exp() + shift[o];
+            }
+        }
+    }
+    // Cotangents of the last state and of ln|det|.
+    let mut grad = Array::<f32>::new(h2);
+    for r in 0..h2 {
+        grad[r] = gy[r * gy.stride(0) + n * gy.stride(1)];
+    }
+    let gld = gy[h2 * gy.stride(0) + n * gy.stride(1)];
+    let mut gshat = Array::<f32>::new(h);
+    let mut gshift = Array::<f32>::new(h);
+    let mut da = Array::<f32>::new(wide);
+    let mut db = Array::<f32>::new(wide);
+    #[unroll]
+    for jj in 0..couplings {
+        let j = comptime!(couplings - 1 - jj);
+        let k = comptime!(if inverse { couplings - 1 - j } else { j });
+        let cond_half = comptime!(if k % 2 == 0 { 0 } else { widths[0] });
+        let upd = comptime!(if k % 2 == 0 { widths[0] } else { 0 });
+        let after = comptime!((j + 1) * 2 * widths[0]);
+        let cond = comptime!(j * 2 * widths[0] + if k % 2 == 0 { 0 } else { widths[0] });
+        load_condition(&states, &mut acts, cond, h);
+        twin_forward(
+            p,
+            &mut acts,
+            &mut shat,
+            slope,
+            comptime!(widths.clone()),
+            comptime!(k * net_len),
+            comptime!(0usize),
+            act,
+        );
+        load_condition(&states, &mut acts, cond, h);
+        twin_forward(
+            p,
+            &mut acts,
+            &mut shift,
+            slope,
+            comptime!(widths.clone()),
+            comptime!(k * net_len),
+            comptime!(1usize),
+            act,
+        );
+        let sigma = p[comptime!(couplings * net_len + k)];
+        let mut gsig = 0.0f32;
+        for o in 0..h {
+            let th = shat[o].tanh();
+            let s = sigma * th;
+            let b = states[after + upd + o];
+            let gb = grad[upd + o];
+            let mut ga = gb;
+            let mut gs = gld;
+            if comptime!(inverse) {
+                ga *= (0.0 - s).exp();
+                gshift[o] = 0.0 - ga;
+                gs = 0.0 - gb * b - gld;
+            } else {
+                ga *= s.exp();
+                gshift[o] = gb;
+                gs += gb * (b - shift[o]);
+            }
+            grad[upd + o] = ga;
+            gshat[o] = gs * sigma * (1.0 - th * th);
+            gsig += gs * th;
+        }
+        gsigma[comptime!(k) * cols + n] = gsig;
+        // Twin 1 (t) first: its activations are the ones in `acts`.
+        twin_backward(
+            p,
+            &acts,
+            &gshift,
+            &mut grad,
+            cond_half,
+            &mut da,
+            &mut db,
+            acts_out,
+            deltas,
+            n,
+            cols,
+            slope,
+            comptime!(widths.clone()),
+            couplings,
+            k,
+            comptime!(1usize),
+            act,
+        );
+        load_condition(&states, &mut acts, cond, h);
+        twin_forward(
+            p,
+            &mut acts,
+            &mut shat,
+            slope,
+            comptime!(widths.clone()),
+            comptime!(k * net_len),
+            comptime!(0usize),
+            act,
+        );
+        twin_backward(
+            p,
+            &acts,
+            &gshat,
+            &mut grad,
+            cond_half,
+            &mut da,
+            &mut db,
+            acts_out,
+            deltas,
+            n,
+            cols,
+            slope,
+            comptime!(widths.clone()),
+            couplings,
+            k,
+            comptime!(0usize),
+            act,
+        );
+    }
+    for r in 0..h2 {
+        gx[r * cols + n] = grad[r];
+    }
+}
+
+/// The tensor as f32.
+fn f32_tensor(t: CubeTensor) -> CubeTensor {
+    if t.dtype == DType::F32 {
+        t
+    } else {
+        Ops::float_cast(t, FloatDType::F32)
+    }
+}
+
+/// A contiguous f32 tensor of `shape` on `like`'s device (uninitialised).
+fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let handle = like.client.empty(shape.num_elements() * size_of::<f32>());
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        DType::F32,
+    )
+}
+
+/// Cubes of `dim` threads covering `units` work items.
+fn grid(t: &CubeTensor, units: usize, dim: CubeDim) -> CubeCount {
+    calculate_cube_count_elemwise(&t.client, units, dim)
+}
+
+/// The threads per cube of the chain kernels: each holds the chain's states and a twin
+/// MLP's activations, so cubes are kept small.
+const CHAIN_CUBE: u32 = 64;
+
+fn check_conv(x: &CubeTensor, w: &CubeTensor) -> [usize; 4] {
+    let (xs, ws) = (x.meta.shape(), w.meta.shape());
+    assert_eq!(
+        xs.num_dims(),
+        4,
+        "periodic_conv2d: input must be [B, C, H, W]"
+    );
+    assert_eq!(
+        ws.num_dims(),
+        4,
+        "periodic_conv2d: weight must be [cout, cin, k, k]"
+    );
+    assert_eq!(
+        xs[1], ws[1],
+        "periodic_conv2d: input channels differ from the weight's"
+    );
+    assert!(
+        ws[2] == ws[3] && ws[2] % 2 == 1,
+        "periodic_conv2d: kernel must be odd and square"
+    );
+    [xs[0], ws[0], xs[2], xs[3]]
+}
+
+fn check_chain(x: &CubeTensor, p: &CubeTensor, shape: &ChainShape) -> usize {
+    let xs = x.meta.shape();
+    assert!(
+        xs.num_dims() == 3 && xs[0] == 2,
+        "coupling_chain: input must be [2, h, N]"
+    );
+    assert_eq!(xs[1], shape.widths[0], "coupling_chain: half width differs");
+    assert_eq!(
+        shape.widths.last(),
+        Some(&shape.widths[0]),
+        "coupling_chain: net widths"
+    );
+    let len = shape.couplings * (net_layout(&shape.widths).1 + 1);
+    assert_eq!(
+        p.meta.shape().num_elements(),
+        len,
+        "coupling chain parameter length"
+    );
+    xs[2]
+}
+
+impl HotOps for CubeBackend {
+    fn periodic_conv2d(
+        input: CubeTensor,
+        weight: CubeTensor,
+        bias: CubeTensor,
+        act: Activation,
+    ) -> CubeTensor {
+        let (x, w, b) = (f32_tensor(input), f32_tensor(weight), f32_tensor(bias));
+        let dims = check_conv(&x, &w);
+        let y = empty(&x, Shape::new(dims));
+        let units = dims.iter().product::<usize>();
+        if units == 0 {
+            return y;
+        }
+        let (code, slope) = act_code(act);
+        let dim = CubeDim::new(&x.client, units);
+        conv_forward_kernel::launch(
+            &x.client.clone(),
+            grid(&x, units, dim),
+            dim,
+            x.into_tensor_arg(),
+            w.into_tensor_arg(),
+            b.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            slope,
+            code,
+        );
+        y
+    }
+
+    fn periodic_conv2d_backward(
+        input: CubeTensor,
+        weight: CubeTensor,
+        output: CubeTensor,
+        grad_output: CubeTensor,
+        act: Activation,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (x, w) = (f32_tensor(input), f32_tensor(weight));
+        let (y, gy) = (f32_tensor(output), f32_tensor(grad_output));
+        let [batch, cout, rows, cols] = check_conv(&x, &w);
+        let (cin, k) = (x.meta.shape()[1], w.meta.shape()[2]);
+        let (code, slope) = act_code(act);
+        let client = x.client.clone();
+
+        let gx = empty(&x, Shape::new([batch, cin, rows, cols]));
+        let units = batch * cin * rows * cols;
+        if units > 0 {
+            let dim = CubeDim::new(&client, units);
+            conv_grad_input_kernel::launch(
+                &client,
+                grid(&x, units, dim),
+                dim,
+                w.clone().into_tensor_arg(),
+                y.clone().into_tensor_arg(),
+                gy.clone().into_tensor_arg(),
+                gx.clone().into_tensor_arg(),
+                slope,
+                code,
+            );
+        }
+
+        // Enough (weight, chunk) pairs to fill a GPU, each chunk a run of whole samples.
+        let nw = cout * cin * k * k;
+        let row = nw + cout;
+        let wanted = 32_768usize.div_ceil(row).clamp(1, batch.max(1));
+        let chunk = batch.max(1).div_ceil(wanted);
+        let chunks = batch.max(1).div_ceil(chunk);
+        let part_w = empty(&x, Shape::new([chunks, nw]));
+        let part_b = empty(&x, Shape::new([chunks, cout]));
+        let units = chunks * row;
+        let dim = CubeDim::new(&client, units);
+        conv_grad_weight_kernel::launch(
+            &client,
+            grid(&x, units, dim),
+            dim,
+            x.into_tensor_arg(),
+            y.into_tensor_arg(),
+            gy.into_tensor_arg(),
+            part_w.clone().into_tensor_arg(),
+            part_b.clone().into_tensor_arg(),
+            k as u32,
+            chunk as u32,
+            slope,
+            code,
+        );
+        let gw = Ops::float_reshape(Ops::float_sum_dim(part_w, 0), Shape::new([cout, cin, k, k]));
+        let gb = Ops::float_reshape(Ops::float_sum_dim(part_b, 0), Shape::new([cout]));
+        (gx, gw, gb)
+    }
+
+    fn coupling_chain(input: CubeTensor, params: CubeTensor, shape: ChainShape) -> CubeTensor {
+        let (x, p) = (f32_tensor(input), f32_tensor(params));
+        let cols = check_chain(&x, &p, &shape);
+        let h = shape.widths[0];
+        let y = empty(&x, Shape::new([2 * h + 1, cols]));
+        if cols == 0 {
+            return y;
+        }
+        let (code, slope) = act_code(shape.hidden);
+        let dim = CubeDim::new_1d(CHAIN_CUBE);
+        chain_forward_kernel::launch(
+            &x.client.clone(),
+            grid(&x, cols, dim),
+            dim,
+            x.into_tensor_arg(),
+            p.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            slope,
+            shape.widths.clone(),
+            shape.couplings,
+            shape.direction == Direction::Inverse,
+            code,
+        );
+        y
+    }
+
+    fn coupling_chain_backward(
+        input: CubeTensor,
+        params: CubeTensor,
+        grad_output: CubeTensor,
+        shape: ChainShape,
+    ) -> (CubeTensor, CubeTensor) {
+        let (x, p, gy) = (
+            f32_tensor(input),
+            f32_tensor(params),
+            f32_tensor(grad_output),
+        );
+        let cols = check_chain(&x, &p, &shape);
+        let widths = &shape.widths;
+        let (h, kk, layers) = (widths[0], shape.couplings, widths.len() - 1);
+        let gx = empty(&x, Shape::new([2, h, cols]));
+        let acts_len = 2 * kk * input_offset(widths, layers) * cols;
+        let deltas_len = 2 * kk * delta_offset(widths, layers) * cols;
+        let acts = empty(&x, Shape::new([acts_len]));
+        let deltas = empty(&x, Shape::new([deltas_len]));
+        let gsigma = empty(&x, Shape::new([kk, cols]));
+        if cols > 0 {
+            let (code, slope) = act_code(shape.hidden);
+            let dim = CubeDim::new_1d(CHAIN_CUBE);
+            chain_backward_kernel::launch(
+                &x.client.clone(),
+                grid(&x, cols, dim),
+                dim,
+                x.into_tensor_arg(),
+                p.clone().into_tensor_arg(),
+                gy.into_tensor_arg(),
+                gx.clone().into_tensor_arg(),
+                acts.clone().into_tensor_arg(),
+                deltas.clone().into_tensor_arg(),
+                gsigma.clone().into_tensor_arg(),
+                slope,
+                widths.clone(),
+                kk,
+                shape.direction == Direction::Inverse,
+                code,
+            );
+        }
+        // ∂W_l = Σ_n a_l δ_{l+1}ᵀ per (coupling, twin), ∂b_l = Σ_n δ_{l+1}: [K, …] each, then
+        // interleaved per coupling as the flat layout wants them.
+        let mut parts = Vec::with_capacity(2 * layers);
+        for l in 0..layers {
+            let (wi, wo) = (widths[l], widths[l + 1]);
+            let a0 = 2 * kk * input_offset(widths, l) * cols;
+            let d0 = 2 * kk * delta_offset(widths, l) * cols;
+            let a = Ops::float_reshape(
+                Ops::float_slice(acts.clone(), &[Slice::from(a0..a0 + 2 * kk * wi * cols)]),
+                Shape::new([2 * kk, wi, cols]),
+            );
+            let d = Ops::float_reshape(
+                Ops::float_slice(deltas.clone(), &[Slice::from(d0..d0 + 2 * kk * wo * cols)]),
+                Shape::new([2 * kk, wo, cols]),
+            );
+            let gw = Ops::float_matmul(a, Ops::float_swap_dims(d.clone(), 1, 2));
+            parts.push(Ops::float_reshape(gw, Shape::new([kk, 2 * wi * wo])));
+            parts.push(Ops::float_reshape(
+                Ops::float_sum_dim(d, 2),
+                Shape::new([kk, 2 * wo]),
+            ));
+        }
+        let nets = Ops::float_reshape(
+            Ops::float_cat(parts, 1),
+            Shape::new([kk * net_layout(widths).1]),
+        );
+        let sigma = Ops::float_reshape(Ops::float_sum_dim(gsigma, 1), Shape::new([kk]));
+        (gx, Ops::float_cat(vec![nets, sigma], 0))
+    }
+}

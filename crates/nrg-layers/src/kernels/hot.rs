@@ -1,0 +1,331 @@
+//! The two hot paths as one burn operation each, on every backend that has them: the
+//! periodic convolution of the flat flows' CNN subnets and the chain of block couplings of
+//! the hierarchical flow. On flex they run the `nrg-kernels` routines (as the other fused
+//! operations in `ext`); with this crate's `wgpu` feature they also run as CubeCL kernels on
+//! the cubecl backend (wgpu, and any other cubecl runtime), in `cube`, with burn's fusion
+//! deferring them like any other operation. The autodiff steps are written once, generic
+//! over the backend: a backward entry of the same backend computes the gradients from the
+//! saved inputs (and, for the convolution, the output).
+
+use super::{Activation, ChainShape};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, backend_extension};
+use burn::tensor::Tensor;
+
+/// The hot paths as backend operations. The backward entries compute the gradients of the
+/// forward entries from saved values; they are not differentiable themselves.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    Cube: cfg(feature = "wgpu"),
+    Fusion: cfg(feature = "wgpu"),
+    Autodiff
+)]
+pub trait HotOps: Backend {
+    /// See [`super::periodic_conv2d`]: `[B, cin, H, W]`, `[cout, cin, k, k]`, `[cout]` →
+    /// `[B, cout, H, W]`.
+    #[fusion(dtype = input, shape = conv_output_shape(input, weight))]
+    fn periodic_conv2d(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        act: Activation,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂input, ∂L/∂weight, ∂L/∂bias)` of [`HotOps::periodic_conv2d`] from its input,
+    /// weight, output and the output's cotangent.
+    #[fusion(meta = conv_backward_meta)]
+    fn periodic_conv2d_backward(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        act: Activation,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// See [`super::HotPaths::coupling_chain`]: `[2, h, N]`, flat parameters → `[2h + 1, N]`.
+    #[fusion(dtype = input, shape = chain_output_shape(input, shape))]
+    fn coupling_chain(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: ChainShape,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂input, ∂L/∂params)` of [`HotOps::coupling_chain`].
+    #[fusion(meta = chain_backward_meta)]
+    fn coupling_chain_backward(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        shape: ChainShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// `[B, cout, H, W]` of a convolution of `[B, cin, H, W]` by `[cout, cin, k, k]`.
+#[cfg(feature = "wgpu")]
+fn conv_output_shape(
+    input: &burn::tensor::Shape,
+    weight: &burn::tensor::Shape,
+) -> burn::tensor::Shape {
+    burn::tensor::Shape::new([input[0], weight[0], input[2], input[3]])
+}
+
+/// `[2h + 1, N]` of a chain on `[2, h, N]`.
+#[cfg(feature = "wgpu")]
+fn chain_output_shape(input: &burn::tensor::Shape, _: &ChainShape) -> burn::tensor::Shape {
+    burn::tensor::Shape::new([2 * input[1] + 1, input[2]])
+}
+
+#[cfg(feature = "wgpu")]
+use burn::backend::fusion::custom::TensorSpec;
+
+/// The gradients' shapes: the input's, the weight's, `[cout]`.
+#[cfg(feature = "wgpu")]
+fn conv_backward_meta(
+    input: &TensorSpec,
+    weight: &TensorSpec,
+    _: &TensorSpec,
+    _: &TensorSpec,
+    _: &Activation,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    let bias = TensorSpec::new(burn::tensor::Shape::new([weight.shape[0]]), weight.dtype);
+    (input.clone(), weight.clone(), bias)
+}
+
+/// The gradients' shapes: the input's and the parameters'.
+#[cfg(feature = "wgpu")]
+fn chain_backward_meta(
+    input: &TensorSpec,
+    params: &TensorSpec,
+    _: &TensorSpec,
+    _: &ChainShape,
+) -> (TensorSpec, TensorSpec) {
+    (input.clone(), params.clone())
+}
+
+#[cfg(feature = "flex")]
+mod on_flex {
+    use super::super::ext::{chain_geometry, conv_geometry, host, slice, tensor};
+    use super::{Activation, ChainShape, HotOps};
+    use burn::backend::Flex;
+    use burn::backend::flex::FlexTensor;
+    use nrg_kernels::Exec;
+
+    impl HotOps for Flex {
+        fn periodic_conv2d(
+            input: FlexTensor,
+            weight: FlexTensor,
+            bias: FlexTensor,
+            act: Activation,
+        ) -> FlexTensor {
+            let (x, w, b) = (host(input), host(weight), host(bias));
+            let g = conv_geometry(&x, &w);
+            let y =
+                nrg_kernels::conv_forward(Exec::native(), &g, slice(&x), slice(&w), slice(&b), act);
+            tensor(y, vec![g.batch, g.cout, g.rows, g.cols])
+        }
+
+        fn periodic_conv2d_backward(
+            input: FlexTensor,
+            weight: FlexTensor,
+            output: FlexTensor,
+            grad_output: FlexTensor,
+            act: Activation,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let (x, w, y, gy) = (host(input), host(weight), host(output), host(grad_output));
+            let g = conv_geometry(&x, &w);
+            let (gx, gw, gb) = nrg_kernels::conv_backward(
+                Exec::native(),
+                &g,
+                slice(&x),
+                slice(&w),
+                slice(&y),
+                slice(&gy),
+                act,
+            );
+            (
+                tensor(gx, vec![g.batch, g.cin, g.rows, g.cols]),
+                tensor(gw, vec![g.cout, g.cin, g.kernel, g.kernel]),
+                tensor(gb, vec![g.cout]),
+            )
+        }
+
+        fn coupling_chain(input: FlexTensor, params: FlexTensor, shape: ChainShape) -> FlexTensor {
+            let (x, p) = (host(input), host(params));
+            let g = chain_geometry(&x, &shape);
+            let y = nrg_kernels::chain_forward(Exec::native(), &g, slice(&x), slice(&p));
+            tensor(y, vec![2 * shape.widths[0] + 1, g.mlp.rows])
+        }
+
+        fn coupling_chain_backward(
+            input: FlexTensor,
+            params: FlexTensor,
+            grad_output: FlexTensor,
+            shape: ChainShape,
+        ) -> (FlexTensor, FlexTensor) {
+            let (x, p, gy) = (host(input), host(params), host(grad_output));
+            let g = chain_geometry(&x, &shape);
+            let (gx, gp) =
+                nrg_kernels::chain_backward(Exec::native(), &g, slice(&x), slice(&p), slice(&gy));
+            let len = gp.len();
+            (
+                tensor(gx, vec![2, shape.widths[0], g.mlp.rows]),
+                tensor(gp, vec![len]),
+            )
+        }
+    }
+}
+
+/// Backward step of the convolution: the saved input, weight and output.
+#[derive(Debug)]
+struct ConvBackward;
+
+impl<B: Backend + HotOps> Backward<B, 3> for ConvBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Activation);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, w, y, act) = ops.state;
+        let (gx, gw, gb) = B::periodic_conv2d_backward(x, w, y, grad, act);
+        for (node, g) in [(node_x, gx), (node_w, gw), (node_b, gb)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+/// Backward step of the coupling chain: the saved input and parameters (the chain is
+/// recomputed).
+#[derive(Debug)]
+struct ChainBackward;
+
+impl<B: Backend + HotOps> Backward<B, 2> for ChainBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, ChainShape);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_p] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, p, shape) = ops.state;
+        let (gx, gp) = B::coupling_chain_backward(x, p, grad, shape);
+        for (node, g) in [(node_x, gx), (node_p, gp)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<B: Backend + HotOps, C: CheckpointStrategy> HotOps for Autodiff<B, C> {
+    fn periodic_conv2d(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        act: Activation,
+    ) -> FloatTensor<Self> {
+        let guards = [input.node(), weight.node(), bias.node()];
+        let (x, w, b) = (
+            input.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        match ConvBackward.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::periodic_conv2d(x.clone(), w.clone(), b, act);
+                prep.finish((x, w, y.clone(), act), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::periodic_conv2d(x, w, b, act)),
+        }
+    }
+
+    fn periodic_conv2d_backward(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        act: Activation,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (gx, gw, gb) = B::periodic_conv2d_backward(
+            input.into_primitive(),
+            weight.into_primitive(),
+            output.into_primitive(),
+            grad_output.into_primitive(),
+            act,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(gx), lift(gw), lift(gb))
+    }
+
+    fn coupling_chain(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: ChainShape,
+    ) -> FloatTensor<Self> {
+        let guards = [input.node(), params.node()];
+        let (x, p) = (input.into_primitive(), params.into_primitive());
+        match ChainBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::coupling_chain(x.clone(), p.clone(), shape.clone());
+                prep.finish((x, p, shape), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::coupling_chain(x, p, shape)),
+        }
+    }
+
+    fn coupling_chain_backward(
+        input: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        shape: ChainShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (gx, gp) = B::coupling_chain_backward(
+            input.into_primitive(),
+            params.into_primitive(),
+            grad_output.into_primitive(),
+            shape,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(gx), lift(gp))
+    }
+}
+
+/// [`super::HotPaths::periodic_conv2d`] on a device that has it.
+pub fn periodic_conv2d(
+    input: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    act: Activation,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as HotOps>::periodic_conv2d(
+        input.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        act,
+    ))
+}
+
+/// [`super::HotPaths::coupling_chain`] on a device that has it.
+pub fn coupling_chain(input: Tensor<3>, params: Tensor<1>, shape: ChainShape) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as HotOps>::coupling_chain(
+        input.into_dispatch(),
+        params.into_dispatch(),
+        shape,
+    ))
+}
+
+/// Whether `device` is a cubecl device (possibly with autodiff).
+#[cfg(feature = "wgpu")]
+pub fn is_cube(device: &burn::tensor::Device) -> bool {
+    matches!(
+        device.as_dispatch().clone().inner(),
+        burn::backend::DispatchDevice::Cube(_)
+    )
+}
