@@ -740,10 +740,17 @@ impl HotOps for CubeBackend {
         let (cin, k) = (x.meta.shape()[1], w.meta.shape()[2]);
         let (code, slope) = act_code(act);
         let client = x.client.clone();
-
         let gx = empty(&x, Shape::new([batch, cin, rows, cols]));
         let units = batch * cin * rows * cols;
-        if units > 0 {
+        if units == 0 {
+            let zeros = |shape: Shape| Ops::float_zeros(shape, &x.device, FloatDType::F32);
+            return (
+                gx,
+                zeros(Shape::new([cout, cin, k, k])),
+                zeros(Shape::new([cout])),
+            );
+        }
+        {
             let dim = CubeDim::new(&client, units);
             conv_grad_input_kernel::launch(
                 &client,
@@ -761,9 +768,9 @@ impl HotOps for CubeBackend {
         // Enough (weight, chunk) pairs to fill a GPU, each chunk a run of whole samples.
         let nw = cout * cin * k * k;
         let row = nw + cout;
-        let wanted = 32_768usize.div_ceil(row).clamp(1, batch.max(1));
-        let chunk = batch.max(1).div_ceil(wanted);
-        let chunks = batch.max(1).div_ceil(chunk);
+        let wanted = 32_768usize.div_ceil(row).clamp(1, batch);
+        let chunk = batch.div_ceil(wanted);
+        let chunks = batch.div_ceil(chunk);
         let part_w = empty(&x, Shape::new([chunks, nw]));
         let part_b = empty(&x, Shape::new([chunks, cout]));
         let units = chunks * row;
@@ -828,12 +835,19 @@ impl HotOps for CubeBackend {
         let widths = &shape.widths;
         let (h, kk, layers) = (widths[0], shape.couplings, widths.len() - 1);
         let gx = empty(&x, Shape::new([2, h, cols]));
+        if cols == 0 {
+            let len = p.meta.shape().num_elements();
+            return (
+                gx,
+                Ops::float_zeros(Shape::new([len]), &x.device, FloatDType::F32),
+            );
+        }
         let acts_len = 2 * kk * input_offset(widths, layers) * cols;
         let deltas_len = 2 * kk * delta_offset(widths, layers) * cols;
         let acts = empty(&x, Shape::new([acts_len]));
         let deltas = empty(&x, Shape::new([deltas_len]));
         let gsigma = empty(&x, Shape::new([kk, cols]));
-        if cols > 0 {
+        {
             let (code, slope) = act_code(shape.hidden);
             let dim = CubeDim::new_1d(CHAIN_CUBE);
             chain_backward_kernel::launch(
