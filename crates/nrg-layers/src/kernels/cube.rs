@@ -632,6 +632,25 @@ fn f32_tensor(t: CubeTensor) -> CubeTensor {
     }
 }
 
+/// A result back in the float type of the input it belongs to (what the fusion metadata
+/// declares, and what the composite path returns).
+fn as_dtype(t: CubeTensor, dtype: DType) -> CubeTensor {
+    if dtype == DType::F32 {
+        return t;
+    }
+    match dtype {
+        DType::F64 => Ops::float_cast(t, FloatDType::F64),
+        DType::F16 => Ops::float_cast(t, FloatDType::F16),
+        DType::BF16 => Ops::float_cast(t, FloatDType::BF16),
+        _ => t,
+    }
+}
+
+/// The flat parameters, f32 and contiguous (the kernels index them directly).
+fn flat_params(p: CubeTensor) -> CubeTensor {
+    burn_cubecl::kernel::into_contiguous(f32_tensor(p))
+}
+
 /// A contiguous f32 tensor of `shape` on `like`'s device (uninitialised).
 fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
     let handle = like.client.empty(shape.num_elements() * size_of::<f32>());
@@ -673,7 +692,17 @@ fn check_conv(x: &CubeTensor, w: &CubeTensor) -> [usize; 4] {
         ws[2] == ws[3] && ws[2] % 2 == 1,
         "periodic_conv2d: kernel must be odd and square"
     );
+    assert!(
+        ws[0] >= 1 && ws[1] >= 1,
+        "periodic_conv2d: at least one input and one output channel"
+    );
     [xs[0], ws[0], xs[2], xs[3]]
+}
+
+/// `t` has `shape` (the bias, the output and its cotangent of a convolution, the
+/// cotangent of a chain).
+fn check_shape(t: &CubeTensor, shape: &[usize], what: &str) {
+    assert_eq!(t.meta.shape().as_slice(), shape, "{what}: wrong shape");
 }
 
 fn check_chain(x: &CubeTensor, p: &CubeTensor, shape: &ChainShape) -> usize {
@@ -681,6 +710,10 @@ fn check_chain(x: &CubeTensor, p: &CubeTensor, shape: &ChainShape) -> usize {
     assert!(
         xs.num_dims() == 3 && xs[0] == 2,
         "coupling_chain: input must be [2, h, N]"
+    );
+    assert!(
+        shape.widths.len() >= 2,
+        "coupling_chain: at least an input and an output width"
     );
     assert_eq!(xs[1], shape.widths[0], "coupling_chain: half width differs");
     assert_eq!(
@@ -697,7 +730,10 @@ fn check_chain(x: &CubeTensor, p: &CubeTensor, shape: &ChainShape) -> usize {
     xs[2]
 }
 
-impl HotOps for CubeBackend {
+/// The operations in f32 (the wrappers in [`HotOps`] cast in and out).
+struct F32;
+
+impl F32 {
     fn periodic_conv2d(
         input: CubeTensor,
         weight: CubeTensor,
@@ -706,6 +742,7 @@ impl HotOps for CubeBackend {
     ) -> CubeTensor {
         let (x, w, b) = (f32_tensor(input), f32_tensor(weight), f32_tensor(bias));
         let dims = check_conv(&x, &w);
+        check_shape(&b, &[dims[1]], "periodic_conv2d bias");
         let y = empty(&x, Shape::new(dims));
         let units = dims.iter().product::<usize>();
         if units == 0 {
@@ -737,6 +774,8 @@ impl HotOps for CubeBackend {
         let (x, w) = (f32_tensor(input), f32_tensor(weight));
         let (y, gy) = (f32_tensor(output), f32_tensor(grad_output));
         let [batch, cout, rows, cols] = check_conv(&x, &w);
+        check_shape(&y, &[batch, cout, rows, cols], "periodic_conv2d output");
+        check_shape(&gy, &[batch, cout, rows, cols], "periodic_conv2d cotangent");
         let (cin, k) = (x.meta.shape()[1], w.meta.shape()[2]);
         let (code, slope) = act_code(act);
         let client = x.client.clone();
@@ -795,7 +834,7 @@ impl HotOps for CubeBackend {
     }
 
     fn coupling_chain(input: CubeTensor, params: CubeTensor, shape: ChainShape) -> CubeTensor {
-        let (x, p) = (f32_tensor(input), f32_tensor(params));
+        let (x, p) = (f32_tensor(input), flat_params(params));
         let cols = check_chain(&x, &p, &shape);
         let h = shape.widths[0];
         let y = empty(&x, Shape::new([2 * h + 1, cols]));
@@ -828,10 +867,15 @@ impl HotOps for CubeBackend {
     ) -> (CubeTensor, CubeTensor) {
         let (x, p, gy) = (
             f32_tensor(input),
-            f32_tensor(params),
+            flat_params(params),
             f32_tensor(grad_output),
         );
         let cols = check_chain(&x, &p, &shape);
+        check_shape(
+            &gy,
+            &[2 * shape.widths[0] + 1, cols],
+            "coupling_chain cotangent",
+        );
         let widths = &shape.widths;
         let (h, kk, layers) = (widths[0], shape.couplings, widths.len() - 1);
         let gx = empty(&x, Shape::new([2, h, cols]));
@@ -896,5 +940,45 @@ impl HotOps for CubeBackend {
         );
         let sigma = Ops::float_reshape(Ops::float_sum_dim(gsigma, 1), Shape::new([kk]));
         (gx, Ops::float_cat(vec![nets, sigma], 0))
+    }
+}
+
+impl HotOps for CubeBackend {
+    fn periodic_conv2d(
+        input: CubeTensor,
+        weight: CubeTensor,
+        bias: CubeTensor,
+        act: Activation,
+    ) -> CubeTensor {
+        let dtype = input.dtype;
+        as_dtype(F32::periodic_conv2d(input, weight, bias, act), dtype)
+    }
+
+    fn periodic_conv2d_backward(
+        input: CubeTensor,
+        weight: CubeTensor,
+        output: CubeTensor,
+        grad_output: CubeTensor,
+        act: Activation,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (dx, dw) = (input.dtype, weight.dtype);
+        let (gx, gw, gb) = F32::periodic_conv2d_backward(input, weight, output, grad_output, act);
+        (as_dtype(gx, dx), as_dtype(gw, dw), as_dtype(gb, dw))
+    }
+
+    fn coupling_chain(input: CubeTensor, params: CubeTensor, shape: ChainShape) -> CubeTensor {
+        let dtype = input.dtype;
+        as_dtype(F32::coupling_chain(input, params, shape), dtype)
+    }
+
+    fn coupling_chain_backward(
+        input: CubeTensor,
+        params: CubeTensor,
+        grad_output: CubeTensor,
+        shape: ChainShape,
+    ) -> (CubeTensor, CubeTensor) {
+        let (dx, dp) = (input.dtype, params.dtype);
+        let (gx, gp) = F32::coupling_chain_backward(input, params, grad_output, shape);
+        (as_dtype(gx, dx), as_dtype(gp, dp))
     }
 }
