@@ -292,6 +292,36 @@ fn load_condition(state: &Array<f32>, acts: &mut Array<f32>, from: usize, #[comp
     }
 }
 
+/// Both twins of one coupling's MLP on the conditioning half `state[from … from + h]`:
+/// `ŝ` into `shat`, `t` into `shift`; `acts` is left holding twin 1's activations.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn coupling_nets(
+    p: &Tensor<f32>,
+    state: &Array<f32>,
+    from: usize,
+    acts: &mut Array<f32>,
+    shat: &mut Array<f32>,
+    shift: &mut Array<f32>,
+    slope: f32,
+    #[comptime] widths: Vec<usize>,
+    #[comptime] base: usize,
+    #[comptime] act: u32,
+) {
+    load_condition(state, acts, from, comptime!(widths[0]));
+    twin_forward(
+        p,
+        acts,
+        shat,
+        slope,
+        comptime!(widths.clone()),
+        base,
+        comptime!(0usize),
+        act,
+    );
+    twin_forward(p, acts, shift, slope, widths, base, comptime!(1usize), act);
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn chain_forward_kernel(
@@ -324,26 +354,16 @@ fn chain_forward_kernel(
         let k = comptime!(if inverse { couplings - 1 - j } else { j });
         let cond = comptime!(if k % 2 == 0 { 0 } else { widths[0] });
         let upd = comptime!(if k % 2 == 0 { widths[0] } else { 0 });
-        load_condition(&state, &mut acts, cond, h);
-        twin_forward(
+        coupling_nets(
             p,
+            &state,
+            cond,
             &mut acts,
             &mut shat,
-            slope,
-            comptime!(widths.clone()),
-            comptime!(k * net_len),
-            comptime!(0usize),
-            act,
-        );
-        load_condition(&state, &mut acts, cond, h);
-        twin_forward(
-            p,
-            &mut acts,
             &mut shift,
             slope,
             comptime!(widths.clone()),
             comptime!(k * net_len),
-            comptime!(1usize),
             act,
         );
         let sigma = p[comptime!(couplings * net_len + k)];
@@ -469,26 +489,16 @@ fn chain_backward_kernel(
         let upd = comptime!(if k % 2 == 0 { widths[0] } else { 0 });
         let before = comptime!(j * 2 * widths[0]);
         let after = comptime!((j + 1) * 2 * widths[0]);
-        load_condition(&states, &mut acts, cond, h);
-        twin_forward(
+        coupling_nets(
             p,
+            &states,
+            cond,
             &mut acts,
             &mut shat,
-            slope,
-            comptime!(widths.clone()),
-            comptime!(k * net_len),
-            comptime!(0usize),
-            act,
-        );
-        load_condition(&states, &mut acts, cond, h);
-        twin_forward(
-            p,
-            &mut acts,
             &mut shift,
             slope,
             comptime!(widths.clone()),
             comptime!(k * net_len),
-            comptime!(1usize),
             act,
         );
         let sigma = p[comptime!(couplings * net_len + k)];
@@ -522,26 +532,16 @@ fn chain_backward_kernel(
         let upd = comptime!(if k % 2 == 0 { widths[0] } else { 0 });
         let after = comptime!((j + 1) * 2 * widths[0]);
         let cond = comptime!(j * 2 * widths[0] + if k % 2 == 0 { 0 } else { widths[0] });
-        load_condition(&states, &mut acts, cond, h);
-        twin_forward(
+        coupling_nets(
             p,
+            &states,
+            cond,
             &mut acts,
             &mut shat,
-            slope,
-            comptime!(widths.clone()),
-            comptime!(k * net_len),
-            comptime!(0usize),
-            act,
-        );
-        load_condition(&states, &mut acts, cond, h);
-        twin_forward(
-            p,
-            &mut acts,
             &mut shift,
             slope,
             comptime!(widths.clone()),
             comptime!(k * net_len),
-            comptime!(1usize),
             act,
         );
         let sigma = p[comptime!(couplings * net_len + k)];
