@@ -3,8 +3,12 @@
 //! - `cargo xtask ci`: `cargo fmt --check`, the invariants of `ARCHITECTURE.md` that the
 //!   manifests show ([`arch`]), `cargo clippy --workspace --all-targets -- -D warnings`, a
 //!   check that `nrg` builds with the `ndarray` backend alone (no `flex`), then the test
-//!   suite (`cargo test --workspace`). This is what `.ci/run` runs.
+//!   suite (`cargo test --workspace`) and the CubeCL kernels' tests on software Vulkan
+//!   (`test-wgpu`). This is what `.ci/run` runs.
 //! - `cargo xtask test`: the test suite alone.
+//! - `cargo xtask test-wgpu [--cli]`: the tests behind the `wgpu` features on a Vulkan device
+//!   (Mesa's software one without a GPU): the CubeCL kernels, with `--cli` also the
+//!   run-time switching test of `nrg`; the kernels' part is the last step of `ci`.
 //! - `cargo xtask demo [--out DIR]`: the small end-to-end demo on the CPU default (exact
 //!   Ising solution, Wolff and Metropolis chains checked against it, a free-field HMC run,
 //!   a flow for Ising L = 4 with NIS, BAR against Wolff configurations, AIS and NMCMC).
@@ -43,6 +47,14 @@ enum Task {
     Ci,
     /// The test suite.
     Test,
+    /// The wgpu tests on a Vulkan device (Mesa's software one without a GPU): the CubeCL
+    /// kernels against the composite path (`nrg-layers`, feature `wgpu`); with `--cli` also
+    /// `nrg`'s end-to-end run-time switching test. Built at opt-level 0 (decision 67).
+    TestWgpu {
+        /// Also the `nrg` program's wgpu test (another build of the tree, ~10 min more).
+        #[arg(long)]
+        cli: bool,
+    },
     /// A small end-to-end demo on the CPU.
     Demo {
         /// Where the demo writes its results.
@@ -112,10 +124,16 @@ fn flows_bench_args(features: &str) -> Vec<&str> {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
+    cargo_env(args, &[])
+}
+
+/// `cargo ARGS` with extra environment variables.
+fn cargo_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
     let cargo = cargo_bin();
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("cannot run {cargo}"))?;
     if !status.success() {
@@ -236,6 +254,86 @@ fn gpu_kit(peers: &std::path::Path) -> Result<()> {
 
 fn test() -> Result<()> {
     cargo(&["test", "--workspace", "--no-fail-fast"])
+}
+
+/// The profile the wgpu tests build in: everything at opt-level 0. A build with `wgpu`
+/// shares no artifacts with the default one (feature unification), and the tree at the
+/// test profile's opt-level 3 took over 25 min on two cores; at 0 it is ~5 min, and the
+/// tests, dominated by the driver's shader compilation, run about as fast (decision 67).
+const WGPU_TEST_PROFILE: [&str; 4] = [
+    "--config",
+    "profile.dev.package.\"*\".opt-level=0",
+    "--config",
+    "profile.dev.opt-level=0",
+];
+
+/// On Linux, a Vulkan driver's manifest (an ICD file) must exist before minutes of building:
+/// Mesa's software one is a package away.
+fn vulkan_driver_present() -> Result<()> {
+    if !cfg!(target_os = "linux")
+        || std::env::var_os("VK_ICD_FILENAMES").is_some()
+        || std::env::var_os("VK_DRIVER_FILES").is_some()
+    {
+        return Ok(());
+    }
+    let dirs = [
+        "/usr/share/vulkan/icd.d",
+        "/etc/vulkan/icd.d",
+        "/usr/local/share/vulkan/icd.d",
+    ];
+    let found = dirs.iter().any(|d| {
+        std::fs::read_dir(d).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
+        })
+    });
+    if !found {
+        bail!(
+            "the wgpu tests need a Vulkan driver and none is installed (no ICD file in {}); \
+             without a GPU install Mesa's software one: apt-get install mesa-vulkan-drivers",
+            dirs.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask test-wgpu [--cli]`: the tests behind the `wgpu` features. The kernel tests
+/// are the `cube_…` tests of `nrg-layers` (run one at a time: lavapipe uses every core
+/// itself); the CLI test is `nrg`'s `wgpu_…` test.
+fn test_wgpu(cli: bool) -> Result<()> {
+    vulkan_driver_present()?;
+    let mut runs: Vec<Vec<&str>> = vec![vec![
+        "test",
+        "-p",
+        "nrg-layers",
+        "--features",
+        "wgpu",
+        "--lib",
+    ]];
+    if cli {
+        runs.push(vec![
+            "test",
+            "-p",
+            "nrg",
+            "--features",
+            "wgpu",
+            "--test",
+            "cli",
+        ]);
+    }
+    let filters = [["cube_", "--test-threads=1"], ["wgpu", "--test-threads=1"]];
+    // Mesa warns on every process without a runtime directory.
+    let tmp = std::env::temp_dir();
+    let env: Vec<(&str, &std::ffi::OsStr)> = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(_) => vec![],
+        None => vec![("XDG_RUNTIME_DIR", tmp.as_os_str())],
+    };
+    for (mut args, filter) in runs.into_iter().zip(filters) {
+        args.extend(WGPU_TEST_PROFILE);
+        args.push("--");
+        args.extend(filter);
+        cargo_env(&args, &env)?;
+    }
+    Ok(())
 }
 
 /// `nrg ARGS` through `cargo run`, in the dev profile (the demo) or the release one (the
@@ -626,9 +724,11 @@ fn main() -> Result<()> {
                 "--features",
                 "ndarray",
             ])?;
-            test()
+            test()?;
+            test_wgpu(false)
         }
         Task::Test => test(),
+        Task::TestWgpu { cli } => test_wgpu(cli),
         Task::Demo { out } => demo(out),
         Task::Reproduce { study, runs } => reproduce(study, runs),
         Task::BenchTable { criterion, backend } => {

@@ -1293,10 +1293,10 @@ fn rg_compare_sets_flow_rbm_and_block_spins_side_by_side() {
 /// Run-time switching (issue 21): the same run on the CPU and on wgpu. A checkpoint trained on
 /// one device samples on the other, `ln q` of the same configurations agrees to f32 rounding,
 /// and the statistical estimates agree within error. Needs a wgpu adapter: `cargo test -p nrg
-/// --features wgpu --test cli wgpu` (not in `cargo xtask ci`, decision 65). On Mesa's
-/// software Vulkan (Debian 12, Mesa 22.3) use `wgpu` without `vulkan`: lavapipe crashes
-/// compiling CubeCL's SPIR-V matmul; with WGSL this test takes ~5 minutes there, most of it
-/// compiling and autotuning kernels.
+/// --features wgpu --test cli wgpu` or `cargo xtask test-wgpu --cli` (not in `cargo xtask ci`,
+/// decisions 65 and 67). On Mesa's software Vulkan (Debian 12, Mesa 22.3) use `wgpu` without
+/// `vulkan`: lavapipe crashes compiling CubeCL's SPIR-V matmul; with WGSL this test takes
+/// 2–5 minutes there, most of it compiling and autotuning kernels.
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_gives_the_same_physics_as_the_cpu() {

@@ -462,30 +462,36 @@ mod tests {
         }
     }
 
-    /// `max |a − b| / max(1, max |b|)`: the error relative to the reference's size.
+    /// `max |a − b| / max(1, max |b|)`: the error relative to the reference's size, computed
+    /// on the reference's device (`a` is copied there).
     #[cfg(feature = "wgpu")]
     fn rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        let a = Tensor::<D>::from_data(a.into_data(), &b.device());
         let scale: f32 = b.clone().abs().max().into_scalar();
         max_diff(a, b) / scale.max(1.0)
     }
 
-    /// The CubeCL convolution equals burn's composite one on the wgpu device (Mesa's
-    /// software Vulkan without a GPU): values, and the gradients of input, weight and bias,
-    /// for kernels of 3 and 5, batches of 1–5 and every activation; also on the plain
-    /// (non-autodiff) device. 1e-5 relative on values (sums of ≤ 75 products), 1e-4 relative
-    /// on gradients (sums over the batch and the lattice).
+    /// The CubeCL convolution on the wgpu device (Mesa's software Vulkan without a GPU)
+    /// equals burn's composite one on flex with the same inputs: values, and the gradients
+    /// of input, weight and bias, for kernels of 3 and 5, batches of 1–5 and every
+    /// activation; also on the plain (non-autodiff) device. 1e-5 relative on values (sums
+    /// of ≤ 75 products), 1e-4 relative on gradients (sums over the batch and the
+    /// lattice). The reference runs on flex: the composite path on wgpu compiles dozens of
+    /// fused shaders (minutes on software Vulkan) and checks nothing of ours.
     #[cfg(feature = "wgpu")]
     #[test]
     fn cube_conv_equals_reference_with_gradients() {
         let plain = crate::test_util::wgpu_device();
         let dev = plain.clone().autodiff();
+        let flex = Device::flex().autodiff();
         assert!(hot_paths(&dev).is_some() && hot_paths(&plain).is_some());
         assert!(
             fused(&dev).is_none(),
             "the other fused operations are flex-only"
         );
-        dev.seed(13);
+        flex.seed(13);
         let n = Distribution::Normal(0.0, 1.0);
+        let on = |t: &Tensor<4>, device: &Device| Tensor::<4>::from_data(t.to_data(), device);
         for act in [
             Activation::LeakyRelu(0.01),
             Activation::Elu,
@@ -496,31 +502,35 @@ mod tests {
                 ([1, 1, 4, 4], [2, 1, 5, 5]),
                 ([2, 3, 8, 8], [4, 3, 3, 3]),
             ] {
-                let x = Tensor::<4>::random(xs, n, &dev).require_grad();
-                let w = Tensor::<4>::random(ws, n, &dev).require_grad();
-                let b = Tensor::<1>::random([ws[0]], n, &dev).require_grad();
-                let c = Tensor::<4>::random([xs[0], ws[0], xs[2], xs[3]], n, &dev);
-                let cube = periodic_conv2d(x.clone(), w.clone(), b.clone(), act);
+                // Inputs drawn on flex (the reference), copied to wgpu.
+                let x = Tensor::<4>::random(xs, n, &flex).require_grad();
+                let w = Tensor::<4>::random(ws, n, &flex).require_grad();
+                let b = Tensor::<1>::random([ws[0]], n, &flex).require_grad();
+                let c = Tensor::<4>::random([xs[0], ws[0], xs[2], xs[3]], n, &flex);
+                let (xc, wc, cc) = (
+                    on(&x, &dev).require_grad(),
+                    on(&w, &dev).require_grad(),
+                    on(&c, &dev),
+                );
+                let bc = Tensor::<1>::from_data(b.to_data(), &dev).require_grad();
+                let cube = periodic_conv2d(xc.clone(), wc.clone(), bc.clone(), act);
                 let reference = periodic_conv2d_reference(x.clone(), w.clone(), b.clone(), act);
                 let d = rel_diff(cube.clone(), reference.clone());
                 assert!(d < 1e-5, "{act:?} {xs:?} values: {d}");
-                let g1 = (cube * c.clone()).sum().backward();
-                let g2 = (reference * c).sum().backward();
-                for (name, t) in [("dx", &x), ("dw", &w)] {
-                    let d = rel_diff(t.grad(&g1).unwrap(), t.grad(&g2).unwrap());
+                let g1 = (cube * cc).sum().backward();
+                let g2 = (reference.clone() * c).sum().backward();
+                for (name, t1, t2) in [("dx", &xc, &x), ("dw", &wc, &w)] {
+                    let d = rel_diff(t1.grad(&g1).unwrap(), t2.grad(&g2).unwrap());
                     assert!(d < 1e-4, "{act:?} {xs:?} {name}: {d}");
                 }
-                let d = rel_diff(b.grad(&g1).unwrap(), b.grad(&g2).unwrap());
+                let d = rel_diff(bc.grad(&g1).unwrap(), b.grad(&g2).unwrap());
                 assert!(d < 1e-4, "{act:?} {xs:?} db: {d}");
                 let (xp, wp, bp) = (
-                    Tensor::<4>::from_data(x.to_data(), &plain),
-                    Tensor::<4>::from_data(w.to_data(), &plain),
+                    on(&x, &plain),
+                    on(&w, &plain),
                     Tensor::<1>::from_data(b.to_data(), &plain),
                 );
-                let d = rel_diff(
-                    periodic_conv2d(xp.clone(), wp.clone(), bp.clone(), act),
-                    periodic_conv2d_reference(xp, wp, bp, act),
-                );
+                let d = rel_diff(periodic_conv2d(xp, wp, bp, act), reference);
                 assert!(d < 1e-5, "{act:?} {xs:?} plain device: {d}");
             }
         }
