@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurement of issue 21 in one command, on a machine with a GPU and no Rust
 # toolchain. Prepared here by `cargo xtask gpu-kit` (which builds the flow benches with
-# flex + wgpu + vulkan and copies them, the xtask binary, the PyTorch peers and this script
-# into .gpu/). On the device machine, from the repository root:
+# flex + wgpu + vulkan, and with flex + wgpu as a WGSL fallback, and copies them, the xtask
+# binary, the PyTorch peers and this script into .gpu/). On the device machine, from the repository root:
 #
 #   bash .gpu/measure.sh            # results in $OUT (or .gpu/out)
 #
@@ -30,16 +30,34 @@ fi
 nproc >> "$out/device.txt"
 crit=/tmp/nrg-criterion
 mkdir -p "$crit"
-# The benches travel gzipped (the carried tree is limited to 64 MiB).
+# The benches travel gzipped (the carried tree is limited to 64 MiB): `flows` is built with
+# CubeCL's SPIR-V compiler (the `vulkan` feature), `flows-wgsl` with WGSL through naga, the
+# fallback should the SPIR-V pipelines fail on this driver.
 flows=/tmp/nrg-flows
 gunzip -c "$kit/flows.gz" > "$flows" && chmod +x "$flows"
 filter=${NRG_GPU_FILTER:-train_step|nis|hierarchical|coupling}
-for b in flex wgpu; do
-    echo "== flow benches on $b"
-    NRG_BENCH_DEVICE=$b NRG_BENCH_INFO=$crit/device-$b.txt CRITERION_HOME=$crit \
-        timeout 240 "$flows" --bench --save-baseline "$b" "$filter" \
-        || echo "the benches on $b failed or timed out"
-done
+bench() { # backend, executable
+    NRG_BENCH_DEVICE=$1 NRG_BENCH_INFO=$crit/device-$1.txt CRITERION_HOME=$crit \
+        timeout 240 "$2" --bench --save-baseline "$1" "$filter"
+}
+echo "== flow benches on flex"
+bench flex "$flows" || echo "the benches on flex failed or timed out"
+echo "== flow benches on wgpu (SPIR-V)"
+bench wgpu "$flows"
+rc=$?
+if [ $rc -eq 0 ] || [ $rc -eq 124 ]; then
+    # A timeout is not the compiler's failure: what finished stands, no second run.
+    [ $rc -eq 124 ] && echo "the benches on wgpu timed out"
+    echo "wgpu shaders: SPIR-V (vulkan feature)" >> "$out/device.txt"
+else
+    echo "the benches on wgpu (SPIR-V) failed (exit $rc); again with WGSL"
+    gunzip -c "$kit/flows-wgsl.gz" > "$flows-wgsl" && chmod +x "$flows-wgsl"
+    if bench wgpu "$flows-wgsl"; then
+        echo "wgpu shaders: WGSL (the SPIR-V build failed)" >> "$out/device.txt"
+    else
+        echo "the benches on wgpu (WGSL) failed or timed out too"
+    fi
+fi
 "$kit/xtask" bench-table --criterion "$crit" --backend flex,wgpu && cp "$crit/backends.md" "$crit/backends.csv" "$out/"
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     echo "== PyTorch peers on CUDA"

@@ -17,8 +17,8 @@
 //! - `cargo xtask bench --backend flex,wgpu [--features vulkan] [-- filter]`: the flow
 //!   benches once per backend and the table of medians and speed-ups over flex
 //!   (`target/criterion/backends.md`, [`bench`]); `cargo xtask bench-table` remakes it.
-//! - `cargo xtask gpu-kit`: `.gpu/` with the benches built for flex + wgpu + vulkan, this
-//!   binary, the PyTorch peers and `measure.sh`, the GPU measurement of issue 21 in one
+//! - `cargo xtask gpu-kit`: `.gpu/` with the benches built for flex + wgpu + vulkan (and a
+//!   WGSL build as the fallback), this binary, the PyTorch peers and `measure.sh`, the GPU measurement of issue 21 in one
 //!   command on a machine without a Rust toolchain.
 //! - `cargo xtask reproduce STUDY [--runs DIR]`: one of the studies in `docs/benchmarks.md`
 //!   end to end with the shipped configs and a release build (data, training, sampling);
@@ -95,7 +95,8 @@ enum Task {
         backend: String,
     },
     /// Prepares `.gpu/` for the GPU measurement on a machine without a Rust toolchain: the
-    /// flow benches built with flex + wgpu + vulkan, this xtask binary, the PyTorch peers
+    /// flow benches built with flex + wgpu + vulkan (and with flex + wgpu, WGSL, as the
+    /// fallback), this xtask binary, the PyTorch peers
     /// (from `--peers`) and `measure.sh`; run there as `bash .gpu/measure.sh`.
     GpuKit {
         /// The PyTorch peers' folder.
@@ -196,12 +197,10 @@ fn bench_backends(list: &str, features: Option<&str>, args: &[String]) -> Result
 }
 
 /// `cargo xtask gpu-kit`: see [`Task::GpuKit`].
-fn gpu_kit(peers: &std::path::Path) -> Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let kit = root.join(".gpu");
-    std::fs::create_dir_all(kit.join("peers"))?;
+/// The flows bench built with `features` (release), its executable's path.
+fn build_flows_bench(features: &str) -> Result<PathBuf> {
     let cargo_bin = cargo_bin();
-    let mut args = flows_bench_args("flex,wgpu,vulkan");
+    let mut args = flows_bench_args(features);
     args.extend(["--no-run", "--message-format=json-render-diagnostics"]);
     eprintln!("xtask: cargo {}", args.join(" "));
     let output = Command::new(&cargo_bin)
@@ -210,39 +209,56 @@ fn gpu_kit(peers: &std::path::Path) -> Result<()> {
         .output()
         .with_context(|| format!("cannot run {cargo_bin}"))?;
     if !output.status.success() {
-        bail!("building the benches failed ({})", output.status);
+        bail!(
+            "building the benches ({features}) failed ({})",
+            output.status
+        );
     }
-    let executable = String::from_utf8_lossy(&output.stdout)
+    String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v.pointer("/target/name").and_then(|n| n.as_str()) == Some("flows"))
         .find_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
-        .context("cargo named no executable of the flows bench")?;
+        .context("cargo named no executable of the flows bench")
+}
+
+fn gpu_kit(peers: &std::path::Path) -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let kit = root.join(".gpu");
+    std::fs::create_dir_all(kit.join("peers"))?;
     let copy = |from: &std::path::Path, to: &std::path::Path| -> Result<()> {
         std::fs::copy(from, to)
             .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
         Ok(())
     };
-    copy(&executable, &kit.join("flows"))?;
+    // The SPIR-V build is the one measured; the WGSL one (the path the tests check on
+    // software Vulkan, whose SPIR-V pipelines crash lavapipe) is the fallback should the
+    // first fail on the GPU's driver, so that a lent GPU is not spent for nothing.
+    for (features, name) in [("flex,wgpu,vulkan", "flows"), ("flex,wgpu", "flows-wgsl")] {
+        let executable = build_flows_bench(features)?;
+        copy(&executable, &kit.join(name))?;
+    }
     copy(&std::env::current_exe()?, &kit.join("xtask"))?;
     copy(&root.join("xtask/gpu/measure.sh"), &kit.join("measure.sh"))?;
     for peer in ["phi4_flow_torch.py", "neuralrg_ising_torch.py"] {
         copy(&peers.join(peer), &kit.join("peers").join(peer))?;
     }
     // Smaller to carry: the debug information is not needed there.
-    for bin in ["flows", "xtask"] {
+    for bin in ["flows", "flows-wgsl", "xtask"] {
         let status = Command::new("strip").arg(kit.join(bin)).status();
         if !status.is_ok_and(|s| s.success()) {
             eprintln!("xtask: could not strip .gpu/{bin}; carrying it as it is");
         }
     }
-    // The carried tree is limited to 64 MiB and the stripped benches are ~100 MB: gzip.
-    let status = Command::new("gzip")
-        .args(["-f", "-9"])
-        .arg(kit.join("flows"))
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
-        bail!("gzip of .gpu/flows failed");
+    // The carried tree is limited to 64 MiB and each stripped bench is ~100 MB: gzip.
+    for bin in ["flows", "flows-wgsl"] {
+        let status = Command::new("gzip")
+            .args(["-f", "-9"])
+            .arg(kit.join(bin))
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            bail!("gzip of .gpu/{bin} failed");
+        }
     }
     println!(
         "the kit is in {}: on the device machine run `bash .gpu/measure.sh` with .gpu (and \
