@@ -17,9 +17,9 @@
 //! - `cargo xtask bench --backend flex,wgpu [--features vulkan] [-- filter]`: the flow
 //!   benches once per backend and the table of medians and speed-ups over flex
 //!   (`target/criterion/backends.md`, [`bench`]); `cargo xtask bench-table` remakes it.
-//! - `cargo xtask gpu-kit`: `.gpu/` with the benches built for flex + wgpu + vulkan (and a
-//!   WGSL build as the fallback), this binary, the PyTorch peers and `measure.sh`, the GPU measurement of issue 21 in one
-//!   command on a machine without a Rust toolchain.
+//! - `cargo xtask gpu-kit`: `.gpu/` with the benches built for flex + wgpu + vulkan (and
+//!   a WGSL build as the fallback), this binary, the PyTorch peers and `measure.sh`, the
+//!   GPU measurement of issue 21 in one command on a machine without a Rust toolchain.
 //! - `cargo xtask reproduce STUDY [--runs DIR]`: one of the studies in `docs/benchmarks.md`
 //!   end to end with the shipped configs and a release build (data, training, sampling);
 //!   the results land in `DIR/…/summary.json` (`free-energy` also writes its table,
@@ -51,7 +51,8 @@ enum Task {
     /// kernels against the composite path (`nrg-layers`, feature `wgpu`); with `--cli` also
     /// `nrg`'s end-to-end run-time switching test. Built at opt-level 0 (decision 67).
     TestWgpu {
-        /// Also the `nrg` program's wgpu test (another build of the tree, ~10 min more).
+        /// Also the `nrg` program's wgpu test (another build of the tree: ~5 min to build,
+        /// 2–3 min to run on software Vulkan).
         #[arg(long)]
         cli: bool,
     },
@@ -141,6 +142,25 @@ fn cargo_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+/// `cargo ARGS` with extra environment variables, its standard output echoed and returned
+/// (standard error passes through).
+fn cargo_env_stdout(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<String> {
+    let cargo = cargo_bin();
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let output = Command::new(&cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    print!("{stdout}");
+    if !output.status.success() {
+        bail!("cargo {} failed ({})", args.join(" "), output.status);
+    }
+    Ok(stdout)
 }
 
 /// The workspace's criterion folder (`CARGO_TARGET_DIR` or `target/`, then `criterion`).
@@ -272,10 +292,11 @@ fn test() -> Result<()> {
     cargo(&["test", "--workspace", "--no-fail-fast"])
 }
 
-/// The profile the wgpu tests build in: everything at opt-level 0. A build with `wgpu`
-/// shares no artifacts with the default one (feature unification), and the tree at the
-/// test profile's opt-level 3 took over 25 min on two cores; at 0 it is ~5 min, and the
-/// tests, dominated by the driver's shader compilation, run about as fast (decision 67).
+/// The profile the wgpu tests build in: every crate at opt-level 0 (but `nrg-rg`, whose own
+/// opt-level 3 in the manifest wins, as it should: its fits are slow unoptimised). A build
+/// with `wgpu` shares no artifacts with the default one (feature unification), and the tree
+/// at the test profile's opt-level 3 took over 25 min on two cores; at 0 it is ~5 min, and
+/// the tests, dominated by the driver's shader compilation, run about as fast (decision 67).
 const WGPU_TEST_PROFILE: [&str; 4] = [
     "--config",
     "profile.dev.package.\"*\".opt-level=0",
@@ -283,20 +304,49 @@ const WGPU_TEST_PROFILE: [&str; 4] = [
     "profile.dev.opt-level=0",
 ];
 
+/// The wgpu tests `test-wgpu` must see pass: a filter that matched nothing (a test renamed,
+/// a feature gate changed) would otherwise pass with "0 passed". New `cube_…` tests run by
+/// the filter without being listed here.
+const WGPU_KERNEL_TESTS: [&str; 2] = [
+    "kernels::tests::cube_conv_equals_reference_with_gradients",
+    "block::tests::cube_chain_equals_composite_couplings_with_gradients",
+];
+const WGPU_CLI_TESTS: [&str; 1] = ["wgpu_gives_the_same_physics_as_the_cpu"];
+
 /// On Linux, a Vulkan driver's manifest (an ICD file) must exist before minutes of building:
-/// Mesa's software one is a package away.
+/// Mesa's software one is a package away. Looks where the Vulkan loader looks: the
+/// `VK_*DRIVER_FILES`/`VK_ICD_FILENAMES` variables, `vulkan/icd.d` under `/etc`,
+/// `$XDG_CONFIG_DIRS`, `$XDG_DATA_HOME` (or `~/.local/share`) and `$XDG_DATA_DIRS` (or
+/// `/usr/local/share:/usr/share`).
 fn vulkan_driver_present() -> Result<()> {
+    let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty());
     if !cfg!(target_os = "linux")
-        || std::env::var_os("VK_ICD_FILENAMES").is_some()
-        || std::env::var_os("VK_DRIVER_FILES").is_some()
+        || ["VK_ICD_FILENAMES", "VK_DRIVER_FILES", "VK_ADD_DRIVER_FILES"]
+            .iter()
+            .any(|v| set(v))
     {
         return Ok(());
     }
-    let dirs = [
-        "/usr/share/vulkan/icd.d",
-        "/etc/vulkan/icd.d",
-        "/usr/local/share/vulkan/icd.d",
-    ];
+    let var = |v: &str, default: &str| {
+        std::env::var(v)
+            .ok()
+            .filter(|x| !x.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    let home = var("HOME", "/root");
+    let mut roots = vec!["/etc".to_string()];
+    roots.extend(
+        var("XDG_CONFIG_DIRS", "/etc/xdg")
+            .split(':')
+            .map(String::from),
+    );
+    roots.push(var("XDG_DATA_HOME", &format!("{home}/.local/share")));
+    roots.extend(
+        var("XDG_DATA_DIRS", "/usr/local/share:/usr/share")
+            .split(':')
+            .map(String::from),
+    );
+    let dirs: Vec<String> = roots.iter().map(|r| format!("{r}/vulkan/icd.d")).collect();
     let found = dirs.iter().any(|d| {
         std::fs::read_dir(d).is_ok_and(|mut entries| {
             entries.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
@@ -312,42 +362,59 @@ fn vulkan_driver_present() -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask test-wgpu [--cli]`: the tests behind the `wgpu` features. The kernel tests
-/// are the `cube_…` tests of `nrg-layers` (run one at a time: lavapipe uses every core
-/// itself); the CLI test is `nrg`'s `wgpu_…` test.
+/// `cargo xtask test-wgpu [--cli]`: the tests behind the `wgpu` features. First clippy on
+/// `nrg-layers` with `wgpu` (the CubeCL kernels are not linted by the workspace's clippy,
+/// which builds without the feature), then the `cube_…` tests of `nrg-layers` (one at a
+/// time: lavapipe uses every core itself), with `--cli` also `nrg`'s `wgpu_…` test. Each
+/// test of [`WGPU_KERNEL_TESTS`] (and [`WGPU_CLI_TESTS`]) must be seen passing.
 fn test_wgpu(cli: bool) -> Result<()> {
     vulkan_driver_present()?;
-    let mut runs: Vec<Vec<&str>> = vec![vec![
-        "test",
+    let mut lint = vec![
+        "clippy",
         "-p",
         "nrg-layers",
         "--features",
         "wgpu",
         "--lib",
-    ]];
+        "--tests",
+    ];
+    lint.extend(WGPU_TEST_PROFILE);
+    lint.extend(["--", "-D", "warnings"]);
+    cargo(&lint)?;
+    let mut runs: Vec<(Vec<&str>, &str, &[&str])> = vec![(
+        vec!["test", "-p", "nrg-layers", "--features", "wgpu", "--lib"],
+        "cube_",
+        &WGPU_KERNEL_TESTS,
+    )];
     if cli {
-        runs.push(vec![
-            "test",
-            "-p",
-            "nrg",
-            "--features",
+        runs.push((
+            vec!["test", "-p", "nrg", "--features", "wgpu", "--test", "cli"],
             "wgpu",
-            "--test",
-            "cli",
-        ]);
+            &WGPU_CLI_TESTS,
+        ));
     }
-    let filters = [["cube_", "--test-threads=1"], ["wgpu", "--test-threads=1"]];
     // Mesa warns on every process without a runtime directory.
     let tmp = std::env::temp_dir();
     let env: Vec<(&str, &std::ffi::OsStr)> = match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(_) => vec![],
         None => vec![("XDG_RUNTIME_DIR", tmp.as_os_str())],
     };
-    for (mut args, filter) in runs.into_iter().zip(filters) {
+    for (mut args, filter, expected) in runs {
         args.extend(WGPU_TEST_PROFILE);
-        args.push("--");
-        args.extend(filter);
-        cargo_env(&args, &env)?;
+        args.extend(["--", filter, "--test-threads=1"]);
+        let stdout = cargo_env_stdout(&args, &env)?;
+        let missing: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|name| !stdout.contains(&format!("test {name} ... ok")))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "cargo {} ran without these tests passing: {}",
+                args.join(" "),
+                missing.join(", ")
+            );
+        }
     }
     Ok(())
 }
@@ -720,6 +787,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
         Task::Ci => {
+            // The last step needs a Vulkan driver: say so before the first.
+            vulkan_driver_present()?;
             cargo(&["fmt", "--all", "--check"])?;
             arch::check()?;
             eprintln!("xtask: the architecture's invariants hold (ARCHITECTURE.md)");

@@ -338,9 +338,10 @@ mod tests {
 
     /// The same for the CubeCL chain kernels on the wgpu device, for NeuralRG's 2×2 blocks
     /// and for 4×4 blocks with two channels (half width 16) and an odd number of
-    /// couplings. The reference is burn's composite couplings on flex, with the same
-    /// parameters and input: the composite path on wgpu would compile dozens of fused
-    /// shaders, minutes on software Vulkan, and checks nothing of ours.
+    /// couplings. The reference is the composite couplings on flex, with the same
+    /// parameters and input (their MLPs take flex's fused twin MLP, itself checked against
+    /// burn's operations in `kernels`' tests): the composite path on wgpu would compile
+    /// dozens of fused shaders, minutes on software Vulkan, and check nothing of ours.
     #[cfg(feature = "wgpu")]
     #[test]
     fn cube_chain_equals_composite_couplings_with_gradients() {
