@@ -126,16 +126,10 @@ fn flows_bench_args(features: &str) -> Vec<&str> {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
-    cargo_env(args, &[])
-}
-
-/// `cargo ARGS` with extra environment variables.
-fn cargo_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
     let cargo = cargo_bin();
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
-        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("cannot run {cargo}"))?;
     if !status.success() {
@@ -144,9 +138,9 @@ fn cargo_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo ARGS` with extra environment variables, its standard output echoed and returned
-/// (standard error passes through).
-fn cargo_env_stdout(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<String> {
+/// `cargo ARGS` with extra environment variables, its standard output returned (standard
+/// error passes through).
+fn cargo_stdout(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<String> {
     let cargo = cargo_bin();
     eprintln!("xtask: cargo {}", args.join(" "));
     let output = Command::new(&cargo)
@@ -155,12 +149,11 @@ fn cargo_env_stdout(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<S
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("cannot run {cargo}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    print!("{stdout}");
     if !output.status.success() {
+        print!("{}", String::from_utf8_lossy(&output.stdout));
         bail!("cargo {} failed ({})", args.join(" "), output.status);
     }
-    Ok(stdout)
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The workspace's criterion folder (`CARGO_TARGET_DIR` or `target/`, then `criterion`).
@@ -219,22 +212,9 @@ fn bench_backends(list: &str, features: Option<&str>, args: &[String]) -> Result
 /// `cargo xtask gpu-kit`: see [`Task::GpuKit`].
 /// The flows bench built with `features` (release), its executable's path.
 fn build_flows_bench(features: &str) -> Result<PathBuf> {
-    let cargo_bin = cargo_bin();
     let mut args = flows_bench_args(features);
     args.extend(["--no-run", "--message-format=json-render-diagnostics"]);
-    eprintln!("xtask: cargo {}", args.join(" "));
-    let output = Command::new(&cargo_bin)
-        .args(&args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run {cargo_bin}"))?;
-    if !output.status.success() {
-        bail!(
-            "building the benches ({features}) failed ({})",
-            output.status
-        );
-    }
-    String::from_utf8_lossy(&output.stdout)
+    cargo_stdout(&args, &[])?
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v.pointer("/target/name").and_then(|n| n.as_str()) == Some("flows"))
@@ -402,7 +382,8 @@ fn test_wgpu(cli: bool) -> Result<()> {
     for (mut args, filter, expected) in runs {
         args.extend(WGPU_TEST_PROFILE);
         args.extend(["--", filter, "--test-threads=1"]);
-        let stdout = cargo_env_stdout(&args, &env)?;
+        let stdout = cargo_stdout(&args, &env)?;
+        print!("{stdout}");
         let missing: Vec<&str> = expected
             .iter()
             .copied()

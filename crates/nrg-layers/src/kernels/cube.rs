@@ -635,9 +635,6 @@ fn f32_tensor(t: CubeTensor) -> CubeTensor {
 /// A result back in the float type of the input it belongs to (what the fusion metadata
 /// declares, and what the composite path returns).
 fn as_dtype(t: CubeTensor, dtype: DType) -> CubeTensor {
-    if dtype == DType::F32 {
-        return t;
-    }
     match dtype {
         DType::F64 => Ops::float_cast(t, FloatDType::F64),
         DType::F16 => Ops::float_cast(t, FloatDType::F16),
@@ -789,20 +786,18 @@ impl F32 {
                 zeros(Shape::new([cout])),
             );
         }
-        {
-            let dim = CubeDim::new(&client, units);
-            conv_grad_input_kernel::launch(
-                &client,
-                grid(&x, units, dim),
-                dim,
-                w.clone().into_tensor_arg(),
-                y.clone().into_tensor_arg(),
-                gy.clone().into_tensor_arg(),
-                gx.clone().into_tensor_arg(),
-                slope,
-                code,
-            );
-        }
+        let dim = CubeDim::new(&client, units);
+        conv_grad_input_kernel::launch(
+            &client,
+            grid(&x, units, dim),
+            dim,
+            w.clone().into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            gy.clone().into_tensor_arg(),
+            gx.clone().into_tensor_arg(),
+            slope,
+            code,
+        );
 
         // Enough (weight, chunk) pairs to fill a GPU, each chunk a run of whole samples.
         let nw = cout * cin * k * k;
@@ -891,27 +886,25 @@ impl F32 {
         let acts = empty(&x, Shape::new([acts_len]));
         let deltas = empty(&x, Shape::new([deltas_len]));
         let gsigma = empty(&x, Shape::new([kk, cols]));
-        {
-            let (code, slope) = act_code(shape.hidden);
-            let dim = CubeDim::new_1d(CHAIN_CUBE);
-            chain_backward_kernel::launch(
-                &x.client.clone(),
-                grid(&x, cols, dim),
-                dim,
-                x.into_tensor_arg(),
-                p.clone().into_tensor_arg(),
-                gy.into_tensor_arg(),
-                gx.clone().into_tensor_arg(),
-                acts.clone().into_tensor_arg(),
-                deltas.clone().into_tensor_arg(),
-                gsigma.clone().into_tensor_arg(),
-                slope,
-                widths.clone(),
-                kk,
-                shape.direction == Direction::Inverse,
-                code,
-            );
-        }
+        let (code, slope) = act_code(shape.hidden);
+        let dim = CubeDim::new_1d(CHAIN_CUBE);
+        chain_backward_kernel::launch(
+            &x.client.clone(),
+            grid(&x, cols, dim),
+            dim,
+            x.into_tensor_arg(),
+            p.clone().into_tensor_arg(),
+            gy.into_tensor_arg(),
+            gx.clone().into_tensor_arg(),
+            acts.clone().into_tensor_arg(),
+            deltas.clone().into_tensor_arg(),
+            gsigma.clone().into_tensor_arg(),
+            slope,
+            widths.clone(),
+            kk,
+            shape.direction == Direction::Inverse,
+            code,
+        );
         // ∂W_l = Σ_n a_l δ_{l+1}ᵀ per (coupling, twin), ∂b_l = Σ_n δ_{l+1}: [K, …] each, then
         // interleaved per coupling as the flat layout wants them.
         let mut parts = Vec::with_capacity(2 * layers);
