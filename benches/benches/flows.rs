@@ -2,7 +2,9 @@
 //! with `--features ndarray` or `--features wgpu` and set `NRG_BENCH_DEVICE=ndarray|wgpu`;
 //! `cargo xtask bench --backend flex,wgpu` does both and writes a table per run). With
 //! `NRG_BENCH_INFO=FILE` the bench writes the device's description (CPU model or GPU
-//! adapter) to `FILE`.
+//! adapter) to `FILE`. With the `wgpu` feature and `NRG_STEP_PROFILE=DIR` it runs no bench
+//! but writes the kernel launches of the two training steps (`nrg_benches::step_profile`)
+//! into `DIR`.
 //!
 //! - `coupling/{forward,inverse}`: one affine checkerboard coupling with the φ⁴ tutorial's
 //!   CNN (1 → 8 → 8 → 2, 3×3), batch 256, L = 8;
@@ -20,11 +22,10 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use criterion::{Criterion, criterion_group, criterion_main};
-use nrg_core::{Bijector, Lattice};
-use nrg_flow::FlowSpec;
+use criterion::{Criterion, criterion_group};
+use nrg_benches::{ising_l16_flow, phi4_tutorial_flow};
+use nrg_core::Bijector;
 use nrg_flow::train::{TrainSettings, Trainer};
-use nrg_lattice::{IsingRelaxed, PhiFour};
 use nrg_layers::{AffineCouplingConfig, BlockRealNvpConfig, CirculantLinear, MaskKind};
 use std::hint::black_box;
 
@@ -33,7 +34,10 @@ fn device() -> Device {
     static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
     DEVICE
         .get_or_init(|| {
-            let (device, description) = device_and_description();
+            let backend = std::env::var("NRG_BENCH_DEVICE").unwrap_or_else(|_| "flex".into());
+            let (device, description) = nrg_benches::device_named(&backend).unwrap_or_else(|| {
+                panic!("NRG_BENCH_DEVICE={backend}: build the benches with that backend's feature")
+            });
             if let Ok(path) = std::env::var("NRG_BENCH_INFO") {
                 let path = std::path::PathBuf::from(path);
                 if let Some(dir) = path.parent() {
@@ -45,42 +49,6 @@ fn device() -> Device {
             device
         })
         .clone()
-}
-
-/// The CPU's model name, from `/proc/cpuinfo`.
-fn cpu_model() -> String {
-    let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpus
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown CPU", |(_, m)| m.trim());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!("{model}, {threads} threads")
-}
-
-#[allow(unreachable_code, deprecated)]
-fn device_and_description() -> (Device, String) {
-    match std::env::var("NRG_BENCH_DEVICE").as_deref() {
-        #[cfg(feature = "wgpu")]
-        Ok("wgpu") => {
-            let (device, setup) = Device::wgpu_options()
-                .init_with_setup()
-                .expect("a wgpu adapter (a GPU driver with Vulkan, or mesa-vulkan-drivers)");
-            let info = setup.adapter.get_info();
-            let text = format!(
-                "{} ({:?}, {:?}, {} {})",
-                info.name, info.backend, info.device_type, info.driver, info.driver_info
-            );
-            return (device, text);
-        }
-        #[cfg(feature = "ndarray")]
-        Ok("ndarray") => return (Device::ndarray(), format!("ndarray on {}", cpu_model())),
-        _ => {}
-    }
-    #[cfg(feature = "flex")]
-    return (Device::flex(), format!("flex on {}", cpu_model()));
-    panic!("build the benches with a backend feature (flex, ndarray or wgpu)")
 }
 
 fn sync(t: Tensor<1>) -> f32 {
@@ -125,29 +93,11 @@ fn hierarchical(c: &mut Criterion) {
     group.finish();
 }
 
-/// The φ⁴ tutorial point (L = 8, m² = −4, λ = 8) and its flat flow, untrained.
-fn phi4_tutorial(dev: &Device) -> (PhiFour, nrg_flow::FlowModel) {
-    let phi4 = PhiFour::lattice_form(Lattice::square(8).expect("L"), 1, -4.0, 8.0).expect("φ⁴");
-    let model = FlowSpec::phi4_tutorial().build(1, 8, dev).expect("flow");
-    (phi4, model)
-}
-
-/// The relaxed Ising model at L = 16, β_c, and the default hierarchical flow with Z₂.
-fn ising_l16(dev: &Device) -> (IsingRelaxed, nrg_flow::FlowModel) {
-    let beta_c = (1.0 + 2f64.sqrt()).ln() / 2.0;
-    let ising = IsingRelaxed::new(Lattice::square(16).expect("L"), beta_c, dev).expect("Ising");
-    let spec = FlowSpec {
-        z2: true,
-        ..FlowSpec::default()
-    };
-    (ising, spec.build(1, 16, dev).expect("flow"))
-}
-
 fn train_step(c: &mut Criterion) {
     let dev = device().autodiff();
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
-    let (phi4, model) = phi4_tutorial(&dev);
+    let (phi4, model) = phi4_tutorial_flow(&dev);
     let settings = TrainSettings {
         batch: 256,
         ..TrainSettings::default()
@@ -156,7 +106,7 @@ fn train_step(c: &mut Criterion) {
     group.bench_function("phi4_tutorial", |b| {
         b.iter(|| black_box(trainer.step().expect("finite")))
     });
-    let (ising, model) = ising_l16(&dev);
+    let (ising, model) = ising_l16_flow(&dev);
     let settings = TrainSettings {
         batch: 512,
         ..TrainSettings::default()
@@ -180,11 +130,11 @@ fn nis_batch(c: &mut Criterion) {
         batch: 4096,
         keep: false,
     };
-    let (phi4, model) = phi4_tutorial(&dev);
+    let (phi4, model) = phi4_tutorial_flow(&dev);
     group.bench_function("phi4_tutorial", |b| {
         b.iter(|| black_box(nis(&model, &phi4, &request, &dev, &mut |_| {}).expect("finite")))
     });
-    let (ising, model) = ising_l16(&dev);
+    let (ising, model) = ising_l16_flow(&dev);
     group.bench_function("ising_l16", |b| {
         b.iter(|| black_box(nis(&model, &ising, &request, &dev, &mut |_| {}).expect("finite")))
     });
@@ -233,4 +183,38 @@ criterion_group!(
     nis_batch,
     circulant
 );
-criterion_main!(flows);
+
+/// `NRG_STEP_PROFILE=DIR`: the launch profile of the `train_step` benches on wgpu, timed on
+/// the device, into `DIR` (`nrg_benches::step_profile`), instead of the benches.
+#[cfg(feature = "wgpu")]
+fn step_profile(dir: &std::path::Path) {
+    use nrg_benches::step_profile::{StepProfileSettings, profile_train_steps};
+    let report = nrg_benches::wgpu_device().and_then(|(dev, adapter)| {
+        let settings = StepProfileSettings::default();
+        profile_train_steps(&settings, &dev.autodiff(), adapter, &mut |phase| {
+            eprintln!("step profile: {phase}")
+        })
+    });
+    match report {
+        Ok(report) => {
+            print!("{}", report.markdown(15));
+            if let Err(e) = report.write(dir, 15) {
+                eprintln!("step profile: cannot write into {}: {e}", dir.display());
+                std::process::exit(2);
+            }
+        }
+        Err(e) => {
+            eprintln!("step profile: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn main() {
+    #[cfg(feature = "wgpu")]
+    if let Some(dir) = std::env::var_os("NRG_STEP_PROFILE") {
+        return step_profile(std::path::Path::new(&dir));
+    }
+    flows();
+    Criterion::default().configure_from_args().final_summary();
+}

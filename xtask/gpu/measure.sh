@@ -9,8 +9,9 @@
 #
 # It times, back to back on that machine: the PyTorch peers on CUDA (phi4 tutorial and the
 # hierarchical Ising L = 16 flow, their ms/step), the flow benches (training steps, forward
-# and inverse, NIS batches) on wgpu (its GPU) and on flex (its CPU), and the table of both
-# with the speed-up over flex (backends.md). Everything fits in NRG_GPU_SECONDS (540 s by
+# and inverse, NIS batches) on wgpu (its GPU), the kernel launches of the two training
+# steps timed on the device (launches.md), the benches on flex (its CPU), and the table of
+# wgpu and flex with the speed-up over flex (backends.md). Everything fits in NRG_GPU_SECONDS (540 s by
 # default; the device tool allows 600 s per command): each step gets at most what is left
 # after the reserves of the steps behind it. About 5 minutes.
 set -u
@@ -72,9 +73,9 @@ measured() {
     find "$crit" -path "*/$1/benchmark.json" -exec cat {} + 2>/dev/null \
         | grep -o '"full_id":"[^"]*"' | sed 's/"full_id":"//; s/"$//' | sort -u
 }
-# Reserves: flex 150 s and the table after wgpu.
+# Reserves: the launch profile 60 s, flex 150 s and the table after wgpu.
 echo "== flow benches on wgpu (SPIR-V)"
-bench wgpu "$flows" "$(slot 210 160)" "$filter"
+bench wgpu "$flows" "$(slot 200 220)" "$filter"
 rc=$?
 missing=$(comm -23 <(echo "$expected") <(measured wgpu) | tr '\n' ' ' | sed 's/ *$//')
 shaders="SPIR-V (vulkan feature), exit $rc"
@@ -83,10 +84,21 @@ shaders="SPIR-V (vulkan feature), exit $rc"
 if [ -n "$missing" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ]; then
     echo "the benches on wgpu (SPIR-V) failed (exit $rc) without: $missing; those with WGSL"
     gunzip -c "$kit/flows-wgsl.gz" > "$flows-wgsl" && chmod +x "$flows-wgsl"
-    bench wgpu "$flows-wgsl" "$(slot 210 160)" "^($(echo "$missing" | tr ' ' '|'))\$"
+    bench wgpu "$flows-wgsl" "$(slot 200 220)" "^($(echo "$missing" | tr ' ' '|'))\$"
     shaders="SPIR-V (exit $rc), but WGSL (exit $?) for: $missing"
+    profiler="$flows-wgsl"
 fi
 echo "wgpu shaders: $shaders" | tee -a "$out/device.txt"
+# The kernel launches of the two training steps, each timed on the device (launches.md and
+# launches.json), with the build that ran the benches.
+echo "== kernel launches per training step on wgpu"
+t=$(slot 60 160)
+if [ "$t" -ge 20 ]; then
+    NRG_STEP_PROFILE="$out" timeout "$t" "${profiler:-$flows}" > "$out/launches.log" 2>&1 \
+        || echo "the launch profile failed or timed out (exit $?, see launches.log)"
+else
+    echo "no time left for the launch profile"
+fi
 echo "== flow benches on flex"
 bench flex "$flows" "$(slot 210 10)" "$filter" || echo "the benches on flex failed or timed out"
 "$kit/xtask" bench-table --criterion "$crit" --backend flex,wgpu && cp "$crit/backends.md" "$crit/backends.csv" "$out/"

@@ -260,12 +260,63 @@ fn gpu_kit(peers: &std::path::Path) -> Result<()> {
             bail!("gzip of .gpu/{bin} failed");
         }
     }
+    vulkan_loader_debs(&root.join(".gl"))?;
     println!(
-        "the kit is in {}: on the device machine run `bash .gpu/measure.sh` with .gpu (and \
-         .gl, the Vulkan loader) carried",
+        "the kit is in {}: on the device machine run `bash .gpu/measure.sh` with .gpu and \
+         .gl (the Vulkan loader) carried",
         kit.display()
     );
     Ok(())
+}
+
+/// The Vulkan loader and GL dispatch libraries as Debian packages in `dir` (`.gl/`), for a
+/// GPU machine without them (`measure.sh` unpacks them there): amd64 packages downloaded
+/// with apt, whatever this machine's architecture, as the device tool's README says. Kept
+/// if already there.
+fn vulkan_loader_debs(dir: &std::path::Path) -> Result<()> {
+    const PACKAGES: [&str; 7] = [
+        "libvulkan1",
+        "libegl1",
+        "libglvnd0",
+        "libopengl0",
+        "libgl1",
+        "libglx0",
+        "libgles2",
+    ];
+    let have = |p: &str| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{p}_"))
+            })
+        })
+    };
+    if PACKAGES.iter().all(|p| have(p)) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let lists = std::env::temp_dir().join("nrg-apt-amd64");
+    std::fs::create_dir_all(lists.join("partial"))?;
+    let opts = [
+        "-oAPT::Architecture=amd64".to_string(),
+        "-oAPT::Architectures=amd64".to_string(),
+        format!("-oDir::State::Lists={}", lists.display()),
+    ];
+    let apt = |args: &[&str]| -> Result<()> {
+        let status = Command::new("apt-get")
+            .args(&opts)
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .context("cannot run apt-get (the Vulkan loader for .gl/)")?;
+        if !status.success() {
+            bail!("apt-get {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    apt(&[&["download"][..], &PACKAGES[..]].concat())
 }
 
 fn test() -> Result<()> {
@@ -287,7 +338,8 @@ const WGPU_TEST_PROFILE: [&str; 4] = [
 /// The wgpu tests `test-wgpu` must see pass: a filter that matched nothing (a test renamed,
 /// a feature gate changed) would otherwise pass with "0 passed". New `cube_…` tests run by
 /// the filter without being listed here.
-const WGPU_KERNEL_TESTS: [&str; 2] = [
+const WGPU_KERNEL_TESTS: [&str; 3] = [
+    "coupling::tests::cube_affine_equals_composite_with_gradients",
     "kernels::tests::cube_conv_equals_reference_with_gradients",
     "block::tests::cube_chain_equals_composite_couplings_with_gradients",
 ];
@@ -349,14 +401,19 @@ fn vulkan_driver_present() -> Result<()> {
 /// test of [`WGPU_KERNEL_TESTS`] (and [`WGPU_CLI_TESTS`]) must be seen passing.
 fn test_wgpu(cli: bool) -> Result<()> {
     vulkan_driver_present()?;
+    // The CubeCL kernels and the benches' launch profile: code no default build compiles.
     let mut lint = vec![
         "clippy",
         "-p",
         "nrg-layers",
+        "-p",
+        "nrg-benches",
         "--features",
-        "wgpu",
+        "nrg-layers/wgpu,nrg-benches/wgpu",
         "--lib",
         "--tests",
+        "--bins",
+        "--benches",
     ];
     lint.extend(WGPU_TEST_PROFILE);
     lint.extend(["--", "-D", "warnings"]);

@@ -12,9 +12,9 @@
 //! `net(m ⊙ z)` because the conditioning part passes unchanged. [`CouplingStack`] composes
 //! couplings with alternating masks (the flat flow of the φ⁴ tutorial).
 //!
-//! On flex, the update after the subnet (`tanh`, the scale, `eˢ`, the shift, the log-det) is
-//! one operation with a hand-written backward pass, [`kernels::Fused::affine_update`]; elsewhere it
-//! is composed from burn's operations.
+//! On flex and on the cubecl backend (wgpu), the update after the subnet (`tanh`, the scale,
+//! `eˢ`, the shift, the log-det) is one operation with a hand-written backward pass,
+//! [`kernels::HotPaths::affine_update`]; elsewhere it is composed from burn's operations.
 //!
 //! Shapes: `[batch, C, rows, cols]`; log-dets `[batch]`.
 
@@ -96,13 +96,14 @@ impl AffineCoupling {
 }
 
 impl AffineCoupling {
-    /// The update `x·eˢ + t` (or its inverse) and its log-det as one fused operation
-    /// ([`kernels::Fused::affine_update`]) after the subnet, where available: flex, affine.
+    /// The update `x·eˢ + t` (or its inverse) and its log-det as one operation
+    /// ([`kernels::HotPaths::affine_update`]) after the subnet, where available: flex or the
+    /// cubecl backend, affine.
     fn fused(&self, y: Tensor<4>, direction: Direction) -> Option<(Tensor<4>, Tensor<1>)> {
         if self.additive {
             return None;
         }
-        let fused = kernels::fused(&y.device())?;
+        let fused = kernels::hot_paths(&y.device())?;
         let [b, c, h, w] = y.dims();
         let out = self.net.forward(y.clone() * self.mask.clone());
         let v = c * h * w;
@@ -225,24 +226,47 @@ mod tests {
     /// input and of every parameter (1e-4 of the largest, sums over the batch).
     #[test]
     fn fused_update_equals_composite_with_gradients() {
-        let dev = Device::flex().autodiff();
-        dev.seed(8);
+        let flex = Device::flex().autodiff();
+        update_equals_composite(&flex, &flex);
+    }
+
+    /// The same for the CubeCL affine-update kernels on the wgpu device (its subnet through
+    /// the CubeCL convolution), against the composite update on flex with the same
+    /// parameters and inputs (see `block`'s chain test for why the reference is on flex).
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn cube_affine_equals_composite_with_gradients() {
+        let dev = crate::test_util::wgpu_device().autodiff();
+        assert!(kernels::hot_paths(&dev).is_some(), "wgpu has the hot paths");
+        update_equals_composite(&dev, &Device::flex().autodiff());
+    }
+
+    /// The update on `dev` ([`AffineCoupling::fused`]) against the composite update on
+    /// `reference`, parameters and inputs drawn there and copied to `dev`.
+    fn update_equals_composite(dev: &Device, reference: &Device) {
+        reference.seed(8);
         for (c, mask) in [
             (1, MaskKind::Checkerboard { parity: 1 }),
             (2, MaskKind::ChannelSplit { first: false }),
         ] {
-            let mut layer = AffineCouplingConfig::new(c, 4, 8, vec![4])
+            let mut layer_ref = AffineCouplingConfig::new(c, 4, 8, vec![4])
                 .with_zero_init(false)
-                .init(mask, &dev);
-            layer.scale = Param::from_tensor(Tensor::random(
+                .init(mask, reference);
+            layer_ref.scale = Param::from_tensor(Tensor::random(
                 [1, c, 1, 1],
                 Distribution::Uniform(0.5, 1.5),
-                &dev,
+                reference,
             ));
+            let layer = layer_ref.clone().fork(dev);
             let normal = Distribution::Normal(0.0, 1.0);
-            let x = Tensor::<4>::random([37, c, 4, 8], normal, &dev).require_grad();
-            let cy = Tensor::<4>::random([37, c, 4, 8], normal, &dev);
-            let cl = Tensor::<1>::random([37], normal, &dev);
+            let x_ref = Tensor::<4>::random([37, c, 4, 8], normal, reference).require_grad();
+            let cy = Tensor::<4>::random([37, c, 4, 8], normal, reference);
+            let cl = Tensor::<1>::random([37], normal, reference);
+            let x = Tensor::<4>::from_data(x_ref.to_data(), dev).require_grad();
+            let (cy1, cl1) = (
+                Tensor::<4>::from_data(cy.to_data(), dev),
+                Tensor::<1>::from_data(cl.to_data(), dev),
+            );
             for inverse in [false, true] {
                 let direction = if inverse {
                     Direction::Inverse
@@ -250,14 +274,14 @@ mod tests {
                     Direction::Forward
                 };
                 let fused = layer.fused(x.clone(), direction);
-                assert_eq!(fused.is_some(), kernels::fused(&dev).is_some());
+                assert_eq!(fused.is_some(), kernels::hot_paths(dev).is_some());
                 let Some((y1, l1)) = fused else {
                     return;
                 };
                 let (y2, l2) = if inverse {
-                    layer.composite_inverse(x.clone())
+                    layer_ref.composite_inverse(x_ref.clone())
                 } else {
-                    layer.composite_forward(x.clone())
+                    layer_ref.composite_forward(x_ref.clone())
                 };
                 let v4 = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
                 let v1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
@@ -266,17 +290,16 @@ mod tests {
                     max_diff(&v1(l1.clone()), &v1(l2.clone())) < 1e-5,
                     "log-dets"
                 );
-                let loss =
-                    |y: Tensor<4>, l: Tensor<1>| (y * cy.clone()).sum() + (l * cl.clone()).sum();
-                let (g1, g2) = (loss(y1, l1).backward(), loss(y2, l2).backward());
-                let gx = |g: &Gradients| v4(x.grad(g).unwrap());
+                let g1 = ((y1 * cy1.clone()).sum() + (l1 * cl1.clone()).sum()).backward();
+                let g2 = ((y2 * cy.clone()).sum() + (l2 * cl.clone()).sum()).backward();
+                let gx = |x: &Tensor<4>, g: &Gradients| v4(x.grad(g).unwrap());
                 assert!(
-                    max_diff(&gx(&g1), &gx(&g2)) < 1e-4,
+                    max_diff(&gx(&x, &g1), &gx(&x_ref, &g2)) < 1e-4,
                     "C={c} inverse {inverse}: dx"
                 );
                 let (mut p1, mut p2) = (GradsOf(&g1, vec![]), GradsOf(&g2, vec![]));
                 layer.visit(&mut p1);
-                layer.visit(&mut p2);
+                layer_ref.visit(&mut p2);
                 assert_eq!(
                     p1.1.len(),
                     5,

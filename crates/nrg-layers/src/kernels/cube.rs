@@ -1,13 +1,16 @@
 //! The hot paths as CubeCL kernels on the cubecl backend (wgpu, and any other cubecl
-//! runtime): the periodic convolution and the chain of block couplings, forward and
-//! backward, each a handful of kernel launches instead of the dozens of burn operations of
-//! the composite path. The arithmetic is that of `nrg-kernels` (same layouts, same
+//! runtime): the periodic convolution, the affine update of a lattice coupling and the chain
+//! of block couplings, forward and backward, each a handful of kernel launches instead of
+//! the dozens of burn operations of the composite path. The arithmetic is that of `nrg-kernels` (same layouts, same
 //! formulas); the tests compare values and gradients with the composite path on the device.
 //!
 //! ```text
 //! conv forward    one thread per output   y[n,o,i,j] = act(b[o] + Σ_{c,a,d} w[o,c,a,d] x[n,c,i+a−p,j+d−p])
 //! conv ∂x         one thread per input    Σ_{o,a,d} δ[n,o,i−a+p,j−d+p] w[o,c,a,d],  δ = ∂y·act′
-//! conv ∂w, ∂b     one thread per (weight, batch chunk), partial sums then a sum over chunks
+//! conv ∂w, ∂b     one thread per (weight or bias, batch chunk), partial sums, then one sum
+//!                 over the chunks for both
+//! affine update   one thread per sample: x = z eˢ + f t (or its inverse), ln|det| = ±Σ s;
+//!                 backward ∂z, ∂ŝ, ∂t per sample and ∂σ as partial sums, then one sum
 //! chain forward   one thread per column: the K couplings and their twin MLPs in registers
 //! chain backward  one thread per column: the chain recomputed (K + 1 states kept), the
 //!                 couplings walked back, each layer's input a_l and output cotangent δ_l
@@ -153,15 +156,14 @@ fn conv_grad_input_kernel(
     gx[pos] = acc;
 }
 
-/// Partial sums of `∂w` (`part_w [chunks, cout·cin·k·k]`) and `∂b` (`part_b [chunks, cout]`)
-/// over the samples `chunk·q … chunk·(q+1)` of chunk `q`.
+/// Partial sums of `∂w` and `∂b` (`part [chunks, cout·cin·k·k + cout]`, the weights' then
+/// the biases') over the samples `chunk·q … chunk·(q+1)` of chunk `q`.
 #[cube(launch)]
 fn conv_grad_weight_kernel(
     x: &Tensor<f32>,
     y: &Tensor<f32>,
     gy: &Tensor<f32>,
-    part_w: &mut Tensor<f32>,
-    part_b: &mut Tensor<f32>,
+    part: &mut Tensor<f32>,
     kernel: u32,
     chunk: u32,
     slope: f32,
@@ -173,7 +175,7 @@ fn conv_grad_weight_kernel(
     let cout = y.shape(1);
     let nw = cout * cin * k * k;
     let row = nw + cout;
-    if pos >= part_w.shape(0) * row {
+    if pos >= part.shape(0) * row {
         terminate!();
     }
     let q = pos % row;
@@ -204,7 +206,7 @@ fn conv_grad_weight_kernel(
                 }
             }
         }
-        part_w[ch * nw + q] = acc;
+        part[ch * row + q] = acc;
     } else {
         let o = q - nw;
         for n in n0..n1 {
@@ -214,7 +216,112 @@ fn conv_grad_weight_kernel(
                 }
             }
         }
-        part_b[ch * cout + o] = acc;
+        part[ch * row + q] = acc;
+    }
+}
+
+/// One thread per sample: `x = z eˢ + f t` (inverse `(z − f t) e^{−s}`) with `f = 1 − m`,
+/// `s = σ_c f tanh ŝ`, into row `n` of `y [B, C·V + 1]`, then `ln|det| = ±Σ s`.
+#[cube(launch)]
+fn affine_forward_kernel(
+    z: &Tensor<f32>,
+    o: &Tensor<f32>,
+    m: &Tensor<f32>,
+    sigma: &Tensor<f32>,
+    y: &mut Tensor<f32>,
+    #[comptime] inverse: bool,
+) {
+    let n = ABSOLUTE_POS;
+    if n >= z.shape(0) {
+        terminate!();
+    }
+    let channels = z.shape(1);
+    let rows = z.shape(2);
+    let cols = z.shape(3);
+    let row = channels * rows * cols + 1;
+    let mut ld = 0.0f32;
+    for c in 0..channels {
+        let sg = sigma[c * sigma.stride(1)];
+        for i in 0..rows {
+            for j in 0..cols {
+                let f = 1.0 - m[at4(m, 0, c, i, j)];
+                let s = sg * f * o[at4(o, n, c, i, j)].tanh();
+                let ft = f * o[at4(o, n, c + channels, i, j)];
+                let zz = z[at4(z, n, c, i, j)];
+                let at = n * row + (c * rows + i) * cols + j;
+                if comptime!(inverse) {
+                    y[at] = (zz - ft) * (0.0 - s).exp();
+                } else {
+                    y[at] = zz * s.exp() + ft;
+                }
+                ld += s;
+            }
+        }
+    }
+    if comptime!(inverse) {
+        ld = 0.0 - ld;
+    }
+    y[n * row + row - 1] = ld;
+}
+
+/// One thread per sample, from the cotangent `gy [B, C·V + 1]` of [`affine_forward_kernel`]:
+/// `∂z [B, C, H, W]`, `∂o [B, 2C, H, W]` (`∂ŝ`, then `∂t`) and the sample's share of `∂σ`
+/// in `part_sigma [B, C]` (`nrg_kernels::affine_backward`).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn affine_backward_kernel(
+    z: &Tensor<f32>,
+    o: &Tensor<f32>,
+    m: &Tensor<f32>,
+    sigma: &Tensor<f32>,
+    gy: &Tensor<f32>,
+    gz: &mut Tensor<f32>,
+    go: &mut Tensor<f32>,
+    part_sigma: &mut Tensor<f32>,
+    #[comptime] inverse: bool,
+) {
+    let n = ABSOLUTE_POS;
+    if n >= z.shape(0) {
+        terminate!();
+    }
+    let channels = z.shape(1);
+    let rows = z.shape(2);
+    let cols = z.shape(3);
+    let v = rows * cols;
+    let g0 = n * gy.stride(0);
+    let gld = gy[g0 + channels * v * gy.stride(1)];
+    for c in 0..channels {
+        let sg = sigma[c * sigma.stride(1)];
+        let mut acc = 0.0f32;
+        for i in 0..rows {
+            for j in 0..cols {
+                let f = 1.0 - m[at4(m, 0, c, i, j)];
+                let th = o[at4(o, n, c, i, j)].tanh();
+                let s = sg * f * th;
+                let t = o[at4(o, n, c + channels, i, j)];
+                let zz = z[at4(z, n, c, i, j)];
+                let site = i * cols + j;
+                let gb = gy[g0 + (c * v + site) * gy.stride(1)];
+                // forward: ∂z = ∂b eˢ, ∂t = f ∂b, ∂s = ∂z z + ∂ln|det|; inverse (b the output):
+                // ∂z = ∂b e^{−s}, ∂t = −f ∂z, ∂s = −∂b b − ∂ln|det|
+                let mut e = s.exp();
+                if comptime!(inverse) {
+                    e = (0.0 - s).exp();
+                }
+                let gza = gb * e;
+                let mut gt = f * gb;
+                let mut gs = gza * zz + gld;
+                if comptime!(inverse) {
+                    gt = 0.0 - f * gza;
+                    gs = 0.0 - gb * ((zz - f * t) * e) - gld;
+                }
+                gz[(n * channels + c) * v + site] = gza;
+                go[(n * 2 * channels + c) * v + site] = gs * sg * f * (1.0 - th * th);
+                go[(n * 2 * channels + channels + c) * v + site] = gt;
+                acc += gs * f * th;
+            }
+        }
+        part_sigma[n * channels + c] = acc;
     }
 }
 
@@ -727,6 +834,21 @@ fn check_chain(x: &CubeTensor, p: &CubeTensor, shape: &ChainShape) -> usize {
     xs[2]
 }
 
+/// `(B, C, H, W)` of an affine update, its subnet output, mask and scales checked.
+fn check_affine(z: &CubeTensor, o: &CubeTensor, m: &CubeTensor, s: &CubeTensor) -> [usize; 4] {
+    let zs = z.meta.shape();
+    assert_eq!(
+        zs.num_dims(),
+        4,
+        "affine_update: field must be [B, C, H, W]"
+    );
+    let [b, c, h, w] = [zs[0], zs[1], zs[2], zs[3]];
+    check_shape(o, &[b, 2 * c, h, w], "affine_update subnet output");
+    check_shape(m, &[1, c, h, w], "affine_update mask");
+    check_shape(s, &[1, c, 1, 1], "affine_update scales");
+    [b, c, h, w]
+}
+
 /// The operations in f32 (the wrappers in [`HotOps`] cast in and out).
 struct F32;
 
@@ -805,8 +927,7 @@ impl F32 {
         let wanted = 32_768usize.div_ceil(row).clamp(1, batch);
         let chunk = batch.div_ceil(wanted);
         let chunks = batch.div_ceil(chunk);
-        let part_w = empty(&x, Shape::new([chunks, nw]));
-        let part_b = empty(&x, Shape::new([chunks, cout]));
+        let part = empty(&x, Shape::new([chunks, row]));
         let units = chunks * row;
         let dim = CubeDim::new(&client, units);
         conv_grad_weight_kernel::launch(
@@ -816,16 +937,87 @@ impl F32 {
             x.into_tensor_arg(),
             y.into_tensor_arg(),
             gy.into_tensor_arg(),
-            part_w.clone().into_tensor_arg(),
-            part_b.clone().into_tensor_arg(),
+            part.clone().into_tensor_arg(),
             k as u32,
             chunk as u32,
             slope,
             code,
         );
-        let gw = Ops::float_reshape(Ops::float_sum_dim(part_w, 0), Shape::new([cout, cin, k, k]));
-        let gb = Ops::float_reshape(Ops::float_sum_dim(part_b, 0), Shape::new([cout]));
+        // One reduction for both: [chunks, row] → [row], then the two contiguous pieces.
+        let sums = Ops::float_reshape(Ops::float_sum_dim(part, 0), Shape::new([row]));
+        let gw = Ops::float_reshape(
+            Ops::float_slice(sums.clone(), &[Slice::from(0..nw)]),
+            Shape::new([cout, cin, k, k]),
+        );
+        let gb = Ops::float_slice(sums, &[Slice::from(nw..row)]);
         (gx, gw, gb)
+    }
+
+    fn affine_update(
+        field: CubeTensor,
+        subnet: CubeTensor,
+        mask: CubeTensor,
+        scale: CubeTensor,
+        direction: Direction,
+    ) -> CubeTensor {
+        let (z, o) = (f32_tensor(field), f32_tensor(subnet));
+        let (m, s) = (f32_tensor(mask), f32_tensor(scale));
+        let [b, c, h, w] = check_affine(&z, &o, &m, &s);
+        let y = empty(&z, Shape::new([b, c * h * w + 1]));
+        if b == 0 {
+            return y;
+        }
+        let dim = CubeDim::new(&z.client, b);
+        affine_forward_kernel::launch(
+            &z.client.clone(),
+            grid(&z, b, dim),
+            dim,
+            z.into_tensor_arg(),
+            o.into_tensor_arg(),
+            m.into_tensor_arg(),
+            s.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            direction == Direction::Inverse,
+        );
+        y
+    }
+
+    fn affine_update_backward(
+        field: CubeTensor,
+        subnet: CubeTensor,
+        mask: CubeTensor,
+        scale: CubeTensor,
+        grad_output: CubeTensor,
+        direction: Direction,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (z, o) = (f32_tensor(field), f32_tensor(subnet));
+        let (m, s, gy) = (f32_tensor(mask), f32_tensor(scale), f32_tensor(grad_output));
+        let [b, c, h, w] = check_affine(&z, &o, &m, &s);
+        check_shape(&gy, &[b, c * h * w + 1], "affine_update cotangent");
+        let gz = empty(&z, Shape::new([b, c, h, w]));
+        let go = empty(&z, Shape::new([b, 2 * c, h, w]));
+        if b == 0 {
+            let zeros = Ops::float_zeros(Shape::new([1, c, 1, 1]), &z.device, FloatDType::F32);
+            return (gz, go, zeros);
+        }
+        let part = empty(&z, Shape::new([b, c]));
+        let dim = CubeDim::new(&z.client, b);
+        affine_backward_kernel::launch(
+            &z.client.clone(),
+            grid(&z, b, dim),
+            dim,
+            z.into_tensor_arg(),
+            o.into_tensor_arg(),
+            m.into_tensor_arg(),
+            s.into_tensor_arg(),
+            gy.into_tensor_arg(),
+            gz.clone().into_tensor_arg(),
+            go.clone().into_tensor_arg(),
+            part.clone().into_tensor_arg(),
+            direction == Direction::Inverse,
+        );
+        let gs = Ops::float_reshape(Ops::float_sum_dim(part, 0), Shape::new([1, c, 1, 1]));
+        (gz, go, gs)
     }
 
     fn coupling_chain(input: CubeTensor, params: CubeTensor, shape: ChainShape) -> CubeTensor {
@@ -973,5 +1165,33 @@ impl HotOps for CubeBackend {
         let (dx, dp) = (input.dtype, params.dtype);
         let (gx, gp) = F32::coupling_chain_backward(input, params, grad_output, shape);
         (as_dtype(gx, dx), as_dtype(gp, dp))
+    }
+
+    fn affine_update(
+        field: CubeTensor,
+        subnet: CubeTensor,
+        mask: CubeTensor,
+        scale: CubeTensor,
+        direction: Direction,
+    ) -> CubeTensor {
+        let dtype = field.dtype;
+        as_dtype(
+            F32::affine_update(field, subnet, mask, scale, direction),
+            dtype,
+        )
+    }
+
+    fn affine_update_backward(
+        field: CubeTensor,
+        subnet: CubeTensor,
+        mask: CubeTensor,
+        scale: CubeTensor,
+        grad_output: CubeTensor,
+        direction: Direction,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (dz, do_, ds) = (field.dtype, subnet.dtype, scale.dtype);
+        let (gz, go, gs) =
+            F32::affine_update_backward(field, subnet, mask, scale, grad_output, direction);
+        (as_dtype(gz, dz), as_dtype(go, do_), as_dtype(gs, ds))
     }
 }

@@ -1,5 +1,6 @@
 //! The flex-only fused kernels as a burn backend extension (the twin dense layer, the twin
-//! MLP, the affine update, the circulant; the two hot paths are in `hot`): implemented on
+//! MLP, the circulant; the hot paths — convolution, coupling chain, affine update — are in
+//! `hot`): implemented on
 //! the flex backend by the `nrg-kernels` routines (natively dispatched SIMD,
 //! [`Exec::native`]), and on `Autodiff<flex>` with hand-written backward steps that call the
 //! same routines.
@@ -56,25 +57,6 @@ pub trait FusedOps: Backend {
         grad_output: FloatTensor<Self>,
         shape: MlpShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
-    /// See [`super::Fused::affine_update`].
-    fn affine_update(
-        field: FloatTensor<Self>,
-        subnet: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-        scale: FloatTensor<Self>,
-        direction: Direction,
-    ) -> FloatTensor<Self>;
-
-    /// `(∂L/∂field, ∂L/∂subnet, ∂L/∂scale)` of [`FusedOps::affine_update`].
-    fn affine_update_backward(
-        field: FloatTensor<Self>,
-        subnet: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-        scale: FloatTensor<Self>,
-        grad_output: FloatTensor<Self>,
-        direction: Direction,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// See [`super::Fused::circulant`].
     fn circulant(
@@ -223,7 +205,7 @@ pub(super) fn chain_geometry(input: &FlexTensor, shape: &ChainShape) -> ChainGeo
     }
 }
 
-fn affine_geometry(field: &FlexTensor, direction: Direction) -> AffineGeometry {
+pub(super) fn affine_geometry(field: &FlexTensor, direction: Direction) -> AffineGeometry {
     let z = field.shape();
     assert_eq!(z.num_dims(), 4, "affine_update: field must be [B, C, H, W]");
     AffineGeometry {
@@ -235,43 +217,6 @@ fn affine_geometry(field: &FlexTensor, direction: Direction) -> AffineGeometry {
 }
 
 impl FusedOps for Flex {
-    fn affine_update(
-        field: FlexTensor,
-        subnet: FlexTensor,
-        mask: FlexTensor,
-        scale: FlexTensor,
-        direction: Direction,
-    ) -> FlexTensor {
-        let (z, o, m, s) = (host(field), host(subnet), host(mask), host(scale));
-        let g = affine_geometry(&z, direction);
-        let (z, o, m, s) = (slice(&z), slice(&o), slice(&m), slice(&s));
-        let y = nrg_kernels::affine_forward(Exec::native(), &g, z, o, m, s);
-        tensor(y, vec![g.batch, g.channels * g.sites + 1])
-    }
-
-    fn affine_update_backward(
-        field: FlexTensor,
-        subnet: FlexTensor,
-        mask: FlexTensor,
-        scale: FlexTensor,
-        grad_output: FlexTensor,
-        direction: Direction,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let (z, o, m, s) = (host(field), host(subnet), host(mask), host(scale));
-        let gy = host(grad_output);
-        let g = affine_geometry(&z, direction);
-        let (zs, os, ms, ss, gys) = (slice(&z), slice(&o), slice(&m), slice(&s), slice(&gy));
-        let (gz, go, gs) = nrg_kernels::affine_backward(Exec::native(), &g, zs, os, ms, ss, gys);
-        let (b, c) = (g.batch, g.channels);
-        let z = z.shape();
-        let (h, w) = (z[2], z[3]);
-        (
-            tensor(gz, vec![b, c, h, w]),
-            tensor(go, vec![b, 2 * c, h, w]),
-            tensor(gs, vec![1, c, 1, 1]),
-        )
-    }
-
     fn circulant(field: FlexTensor, kernel: FlexTensor, shape: CirculantShape) -> FlexTensor {
         let (x, k) = (host(field), host(kernel));
         let g = circulant_geometry(&x, &k);
@@ -406,27 +351,6 @@ impl<B: Backend + FusedOps> Backward<B, 2> for MlpBackward {
     }
 }
 
-/// Backward step of the fused affine update: the saved field, subnet output, mask and
-/// scales (the update is recomputed).
-#[derive(Debug)]
-struct AffineBackward;
-
-impl<B: Backend + FusedOps> Backward<B, 3> for AffineBackward {
-    type State = ([FloatTensor<B>; 4], Direction);
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_z, node_o, node_s] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let ([z, o, m, s], direction) = ops.state;
-        let (gz, go, gs) = B::affine_update_backward(z, o, m, s, grad, direction);
-        for (node, g) in [(node_z, gz), (node_o, go), (node_s, gs)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, g);
-            }
-        }
-    }
-}
-
 /// Backward step of the FFT circulant convolution: the saved field, kernel and output.
 #[derive(Debug)]
 struct CirculantBackward;
@@ -507,53 +431,6 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         }
     }
 
-    fn affine_update(
-        field: FloatTensor<Self>,
-        subnet: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-        scale: FloatTensor<Self>,
-        direction: Direction,
-    ) -> FloatTensor<Self> {
-        let guards = [field.node(), subnet.node(), scale.node()];
-        let (z, o, s) = (
-            field.into_primitive(),
-            subnet.into_primitive(),
-            scale.into_primitive(),
-        );
-        let m = mask.into_primitive();
-        match AffineBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let y = B::affine_update(z.clone(), o.clone(), m.clone(), s.clone(), direction);
-                prep.finish(([z, o, m, s], direction), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::affine_update(z, o, m, s, direction)),
-        }
-    }
-
-    fn affine_update_backward(
-        field: FloatTensor<Self>,
-        subnet: FloatTensor<Self>,
-        mask: FloatTensor<Self>,
-        scale: FloatTensor<Self>,
-        grad_output: FloatTensor<Self>,
-        direction: Direction,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (gz, go, gs) = B::affine_update_backward(
-            field.into_primitive(),
-            subnet.into_primitive(),
-            mask.into_primitive(),
-            scale.into_primitive(),
-            grad_output.into_primitive(),
-            direction,
-        );
-        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
-        (lift(gz), lift(go), lift(gs))
-    }
-
     fn circulant(
         field: FloatTensor<Self>,
         kernel: FloatTensor<Self>,
@@ -607,23 +484,6 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
         (lift(gx), lift(gp))
     }
-}
-
-/// [`super::Fused::affine_update`] on a flex device.
-pub fn affine_update(
-    field: Tensor<4>,
-    subnet: Tensor<4>,
-    mask: Tensor<4>,
-    scale: Tensor<4>,
-    direction: Direction,
-) -> Tensor<2> {
-    Tensor::from_dispatch(<Dispatch as FusedOps>::affine_update(
-        field.into_dispatch(),
-        subnet.into_dispatch(),
-        mask.into_dispatch(),
-        scale.into_dispatch(),
-        direction,
-    ))
 }
 
 /// [`super::twin_dense`] on a flex device.

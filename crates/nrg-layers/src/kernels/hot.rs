@@ -1,13 +1,13 @@
-//! The two hot paths as one burn operation each, on every backend that has them: the
-//! periodic convolution of the flat flows' CNN subnets and the chain of block couplings of
-//! the hierarchical flow. On flex they run the `nrg-kernels` routines (as the other fused
+//! The hot paths as one burn operation each, on every backend that has them: the periodic
+//! convolution of the flat flows' CNN subnets and their couplings' affine update, and the
+//! chain of block couplings of the hierarchical flow. On flex they run the `nrg-kernels` routines (as the other fused
 //! operations in `ext`); with this crate's `wgpu` feature they also run as CubeCL kernels on
 //! the cubecl backend (wgpu, and any other cubecl runtime), in `cube`, with burn's fusion
 //! deferring them like any other operation. The autodiff steps are written once, generic
 //! over the backend: a backward entry of the same backend computes the gradients from the
 //! saved inputs (and, for the convolution, the output).
 
-use super::{Activation, ChainShape};
+use super::{Activation, ChainShape, Direction};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -62,6 +62,34 @@ pub trait HotOps: Backend {
         grad_output: FloatTensor<Self>,
         shape: ChainShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// See [`super::HotPaths::affine_update`]: field `[B, C, H, W]`, subnet output
+    /// `[B, 2C, H, W]`, mask `[1, C, H, W]`, scales `[1, C, 1, 1]` → `[B, C·H·W + 1]`.
+    #[fusion(dtype = field, shape = affine_output_shape(field))]
+    fn affine_update(
+        field: FloatTensor<Self>,
+        subnet: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        direction: Direction,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂field, ∂L/∂subnet, ∂L/∂scale)` of [`HotOps::affine_update`].
+    #[fusion(meta = affine_backward_meta)]
+    fn affine_update_backward(
+        field: FloatTensor<Self>,
+        subnet: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        direction: Direction,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// `[B, C·H·W + 1]` of an affine update of `[B, C, H, W]`.
+#[cfg(feature = "wgpu")]
+fn affine_output_shape(field: &burn::tensor::Shape) -> burn::tensor::Shape {
+    burn::tensor::Shape::new([field[0], field[1] * field[2] * field[3] + 1])
 }
 
 /// `[B, cout, H, W]` of a convolution of `[B, cin, H, W]` by `[cout, cin, k, k]`.
@@ -95,6 +123,19 @@ fn conv_backward_meta(
     (input.clone(), weight.clone(), bias)
 }
 
+/// The gradients' shapes: the field's, the subnet output's, the scales'.
+#[cfg(feature = "wgpu")]
+fn affine_backward_meta(
+    field: &TensorSpec,
+    subnet: &TensorSpec,
+    _: &TensorSpec,
+    scale: &TensorSpec,
+    _: &TensorSpec,
+    _: &Direction,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    (field.clone(), subnet.clone(), scale.clone())
+}
+
 /// The gradients' shapes: the input's and the parameters'.
 #[cfg(feature = "wgpu")]
 fn chain_backward_meta(
@@ -108,10 +149,10 @@ fn chain_backward_meta(
 
 #[cfg(feature = "flex")]
 mod on_flex {
-    use super::super::ext::{chain_geometry, conv_geometry, host, slice, tensor};
-    use super::{Activation, ChainShape, HotOps};
-    use burn::backend::Flex;
+    use super::super::ext::{affine_geometry, chain_geometry, conv_geometry, host, slice, tensor};
+    use super::{Activation, ChainShape, Direction, HotOps};
     use burn::backend::flex::FlexTensor;
+    use burn::backend::{Flex, TensorMetadata};
     use nrg_kernels::Exec;
 
     impl HotOps for Flex {
@@ -176,6 +217,44 @@ mod on_flex {
                 tensor(gp, vec![len]),
             )
         }
+
+        fn affine_update(
+            field: FlexTensor,
+            subnet: FlexTensor,
+            mask: FlexTensor,
+            scale: FlexTensor,
+            direction: Direction,
+        ) -> FlexTensor {
+            let (z, o, m, s) = (host(field), host(subnet), host(mask), host(scale));
+            let g = affine_geometry(&z, direction);
+            let (z, o, m, s) = (slice(&z), slice(&o), slice(&m), slice(&s));
+            let y = nrg_kernels::affine_forward(Exec::native(), &g, z, o, m, s);
+            tensor(y, vec![g.batch, g.channels * g.sites + 1])
+        }
+
+        fn affine_update_backward(
+            field: FlexTensor,
+            subnet: FlexTensor,
+            mask: FlexTensor,
+            scale: FlexTensor,
+            grad_output: FlexTensor,
+            direction: Direction,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let (z, o, m, s) = (host(field), host(subnet), host(mask), host(scale));
+            let gy = host(grad_output);
+            let g = affine_geometry(&z, direction);
+            let (zs, os, ms, ss, gys) = (slice(&z), slice(&o), slice(&m), slice(&s), slice(&gy));
+            let (gz, go, gs) =
+                nrg_kernels::affine_backward(Exec::native(), &g, zs, os, ms, ss, gys);
+            let (b, c) = (g.batch, g.channels);
+            let z = z.shape();
+            let (h, w) = (z[2], z[3]);
+            (
+                tensor(gz, vec![b, c, h, w]),
+                tensor(go, vec![b, 2 * c, h, w]),
+                tensor(gs, vec![1, c, 1, 1]),
+            )
+        }
     }
 }
 
@@ -220,7 +299,75 @@ impl<B: Backend + HotOps> Backward<B, 2> for ChainBackward {
     }
 }
 
+/// Backward step of the affine update: the saved field, subnet output, mask and scales (the
+/// update is recomputed).
+#[derive(Debug)]
+struct AffineBackward;
+
+impl<B: Backend + HotOps> Backward<B, 3> for AffineBackward {
+    type State = ([FloatTensor<B>; 4], Direction);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_z, node_o, node_s] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let ([z, o, m, s], direction) = ops.state;
+        let (gz, go, gs) = B::affine_update_backward(z, o, m, s, grad, direction);
+        for (node, g) in [(node_z, gz), (node_o, go), (node_s, gs)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
 impl<B: Backend + HotOps, C: CheckpointStrategy> HotOps for Autodiff<B, C> {
+    fn affine_update(
+        field: FloatTensor<Self>,
+        subnet: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        direction: Direction,
+    ) -> FloatTensor<Self> {
+        let guards = [field.node(), subnet.node(), scale.node()];
+        let (z, o, s) = (
+            field.into_primitive(),
+            subnet.into_primitive(),
+            scale.into_primitive(),
+        );
+        let m = mask.into_primitive();
+        match AffineBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::affine_update(z.clone(), o.clone(), m.clone(), s.clone(), direction);
+                prep.finish(([z, o, m, s], direction), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::affine_update(z, o, m, s, direction)),
+        }
+    }
+
+    fn affine_update_backward(
+        field: FloatTensor<Self>,
+        subnet: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        direction: Direction,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (gz, go, gs) = B::affine_update_backward(
+            field.into_primitive(),
+            subnet.into_primitive(),
+            mask.into_primitive(),
+            scale.into_primitive(),
+            grad_output.into_primitive(),
+            direction,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(gz), lift(go), lift(gs))
+    }
+
     fn periodic_conv2d(
         input: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -309,6 +456,23 @@ pub fn periodic_conv2d(
         weight.into_dispatch(),
         bias.into_dispatch(),
         act,
+    ))
+}
+
+/// [`super::HotPaths::affine_update`] on a device that has it.
+pub fn affine_update(
+    field: Tensor<4>,
+    subnet: Tensor<4>,
+    mask: Tensor<4>,
+    scale: Tensor<4>,
+    direction: Direction,
+) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as HotOps>::affine_update(
+        field.into_dispatch(),
+        subnet.into_dispatch(),
+        mask.into_dispatch(),
+        scale.into_dispatch(),
+        direction,
     ))
 }
 

@@ -25,9 +25,9 @@
 //! own allocation and strided copies, which dominate at lattice sizes of 8–32.
 //!
 //! Two dispatches: [`fused`] says whether the fused operations exist for a device (flex, with
-//! the feature); [`hot_paths`] says the same for the two hot paths — the convolution and the
-//! coupling chain — which also exist as CubeCL kernels on the cubecl backend (wgpu, with the
-//! `wgpu` feature: `hot` and `cube`, decision 66). A layer asks once and otherwise runs its
+//! the feature); [`hot_paths`] says the same for the hot paths — the convolution, the affine
+//! update and the coupling chain — which also exist as CubeCL kernels on the cubecl backend
+//! (wgpu, with the `wgpu` feature: `hot` and `cube`, decisions 66 and 68). A layer asks once and otherwise runs its
 //! composite form; for the convolution and the dense layer the composite references are here
 //! ([`periodic_conv2d_reference`], [`twin_dense_reference`]), so results never depend on
 //! which path ran beyond f32 rounding.
@@ -140,31 +140,10 @@ impl Fused {
             ext::twin_mlp(input, params, shape)
         )
     }
-
-    /// The elementwise part of an affine lattice coupling as one operation: the field
-    /// `[B, C, H, W]`, the subnet's output `[B, 2C, H, W]` (`ŝ`, then `t`), the 0/1 mask
-    /// `[1, C, H, W]` (1 = conditioning) and the scales `[1, C, 1, 1]` → `[B, C·H·W + 1]`:
-    /// the updated field flattened per sample, then `ln|det|`. With `f = 1 − m`,
-    /// `s = σ f tanh ŝ`: `z eˢ + f t` (inverse: `(z − f t) e^{−s}`), `ln|det| = ±Σ s`
-    /// (`nrg_kernels::affine`).
-    pub fn affine_update(
-        self,
-        field: Tensor<4>,
-        subnet: Tensor<4>,
-        mask: Tensor<4>,
-        scale: Tensor<4>,
-        direction: Direction,
-    ) -> Tensor<2> {
-        on_flex!(
-            self,
-            (field, subnet, mask, scale, direction),
-            ext::affine_update(field, subnet, mask, scale, direction)
-        )
-    }
 }
 
-/// The two hot paths — the periodic convolution and the chain of block couplings — as one
-/// operation each, for tensors on a device where they exist (see [`hot_paths`]): flex, and
+/// The hot paths — the periodic convolution, the affine update of a lattice coupling and
+/// the chain of block couplings — as one operation each, for tensors on a device where they exist (see [`hot_paths`]): flex, and
 /// with the `wgpu` feature the cubecl backend (CubeCL kernels, `cube.rs`). Unlike
 /// [`Fused`], whose operations are flex-only, a token routes by the tensors' backend, so it
 /// is only for tensors on a device [`hot_paths`] accepted.
@@ -244,6 +223,27 @@ impl HotPaths {
             self,
             (input, params, shape),
             hot::coupling_chain(input, params, shape)
+        )
+    }
+
+    /// The elementwise part of an affine lattice coupling as one operation: the field
+    /// `[B, C, H, W]`, the subnet's output `[B, 2C, H, W]` (`ŝ`, then `t`), the 0/1 mask
+    /// `[1, C, H, W]` (1 = conditioning) and the scales `[1, C, 1, 1]` → `[B, C·H·W + 1]`:
+    /// the updated field flattened per sample, then `ln|det|`. With `f = 1 − m`,
+    /// `s = σ f tanh ŝ`: `z eˢ + f t` (inverse: `(z − f t) e^{−s}`), `ln|det| = ±Σ s`
+    /// (`nrg_kernels::affine`).
+    pub fn affine_update(
+        self,
+        field: Tensor<4>,
+        subnet: Tensor<4>,
+        mask: Tensor<4>,
+        scale: Tensor<4>,
+        direction: Direction,
+    ) -> Tensor<2> {
+        on_hot!(
+            self,
+            (field, subnet, mask, scale, direction),
+            hot::affine_update(field, subnet, mask, scale, direction)
         )
     }
 }

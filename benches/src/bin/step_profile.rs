@@ -1,0 +1,93 @@
+//! `step-profile`: the kernel launches of one reverse-KL training step on wgpu — the φ⁴
+//! tutorial flow (batch 256) and NeuralRG's hierarchical Ising L = 16 flow (batch 512), the
+//! steps of the `train_step` benches — counted per kernel, and with `--timed` timed on the
+//! device (timestamp queries; a GPU has them, software Vulkan may not).
+//!
+//! ```text
+//! cargo run --release -p nrg-benches --features wgpu --bin step-profile -- --out DIR
+//! ```
+//!
+//! Writes `DIR/launches.md` (the tables) and `DIR/launches.json` (every kernel), and prints
+//! the tables. Exit status 2 on bad options, without a wgpu adapter, or when `DIR` cannot be
+//! written; 1 when a step fails.
+
+use clap::Parser;
+use nrg_benches::step_profile::{StepProfileSettings, TrainFlow, profile_train_steps};
+use nrg_benches::wgpu_device;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The kernel launches of the training steps of the `train_step` benches on wgpu.
+#[derive(Parser)]
+#[command(version)]
+struct Options {
+    /// Steps observed (and, before them, steps timed unobserved).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    steps: u32,
+    /// Steps run first and not counted (shader compilation, autotune).
+    #[arg(long, default_value_t = 3)]
+    warmup: u32,
+    /// Time every launch on the device (timestamp queries).
+    #[arg(long)]
+    timed: bool,
+    /// Kernels listed per flow; the rest share one row.
+    #[arg(long, default_value_t = 15)]
+    top: usize,
+    /// Folder for `launches.md` and `launches.json`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The flows profiled.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "phi4,ising")]
+    flow: Vec<Flow>,
+}
+
+/// The flows of the `train_step` benches.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Flow {
+    /// The φ⁴ tutorial flow, batch 256.
+    Phi4,
+    /// The hierarchical Ising L = 16 flow, batch 512.
+    Ising,
+}
+
+fn main() -> ExitCode {
+    let opts = Options::parse();
+    let (dev, adapter) = match wgpu_device() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("step-profile: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = StepProfileSettings {
+        steps: opts.steps as usize,
+        warmup: opts.warmup as usize,
+        timed: opts.timed,
+        flows: opts
+            .flow
+            .iter()
+            .map(|f| match f {
+                Flow::Phi4 => TrainFlow::Phi4Tutorial,
+                Flow::Ising => TrainFlow::IsingL16,
+            })
+            .collect(),
+    };
+    let report = profile_train_steps(&settings, &dev.autodiff(), adapter, &mut |phase| {
+        eprintln!("step-profile: {phase}")
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("step-profile: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.markdown(opts.top));
+    if let Some(dir) = &opts.out
+        && let Err(e) = report.write(dir, opts.top)
+    {
+        eprintln!("step-profile: cannot write into {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,191 @@
+//! The launch profile ([`crate::launches`]) of the training steps of the `train_step`
+//! benches on a cubecl device: for each flow, `warmup` steps (shader compilation,
+//! autotune), the wall time of `steps` unobserved steps, then `steps` observed ones. Run by
+//! the `step-profile` program, and by the `flows` bench binary when `NRG_STEP_PROFILE=DIR`
+//! is set (so that the GPU kit carries no third binary).
+
+use crate::launches::{LaunchProfile, observe};
+use crate::{ising_l16_flow, phi4_tutorial_flow};
+use burn::tensor::Device;
+use nrg_core::Action;
+use nrg_flow::FlowModel;
+use nrg_flow::train::{TrainSettings, Trainer};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+/// The flows of the `train_step` benches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainFlow {
+    /// The φ⁴ tutorial flow (L = 8), batch 256.
+    Phi4Tutorial,
+    /// NeuralRG's hierarchical Ising L = 16 flow, batch 512.
+    IsingL16,
+}
+
+impl TrainFlow {
+    /// The bench's name.
+    pub fn bench(self) -> &'static str {
+        match self {
+            Self::Phi4Tutorial => "train_step/phi4_tutorial",
+            Self::IsingL16 => "train_step/ising_l16",
+        }
+    }
+
+    /// The bench's batch.
+    pub fn batch(self) -> usize {
+        match self {
+            Self::Phi4Tutorial => 256,
+            Self::IsingL16 => 512,
+        }
+    }
+}
+
+/// What to profile.
+#[derive(Clone, Debug)]
+pub struct StepProfileSettings {
+    /// Steps observed (and, before them, steps timed unobserved); at least 1.
+    pub steps: usize,
+    /// Steps run first and not counted.
+    pub warmup: usize,
+    /// Time every launch on the device.
+    pub timed: bool,
+    /// The flows.
+    pub flows: Vec<TrainFlow>,
+}
+
+impl Default for StepProfileSettings {
+    fn default() -> Self {
+        Self {
+            steps: 5,
+            warmup: 3,
+            timed: true,
+            flows: vec![TrainFlow::Phi4Tutorial, TrainFlow::IsingL16],
+        }
+    }
+}
+
+/// One flow's profile.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepCase {
+    /// The bench.
+    pub bench: &'static str,
+    /// Its batch.
+    pub batch: usize,
+    /// Wall time per unobserved step (ms, host clock; each step ends in a read-back).
+    pub wall_ms_per_step: f64,
+    /// The launches of the observed steps.
+    pub profile: LaunchProfile,
+}
+
+/// The profiles of every flow on one device.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepProfileReport {
+    /// The device's description.
+    pub adapter: String,
+    /// Whether launches were timed on the device.
+    pub timed: bool,
+    /// One per flow.
+    pub cases: Vec<StepCase>,
+}
+
+impl StepProfileReport {
+    /// Markdown: a section per flow, its `top` kernels listed.
+    pub fn markdown(&self, top: usize) -> String {
+        let mut md = format!(
+            "# Kernel launches per training step on {}\n\n",
+            self.adapter
+        );
+        for case in &self.cases {
+            let _ = write!(
+                md,
+                "## {} (batch {})\n\n{:.2} ms/step wall (unobserved); {}\n",
+                case.bench,
+                case.batch,
+                case.wall_ms_per_step,
+                case.profile.markdown(top)
+            );
+        }
+        md
+    }
+
+    /// Writes `launches.md` and `launches.json` into `dir` (created if missing).
+    ///
+    /// # Errors
+    /// When `dir` cannot be created or written.
+    pub fn write(&self, dir: &Path, top: usize) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("launches.md"), self.markdown(top))?;
+        let json = serde_json::to_string_pretty(self).expect("plain data");
+        std::fs::write(dir.join("launches.json"), json)
+    }
+}
+
+fn profile_case(
+    flow: TrainFlow,
+    (action, model): (impl Action + 'static, FlowModel),
+    settings: &StepProfileSettings,
+    dev: &Device,
+    progress: &mut dyn FnMut(&str),
+) -> Result<StepCase, String> {
+    let bench = flow.bench();
+    let train = TrainSettings {
+        batch: flow.batch(),
+        ..TrainSettings::default()
+    };
+    let mut trainer =
+        Trainer::new(model, &action, None, train, dev).map_err(|e| format!("{bench}: {e}"))?;
+    let mut run = |n: usize| -> Result<(), String> {
+        for _ in 0..n {
+            trainer.step().map_err(|e| format!("{bench}: {e}"))?;
+        }
+        Ok(())
+    };
+    progress(&format!("{bench}: {} warm-up steps", settings.warmup));
+    run(settings.warmup)?;
+    progress(&format!("{bench}: {} steps timed", settings.steps));
+    let start = Instant::now();
+    run(settings.steps)?;
+    let wall_ms_per_step = start.elapsed().as_secs_f64() * 1e3 / settings.steps as f64;
+    progress(&format!("{bench}: {} steps observed", settings.steps));
+    let (done, launches) = observe(settings.timed, || run(settings.steps));
+    done?;
+    Ok(StepCase {
+        bench,
+        batch: flow.batch(),
+        wall_ms_per_step,
+        profile: LaunchProfile::new(settings.steps, &launches),
+    })
+}
+
+/// Profiles the training steps of `settings.flows` on `dev` (an autodiff cubecl device,
+/// described by `adapter`), reporting each phase to `progress`.
+///
+/// # Errors
+/// When `settings.steps` is 0, or a step fails (a flow that diverges).
+pub fn profile_train_steps(
+    settings: &StepProfileSettings,
+    dev: &Device,
+    adapter: String,
+    progress: &mut dyn FnMut(&str),
+) -> Result<StepProfileReport, String> {
+    if settings.steps == 0 {
+        return Err("at least one observed step is needed".into());
+    }
+    let cases = settings
+        .flows
+        .iter()
+        .map(|&flow| match flow {
+            TrainFlow::Phi4Tutorial => {
+                profile_case(flow, phi4_tutorial_flow(dev), settings, dev, progress)
+            }
+            TrainFlow::IsingL16 => profile_case(flow, ising_l16_flow(dev), settings, dev, progress),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(StepProfileReport {
+        adapter,
+        timed: settings.timed,
+        cases,
+    })
+}
