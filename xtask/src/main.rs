@@ -225,6 +225,8 @@ fn build_flows_bench(features: &str) -> Result<PathBuf> {
 fn gpu_kit(peers: &std::path::Path) -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let kit = root.join(".gpu");
+    // First, as it takes seconds and can fail: the builds below take minutes.
+    vulkan_loader_debs(&root.join(".gl"))?;
     std::fs::create_dir_all(kit.join("peers"))?;
     let copy = |from: &std::path::Path, to: &std::path::Path| -> Result<()> {
         std::fs::copy(from, to)
@@ -260,7 +262,6 @@ fn gpu_kit(peers: &std::path::Path) -> Result<()> {
             bail!("gzip of .gpu/{bin} failed");
         }
     }
-    vulkan_loader_debs(&root.join(".gl"))?;
     println!(
         "the kit is in {}: on the device machine run `bash .gpu/measure.sh` with .gpu and \
          .gl (the Vulkan loader) carried",
