@@ -201,20 +201,25 @@ criterion_group!(
 #[cfg(feature = "wgpu")]
 fn step_profile(dir: &std::path::Path) {
     use nrg_benches::step_profile::{StepProfileSettings, profile_train_steps};
+    // The report so far after each flow: a timeout during the second keeps the first.
+    let mut write = |report: &nrg_benches::step_profile::StepProfileReport| {
+        if let Err(e) = report.write(dir, 15) {
+            eprintln!("step profile: cannot write into {}: {e}", dir.display());
+            std::process::exit(2);
+        }
+    };
     let report = nrg_benches::wgpu_device().and_then(|(dev, adapter)| {
         let settings = StepProfileSettings::default();
-        profile_train_steps(&settings, &dev.autodiff(), adapter, &mut |phase| {
-            eprintln!("step profile: {phase}")
-        })
+        profile_train_steps(
+            &settings,
+            &dev.autodiff(),
+            adapter,
+            &mut |phase| eprintln!("step profile: {phase}"),
+            &mut write,
+        )
     });
     match report {
-        Ok(report) => {
-            print!("{}", report.markdown(15));
-            if let Err(e) = report.write(dir, 15) {
-                eprintln!("step profile: cannot write into {}: {e}", dir.display());
-                std::process::exit(2);
-            }
-        }
+        Ok(report) => print!("{}", report.markdown(15)),
         Err(e) => {
             eprintln!("step profile: {e}");
             std::process::exit(1);

@@ -98,9 +98,13 @@ impl StepProfileReport {
             self.adapter
         );
         for case in &self.cases {
+            let share = case.profile.device_us_per_step.map_or(String::new(), |d| {
+                let pct = 0.1 * d / case.wall_ms_per_step;
+                format!(" (the timed kernels' device time is {pct:.0} % of it)")
+            });
             let _ = write!(
                 md,
-                "## {} (batch {})\n\n{:.2} ms/step wall (unobserved); {}\n",
+                "## {} (batch {})\n\n{:.2} ms/step wall, unobserved{share}; {}\n",
                 case.bench,
                 case.batch,
                 case.wall_ms_per_step,
@@ -160,7 +164,8 @@ fn profile_case(
 }
 
 /// Profiles the training steps of `settings.flows` on `dev` (an autodiff cubecl device,
-/// described by `adapter`), reporting each phase to `progress`.
+/// described by `adapter`), reporting each phase to `progress` and the report so far to
+/// `partial` after each flow (so that a run cut short keeps the flows it finished).
 ///
 /// # Errors
 /// When `settings.steps` is 0, or a step fails (a flow that diverges).
@@ -169,23 +174,25 @@ pub fn profile_train_steps(
     dev: &Device,
     adapter: String,
     progress: &mut dyn FnMut(&str),
+    partial: &mut dyn FnMut(&StepProfileReport),
 ) -> Result<StepProfileReport, String> {
     if settings.steps == 0 {
         return Err("at least one observed step is needed".into());
     }
-    let cases = settings
-        .flows
-        .iter()
-        .map(|&flow| match flow {
+    let mut report = StepProfileReport {
+        adapter,
+        timed: settings.timed,
+        cases: Vec::new(),
+    };
+    for &flow in &settings.flows {
+        let case = match flow {
             TrainFlow::Phi4Tutorial => {
                 profile_case(flow, phi4_tutorial_flow(dev), settings, dev, progress)
             }
             TrainFlow::IsingL16 => profile_case(flow, ising_l16_flow(dev), settings, dev, progress),
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(StepProfileReport {
-        adapter,
-        timed: settings.timed,
-        cases,
-    })
+        }?;
+        report.cases.push(case);
+        partial(&report);
+    }
+    Ok(report)
 }

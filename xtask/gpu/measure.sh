@@ -73,9 +73,9 @@ measured() {
     find "$crit" -path "*/$1/benchmark.json" -exec cat {} + 2>/dev/null \
         | grep -o '"full_id":"[^"]*"' | sed 's/"full_id":"//; s/"$//' | sort -u
 }
-# Reserves: the launch profile 60 s, flex 150 s and the table after wgpu.
+# Reserves: the launch profile 45 s, flex 135 s and the table after wgpu.
 echo "== flow benches on wgpu (SPIR-V)"
-bench wgpu "$flows" "$(slot 200 220)" "$filter"
+bench wgpu "$flows" "$(slot 210 190)" "$filter"
 rc=$?
 missing=$(comm -23 <(echo "$expected") <(measured wgpu) | tr '\n' ' ' | sed 's/ *$//')
 shaders="SPIR-V (vulkan feature), exit $rc"
@@ -84,15 +84,15 @@ shaders="SPIR-V (vulkan feature), exit $rc"
 if [ -n "$missing" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ]; then
     echo "the benches on wgpu (SPIR-V) failed (exit $rc) without: $missing; those with WGSL"
     gunzip -c "$kit/flows-wgsl.gz" > "$flows-wgsl" && chmod +x "$flows-wgsl"
-    bench wgpu "$flows-wgsl" "$(slot 200 220)" "^($(echo "$missing" | tr ' ' '|'))\$"
+    bench wgpu "$flows-wgsl" "$(slot 210 190)" "^($(echo "$missing" | tr ' ' '|'))\$"
     shaders="SPIR-V (exit $rc), but WGSL (exit $?) for: $missing"
     profiler="$flows-wgsl"
 fi
 echo "wgpu shaders: $shaders" | tee -a "$out/device.txt"
 # The kernel launches of the two training steps, each timed on the device (launches.md and
-# launches.json), with the build that ran the benches.
+# launches.json, rewritten after each flow), with the build that ran the benches.
 echo "== kernel launches per training step on wgpu"
-t=$(slot 60 160)
+t=$(slot 45 145)
 if [ "$t" -ge 20 ]; then
     NRG_STEP_PROFILE="$out" timeout "$t" "${profiler:-$flows}" > "$out/launches.log" 2>&1 \
         || echo "the launch profile failed or timed out (exit $?, see launches.log)"

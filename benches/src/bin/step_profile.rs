@@ -72,22 +72,37 @@ fn main() -> ExitCode {
             })
             .collect(),
     };
-    let report = profile_train_steps(&settings, &dev.autodiff(), adapter, &mut |phase| {
-        eprintln!("step-profile: {phase}")
-    });
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("step-profile: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{}", report.markdown(opts.top));
     if let Some(dir) = &opts.out
-        && let Err(e) = report.write(dir, opts.top)
+        && let Err(e) = std::fs::create_dir_all(dir)
     {
+        eprintln!("step-profile: cannot create {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    // The report so far after each flow, so that a run cut short keeps what it finished.
+    let mut written = Ok(());
+    let report = profile_train_steps(
+        &settings,
+        &dev.autodiff(),
+        adapter,
+        &mut |phase| eprintln!("step-profile: {phase}"),
+        &mut |partial| {
+            if let Some(dir) = &opts.out {
+                written = partial.write(dir, opts.top);
+            }
+        },
+    );
+    if let (Some(dir), Err(e)) = (&opts.out, &written) {
         eprintln!("step-profile: cannot write into {}: {e}", dir.display());
         return ExitCode::from(2);
     }
-    ExitCode::SUCCESS
+    match report {
+        Ok(report) => {
+            print!("{}", report.markdown(opts.top));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("step-profile: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

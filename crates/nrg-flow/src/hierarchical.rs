@@ -70,7 +70,8 @@ impl RgLayer {
         let n = sites.len();
         let index = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [n]), &device);
         let flat = x.reshape([batch, c * l * l]);
-        let blocks = flat.clone().select(1, index(sites.clone()));
+        let gather = index(sites.clone());
+        let blocks = flat.clone().select(1, gather.clone());
         let (y, ld) = f(&self.bijector, blocks.reshape([batch * m * m, c, b, b]));
         let y = y.reshape([batch, n]);
         let out = if n == c * l * l {
@@ -87,7 +88,7 @@ impl RgLayer {
                 keep[site as usize] = 0.0;
             }
             let keep = Tensor::<2>::from_data(TensorData::new(keep, [1, c * l * l]), &device);
-            (flat * keep).select_assign(1, index(sites), y, IndexingUpdateOp::Add)
+            (flat * keep).select_assign(1, gather, y, IndexingUpdateOp::Add)
         };
         (
             out.reshape([batch, c, l, l]),
@@ -328,7 +329,8 @@ mod tests {
     /// The gather/scatter by index equals the one by rolls and slices for every dilation,
     /// offset, block side and channel count a flow on L = 8 uses, with a map that depends
     /// on the position in the block and on the block (so a wrong order would show): exact,
-    /// both being copies. The log-det sums one value per block.
+    /// both being copies, and so are the gradients through a squaring map on the autodiff
+    /// device. The log-det sums one value per block.
     #[test]
     fn block_gather_and_scatter_equal_rolls_and_slices() {
         let dev = Device::flex();
@@ -361,6 +363,26 @@ mod tests {
                 let want = apply_by_rolls(x, (d, b, o), map);
                 let (got, want) = (got.into_data(), want.into_data());
                 assert_eq!(got, want, "d={d} b={b} o={o} C={c}");
+                // and the gradient of a weighted sum, through both (autodiff)
+                let ad = dev.clone().autodiff();
+                let xa = Tensor::<4>::random([3, c, 8, 8], Distribution::Default, &ad);
+                let w = Tensor::<4>::random([3, c, 8, 8], Distribution::Default, &ad);
+                let grad = |out: Tensor<4>, x: &Tensor<4>| {
+                    let g = (out * w.clone()).sum().backward();
+                    x.grad(&g).unwrap().into_data()
+                };
+                let x1 = xa.clone().require_grad();
+                let (y1, _) = layer(d, b, o, c).apply(x1.clone(), |_, t| {
+                    let n = t.dims()[0];
+                    (t.clone() * t, Tensor::zeros([n], &ad))
+                });
+                let x2 = xa.require_grad();
+                let y2 = apply_by_rolls(x2.clone(), (d, b, o), |t| t.clone() * t);
+                assert_eq!(
+                    grad(y1, &x1),
+                    grad(y2, &x2),
+                    "gradient, d={d} b={b} o={o} C={c}"
+                );
                 let m = 8 / d / b;
                 let ld = ld.into_data().try_to_vec::<f32>().unwrap();
                 assert_eq!(ld, vec![(m * m) as f32; 3]);

@@ -19,8 +19,10 @@
 //!   backend);
 //! - [`kernels`]: the fused CPU operations (periodic convolution, twin dense layer, twin
 //!   MLP, coupling chain, affine update) as burn operations with their backward passes on
-//!   flex — the arithmetic is the burn-free crate `nrg-kernels` — and one dispatch,
-//!   [`kernels::fused`], between them and the composite forms on every other device;
+//!   flex — the arithmetic is the burn-free crate `nrg-kernels` — the hot paths among them
+//!   (convolution, affine update, coupling chain) also as CubeCL kernels with the `wgpu`
+//!   feature, and two dispatches, [`kernels::fused`] and [`kernels::hot_paths`], between
+//!   them and the composite forms on every other device;
 //! - [`check`]: the log-det of any bijector against its autodiff Jacobian.
 //!
 //! All lattice tensors are `[batch, channels, rows, cols]`, log-determinants `[batch]`.

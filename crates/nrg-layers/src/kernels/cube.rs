@@ -1,14 +1,15 @@
 //! The hot paths as CubeCL kernels on the cubecl backend (wgpu, and any other cubecl
 //! runtime): the periodic convolution, the affine update of a lattice coupling and the chain
 //! of block couplings, forward and backward, each a handful of kernel launches instead of
-//! the dozens of burn operations of the composite path. The arithmetic is that of `nrg-kernels` (same layouts, same
-//! formulas); the tests compare values and gradients with the composite path on the device.
+//! the dozens of burn operations of the composite path. The arithmetic is that of
+//! `nrg-kernels` (same layouts, same formulas); the tests compare values and gradients with
+//! the composite path (on flex, with the same parameters and inputs).
 //!
 //! ```text
 //! conv forward    one thread per output   y[n,o,i,j] = act(b[o] + Σ_{c,a,d} w[o,c,a,d] x[n,c,i+a−p,j+d−p])
 //! conv ∂x         one thread per input    Σ_{o,a,d} δ[n,o,i−a+p,j−d+p] w[o,c,a,d],  δ = ∂y·act′
-//! conv ∂w, ∂b     one thread per (weight or bias, batch chunk), partial sums, then one sum
-//!                 over the chunks for both
+//! conv ∂w, ∂b     one thread per (weight or bias, batch chunk), partial sums, then one
+//!                 thread per weight or bias summing over the chunks
 //! affine update   one thread per sample: x = z eˢ + f t (or its inverse), ln|det| = ±Σ s;
 //!                 backward ∂z, ∂ŝ, ∂t per sample and ∂σ as partial sums, then one sum
 //! chain forward   one thread per column: the K couplings and their twin MLPs in registers
@@ -217,6 +218,27 @@ fn conv_grad_weight_kernel(
             }
         }
         part[ch * row + q] = acc;
+    }
+}
+
+/// `∂w` and `∂b` from the partial sums `part [chunks, nw + cout]` of
+/// [`conv_grad_weight_kernel`]: one thread per weight or bias, summing over the chunks.
+#[cube(launch)]
+fn conv_sum_chunks_kernel(part: &Tensor<f32>, gw: &mut Tensor<f32>, gb: &mut Tensor<f32>) {
+    let q = ABSOLUTE_POS;
+    let nw = gw.len();
+    let row = nw + gb.len();
+    if q >= row {
+        terminate!();
+    }
+    let mut acc = 0.0f32;
+    for ch in 0..part.shape(0) {
+        acc += part[ch * row + q];
+    }
+    if q < nw {
+        gw[q] = acc;
+    } else {
+        gb[q - nw] = acc;
     }
 }
 
@@ -943,13 +965,20 @@ impl F32 {
             slope,
             code,
         );
-        // One reduction for both: [chunks, row] → [row], then the two contiguous pieces.
-        let sums = Ops::float_reshape(Ops::float_sum_dim(part, 0), Shape::new([row]));
-        let gw = Ops::float_reshape(
-            Ops::float_slice(sums.clone(), &[Slice::from(0..nw)]),
-            Shape::new([cout, cin, k, k]),
+        // One launch sums the chunks for both, into their own buffers: slicing one summed
+        // row would copy wherever the device's buffer-offset alignment (≥ 64 bytes on
+        // NVIDIA) does not divide the pieces' offsets.
+        let gw = empty(&part, Shape::new([cout, cin, k, k]));
+        let gb = empty(&part, Shape::new([cout]));
+        let dim = CubeDim::new(&client, row);
+        conv_sum_chunks_kernel::launch(
+            &client,
+            grid(&part, row, dim),
+            dim,
+            part.into_tensor_arg(),
+            gw.clone().into_tensor_arg(),
+            gb.clone().into_tensor_arg(),
         );
-        let gb = Ops::float_slice(sums, &[Slice::from(nw..row)]);
         (gx, gw, gb)
     }
 

@@ -20,7 +20,8 @@
 //! `act` is the identity, LeakyReLU or ELU. The arithmetic, forward and backward, is the
 //! burn-free crate `nrg-kernels`; this module makes each kernel one burn operation with a
 //! hand-written backward step on the flex backend (cargo feature `flex` of this crate, in
-//! `ext`). Built from burn's primitives the same layer is a dozen operations (pad by
+//! `ext`, and for the hot paths in `hot`, where the `wgpu` feature adds their CubeCL kernels
+//! in `cube`). Built from burn's primitives the same layer is a dozen operations (pad by
 //! concatenation, convolution, bias, activation, and their adjoints), each paying for its
 //! own allocation and strided copies, which dominate at lattice sizes of 8–32.
 //!
