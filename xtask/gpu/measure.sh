@@ -73,7 +73,7 @@ measured() {
     find "$crit" -path "*/$1/benchmark.json" -exec cat {} + 2>/dev/null \
         | grep -o '"full_id":"[^"]*"' | sed 's/"full_id":"//; s/"$//' | sort -u
 }
-# Reserves: the launch profile 45 s, flex 135 s and the table after wgpu.
+# Reserves: the launch profile 45 s (more if the time is there), flex 135 s and the table.
 echo "== flow benches on wgpu (SPIR-V)"
 bench wgpu "$flows" "$(slot 210 190)" "$filter"
 rc=$?
@@ -92,7 +92,7 @@ echo "wgpu shaders: $shaders" | tee -a "$out/device.txt"
 # The kernel launches of the two training steps, each timed on the device (launches.md and
 # launches.json, rewritten after each flow), with the build that ran the benches.
 echo "== kernel launches per training step on wgpu"
-t=$(slot 45 145)
+t=$(slot 120 145)
 if [ "$t" -ge 20 ]; then
     NRG_STEP_PROFILE="$out" timeout "$t" "${profiler:-$flows}" > "$out/launches.log" 2>&1 \
         || echo "the launch profile failed or timed out (exit $?, see launches.log)"
