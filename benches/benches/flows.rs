@@ -23,9 +23,11 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use criterion::{Criterion, criterion_group};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group};
 use nrg_benches::{ising_l16_flow, phi4_tutorial_flow};
-use nrg_core::Bijector;
+use nrg_core::{Action, Bijector};
+use nrg_flow::FlowModel;
 use nrg_flow::train::{TrainSettings, Trainer};
 use nrg_layers::{AffineCouplingConfig, BlockRealNvpConfig, CirculantLinear, MaskKind};
 use std::hint::black_box;
@@ -94,39 +96,45 @@ fn hierarchical(c: &mut Criterion) {
     group.finish();
 }
 
+/// `train_step/NAME`: whole training steps of `model` against `action` at `batch`.
+fn bench_training(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    (action, model): (impl Action, FlowModel),
+    batch: usize,
+    dev: &Device,
+) {
+    let settings = TrainSettings {
+        batch,
+        ..TrainSettings::default()
+    };
+    let mut trainer = Trainer::new(model, &action, None, settings, dev).expect("trainer");
+    group.bench_function(name, |b| {
+        b.iter(|| black_box(trainer.step().expect("finite")))
+    });
+}
+
 fn train_step(c: &mut Criterion) {
     let dev = device().autodiff();
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
-    let (phi4, model) = phi4_tutorial_flow(&dev);
-    let settings = TrainSettings {
-        batch: 256,
-        ..TrainSettings::default()
-    };
-    let mut trainer = Trainer::new(model, &phi4, None, settings, &dev).expect("trainer");
-    group.bench_function("phi4_tutorial", |b| {
-        b.iter(|| black_box(trainer.step().expect("finite")))
-    });
+    bench_training(
+        &mut group,
+        "phi4_tutorial",
+        phi4_tutorial_flow(&dev),
+        256,
+        &dev,
+    );
     // The same flow at batch 1024: where a GPU has to beat the CPU (issue 21 asks for it at
-    // batch ≥ 512; the Ising step below is at 512).
-    let (phi4, model) = phi4_tutorial_flow(&dev);
-    let settings = TrainSettings {
-        batch: 1024,
-        ..TrainSettings::default()
-    };
-    let mut trainer = Trainer::new(model, &phi4, None, settings, &dev).expect("trainer");
-    group.bench_function("phi4_tutorial_b1024", |b| {
-        b.iter(|| black_box(trainer.step().expect("finite")))
-    });
-    let (ising, model) = ising_l16_flow(&dev);
-    let settings = TrainSettings {
-        batch: 512,
-        ..TrainSettings::default()
-    };
-    let mut trainer = Trainer::new(model, &ising, None, settings, &dev).expect("trainer");
-    group.bench_function("ising_l16", |b| {
-        b.iter(|| black_box(trainer.step().expect("finite")))
-    });
+    // batch ≥ 512; the Ising step is at 512).
+    bench_training(
+        &mut group,
+        "phi4_tutorial_b1024",
+        phi4_tutorial_flow(&dev),
+        1024,
+        &dev,
+    );
+    bench_training(&mut group, "ising_l16", ising_l16_flow(&dev), 512, &dev);
     group.finish();
 }
 

@@ -15,12 +15,14 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-/// The flows of the `train_step` benches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The flows of the `train_step` benches (`phi4` and `ising` on the command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TrainFlow {
     /// The φ⁴ tutorial flow (L = 8), batch 256.
+    #[value(name = "phi4")]
     Phi4Tutorial,
     /// NeuralRG's hierarchical Ising L = 16 flow, batch 512.
+    #[value(name = "ising")]
     IsingL16,
 }
 

@@ -402,8 +402,8 @@ fn vulkan_driver_present() -> Result<()> {
 }
 
 /// `cargo xtask test-wgpu [--cli]`: the tests behind the `wgpu` features. First clippy on
-/// `nrg-layers` with `wgpu` (the CubeCL kernels are not linted by the workspace's clippy,
-/// which builds without the feature), then the `cube_…` tests of `nrg-layers` (one at a
+/// `nrg-layers` and the benches with `wgpu` (the CubeCL kernels and the launch profile are
+/// not linted by the workspace's clippy, which builds without the feature), then the `cube_…` tests of `nrg-layers` (one at a
 /// time: lavapipe uses every core itself), with `--cli` also `nrg`'s `wgpu_…` test. Each
 /// test of [`WGPU_KERNEL_TESTS`] (and [`WGPU_CLI_TESTS`]) must be seen passing.
 fn test_wgpu(cli: bool) -> Result<()> {

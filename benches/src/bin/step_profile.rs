@@ -38,16 +38,7 @@ struct Options {
     out: Option<PathBuf>,
     /// The flows profiled.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "phi4,ising")]
-    flow: Vec<Flow>,
-}
-
-/// The flows of the `train_step` benches.
-#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
-enum Flow {
-    /// The φ⁴ tutorial flow, batch 256.
-    Phi4,
-    /// The hierarchical Ising L = 16 flow, batch 512.
-    Ising,
+    flow: Vec<TrainFlow>,
 }
 
 fn main() -> ExitCode {
@@ -63,14 +54,7 @@ fn main() -> ExitCode {
         steps: opts.steps as usize,
         warmup: opts.warmup as usize,
         timed: opts.timed,
-        flows: opts
-            .flow
-            .iter()
-            .map(|f| match f {
-                Flow::Phi4 => TrainFlow::Phi4Tutorial,
-                Flow::Ising => TrainFlow::IsingL16,
-            })
-            .collect(),
+        flows: opts.flow.clone(),
     };
     if let Some(dir) = &opts.out
         && let Err(e) = std::fs::create_dir_all(dir)

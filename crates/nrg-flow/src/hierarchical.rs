@@ -54,9 +54,9 @@ impl RgLayer {
     /// The blocks are gathered from the lattice with one `select` over the flattened
     /// `(C, L, L)` sites ([`block_sites`]) and put back with one more: a `select` by the
     /// inverse permutation where the blocks cover every site (`d = 1`), else adding the
-    /// blocks to the field with their sites zeroed. Built from rolls, a strided slice and a permute, the
-    /// same gather and scatter were ~25 operations per layer, each a kernel launch on a GPU
-    /// (decision 69).
+    /// blocks to the field with their sites zeroed. Built from rolls, a strided slice and a
+    /// permute, the same gather and scatter were ~25 operations per layer, each a kernel
+    /// launch on a GPU (decision 69).
     fn apply(
         &self,
         x: Tensor<4>,
