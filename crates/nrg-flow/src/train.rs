@@ -500,7 +500,8 @@ pub(crate) fn load_state(
 ) -> Result<(FlowModel, ModuleOptimizer), NrgError> {
     let bad = |what: &str, e: burn::store::RecordError| {
         NrgError::InvalidData(format!(
-            "cannot read the checkpoint's {what} in {}: {e}",
+            "cannot read the checkpoint's {what} in {} (a checkpoint of another flow, or \
+             written by an nrg whose parameter layout differed): {e}",
             dir.display()
         ))
     };

@@ -25,7 +25,7 @@
 //! from burn's operations, coupling by coupling.
 
 use crate::kernels::{self, Direction};
-use crate::mlp::{TwinMlp, TwinMlpConfig};
+use crate::mlp::{self, TwinMlp, TwinMlpConfig};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
@@ -56,23 +56,58 @@ pub struct BlockRealNvpConfig {
 /// RealNVP on one block, shared by every block it is applied to.
 #[derive(Module, Debug)]
 pub struct BlockRealNvp {
-    nets: Vec<TwinMlp>,
-    /// `σ_k`, `[couplings]`.
-    scale: Param<Tensor<1>>,
+    subnets: Subnets,
+    couplings: usize,
     channels: usize,
     block: usize,
     additive: bool,
 }
 
+/// The couplings' `s`/`t` networks and their scales `σ_k`, in the layout their evaluation
+/// wants.
+#[derive(Module, Debug)]
+pub enum Subnets {
+    /// Plain MLPs: one flat parameter vector, the fused chain kernel's layout.
+    Plain(PlainChain),
+    /// Residual MLPs (RG-Flow), one [`TwinMlp`] per coupling.
+    Residual(ResidualChain),
+}
+
+/// The plain MLPs of `K` couplings and their scales as **one** parameter, in the layout of
+/// the fused coupling chain ([`kernels::ChainShape`]):
+///
+/// ```text
+/// [net₀ … net_{K−1}, σ₀ … σ_{K−1}],   net_k = [W₀ [2, w₀, w₁], b₀ [2, w₁], W₁, b₁, …]
+/// ```
+///
+/// (`2`: the twins `s`, `t`; `max(K, 1)` scales). The chain kernel reads it as it is and its
+/// gradient is the parameter's: no concatenation of the pieces per call and no slicing of
+/// the gradient (on a GPU, one launch per piece — most of a hierarchical training step's
+/// launches, decision 70). The composite path slices it.
+#[derive(Module, Debug)]
+pub struct PlainChain {
+    params: Param<Tensor<1>>,
+    /// MLP widths `w₀ → … → w_L` (`w₀ = w_L = D/2`).
+    widths: Vec<usize>,
+}
+
+/// Residual MLPs, one per coupling, and the scales `σ_k` `[max(K, 1)]`.
+#[derive(Module, Debug)]
+pub struct ResidualChain {
+    nets: Vec<TwinMlp>,
+    scale: Param<Tensor<1>>,
+}
+
 impl BlockRealNvpConfig {
-    /// Builds the bijector on `device`.
+    /// Builds the bijector on `device`. The parameters are drawn in the same order for both
+    /// layouts: coupling by coupling, layer by layer (weight, then bias), then `σ = 1`.
     pub fn init(&self, device: &Device) -> BlockRealNvp {
         assert!(
             self.block >= 2 && self.block.is_multiple_of(2),
             "block side must be even"
         );
         let half = self.channels * self.block * self.block / 2;
-        let nets = (0..self.couplings)
+        let nets: Vec<TwinMlp> = (0..self.couplings)
             .map(|_| {
                 TwinMlpConfig::new(half, half, self.hidden.clone())
                     .with_residual(self.residual)
@@ -80,9 +115,29 @@ impl BlockRealNvpConfig {
                     .init(device)
             })
             .collect();
+        let scale = Tensor::ones([self.couplings.max(1)], device);
+        let subnets = if self.residual {
+            Subnets::Residual(ResidualChain {
+                nets,
+                scale: Param::from_tensor(scale),
+            })
+        } else {
+            let mut widths = vec![half];
+            widths.extend(&self.hidden);
+            widths.push(half);
+            let mut flat = Vec::with_capacity(2 * self.couplings * (widths.len() - 1) + 1);
+            for net in &nets {
+                flat.extend(net.flat_parameters(half).expect("a plain MLP").1);
+            }
+            flat.push(scale);
+            Subnets::Plain(PlainChain {
+                params: Param::from_tensor(Tensor::cat(flat, 0).detach()),
+                widths,
+            })
+        };
         BlockRealNvp {
-            nets,
-            scale: Param::from_tensor(Tensor::ones([self.couplings.max(1)], device)),
+            subnets,
+            couplings: self.couplings,
             channels: self.channels,
             block: self.block,
             additive: self.additive,
@@ -123,30 +178,24 @@ impl BlockRealNvp {
 
     /// The whole chain of couplings as one fused operation ([`kernels::HotPaths::coupling_chain`]),
     /// where it is available: flex or the cubecl backend ([`kernels::hot_paths`]), affine
-    /// couplings, plain MLP subnets.
+    /// couplings, plain MLP subnets (whose flat parameters are the kernel's, as they are).
     fn fused(&self, x: Tensor<4>, direction: Direction) -> Option<(Tensor<4>, Tensor<1>)> {
-        if self.additive || self.nets.is_empty() {
+        let Subnets::Plain(chain) = &self.subnets else {
+            return None;
+        };
+        if self.additive || self.couplings == 0 {
             return None;
         }
         let fused = kernels::hot_paths(&x.device())?;
         let n = x.dims()[0];
-        let (c, b) = (self.channels, self.block);
-        let half = c * b * b / 2;
-        let mut flat = Vec::with_capacity(self.nets.len() * 8 + 1);
-        let mut widths = Vec::new();
-        for net in &self.nets {
-            let (w, parts) = net.flat_parameters(half)?;
-            widths = w;
-            flat.extend(parts);
-        }
-        flat.push(self.scale.val());
+        let half = self.channels * self.block * self.block / 2;
         let shape = kernels::ChainShape {
-            couplings: self.nets.len(),
-            widths,
+            couplings: self.couplings,
+            widths: chain.widths.clone(),
             hidden: kernels::Activation::Elu,
             direction,
         };
-        let out = fused.coupling_chain(self.halves(x), Tensor::cat(flat, 0), shape);
+        let out = fused.coupling_chain(self.halves(x), chain.params.val(), shape);
         let y = self.join_halves(out.clone().slice_dim(0, 0..2 * half).reshape([2, half, n]));
         Some((y, out.slice_dim(0, 2 * half..2 * half + 1).reshape([n])))
     }
@@ -154,14 +203,30 @@ impl BlockRealNvp {
     /// `(s, t)` of coupling `k` from the conditioning half, all `[D/2, N]`; `s` is `None`
     /// for NICE.
     fn scale_shift(&self, k: usize, cond: Tensor<2>) -> (Option<Tensor<2>>, Tensor<2>) {
-        let out = self.nets[k].forward_features(cond);
+        let (out, sigma) = match &self.subnets {
+            Subnets::Plain(chain) => {
+                let [h, n] = cond.dims();
+                let per_net = mlp::plain_parameter_count(&chain.widths);
+                let params = chain.params.val();
+                let net = params.clone().slice(k * per_net..(k + 1) * per_net);
+                let at = self.couplings * per_net + k;
+                (
+                    mlp::plain_twin_mlp(cond.reshape([1, h, n]), net, &chain.widths),
+                    params.slice(at..at + 1),
+                )
+            }
+            Subnets::Residual(chain) => (
+                chain.nets[k].forward_features(cond),
+                chain.scale.val().slice(k..k + 1),
+            ),
+        };
         let [_, h, n] = out.dims();
         let t = out.clone().slice_dim(0, 1..2).reshape([h, n]);
         if self.additive {
             return (None, t);
         }
-        let sigma = self.scale.val().slice_dim(0, k..k + 1).reshape([1, 1]);
-        let s = crate::activation::tanh(out.slice_dim(0, 0..1).reshape([h, n])) * sigma;
+        let s =
+            crate::activation::tanh(out.slice_dim(0, 0..1).reshape([h, n])) * sigma.reshape([1, 1]);
         (Some(s), t)
     }
 }
@@ -188,7 +253,7 @@ impl BlockRealNvp {
         let n = z.dims()[0];
         let (mut u, mut v) = self.split(z);
         let mut logdet: Option<Tensor<2>> = None;
-        for k in 0..self.nets.len() {
+        for k in 0..self.couplings {
             let (cond, upd) = if k % 2 == 0 { (u, v) } else { (v, u) };
             let (s, t) = self.scale_shift(k, cond.clone());
             let upd = match s {
@@ -214,7 +279,7 @@ impl BlockRealNvp {
         let n = x.dims()[0];
         let (mut u, mut v) = self.split(x);
         let mut logdet: Option<Tensor<2>> = None;
-        for k in (0..self.nets.len()).rev() {
+        for k in (0..self.couplings).rev() {
             let (cond, upd) = if k % 2 == 0 { (u, v) } else { (v, u) };
             let (s, t) = self.scale_shift(k, cond.clone());
             let upd = match s {
@@ -363,7 +428,11 @@ mod tests {
     ) {
         // Parameters and inputs drawn on the reference device and copied to `dev`.
         reference.seed(4);
-        let layers = hidden.len() + 1;
+        let half = c * side * side / 2;
+        let mut widths = vec![half];
+        widths.extend(&hidden);
+        widths.push(half);
+        let params = couplings * (mlp::plain_parameter_count(&widths) + 1);
         let block_ref = BlockRealNvpConfig::new(c, side, couplings, hidden)
             .with_zero_init(false)
             .init(reference);
@@ -417,11 +486,9 @@ mod tests {
             let (mut p1, mut p2) = (GradsOf(&g1, vec![]), GradsOf(&g2, vec![]));
             block.visit(&mut p1);
             block_ref.visit(&mut p2);
-            assert_eq!(
-                p1.1.len(),
-                couplings * 2 * layers + 1,
-                "every parameter visited"
-            );
+            // One flat parameter: every weight, bias and scale of the chain.
+            assert_eq!(p1.1.len(), 1, "one parameter");
+            assert_eq!(p1.1[0].len(), params, "every weight, bias and scale");
             for (k, (a, b)) in p1.1.iter().zip(&p2.1).enumerate() {
                 let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
                 assert!(

@@ -150,16 +150,11 @@ impl TwinMlp {
             }
             return self.layers[last].forward(elu(h, 1.0), Activation::Identity);
         }
-        if let Some(fused) = kernels::fused(&u.device())
+        if kernels::fused(&u.device()).is_some()
             && let Some((widths, flat)) = self.flat_parameters(i)
         {
             // The whole plain MLP as one fused operation on its flattened parameters.
-            let shape = kernels::MlpShape {
-                twins: 2,
-                widths,
-                hidden: Activation::Elu,
-            };
-            return fused.twin_mlp(u, Tensor::cat(flat, 0), shape);
+            return plain_twin_mlp(u, Tensor::cat(flat, 0), &widths);
         }
         let mut h = u;
         for (k, layer) in self.layers.iter().enumerate() {
@@ -172,6 +167,57 @@ impl TwinMlp {
         }
         h
     }
+}
+
+/// The number of parameters of a plain twin MLP of widths `w₀ → … → w_L` in the flat
+/// layout `[W₀ [2, w₀, w₁], b₀ [2, w₁], W₁, b₁, …]`: `Σ_l 2·w_{l+1}·(w_l + 1)`.
+pub(crate) fn plain_parameter_count(widths: &[usize]) -> usize {
+    widths.windows(2).map(|w| 2 * w[1] * (w[0] + 1)).sum()
+}
+
+/// A plain twin MLP (ELU between the layers, the last linear) from its flat parameters
+/// `params` `[plain_parameter_count(widths)]`, laid out as `[W₀ [2, w₀, w₁], b₀ [2, w₁],
+/// …]`: feature-major input `[G, w₀, N]` (`G = 1`: shared by both twins) → `[2, w_L, N]`.
+/// One fused operation ([`crate::kernels::Fused::twin_mlp`]) where [`kernels::fused`] has
+/// it, otherwise [`plain_twin_mlp_layers`].
+pub(crate) fn plain_twin_mlp(u: Tensor<3>, params: Tensor<1>, widths: &[usize]) -> Tensor<3> {
+    match kernels::fused(&u.device()) {
+        Some(fused) => {
+            let shape = kernels::MlpShape {
+                twins: 2,
+                widths: widths.to_vec(),
+                hidden: Activation::Elu,
+            };
+            fused.twin_mlp(u, params, shape)
+        }
+        None => plain_twin_mlp_layers(u, params, widths),
+    }
+}
+
+/// [`plain_twin_mlp`] layer by layer: each layer's weight and bias sliced from `params`
+/// and applied by [`kernels::twin_dense`].
+pub(crate) fn plain_twin_mlp_layers(
+    u: Tensor<3>,
+    params: Tensor<1>,
+    widths: &[usize],
+) -> Tensor<3> {
+    let last = widths.len().saturating_sub(2);
+    let mut h = u;
+    let mut at = 0;
+    for (k, w) in widths.windows(2).enumerate() {
+        let (i, o) = (w[0], w[1]);
+        let weight = params.clone().slice(at..at + 2 * i * o).reshape([2, i, o]);
+        at += 2 * i * o;
+        let bias = params.clone().slice(at..at + 2 * o).reshape([2, 1, o]);
+        at += 2 * o;
+        let act = if k == last {
+            Activation::Identity
+        } else {
+            Activation::Elu
+        };
+        h = kernels::twin_dense(h, weight, bias, act);
+    }
+    h
 }
 
 #[cfg(test)]
@@ -215,6 +261,43 @@ mod tests {
             let got = out.clone().slice_dim(0, twin..twin + 1).reshape([4, 2]);
             let diff: f32 = (y - got).abs().max().into_scalar();
             assert!(diff < 1e-5, "twin {twin}: {diff}");
+        }
+    }
+
+    /// A plain MLP evaluated from its flat parameters, fused and layer by layer, equals the
+    /// module it was flattened from (f32 rounding of sums over 6 terms: 1e-5), and the
+    /// parameter count is the flat vector's length.
+    #[test]
+    fn flat_parameters_evaluate_to_the_same_mlp() {
+        let dev = Device::flex();
+        dev.seed(3);
+        let net = TwinMlpConfig::new(4, 4, vec![6, 5])
+            .with_zero_init(false)
+            .init(&dev);
+        let (widths, flat) = net.flat_parameters(4).unwrap();
+        assert_eq!(widths, vec![4, 6, 5, 4]);
+        let flat = Tensor::cat(flat, 0);
+        assert_eq!(flat.dims()[0], plain_parameter_count(&widths));
+        let u = Tensor::<2>::random([4, 9], Distribution::Normal(0.0, 1.0), &dev);
+        let want =
+            net.layers
+                .iter()
+                .enumerate()
+                .fold(u.clone().reshape([1, 4, 9]), |h, (k, layer)| {
+                    let act = if k == 2 {
+                        Activation::Identity
+                    } else {
+                        Activation::Elu
+                    };
+                    kernels::twin_dense_reference(h, layer.weight.val(), layer.bias.val(), act)
+                });
+        let u = u.reshape([1, 4, 9]);
+        for got in [
+            plain_twin_mlp(u.clone(), flat.clone(), &widths),
+            plain_twin_mlp_layers(u.clone(), flat.clone(), &widths),
+        ] {
+            let diff: f32 = (got - want.clone()).abs().max().into_scalar();
+            assert!(diff < 1e-5, "{diff}");
         }
     }
 
