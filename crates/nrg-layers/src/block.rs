@@ -22,7 +22,8 @@
 //! plain MLP subnets and affine couplings, the whole chain of couplings (both directions,
 //! with its log-det) is one operation, [`kernels::HotPaths::coupling_chain`] (also on the
 //! cubecl backend with the `wgpu` feature); elsewhere it is composed
-//! from burn's operations, coupling by coupling.
+//! from burn's operations, coupling by coupling. Plain subnets keep all their weights and
+//! biases and the `σ_k` as one parameter in that operation's flat layout ([`PlainChain`]).
 
 use crate::kernels::{self, Direction};
 use crate::mlp::{self, TwinMlp, TwinMlpConfig};

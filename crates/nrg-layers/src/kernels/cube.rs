@@ -15,8 +15,9 @@
 //! chain forward   one thread per column: the K couplings and their twin MLPs in registers
 //! chain backward  one thread per column: the chain recomputed (K + 1 states kept), the
 //!                 couplings walked back, each layer's input a_l and output cotangent δ_l
-//!                 written out; then ∂W_l = Σ_n a_l δ_lᵀ as one batched matmul per layer,
-//!                 ∂b_l = Σ_n δ_l and ∂σ_k as sums over the columns
+//!                 written out; then one thread per (parameter, column chunk) for the
+//!                 partial sums of ∂W_l = Σ_n a_l δ_lᵀ, ∂b_l = Σ_n δ_l, ∂σ_k, in the flat
+//!                 layout, and one thread per parameter summing over the chunks
 //! ```
 //!
 //! Indices are periodic (`p = ⌊k/2⌋`); every input is read through its strides, outputs
@@ -25,7 +26,7 @@
 use super::hot::HotOps;
 use super::{Activation, ChainShape, Direction};
 use burn::backend::ops::FloatTensorOps;
-use burn::tensor::{DType, FloatDType, Shape, Slice};
+use burn::tensor::{DType, FloatDType, Shape};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
@@ -752,6 +753,86 @@ fn chain_backward_kernel(
     }
 }
 
+/// Partial sums, over the columns `chunk·q … chunk·(q+1)` of chunk `q`, of every
+/// parameter's gradient of the chain in its flat layout (`part [chunks, K·net + K]`, see
+/// [`net_layout`]), from the per-column factors [`chain_backward_kernel`] wrote:
+/// `∂W_l[k, twin, i, o] = Σ_n a_l[2k + twin, i, n] δ_l[2k + twin, o, n]`,
+/// `∂b_l[k, twin, o] = Σ_n δ_l[2k + twin, o, n]`, `∂σ_k = Σ_n gσ[k, n]`.
+#[cube(launch)]
+fn chain_grad_params_kernel(
+    acts: &Tensor<f32>,
+    deltas: &Tensor<f32>,
+    gsigma: &Tensor<f32>,
+    part: &mut Tensor<f32>,
+    chunk: u32,
+    #[comptime] widths: Vec<usize>,
+    #[comptime] couplings: usize,
+) {
+    let net_len = comptime!(net_layout(&widths).1);
+    let row = comptime!(couplings * (net_layout(&widths).1 + 1));
+    let pos = ABSOLUTE_POS;
+    if pos >= part.shape(0) * row {
+        terminate!();
+    }
+    let q = pos % row;
+    let n0 = (pos / row) * (chunk as usize);
+    let cols = gsigma.shape(1);
+    let mut n1 = n0 + chunk as usize;
+    if n1 > cols {
+        n1 = cols;
+    }
+    let mut acc = 0.0f32;
+    if q >= comptime!(couplings * net_layout(&widths).1) {
+        let at = (q - comptime!(couplings * net_layout(&widths).1)) * cols;
+        for n in n0..n1 {
+            acc += gsigma[at + n];
+        }
+    } else {
+        let k = q / net_len;
+        let r = q % net_len;
+        #[unroll]
+        for l in 0..comptime!(widths.len() - 1) {
+            let wi = comptime!(widths[l]);
+            let wo = comptime!(widths[l + 1]);
+            let w0 = comptime!(net_layout(&widths).0[l].0);
+            let b0 = comptime!(net_layout(&widths).0[l].1);
+            let a_base = comptime!(2 * couplings * input_offset(&widths, l)) * cols;
+            let d_base = comptime!(2 * couplings * delta_offset(&widths, l)) * cols;
+            if r >= w0 && r < b0 {
+                let e = r - w0;
+                let slot = 2 * k + e / comptime!(widths[l] * widths[l + 1]);
+                let a_at = a_base + (slot * wi + (e / wo) % wi) * cols;
+                let d_at = d_base + (slot * wo + e % wo) * cols;
+                for n in n0..n1 {
+                    acc += acts[a_at + n] * deltas[d_at + n];
+                }
+            } else if r >= b0 && r < comptime!(net_layout(&widths).0[l].1 + 2 * widths[l + 1]) {
+                let e = r - b0;
+                let d_at = d_base + ((2 * k + e / wo) * wo + e % wo) * cols;
+                for n in n0..n1 {
+                    acc += deltas[d_at + n];
+                }
+            }
+        }
+    }
+    part[pos] = acc;
+}
+
+/// `out[q] = Σ_c part[c, q]`: partial sums over chunks summed, one thread per entry.
+#[cube(launch)]
+fn sum_chunks_kernel(part: &Tensor<f32>, out: &mut Tensor<f32>) {
+    let q = ABSOLUTE_POS;
+    let row = out.len();
+    if q >= row {
+        terminate!();
+    }
+    let mut acc = 0.0f32;
+    for ch in 0..part.shape(0) {
+        acc += part[ch * row + q];
+    }
+    out[q] = acc;
+}
+
 /// The tensor as f32.
 fn f32_tensor(t: CubeTensor) -> CubeTensor {
     if t.dtype == DType::F32 {
@@ -1126,34 +1207,38 @@ impl F32 {
             shape.direction == Direction::Inverse,
             code,
         );
-        // ∂W_l = Σ_n a_l δ_{l+1}ᵀ per (coupling, twin), ∂b_l = Σ_n δ_{l+1}: [K, …] each, then
-        // interleaved per coupling as the flat layout wants them.
-        let mut parts = Vec::with_capacity(2 * layers);
-        for l in 0..layers {
-            let (wi, wo) = (widths[l], widths[l + 1]);
-            let a0 = 2 * kk * input_offset(widths, l) * cols;
-            let d0 = 2 * kk * delta_offset(widths, l) * cols;
-            let a = Ops::float_reshape(
-                Ops::float_slice(acts.clone(), &[Slice::from(a0..a0 + 2 * kk * wi * cols)]),
-                Shape::new([2 * kk, wi, cols]),
-            );
-            let d = Ops::float_reshape(
-                Ops::float_slice(deltas.clone(), &[Slice::from(d0..d0 + 2 * kk * wo * cols)]),
-                Shape::new([2 * kk, wo, cols]),
-            );
-            let gw = Ops::float_matmul(a, Ops::float_swap_dims(d.clone(), 1, 2));
-            parts.push(Ops::float_reshape(gw, Shape::new([kk, 2 * wi * wo])));
-            parts.push(Ops::float_reshape(
-                Ops::float_sum_dim(d, 2),
-                Shape::new([kk, 2 * wo]),
-            ));
-        }
-        let nets = Ops::float_reshape(
-            Ops::float_cat(parts, 1),
-            Shape::new([kk * net_layout(widths).1]),
+        // Every parameter's gradient, in the flat layout: partial sums over column chunks
+        // (enough (parameter, chunk) pairs to fill a GPU), then one sum over the chunks.
+        let client = gsigma.client.clone();
+        let row = kk * (net_layout(widths).1 + 1);
+        let wanted = 131_072usize.div_ceil(row).clamp(1, cols);
+        let chunk = cols.div_ceil(wanted);
+        let chunks = cols.div_ceil(chunk);
+        let part = empty(&gsigma, Shape::new([chunks, row]));
+        let units = chunks * row;
+        let dim = CubeDim::new(&client, units);
+        chain_grad_params_kernel::launch(
+            &client,
+            grid(&gsigma, units, dim),
+            dim,
+            acts.into_tensor_arg(),
+            deltas.into_tensor_arg(),
+            gsigma.clone().into_tensor_arg(),
+            part.clone().into_tensor_arg(),
+            chunk as u32,
+            widths.clone(),
+            kk,
         );
-        let sigma = Ops::float_reshape(Ops::float_sum_dim(gsigma, 1), Shape::new([kk]));
-        (gx, Ops::float_cat(vec![nets, sigma], 0))
+        let gp = empty(&part, Shape::new([row]));
+        let dim = CubeDim::new(&client, row);
+        sum_chunks_kernel::launch(
+            &client,
+            grid(&part, row, dim),
+            dim,
+            part.into_tensor_arg(),
+            gp.clone().into_tensor_arg(),
+        );
+        (gx, gp)
     }
 }
 
