@@ -99,6 +99,15 @@ impl FlowModel {
         }
     }
 
+    /// The parameters stored flat, with the lengths of the tensors each concatenates: the
+    /// units of gradient clipping ([`crate::train::GradClip`]).
+    pub fn flat_pieces(&self) -> Vec<nrg_layers::FlatPieces> {
+        match &self.bijector {
+            FlowBijector::Hierarchical(flow) => flow.flat_pieces(),
+            FlowBijector::Flat(_) => Vec::new(),
+        }
+    }
+
     /// The same model with a circulant linear layer at the boundary end: `x = C(G(z))`.
     pub fn with_circulant(mut self, device: &Device) -> Self {
         self.circulant = Some(CirculantLinear::new(

@@ -207,6 +207,15 @@ impl HierarchicalFlow {
         self.layers.len()
     }
 
+    /// The parameters its block bijectors store flat, with their pieces
+    /// ([`nrg_layers::BlockRealNvp::flat_pieces`]).
+    pub fn flat_pieces(&self) -> Vec<nrg_layers::FlatPieces> {
+        self.layers
+            .iter()
+            .filter_map(|l| l.bijector.flat_pieces())
+            .collect()
+    }
+
     /// The bulk site of every latent, row-major over the lattice.
     pub fn bulk_sites(&self) -> Vec<BulkSite> {
         BulkLayout::bulk_sites(self)

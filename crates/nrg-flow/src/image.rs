@@ -22,6 +22,7 @@
 //! `T < 1` trades diversity for typicality, as in Glow, arXiv:1807.03039), `y = G(z)`,
 //! `v = ⌊256·x(y)⌋` clamped to `0 … 255`.
 
+use crate::clip::GradClip;
 use crate::flow::FlowModel;
 use crate::train::{LrSchedule, TrainError, adam, load_state, save_state};
 use burn::module::Module;
@@ -196,6 +197,7 @@ pub struct PendingImageStep {
 pub struct ImageTrainer {
     model: FlowModel,
     optim: ModuleOptimizer,
+    clip: Option<GradClip>,
     images: ImageSet,
     transform: LogitTransform,
     settings: ImageTrainSettings,
@@ -218,8 +220,9 @@ impl ImageTrainer {
             return Err(NrgError::InvalidData("no training images".into()));
         }
         Ok(Self {
+            clip: settings.clip_grad_norm.map(GradClip::new),
             model,
-            optim: adam(settings.clip_grad_norm),
+            optim: adam(),
             images,
             transform,
             settings,
@@ -291,7 +294,10 @@ impl ImageTrainer {
     /// Backpropagates a pending step and applies the Adam update.
     pub fn update(&mut self, pending: PendingImageStep) {
         on_pool(|| {
-            let grads = GradientsParams::from_grads(pending.loss.backward(), &self.model);
+            let mut grads = GradientsParams::from_grads(pending.loss.backward(), &self.model);
+            if let Some(clip) = &self.clip {
+                grads = clip.apply(&self.model, grads);
+            }
             let model = self.model.clone();
             self.model = self.optim.step(pending.stats.lr, model, grads);
         });

@@ -8,6 +8,7 @@
 //! - [`flow`]: a prior composed with a bijector, optionally Z₂-symmetrised;
 //! - [`spec`]: a flow described by a TOML table;
 //! - [`train`]: reverse-KL, forward-KL and mixed training;
+//! - [`clip`]: gradient clipping by norm per parameter tensor, flat parameters by piece;
 //! - [`image`]: maximum-likelihood training on images (dequantisation, logit), bits per
 //!   dimension on held-out images, samples at a temperature;
 //! - [`data`]: configurations as NumPy `.npy` (reading training data, writing samples) and
@@ -15,6 +16,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod clip;
 pub mod data;
 pub mod flow;
 pub mod hierarchical;

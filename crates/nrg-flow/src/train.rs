@@ -10,7 +10,8 @@
 //! `p_γ ∝ e^{−γS}`, with `γ_t` rising linearly from `γ₀` to 1 over the first `anneal_steps`
 //! steps (for a Boltzmann action this is annealing β from `γ₀β`). The learning rate follows
 //! a constant or cosine schedule; gradients may be clipped by norm (per parameter tensor,
-//! burn's `GradientClipping::Norm`). Adam throughout.
+//! [`GradClip`]: burn's `GradientClipping::Norm`, with flat parameters cut into the tensors
+//! they store). Adam throughout.
 //!
 //! Every step reports, from its own batch and in `f64`: `F_q` (at `γ = 1`) with its standard
 //! error, the ESS of `ln w = −S − ln q`, the gap to `−ln Z` when it is known, and with data the
@@ -18,9 +19,9 @@
 //! two-phase step ([`Trainer::evaluate`], then [`Trainer::update`]) lets a caller checkpoint
 //! a model whose loss it has just seen finite, before the update.
 
+use crate::clip::GradClip;
 use crate::data::LatticeSymmetry;
 use crate::flow::FlowModel;
-use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Distribution, Int, Tensor, s};
@@ -284,6 +285,7 @@ pub struct PendingStep {
 pub struct Trainer<'a> {
     model: FlowModel,
     optim: ModuleOptimizer,
+    clip: Option<GradClip>,
     action: &'a dyn Action,
     data: Option<Tensor<4>>,
     settings: TrainSettings,
@@ -326,8 +328,9 @@ impl<'a> Trainer<'a> {
             check_invariance(action, d)?;
         }
         Ok(Self {
+            clip: settings.clip_grad_norm.map(GradClip::new),
             model,
-            optim: adam(settings.clip_grad_norm),
+            optim: adam(),
             action,
             data,
             settings,
@@ -452,7 +455,10 @@ impl<'a> Trainer<'a> {
     /// [`Trainer::evaluate`]).
     pub fn update(&mut self, pending: PendingStep) {
         on_pool(|| {
-            let grads = GradientsParams::from_grads(pending.loss.backward(), &self.model);
+            let mut grads = GradientsParams::from_grads(pending.loss.backward(), &self.model);
+            if let Some(clip) = &self.clip {
+                grads = clip.apply(&self.model, grads);
+            }
             let model = self.model.clone();
             self.model = self.optim.step(pending.stats.lr, model, grads);
         });
@@ -514,11 +520,7 @@ pub(crate) fn load_state(
     Ok((model, optim))
 }
 
-/// Adam, with gradient clipping by norm when `clip` is set.
-pub(crate) fn adam(clip: Option<f64>) -> ModuleOptimizer {
-    let mut adam = AdamConfig::new();
-    if let Some(c) = clip {
-        adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(c as f32)));
-    }
-    adam.init()
+/// Adam (gradient clipping, where asked, is [`GradClip`], applied before the step).
+pub(crate) fn adam() -> ModuleOptimizer {
+    AdamConfig::new().init()
 }

@@ -28,7 +28,7 @@
 use crate::kernels::{self, Direction};
 use crate::mlp::{self, TwinMlp, TwinMlpConfig};
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Device, Tensor};
 use nrg_core::Bijector;
 
@@ -232,6 +232,51 @@ impl BlockRealNvp {
     }
 }
 
+/// A parameter stored flat and the lengths of the tensors it concatenates, in order: the
+/// units in which its gradient is clipped, so that clipping "per parameter tensor" means the
+/// same whatever the storage ([`BlockRealNvp::flat_pieces`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlatPieces {
+    /// The flat parameter.
+    pub id: ParamId,
+    /// The lengths of its pieces (summing to its length).
+    pub lengths: Vec<usize>,
+}
+
+impl BlockRealNvp {
+    /// The pieces of its flat parameter, for plain subnets: per coupling, every layer's
+    /// weight `[2, w_l, w_{l+1}]` and bias `[2, w_{l+1}]`, then all the scales `σ` as one
+    /// piece (the tensors of a [`TwinMlp`] per coupling and one `σ` vector, decision 70).
+    /// `None` for residual subnets, whose tensors are parameters of their own.
+    pub fn flat_pieces(&self) -> Option<FlatPieces> {
+        let Subnets::Plain(chain) = &self.subnets else {
+            return None;
+        };
+        let mut lengths = Vec::new();
+        for _ in 0..self.couplings {
+            for w in chain.widths.windows(2) {
+                lengths.push(2 * w[0] * w[1]);
+                lengths.push(2 * w[1]);
+            }
+        }
+        lengths.push(self.couplings.max(1));
+        Some(FlatPieces {
+            id: chain.params.id,
+            lengths,
+        })
+    }
+}
+
+impl BlockBijector {
+    /// [`BlockRealNvp::flat_pieces`] of a RealNVP block; `None` for the others.
+    pub fn flat_pieces(&self) -> Option<FlatPieces> {
+        match self {
+            BlockBijector::RealNvp(b) => b.flat_pieces(),
+            BlockBijector::Ode(_) | BlockBijector::Haar(_) => None,
+        }
+    }
+}
+
 impl Bijector for BlockRealNvp {
     fn forward(&self, z: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
         match self.fused(z.clone(), Direction::Forward) {
@@ -393,13 +438,35 @@ mod tests {
     use crate::test_util::{GradsOf, max_diff};
     use burn::tensor::{Distribution, Gradients};
 
+    /// The pieces of the flat parameter are the tensors of per-coupling MLPs and one `σ`
+    /// vector, and they tile the parameter exactly.
+    #[test]
+    fn flat_pieces_tile_the_parameter() {
+        let dev = Device::flex();
+        let block = BlockRealNvpConfig::new(1, 2, 3, vec![5, 4]).init(&dev);
+        let pieces = block.flat_pieces().unwrap();
+        let Subnets::Plain(chain) = &block.subnets else {
+            panic!("plain subnets")
+        };
+        assert_eq!(pieces.id, chain.params.id);
+        let per_coupling = [2 * 2 * 5, 2 * 5, 2 * 5 * 4, 2 * 4, 2 * 4 * 2, 2 * 2];
+        let mut want: Vec<usize> = per_coupling.repeat(3);
+        want.push(3);
+        assert_eq!(pieces.lengths, want);
+        assert_eq!(pieces.lengths.iter().sum::<usize>(), chain.params.dims()[0]);
+        let residual = BlockRealNvpConfig::new(1, 2, 3, vec![5, 5])
+            .with_residual(true)
+            .init(&dev);
+        assert!(residual.flat_pieces().is_none());
+    }
+
     /// The fused chain equals the composite couplings on the flex autodiff device, both
     /// directions: values and log-dets (1e-5 of values of size ~1), the gradients of the
     /// input and of every parameter, the scales σ included (1e-4: sums over 300 blocks).
     #[test]
     fn fused_chain_equals_composite_couplings_with_gradients() {
         let flex = Device::flex().autodiff();
-        chain_equals_composite(&flex, &flex, [1, 2, 3], vec![5, 5]);
+        chain_equals_composite(&flex, &flex, [1, 2, 3], vec![5, 5], 300);
     }
 
     /// The same for the CubeCL chain kernels on the wgpu device, for NeuralRG's 2×2 blocks
@@ -414,18 +481,22 @@ mod tests {
         let dev = crate::test_util::wgpu_device().autodiff();
         assert!(kernels::hot_paths(&dev).is_some(), "wgpu has the hot paths");
         let flex = Device::flex().autodiff();
-        chain_equals_composite(&dev, &flex, [1, 2, 3], vec![5, 5]);
-        chain_equals_composite(&dev, &flex, [2, 4, 3], vec![7]);
+        chain_equals_composite(&dev, &flex, [1, 2, 3], vec![5, 5], 300);
+        // The parameter gradient's column chunks: 3 columns each, the last 2.
+        chain_equals_composite(&dev, &flex, [1, 2, 3], vec![5, 5], 1001);
+        // 4 columns each, the last 1.
+        chain_equals_composite(&dev, &flex, [2, 4, 3], vec![7], 301);
     }
 
     /// Fused chain on `dev` against composite couplings on `reference` (the same parameters
-    /// and input, moved there) for a block `[channels, side, couplings]` with MLP hidden
-    /// widths `hidden`.
+    /// and input, moved there) for `blocks` blocks `[channels, side, side]` with
+    /// `couplings` couplings and MLP hidden widths `hidden`.
     fn chain_equals_composite(
         dev: &Device,
         reference: &Device,
         [c, side, couplings]: [usize; 3],
         hidden: Vec<usize>,
+        blocks: usize,
     ) {
         // Parameters and inputs drawn on the reference device and copied to `dev`.
         reference.seed(4);
@@ -439,9 +510,9 @@ mod tests {
             .init(reference);
         let block = block_ref.clone().fork(dev);
         let normal = Distribution::Normal(0.0, 1.0);
-        let x_ref = Tensor::<4>::random([300, c, side, side], normal, reference).require_grad();
-        let cy = Tensor::<4>::random([300, c, side, side], normal, reference);
-        let cl = Tensor::<1>::random([300], normal, reference);
+        let x_ref = Tensor::<4>::random([blocks, c, side, side], normal, reference).require_grad();
+        let cy = Tensor::<4>::random([blocks, c, side, side], normal, reference);
+        let cl = Tensor::<1>::random([blocks], normal, reference);
         let x = Tensor::<4>::from_data(x_ref.to_data(), dev).require_grad();
         for inverse in [false, true] {
             let direction = if inverse {
@@ -487,16 +558,21 @@ mod tests {
             let (mut p1, mut p2) = (GradsOf(&g1, vec![]), GradsOf(&g2, vec![]));
             block.visit(&mut p1);
             block_ref.visit(&mut p2);
-            // One flat parameter: every weight, bias and scale of the chain.
+            // One flat parameter: every weight, bias and scale of the chain, compared
+            // piece by piece (each weight, bias and the σ), each to its own scale.
             assert_eq!(p1.1.len(), 1, "one parameter");
             assert_eq!(p1.1[0].len(), params, "every weight, bias and scale");
-            for (k, (a, b)) in p1.1.iter().zip(&p2.1).enumerate() {
+            let (a, b) = (&p1.1[0], &p2.1[0]);
+            let mut at = 0;
+            for (k, n) in block.flat_pieces().unwrap().lengths.into_iter().enumerate() {
+                let (a, b) = (&a[at..at + n], &b[at..at + n]);
                 let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
                 assert!(
                     max_diff(a, b) < 1e-4 * scale,
-                    "inverse {inverse}: parameter {k}: {}",
+                    "inverse {inverse}: piece {k}: {}",
                     max_diff(a, b)
                 );
+                at += n;
             }
         }
     }

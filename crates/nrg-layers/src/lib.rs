@@ -42,7 +42,7 @@ pub mod subnet;
 #[cfg(test)]
 mod test_util;
 
-pub use block::{BlockBijector, BlockRealNvp, BlockRealNvpConfig, HaarBlock};
+pub use block::{BlockBijector, BlockRealNvp, BlockRealNvpConfig, FlatPieces, HaarBlock};
 pub use circulant::CirculantLinear;
 pub use coupling::{AffineCoupling, AffineCouplingConfig, CouplingStack};
 pub use mask::MaskKind;

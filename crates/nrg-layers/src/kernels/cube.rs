@@ -1027,9 +1027,7 @@ impl F32 {
         // Enough (weight, chunk) pairs to fill a GPU, each chunk a run of whole samples.
         let nw = cout * cin * k * k;
         let row = nw + cout;
-        let wanted = 32_768usize.div_ceil(row).clamp(1, batch);
-        let chunk = batch.div_ceil(wanted);
-        let chunks = batch.div_ceil(chunk);
+        let (chunk, chunks) = super::column_chunks(row, batch, 32_768);
         let part = empty(&x, Shape::new([chunks, row]));
         let units = chunks * row;
         let dim = CubeDim::new(&client, units);
@@ -1211,9 +1209,7 @@ impl F32 {
         // (enough (parameter, chunk) pairs to fill a GPU), then one sum over the chunks.
         let client = gsigma.client.clone();
         let row = kk * (net_layout(widths).1 + 1);
-        let wanted = 131_072usize.div_ceil(row).clamp(1, cols);
-        let chunk = cols.div_ceil(wanted);
-        let chunks = cols.div_ceil(chunk);
+        let (chunk, chunks) = super::column_chunks(row, cols, 131_072);
         let part = empty(&gsigma, Shape::new([chunks, row]));
         let units = chunks * row;
         let dim = CubeDim::new(&client, units);

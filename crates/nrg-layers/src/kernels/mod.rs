@@ -214,12 +214,17 @@ impl HotPaths {
     /// `ln|det|` as the last row. Coupling `k` updates `v` from `u` (`k` even) or `u` from
     /// `v` (odd) by `upd·eˢ + t` (inverse: `(upd − t)·e^{−s}`), with `s = σ_k tanh ŝ`
     /// (`nrg_kernels::chain`).
+    ///
+    /// # Panics
+    /// With no coupling (`K = 0`: the identity, which needs no kernel), or where the shapes
+    /// disagree.
     pub fn coupling_chain(
         self,
         input: Tensor<3>,
         params: Tensor<1>,
         shape: ChainShape,
     ) -> Tensor<2> {
+        assert!(shape.couplings >= 1, "coupling_chain: no coupling");
         on_hot!(
             self,
             (input, params, shape),
@@ -325,6 +330,18 @@ pub struct MlpShape {
     pub hidden: Activation,
 }
 
+/// How a sum over `cols` columns of `row` independent sums is cut into chunks of
+/// consecutive columns, so that `chunks · row` threads (one per sum and chunk) come to
+/// about `target`: `(chunk, chunks)`, columns per chunk and their number
+/// (`(chunks − 1)·chunk < cols ≤ chunks·chunk`; `chunks · row < target + row`). Both at
+/// least 1 (for `cols = 0`, one empty chunk).
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+pub(crate) fn column_chunks(row: usize, cols: usize, target: usize) -> (usize, usize) {
+    let wanted = target.div_ceil(row.max(1)).clamp(1, cols.max(1));
+    let chunk = cols.div_ceil(wanted).max(1);
+    (chunk, cols.div_ceil(chunk).max(1))
+}
+
 /// The shape of a fused coupling chain (a [`crate::BlockRealNvp`] on `[2, h, N]`):
 /// `couplings` affine couplings, each with a twin MLP of widths `h → … → h`.
 #[derive(Clone, Debug, PartialEq)]
@@ -342,6 +359,32 @@ pub struct ChainShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every column in exactly one chunk, no empty chunk, about `target` threads.
+    #[test]
+    fn column_chunks_cover_the_columns() {
+        for (row, cols, target) in [
+            (345, 300, 131_072),
+            (1485, 301, 131_072),
+            (3250, 32_768, 131_072),
+            (200_000, 97, 131_072),
+            (10, 1, 32_768),
+            (1, 1_000_003, 32_768),
+            (7, 0, 100),
+        ] {
+            let (chunk, chunks) = column_chunks(row, cols, target);
+            assert!(chunk >= 1 && chunks >= 1, "{row} {cols}");
+            assert!(cols <= chunks * chunk, "{row} {cols}: all columns");
+            assert!(
+                cols == 0 || (chunks - 1) * chunk < cols,
+                "{row} {cols}: no empty chunk"
+            );
+            assert!(
+                chunks * row < target + row || chunks == 1,
+                "{row} {cols}: threads"
+            );
+        }
+    }
     use burn::tensor::{Device, Distribution, Gradients};
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {

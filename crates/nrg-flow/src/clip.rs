@@ -1,0 +1,231 @@
+//! Gradient clipping by norm, per parameter tensor, whatever the storage.
+//!
+//! Every tensor `g` of the gradient is rescaled on its own (burn's
+//! `GradientClipping::Norm`, the formula of `torch.nn.utils.clip_grad_norm_` applied to one
+//! tensor at a time):
+//!
+//! ```text
+//! g ← g · min(1, c / (‖g‖₂ + ε)),   ε = f32::MIN_POSITIVE
+//! ```
+//!
+//! A parameter stored flat — a block bijector's plain subnets, all their weights, biases
+//! and scales in one vector for the fused chain kernel (decision 70) — is clipped piece by
+//! piece, one piece per tensor it concatenates ([`nrg_layers::FlatPieces`]), so that
+//! `clip_grad_norm` means what it meant when every weight and bias was a parameter of its
+//! own. The pieces' squared norms are summed by one scatter-add (`select_assign`) and the
+//! factors gathered back by one `select`: a handful of operations per flat parameter.
+
+use crate::flow::FlowModel;
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+use std::collections::HashMap;
+
+/// Clipping of the gradient of a [`FlowModel`] by norm, per parameter tensor, with the
+/// flat parameters cut into their pieces (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub struct GradClip {
+    threshold: f32,
+}
+
+impl GradClip {
+    /// Clipping at norm `threshold` (> 0).
+    pub fn new(threshold: f64) -> Self {
+        Self {
+            threshold: threshold as f32,
+        }
+    }
+
+    /// The clipped gradients of `model`'s parameters (those without a gradient are left
+    /// out, as they came). The pieces are read from the model at every call, so that they
+    /// follow its parameters through loading a checkpoint.
+    pub fn apply(&self, model: &FlowModel, mut grads: GradientsParams) -> GradientsParams {
+        let pieces = model
+            .flat_pieces()
+            .into_iter()
+            .map(|p| {
+                let index = p
+                    .lengths
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(k, &n)| std::iter::repeat_n(k as i32, n))
+                    .collect();
+                (p.id, (index, p.lengths.len()))
+            })
+            .collect();
+        let mut visitor = Clipper {
+            clip: *self,
+            pieces,
+            grads: &mut grads,
+        };
+        model.visit(&mut visitor);
+        grads
+    }
+
+    /// `g · min(1, c / (‖g‖ + ε))`, as burn's `GradientClipping::Norm`.
+    fn whole<const D: usize>(&self, g: Tensor<D>) -> Tensor<D> {
+        let norm = g.clone().square().sum().sqrt();
+        let coef = (norm.add_scalar(f32::MIN_POSITIVE).recip() * self.threshold).clamp_max(1.0);
+        g * coef.unsqueeze()
+    }
+
+    /// The same per piece of a flat gradient `g` `[n]`, `index[i]` the piece of entry `i`.
+    fn by_piece(&self, g: Tensor<1>, index: &[i32], pieces: usize) -> Tensor<1> {
+        let device = g.device();
+        let index =
+            Tensor::<1, Int>::from_data(TensorData::new(index.to_vec(), [index.len()]), &device);
+        let squares = Tensor::<1>::zeros([pieces], &device).select_assign(
+            0,
+            index.clone(),
+            g.clone().square(),
+            IndexingUpdateOp::Add,
+        );
+        let coef =
+            (squares.sqrt().add_scalar(f32::MIN_POSITIVE).recip() * self.threshold).clamp_max(1.0);
+        g * coef.select(0, index)
+    }
+}
+
+/// Replaces every parameter's gradient in `grads` by its clipped form.
+struct Clipper<'a> {
+    clip: GradClip,
+    /// For every flat parameter: the piece of each entry, and the number of pieces.
+    pieces: HashMap<ParamId, (Vec<i32>, usize)>,
+    grads: &'a mut GradientsParams,
+}
+
+impl ModuleVisitor for Clipper<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let Some(g) = self.grads.remove::<D>(param.id) else {
+            return;
+        };
+        let g = match self.pieces.get(&param.id) {
+            Some((index, pieces)) if index.len() == g.shape().num_elements() => {
+                let dims = g.dims();
+                self.clip
+                    .by_piece(g.reshape([index.len()]), index, *pieces)
+                    .reshape(dims)
+            }
+            _ => self.clip.whole(g),
+        };
+        self.grads.register(param.id, g);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::FlowSpec;
+    use burn::tensor::{Device, Distribution};
+
+    /// A flat gradient clipped piece by piece equals each piece clipped on its own by
+    /// burn's formula (f32 rounding of sums of ≤ 200 squares: 1e-6 relative), for pieces
+    /// above and below the threshold.
+    #[test]
+    fn flat_gradient_is_clipped_per_piece() {
+        let dev = Device::flex();
+        dev.seed(2);
+        let lengths = [7usize, 200, 1, 30];
+        let scales = [10.0f64, 0.01, 5.0, 0.2];
+        let parts: Vec<Tensor<1>> = lengths
+            .iter()
+            .zip(scales)
+            .map(|(&n, s)| Tensor::random([n], Distribution::Normal(0.0, s), &dev))
+            .collect();
+        let clip = GradClip::new(1.0);
+        let index: Vec<i32> = lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(k, &n)| std::iter::repeat_n(k as i32, n))
+            .collect();
+        let got = clip.by_piece(Tensor::cat(parts.clone(), 0), &index, lengths.len());
+        let want = Tensor::cat(parts.into_iter().map(|p| clip.whole(p)).collect(), 0);
+        let diff: f32 = (got.clone() - want).abs().max().into_scalar();
+        assert!(diff < 1e-6, "{diff}");
+        // Pieces 0 and 2 were above the threshold: now of norm 1.
+        let first: f32 = got.slice(0..7).square().sum().sqrt().into_scalar();
+        assert!((first - 1.0).abs() < 1e-5, "{first}");
+    }
+
+    /// On a hierarchical flow, clipping through the model visits every parameter, cuts the
+    /// flat ones into their pieces and leaves small gradients as they are.
+    #[test]
+    fn clipping_a_flow_keeps_small_gradients_and_bounds_every_piece() {
+        let dev = Device::flex().autodiff();
+        dev.seed(5);
+        let spec = FlowSpec {
+            couplings: 2,
+            hidden: vec![4],
+            ..FlowSpec::default()
+        };
+        let model = spec.build(1, 4, &dev).unwrap();
+        let pieces = model.flat_pieces();
+        assert_eq!(
+            pieces.len(),
+            model_layers(&model),
+            "one flat parameter per block"
+        );
+        // A gradient of every parameter: d/dθ Σ θ² · s, large for s = 100, small for 1e-4.
+        for (s, threshold) in [(100.0f32, 1.0f64), (1e-4, 1.0)] {
+            let mut loss = Tensor::<1>::zeros([1], &dev);
+            model.visit(&mut SumSquares(&mut loss));
+            let grads = GradientsParams::from_grads((loss * s).backward(), &model);
+            let before = grads_of(&model, &grads);
+            let clipped = GradClip::new(threshold).apply(&model, grads);
+            let after = grads_of(&model, &clipped);
+            assert_eq!(before.len(), after.len(), "every parameter kept");
+            for ((id, b), (_, a)) in before.iter().zip(&after) {
+                let lengths = pieces
+                    .iter()
+                    .find(|p| p.id == *id)
+                    .map_or_else(|| vec![b.len()], |p| p.lengths.clone());
+                let mut at = 0;
+                for n in lengths {
+                    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    let (nb, na) = (norm(&b[at..at + n]), norm(&a[at..at + n]));
+                    let want = nb.min(threshold as f32);
+                    assert!(
+                        (na - want).abs() <= 1e-5 * want.max(1e-6) + 1e-12,
+                        "s {s}: piece norm {na}, want {want}"
+                    );
+                    at += n;
+                }
+            }
+        }
+    }
+
+    fn model_layers(model: &FlowModel) -> usize {
+        match &model.bijector {
+            crate::flow::FlowBijector::Hierarchical(h) => h.num_layers(),
+            crate::flow::FlowBijector::Flat(_) => 0,
+        }
+    }
+
+    /// `loss += Σ θ²` over every float parameter.
+    struct SumSquares<'a>(&'a mut Tensor<1>);
+
+    impl ModuleVisitor for SumSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let sq = param.val().square().sum();
+            *self.0 = self.0.clone() + sq;
+        }
+    }
+
+    /// Every parameter's id and gradient, in visiting order.
+    fn grads_of(model: &FlowModel, grads: &GradientsParams) -> Vec<(ParamId, Vec<f32>)> {
+        let mut v = Norms(grads, Vec::new());
+        model.visit(&mut v);
+        v.1
+    }
+
+    struct Norms<'a>(&'a GradientsParams, Vec<(ParamId, Vec<f32>)>);
+
+    impl ModuleVisitor for Norms<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.get::<D>(param.id) {
+                self.1
+                    .push((param.id, g.into_data().try_to_vec::<f32>().unwrap()));
+            }
+        }
+    }
+}
