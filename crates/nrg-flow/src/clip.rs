@@ -12,8 +12,13 @@
 //! and scales in one vector for the fused chain kernel (decision 70) — is clipped piece by
 //! piece, one piece per tensor it concatenates ([`nrg_layers::FlatPieces`]), so that
 //! `clip_grad_norm` means what it meant when every weight and bias was a parameter of its
-//! own. The pieces' squared norms are summed by one scatter-add (`select_assign`) and the
-//! factors gathered back by one `select`: a handful of operations per flat parameter.
+//! own. The pieces' squared norms are summed by one scatter-add and the factors gathered
+//! back by one `select`: a handful of operations per flat parameter. (On a GPU backend
+//! burn's scatter-add runs a thread per entry with atomic adds where the device has float
+//! atomics, else one thread per row: a 1-D gradient is then summed by one thread.)
+//!
+//! The formula is burn's for f32 gradients (nrg trains in f32): no cast to f32 for the norm
+//! of a half-precision gradient, `ε` the f32 one.
 
 use crate::flow::FlowModel;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
@@ -29,8 +34,10 @@ pub struct GradClip {
 }
 
 impl GradClip {
-    /// Clipping at norm `threshold` (> 0).
+    /// Clipping at norm `threshold` (> 0, finite: [`crate::train::TrainSettings`] and
+    /// [`crate::image::ImageTrainSettings`] validate it).
     pub fn new(threshold: f64) -> Self {
+        debug_assert!(threshold > 0.0 && threshold.is_finite(), "clip threshold");
         Self {
             threshold: threshold as f32,
         }
@@ -74,7 +81,7 @@ impl GradClip {
         let device = g.device();
         let index =
             Tensor::<1, Int>::from_data(TensorData::new(index.to_vec(), [index.len()]), &device);
-        let squares = Tensor::<1>::zeros([pieces], &device).select_assign(
+        let squares = Tensor::<1>::zeros([pieces], &device).scatter(
             0,
             index.clone(),
             g.clone().square(),
@@ -100,7 +107,10 @@ impl ModuleVisitor for Clipper<'_> {
             return;
         };
         let g = match self.pieces.get(&param.id) {
-            Some((index, pieces)) if index.len() == g.shape().num_elements() => {
+            Some((index, pieces)) => {
+                // The pieces tile the parameter (tested in nrg-layers); were they not to,
+                // clipping the whole vector would silently clip the pieces jointly.
+                debug_assert_eq!(index.len(), g.shape().num_elements(), "flat pieces");
                 let dims = g.dims();
                 self.clip
                     .by_piece(g.reshape([index.len()]), index, *pieces)
@@ -160,6 +170,7 @@ mod tests {
         };
         let model = spec.build(1, 4, &dev).unwrap();
         let pieces = model.flat_pieces();
+        assert!(!pieces.is_empty());
         assert_eq!(
             pieces.len(),
             model_layers(&model),

@@ -100,7 +100,7 @@ impl FlowModel {
     }
 
     /// The parameters stored flat, with the lengths of the tensors each concatenates: the
-    /// units of gradient clipping ([`crate::train::GradClip`]).
+    /// units of gradient clipping ([`crate::clip::GradClip`]).
     pub fn flat_pieces(&self) -> Vec<nrg_layers::FlatPieces> {
         match &self.bijector {
             FlowBijector::Hierarchical(flow) => flow.flat_pieces(),

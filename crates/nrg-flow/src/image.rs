@@ -52,7 +52,8 @@ pub struct ImageTrainSettings {
     pub lr_schedule: LrSchedule,
     /// Final learning rate of the cosine schedule.
     pub lr_min: f64,
-    /// Clip each parameter's gradient to this norm.
+    /// Clip each parameter tensor's gradient to this norm (a flat parameter piece by piece:
+    /// [`crate::clip::GradClip`]).
     pub clip_grad_norm: Option<f64>,
     /// Flip each training image left–right with probability ½ (pictures, unlike the
     /// synthetic set's factors, are symmetric under it).

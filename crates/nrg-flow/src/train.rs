@@ -67,7 +67,8 @@ pub struct TrainSettings {
     pub lr_schedule: LrSchedule,
     /// Final learning rate of the cosine schedule.
     pub lr_min: f64,
-    /// Clip each parameter's gradient to this norm.
+    /// Clip each parameter tensor's gradient to this norm (a flat parameter piece by piece:
+    /// [`crate::clip::GradClip`]).
     pub clip_grad_norm: Option<f64>,
     /// Steps over which `γ` rises to 1 (0: no annealing).
     pub anneal_steps: usize,

@@ -154,6 +154,59 @@ fn free_field_flow_reaches_exact_ln_z() {
     assert!(rel < 1e-3, "F_q misses −ln Z by {rel:e}");
 }
 
+/// The trainer clips: one Adam step of a seeded hierarchical flow moves the parameters as
+/// without clipping when the threshold is never reached (1e30: the factor is exactly 1), and
+/// barely at all when it squeezes every gradient tensor below Adam's ε (1e-14: updates of
+/// ~lr·10⁻⁶ against ~lr).
+#[test]
+fn training_clips_the_gradient() {
+    let run = |clip: Option<f64>| {
+        let (device, action, _, _) = free_field_and_flat_flow(3);
+        let spec = FlowSpec {
+            couplings: 2,
+            hidden: vec![4],
+            ..FlowSpec::default()
+        };
+        let model = spec.build(1, 4, &device).unwrap();
+        let before = parameters(&model);
+        let settings = TrainSettings {
+            steps: 1,
+            batch: 64,
+            lr: 1e-2,
+            clip_grad_norm: clip,
+            ..TrainSettings::default()
+        };
+        let mut trainer = Trainer::new(model, &action, None, settings, &device).unwrap();
+        trainer.step().unwrap();
+        let after = parameters(&trainer.into_model());
+        before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f64, f64::max)
+    };
+    let (free, loose, tight) = (run(None), run(Some(1e30)), run(Some(1e-14)));
+    assert!(
+        free > 5e-3,
+        "an unclipped step moves some parameter by ~lr: {free}"
+    );
+    assert!((loose - free).abs() < 1e-6, "{loose} vs {free}");
+    assert!(tight < 1e-4, "a clipped step barely moves: {tight}");
+}
+
+/// Every float parameter of `model`, flattened in visiting order.
+fn parameters(model: &FlowModel) -> Vec<f64> {
+    struct All(Vec<f64>);
+    impl burn::module::ModuleVisitor for All {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0.extend(host(param.val()));
+        }
+    }
+    let mut all = All(Vec::new());
+    burn::module::Module::visit(model, &mut all);
+    all.0
+}
+
 /// The free field plus a mass term on one site only: not translation invariant.
 struct PinnedField {
     base: Box<dyn Action>,
