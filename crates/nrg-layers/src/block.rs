@@ -439,11 +439,27 @@ mod tests {
     use burn::tensor::{Distribution, Gradients};
 
     /// The pieces of the flat parameter are the tensors of per-coupling MLPs and one `σ`
-    /// vector, and they tile the parameter exactly.
+    /// vector, and they tile the parameter exactly: drawn from the same seed, the
+    /// per-coupling [`TwinMlp`]s' weights and biases are the pieces, in order (the draw
+    /// order of decision 70), and the last piece is `σ = 1`.
     #[test]
     fn flat_pieces_tile_the_parameter() {
         let dev = Device::flex();
-        let block = BlockRealNvpConfig::new(1, 2, 3, vec![5, 4]).init(&dev);
+        dev.seed(9);
+        let block = BlockRealNvpConfig::new(1, 2, 3, vec![5, 4])
+            .with_zero_init(false)
+            .init(&dev);
+        dev.seed(9);
+        let mut want_values = Vec::new();
+        for _ in 0..3 {
+            let net = TwinMlpConfig::new(2, 2, vec![5, 4])
+                .with_zero_init(false)
+                .init(&dev);
+            for t in net.flat_parameters(2).unwrap().1 {
+                want_values.extend(t.into_data().try_to_vec::<f32>().unwrap());
+            }
+        }
+        want_values.extend([1.0f32; 3]);
         let pieces = block.flat_pieces().unwrap();
         let Subnets::Plain(chain) = &block.subnets else {
             panic!("plain subnets")
@@ -454,6 +470,8 @@ mod tests {
         want.push(3);
         assert_eq!(pieces.lengths, want);
         assert_eq!(pieces.lengths.iter().sum::<usize>(), chain.params.dims()[0]);
+        let got = chain.params.val().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(got, want_values, "the same numbers, in the same order");
         let residual = BlockRealNvpConfig::new(1, 2, 3, vec![5, 5])
             .with_residual(true)
             .init(&dev);
