@@ -17,10 +17,11 @@
 //! burn's scatter-add runs a thread per entry with atomic adds where the device has float
 //! atomics, else one thread per row: a 1-D gradient is then summed by one thread.)
 //!
-//! The formula is burn's for f32 gradients (nrg trains in f32): no cast to f32 for the norm
-//! of a half-precision gradient, `ε` the f32 one.
+//! A whole tensor goes through burn's `GradientClipping` itself; the pieces use its formula
+//! for f32 gradients (nrg trains in f32: no cast for half precision, `ε` the f32 one).
 
 use crate::flow::FlowModel;
+use burn::grad_clipping::GradientClipping;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
@@ -69,11 +70,9 @@ impl GradClip {
         grads
     }
 
-    /// `g · min(1, c / (‖g‖ + ε))`, as burn's `GradientClipping::Norm`.
+    /// `g · min(1, c / (‖g‖ + ε))`: burn's own `GradientClipping::Norm`.
     fn whole<const D: usize>(&self, g: Tensor<D>) -> Tensor<D> {
-        let norm = g.clone().square().sum().sqrt();
-        let coef = (norm.add_scalar(f32::MIN_POSITIVE).recip() * self.threshold).clamp_max(1.0);
-        g * coef.unsqueeze()
+        GradientClipping::Norm(self.threshold).clip_gradient(g)
     }
 
     /// The same per piece of a flat gradient `g` `[n]`, `index[i]` the piece of entry `i`.
@@ -129,7 +128,7 @@ mod tests {
     use burn::tensor::{Device, Distribution};
 
     /// A flat gradient clipped piece by piece equals each piece clipped on its own by
-    /// burn's formula (f32 rounding of sums of ≤ 200 squares: 1e-6 relative), for pieces
+    /// burn's `GradientClipping::Norm` (f32 rounding of sums of ≤ 200 squares: 1e-6 relative), for pieces
     /// above and below the threshold.
     #[test]
     fn flat_gradient_is_clipped_per_piece() {

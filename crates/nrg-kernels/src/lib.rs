@@ -48,7 +48,7 @@ pub use circulant::{CirculantGeometry, circulant_backward, circulant_forward};
 pub use conv::{ConvGeometry, conv_backward, conv_forward};
 pub use dense::{DenseGeometry, dense_backward, dense_forward};
 pub use exec::{ConvPath, Exec, SimdWidth};
-pub use mlp::{MlpGeometry, mlp_backward, mlp_forward};
+pub use mlp::{MlpGeometry, mlp_backward, mlp_forward, twin_layout};
 
 /// Which way a coupling runs (nrg's convention: `forward` is generative, `z ↦ x`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -33,6 +33,22 @@ pub struct MlpGeometry {
     pub hidden: Activation,
 }
 
+/// The flat parameter layout of `twins` MLPs of widths `w₀ → … → w_L`,
+/// `[W₀ [T, w₀, w₁], b₀ [T, w₁], W₁, b₁, …]`: `(weight offset, bias offset)` of each layer
+/// and the total length `Σ_l T·w_{l+1}·(w_l + 1)`. The one definition of the layout, for the
+/// kernels here, their CubeCL twins and the modules that store parameters in it.
+pub fn twin_layout(twins: usize, widths: &[usize]) -> (Vec<(usize, usize)>, usize) {
+    let mut off = 0;
+    let mut at = Vec::with_capacity(widths.len().saturating_sub(1));
+    for w in widths.windows(2) {
+        let wo = off;
+        off += twins * w[0] * w[1];
+        at.push((wo, off));
+        off += twins * w[1];
+    }
+    (at, off)
+}
+
 impl MlpGeometry {
     /// The output width `w_L` (a geometry has at least an input and an output width).
     pub fn output_width(&self) -> usize {
@@ -45,17 +61,9 @@ impl MlpGeometry {
     }
 
     /// `(weight offset, bias offset)` of each layer in the flat parameters
-    /// `[W₀ [T, w₀, w₁], b₀ [T, w₁], W₁, b₁, …]`, and their total length.
+    /// `[W₀ [T, w₀, w₁], b₀ [T, w₁], W₁, b₁, …]`, and their total length ([`twin_layout`]).
     pub fn layout(&self) -> (Vec<(usize, usize)>, usize) {
-        let mut off = 0;
-        let mut at = Vec::with_capacity(self.widths.len().saturating_sub(1));
-        for w in self.widths.windows(2) {
-            let wo = off;
-            off += self.twins * w[0] * w[1];
-            at.push((wo, off));
-            off += self.twins * w[1];
-        }
-        (at, off)
+        twin_layout(self.twins, &self.widths)
     }
 
     /// Checks the slices against the geometry; returns the parameters' length.

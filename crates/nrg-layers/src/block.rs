@@ -207,7 +207,7 @@ impl BlockRealNvp {
         let (out, sigma) = match &self.subnets {
             Subnets::Plain(chain) => {
                 let [h, n] = cond.dims();
-                let per_net = mlp::plain_parameter_count(&chain.widths);
+                let per_net = nrg_kernels::twin_layout(2, &chain.widths).1;
                 let params = chain.params.val();
                 let net = params.clone().slice(k * per_net..(k + 1) * per_net);
                 let at = self.couplings * per_net + k;
@@ -522,7 +522,7 @@ mod tests {
         let mut widths = vec![half];
         widths.extend(&hidden);
         widths.push(half);
-        let params = couplings * (mlp::plain_parameter_count(&widths) + 1);
+        let params = couplings * (nrg_kernels::twin_layout(2, &widths).1 + 1);
         let block_ref = BlockRealNvpConfig::new(c, side, couplings, hidden)
             .with_zero_init(false)
             .init(reference);

@@ -169,15 +169,9 @@ impl TwinMlp {
     }
 }
 
-/// The number of parameters of a plain twin MLP of widths `w₀ → … → w_L` in the flat
-/// layout `[W₀ [2, w₀, w₁], b₀ [2, w₁], W₁, b₁, …]`: `Σ_l 2·w_{l+1}·(w_l + 1)`.
-pub(crate) fn plain_parameter_count(widths: &[usize]) -> usize {
-    widths.windows(2).map(|w| 2 * w[1] * (w[0] + 1)).sum()
-}
-
 /// A plain twin MLP (ELU between the layers, the last linear) from its flat parameters
-/// `params` `[plain_parameter_count(widths)]`, laid out as `[W₀ [2, w₀, w₁], b₀ [2, w₁],
-/// …]`: feature-major input `[G, w₀, N]` (`G = 1`: shared by both twins) → `[2, w_L, N]`.
+/// `params`, laid out as `[W₀ [2, w₀, w₁], b₀ [2, w₁], …]` ([`nrg_kernels::twin_layout`]):
+/// feature-major input `[G, w₀, N]` (`G = 1`: shared by both twins) → `[2, w_L, N]`.
 /// One fused operation ([`crate::kernels::Fused::twin_mlp`]) where [`kernels::fused`] has
 /// it, otherwise [`plain_twin_mlp_layers`].
 pub(crate) fn plain_twin_mlp(u: Tensor<3>, params: Tensor<1>, widths: &[usize]) -> Tensor<3> {
@@ -202,14 +196,15 @@ pub(crate) fn plain_twin_mlp_layers(
     widths: &[usize],
 ) -> Tensor<3> {
     let last = widths.len().saturating_sub(2);
+    let (offsets, _) = nrg_kernels::twin_layout(2, widths);
     let mut h = u;
-    let mut at = 0;
-    for (k, w) in widths.windows(2).enumerate() {
+    for (k, (w, (at_w, at_b))) in widths.windows(2).zip(offsets).enumerate() {
         let (i, o) = (w[0], w[1]);
-        let weight = params.clone().slice(at..at + 2 * i * o).reshape([2, i, o]);
-        at += 2 * i * o;
-        let bias = params.clone().slice(at..at + 2 * o).reshape([2, 1, o]);
-        at += 2 * o;
+        let weight = params
+            .clone()
+            .slice(at_w..at_w + 2 * i * o)
+            .reshape([2, i, o]);
+        let bias = params.clone().slice(at_b..at_b + 2 * o).reshape([2, 1, o]);
         let act = if k == last {
             Activation::Identity
         } else {
@@ -277,7 +272,7 @@ mod tests {
         let (widths, flat) = net.flat_parameters(4).unwrap();
         assert_eq!(widths, vec![4, 6, 5, 4]);
         let flat = Tensor::cat(flat, 0);
-        assert_eq!(flat.dims()[0], plain_parameter_count(&widths));
+        assert_eq!(flat.dims()[0], nrg_kernels::twin_layout(2, &widths).1);
         let u = Tensor::<2>::random([4, 9], Distribution::Normal(0.0, 1.0), &dev);
         let want =
             net.layers

@@ -349,17 +349,9 @@ fn affine_backward_kernel(
 }
 
 /// `(weight offset, bias offset)` of every layer of a twin MLP (two twins) in its flat
-/// parameters, and their length (`nrg_kernels::MlpGeometry::layout`).
+/// parameters, and their length ([`nrg_kernels::twin_layout`]).
 fn net_layout(widths: &[usize]) -> (Vec<(usize, usize)>, usize) {
-    let mut off = 0;
-    let mut at = Vec::with_capacity(widths.len().saturating_sub(1));
-    for w in widths.windows(2) {
-        let wo = off;
-        off += 2 * w[0] * w[1];
-        at.push((wo, off));
-        off += 2 * w[1];
-    }
-    (at, off)
+    nrg_kernels::twin_layout(2, widths)
 }
 
 /// The widest layer.

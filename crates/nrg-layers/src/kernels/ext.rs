@@ -1,9 +1,8 @@
 //! The flex-only fused kernels as a burn backend extension (the twin dense layer, the twin
 //! MLP, the circulant; the hot paths — convolution, coupling chain, affine update — are in
-//! `hot`): implemented on
-//! the flex backend by the `nrg-kernels` routines (natively dispatched SIMD,
-//! [`Exec::native`]), and on `Autodiff<flex>` with hand-written backward steps that call the
-//! same routines.
+//! `hot`): implemented on the flex backend by the `nrg-kernels` routines (natively
+//! dispatched SIMD, [`Exec::native`]), and on `Autodiff<flex>` with hand-written backward
+//! steps that call the same routines.
 
 use super::{ChainShape, CirculantShape, MlpShape};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

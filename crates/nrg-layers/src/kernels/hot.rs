@@ -1,11 +1,11 @@
 //! The hot paths as one burn operation each, on every backend that has them: the periodic
 //! convolution of the flat flows' CNN subnets and their couplings' affine update, and the
-//! chain of block couplings of the hierarchical flow. On flex they run the `nrg-kernels` routines (as the other fused
-//! operations in `ext`); with this crate's `wgpu` feature they also run as CubeCL kernels on
-//! the cubecl backend (wgpu, and any other cubecl runtime), in `cube`, with burn's fusion
-//! deferring them like any other operation. The autodiff steps are written once, generic
-//! over the backend: a backward entry of the same backend computes the gradients from the
-//! saved inputs (and, for the convolution, the output).
+//! chain of block couplings of the hierarchical flow. On flex they run the `nrg-kernels`
+//! routines (as the other fused operations in `ext`); with this crate's `wgpu` feature they
+//! also run as CubeCL kernels on the cubecl backend (wgpu, and any other cubecl runtime),
+//! in `cube`, with burn's fusion deferring them like any other operation. The autodiff
+//! steps are written once, generic over the backend: a backward entry of the same backend
+//! computes the gradients from the saved inputs (and, for the convolution, the output).
 
 use super::{Activation, ChainShape, Direction};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

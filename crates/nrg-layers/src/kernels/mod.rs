@@ -28,8 +28,8 @@
 //! Two dispatches: [`fused`] says whether the fused operations exist for a device (flex, with
 //! the feature); [`hot_paths`] says the same for the hot paths — the convolution, the affine
 //! update and the coupling chain — which also exist as CubeCL kernels on the cubecl backend
-//! (wgpu, with the `wgpu` feature: `hot` and `cube`, decisions 66 and 68). A layer asks once and otherwise runs its
-//! composite form; for the convolution and the dense layer the composite references are here
+//! (wgpu, with the `wgpu` feature: `hot` and `cube`, decisions 66 and 68). A layer asks
+//! once and otherwise runs its composite form; for the convolution and the dense layer the composite references are here
 //! ([`periodic_conv2d_reference`], [`twin_dense_reference`]), so results never depend on
 //! which path ran beyond f32 rounding.
 
@@ -144,7 +144,8 @@ impl Fused {
 }
 
 /// The hot paths — the periodic convolution, the affine update of a lattice coupling and
-/// the chain of block couplings — as one operation each, for tensors on a device where they exist (see [`hot_paths`]): flex, and
+/// the chain of block couplings — as one operation each, for tensors on a device where they
+/// exist (see [`hot_paths`]): flex, and
 /// with the `wgpu` feature the cubecl backend (CubeCL kernels, `cube.rs`). Unlike
 /// [`Fused`], whose operations are flex-only, a token routes by the tensors' backend, so it
 /// is only for tensors on a device [`hot_paths`] accepted.
@@ -359,6 +360,7 @@ pub struct ChainShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::{Device, Distribution, Gradients};
 
     /// Every column in exactly one chunk, no empty chunk, about `target` threads.
     #[test]
@@ -385,7 +387,6 @@ mod tests {
             );
         }
     }
-    use burn::tensor::{Device, Distribution, Gradients};
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar()
