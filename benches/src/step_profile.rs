@@ -55,6 +55,10 @@ pub struct StepProfileSettings {
     pub timed: bool,
     /// The flows.
     pub flows: Vec<TrainFlow>,
+    /// The batch of every flow; `None`: each bench's own ([`TrainFlow::batch`]). At a
+    /// small batch the device's work shrinks and what is left of the step's time is its
+    /// cost per launch (host, driver).
+    pub batch: Option<usize>,
 }
 
 impl Default for StepProfileSettings {
@@ -64,6 +68,7 @@ impl Default for StepProfileSettings {
             warmup: 3,
             timed: true,
             flows: vec![TrainFlow::Phi4Tutorial, TrainFlow::IsingL16],
+            batch: None,
         }
     }
 }
@@ -136,8 +141,9 @@ fn profile_case(
     progress: &mut dyn FnMut(&str),
 ) -> Result<StepCase, String> {
     let bench = flow.bench();
+    let batch = settings.batch.unwrap_or(flow.batch());
     let train = TrainSettings {
-        batch: flow.batch(),
+        batch,
         ..TrainSettings::default()
     };
     let mut trainer =
@@ -159,7 +165,7 @@ fn profile_case(
     done?;
     Ok(StepCase {
         bench,
-        batch: flow.batch(),
+        batch,
         wall_ms_per_step,
         profile: LaunchProfile::new(settings.steps, &launches),
     })

@@ -36,6 +36,10 @@ struct Options {
     /// Folder for `launches.md` and `launches.json`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The batch of every flow (default: each bench's, 256 for φ⁴ and 512 for Ising). At a
+    /// small batch the device's work shrinks: what is left is the cost per launch.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Option<u32>,
     /// The flows profiled.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "phi4,ising")]
     flow: Vec<TrainFlow>,
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         warmup: opts.warmup as usize,
         timed: opts.timed,
         flows: opts.flow.clone(),
+        batch: opts.batch.map(|b| b as usize),
     };
     if let Some(dir) = &opts.out
         && let Err(e) = std::fs::create_dir_all(dir)
