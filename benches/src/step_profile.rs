@@ -80,7 +80,8 @@ pub struct StepCase {
     pub bench: &'static str,
     /// Its batch.
     pub batch: usize,
-    /// Wall time per unobserved step (ms, host clock; each step ends in a read-back).
+    /// Wall time per unobserved step (ms, host clock; each step waits on two read-backs,
+    /// `ln q + S` and the loss, and with them on the previous step's update).
     pub wall_ms_per_step: f64,
     /// The launches of the observed steps.
     pub profile: LaunchProfile,

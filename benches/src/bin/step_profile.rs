@@ -1,7 +1,8 @@
 //! `step-profile`: the kernel launches of one reverse-KL training step on wgpu — the φ⁴
 //! tutorial flow (batch 256) and NeuralRG's hierarchical Ising L = 16 flow (batch 512), the
-//! steps of the `train_step` benches — counted per kernel, and with `--timed` timed on the
-//! device (timestamp queries; a GPU has them, software Vulkan may not).
+//! steps of the `train_step` benches, or at any batch with `--batch N` — counted per
+//! kernel, and with `--timed` timed on the device (timestamp queries; a GPU has them,
+//! software Vulkan may not).
 //!
 //! ```text
 //! cargo run --release -p nrg-benches --features wgpu --bin step-profile -- --out DIR
@@ -37,7 +38,8 @@ struct Options {
     #[arg(long)]
     out: Option<PathBuf>,
     /// The batch of every flow (default: each bench's, 256 for φ⁴ and 512 for Ising). At a
-    /// small batch the device's work shrinks: what is left is the cost per launch.
+    /// small batch the device's work shrinks: what is left is mostly the cost per launch
+    /// (host, driver, and the device's fixed cost per kernel).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     batch: Option<u32>,
     /// The flows profiled.

@@ -8,7 +8,8 @@
 //! ```text
 //! conv forward    one thread per output   y[n,o,i,j] = act(b[o] + Σ_{c,a,d} w[o,c,a,d] x[n,c,i+a−p,j+d−p])
 //! conv ∂x         one thread per input    Σ_{o,a,d} δ[n,o,i−a+p,j−d+p] w[o,c,a,d],  δ = ∂y·act′
-//! conv ∂w, ∂b     one thread per (weight or bias, batch chunk), partial sums, then one
+//! conv ∂w, ∂b     one thread per (weight or bias, batch chunk), partial sums (in the same
+//!                 launch as ∂x, the threads after ∂x's), then one
 //!                 thread per weight or bias summing over the chunks
 //! affine update   one thread per sample: x = z eˢ + f t (or its inverse), ln|det| = ±Σ s;
 //!                 backward ∂z, ∂ŝ, ∂t per sample and ∂σ as partial sums, then one sum
@@ -122,22 +123,20 @@ fn conv_forward_kernel(
     y[pos] = activate(acc, slope, act);
 }
 
-#[cube(launch)]
-fn conv_grad_input_kernel(
+/// `∂x[pos]` (`pos` a flat index into `gx [B, cin, H, W]`, in range).
+#[cube]
+fn conv_grad_input(
     w: &Tensor<f32>,
     y: &Tensor<f32>,
     gy: &Tensor<f32>,
     gx: &mut Tensor<f32>,
+    pos: usize,
     slope: f32,
     #[comptime] act: u32,
 ) {
-    let pos = ABSOLUTE_POS;
     let cin = gx.shape(1);
     let rows = gx.shape(2);
     let cols = gx.shape(3);
-    if pos >= gx.shape(0) * cin * rows * cols {
-        terminate!();
-    }
     let s = pos % cols;
     let r = (pos / cols) % rows;
     let c = (pos / (cols * rows)) % cin;
@@ -158,28 +157,27 @@ fn conv_grad_input_kernel(
     gx[pos] = acc;
 }
 
-/// Partial sums of `∂w` and `∂b` (`part [chunks, cout·cin·k·k + cout]`, the weights' then
-/// the biases') over the samples `chunk·q … chunk·(q+1)` of chunk `q`.
-#[cube(launch)]
-fn conv_grad_weight_kernel(
+/// Entry `pos` (in range) of the partial sums of `∂w` and `∂b` (`part [chunks,
+/// cout·cin·k·k + cout]`, the weights' then the biases'), over the samples `chunk·q …
+/// chunk·(q+1)` of chunk `q`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn conv_grad_weight(
     x: &Tensor<f32>,
     y: &Tensor<f32>,
     gy: &Tensor<f32>,
     part: &mut Tensor<f32>,
+    pos: usize,
     kernel: u32,
     chunk: u32,
     slope: f32,
     #[comptime] act: u32,
 ) {
-    let pos = ABSOLUTE_POS;
     let k = kernel as usize;
     let cin = x.shape(1);
     let cout = y.shape(1);
     let nw = cout * cin * k * k;
     let row = nw + cout;
-    if pos >= part.shape(0) * row {
-        terminate!();
-    }
     let q = pos % row;
     let ch = pos / row;
     let batch = x.shape(0);
@@ -208,7 +206,6 @@ fn conv_grad_weight_kernel(
                 }
             }
         }
-        part[ch * row + q] = acc;
     } else {
         let o = q - nw;
         for n in n0..n1 {
@@ -218,12 +215,39 @@ fn conv_grad_weight_kernel(
                 }
             }
         }
-        part[ch * row + q] = acc;
+    }
+    part[pos] = acc;
+}
+
+/// The convolution's backward pass but for the sum over chunks, in one launch: the first
+/// `|gx|` threads compute `∂x` ([`conv_grad_input`]), the next `|part|` the partial sums
+/// of `∂w` and `∂b` ([`conv_grad_weight`]); neither reads what the other writes.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn conv_backward_kernel(
+    x: &Tensor<f32>,
+    w: &Tensor<f32>,
+    y: &Tensor<f32>,
+    gy: &Tensor<f32>,
+    gx: &mut Tensor<f32>,
+    part: &mut Tensor<f32>,
+    kernel: u32,
+    chunk: u32,
+    slope: f32,
+    #[comptime] act: u32,
+) {
+    let pos = ABSOLUTE_POS;
+    let nx = gx.shape(0) * gx.shape(1) * gx.shape(2) * gx.shape(3);
+    if pos < nx {
+        conv_grad_input(w, y, gy, gx, pos, slope, act);
+    } else if pos < nx + part.shape(0) * part.shape(1) {
+        conv_grad_weight(x, y, gy, part, pos - nx, kernel, chunk, slope, act);
     }
 }
 
 /// `∂w` and `∂b` from the partial sums `part [chunks, nw + cout]` of
-/// [`conv_grad_weight_kernel`]: one thread per weight or bias, summing over the chunks.
+/// [`conv_backward_kernel`] ([`conv_grad_weight`]): one thread per weight or bias, summing
+/// over the chunks.
 #[cube(launch)]
 fn conv_sum_chunks_kernel(part: &Tensor<f32>, gw: &mut Tensor<f32>, gb: &mut Tensor<f32>) {
     let q = ABSOLUTE_POS;
@@ -1003,33 +1027,23 @@ impl F32 {
                 zeros(Shape::new([cout])),
             );
         }
-        let dim = CubeDim::new(&client, units);
-        conv_grad_input_kernel::launch(
-            &client,
-            grid(&x, units, dim),
-            dim,
-            w.clone().into_tensor_arg(),
-            y.clone().into_tensor_arg(),
-            gy.clone().into_tensor_arg(),
-            gx.clone().into_tensor_arg(),
-            slope,
-            code,
-        );
-
-        // Enough (weight, chunk) pairs to fill a GPU, each chunk a run of whole samples.
+        // Enough (weight, chunk) pairs to fill a GPU, each chunk a run of whole samples;
+        // `∂x` and those partial sums in one launch.
         let nw = cout * cin * k * k;
         let row = nw + cout;
         let (chunk, chunks) = super::column_chunks(row, batch, 32_768);
         let part = empty(&x, Shape::new([chunks, row]));
-        let units = chunks * row;
+        let units = units + chunks * row;
         let dim = CubeDim::new(&client, units);
-        conv_grad_weight_kernel::launch(
+        conv_backward_kernel::launch(
             &client,
             grid(&x, units, dim),
             dim,
             x.into_tensor_arg(),
+            w.into_tensor_arg(),
             y.into_tensor_arg(),
             gy.into_tensor_arg(),
+            gx.clone().into_tensor_arg(),
             part.clone().into_tensor_arg(),
             k as u32,
             chunk as u32,
