@@ -24,14 +24,40 @@ use crate::flow::FlowModel;
 use burn::grad_clipping::GradientClipping;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 use std::collections::HashMap;
 
 /// Clipping of the gradient of a [`FlowModel`] by norm, per parameter tensor, with the
 /// flat parameters cut into their pieces (see the module docs).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct GradClip {
     threshold: f32,
+    /// Each flat parameter's piece index (the piece of every entry) on the gradients'
+    /// device, made once rather than built and uploaded at every step; remade where the
+    /// pieces or the device differ.
+    index: HashMap<ParamId, PieceIndex>,
+}
+
+/// The piece of every entry of one flat parameter, as a device tensor.
+#[derive(Clone, Debug)]
+struct PieceIndex {
+    lengths: Vec<usize>,
+    index: Tensor<1, Int>,
+}
+
+impl PieceIndex {
+    fn new(lengths: &[usize], device: &Device) -> Self {
+        let index: Vec<i32> = lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(k, &n)| std::iter::repeat_n(k as i32, n))
+            .collect();
+        let n = index.len();
+        Self {
+            lengths: lengths.to_vec(),
+            index: Tensor::from_data(TensorData::new(index, [n]), device),
+        }
+    }
 }
 
 impl GradClip {
@@ -41,62 +67,60 @@ impl GradClip {
         debug_assert!(threshold > 0.0 && threshold.is_finite(), "clip threshold");
         Self {
             threshold: threshold as f32,
+            index: HashMap::new(),
         }
     }
 
     /// The clipped gradients of `model`'s parameters (those without a gradient are left
     /// out, as they came). The pieces are read from the model at every call, so that they
-    /// follow its parameters through loading a checkpoint.
-    pub fn apply(&self, model: &FlowModel, mut grads: GradientsParams) -> GradientsParams {
-        let pieces = model
+    /// follow its parameters through loading a checkpoint; their index tensors are kept
+    /// while the pieces and the device stay the same.
+    pub fn apply(&mut self, model: &FlowModel, mut grads: GradientsParams) -> GradientsParams {
+        let lengths = model
             .flat_pieces()
             .into_iter()
-            .map(|p| {
-                let index = p
-                    .lengths
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(k, &n)| std::iter::repeat_n(k as i32, n))
-                    .collect();
-                (p.id, (index, p.lengths.len()))
-            })
+            .map(|p| (p.id, p.lengths))
             .collect();
         let mut visitor = Clipper {
-            clip: *self,
-            pieces,
+            threshold: self.threshold,
+            lengths,
+            cache: std::mem::take(&mut self.index),
+            kept: HashMap::new(),
             grads: &mut grads,
         };
         model.visit(&mut visitor);
+        self.index = visitor.kept;
         grads
     }
+}
 
-    /// `g · min(1, c / (‖g‖ + ε))`: burn's own `GradientClipping::Norm`.
-    fn whole<const D: usize>(&self, g: Tensor<D>) -> Tensor<D> {
-        GradientClipping::Norm(self.threshold).clip_gradient(g)
-    }
+/// `g · min(1, c / (‖g‖ + ε))` at `c = threshold`: burn's own `GradientClipping::Norm`.
+fn clip_whole<const D: usize>(threshold: f32, g: Tensor<D>) -> Tensor<D> {
+    GradientClipping::Norm(threshold).clip_gradient(g)
+}
 
-    /// The same per piece of a flat gradient `g` `[n]`, `index[i]` the piece of entry `i`.
-    fn by_piece(&self, g: Tensor<1>, index: &[i32], pieces: usize) -> Tensor<1> {
-        let device = g.device();
-        let index =
-            Tensor::<1, Int>::from_data(TensorData::new(index.to_vec(), [index.len()]), &device);
-        let squares = Tensor::<1>::zeros([pieces], &device).scatter(
-            0,
-            index.clone(),
-            g.clone().square(),
-            IndexingUpdateOp::Add,
-        );
-        let coef =
-            (squares.sqrt().add_scalar(f32::MIN_POSITIVE).recip() * self.threshold).clamp_max(1.0);
-        g * coef.select(0, index)
-    }
+/// [`clip_whole`] per piece of a flat gradient `g` `[n]`, `index[i]` the piece of entry `i`
+/// (on `g`'s device).
+fn clip_by_piece(threshold: f32, g: Tensor<1>, index: Tensor<1, Int>, pieces: usize) -> Tensor<1> {
+    let device = g.device();
+    let squares = Tensor::<1>::zeros([pieces], &device).scatter(
+        0,
+        index.clone(),
+        g.clone().square(),
+        IndexingUpdateOp::Add,
+    );
+    let coef = (squares.sqrt().add_scalar(f32::MIN_POSITIVE).recip() * threshold).clamp_max(1.0);
+    g * coef.select(0, index)
 }
 
 /// Replaces every parameter's gradient in `grads` by its clipped form.
 struct Clipper<'a> {
-    clip: GradClip,
-    /// For every flat parameter: the piece of each entry, and the number of pieces.
-    pieces: HashMap<ParamId, (Vec<i32>, usize)>,
+    threshold: f32,
+    /// The pieces' lengths of every flat parameter.
+    lengths: HashMap<ParamId, Vec<usize>>,
+    /// The piece indices of the previous call, and those of this one.
+    cache: HashMap<ParamId, PieceIndex>,
+    kept: HashMap<ParamId, PieceIndex>,
     grads: &'a mut GradientsParams,
 }
 
@@ -105,17 +129,28 @@ impl ModuleVisitor for Clipper<'_> {
         let Some(g) = self.grads.remove::<D>(param.id) else {
             return;
         };
-        let g = match self.pieces.get(&param.id) {
-            Some((index, pieces)) => {
+        let g = match self.lengths.get(&param.id) {
+            Some(lengths) => {
+                let device = g.device();
+                let p = match self.cache.remove(&param.id) {
+                    Some(c) if &c.lengths == lengths && c.index.device() == device => c,
+                    _ => PieceIndex::new(lengths, &device),
+                };
+                let p = self.kept.entry(param.id).or_insert(p);
                 // The pieces tile the parameter (tested in nrg-layers); were they not to,
                 // clipping the whole vector would silently clip the pieces jointly.
-                debug_assert_eq!(index.len(), g.shape().num_elements(), "flat pieces");
+                let n = p.index.dims()[0];
+                debug_assert_eq!(n, g.shape().num_elements(), "flat pieces");
                 let dims = g.dims();
-                self.clip
-                    .by_piece(g.reshape([index.len()]), index, *pieces)
-                    .reshape(dims)
+                clip_by_piece(
+                    self.threshold,
+                    g.reshape([n]),
+                    p.index.clone(),
+                    p.lengths.len(),
+                )
+                .reshape(dims)
             }
-            _ => self.clip.whole(g),
+            _ => clip_whole(self.threshold, g),
         };
         self.grads.register(param.id, g);
     }
@@ -125,7 +160,7 @@ impl ModuleVisitor for Clipper<'_> {
 mod tests {
     use super::*;
     use crate::spec::FlowSpec;
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::Distribution;
 
     /// A flat gradient clipped piece by piece equals each piece clipped on its own by
     /// burn's `GradientClipping::Norm` (f32 rounding of sums of ≤ 200 squares: 1e-6 relative), for pieces
@@ -141,14 +176,9 @@ mod tests {
             .zip(scales)
             .map(|(&n, s)| Tensor::random([n], Distribution::Normal(0.0, s), &dev))
             .collect();
-        let clip = GradClip::new(1.0);
-        let index: Vec<i32> = lengths
-            .iter()
-            .enumerate()
-            .flat_map(|(k, &n)| std::iter::repeat_n(k as i32, n))
-            .collect();
-        let got = clip.by_piece(Tensor::cat(parts.clone(), 0), &index, lengths.len());
-        let want = Tensor::cat(parts.into_iter().map(|p| clip.whole(p)).collect(), 0);
+        let index = PieceIndex::new(&lengths, &dev).index;
+        let got = clip_by_piece(1.0, Tensor::cat(parts.clone(), 0), index, lengths.len());
+        let want = Tensor::cat(parts.into_iter().map(|p| clip_whole(1.0, p)).collect(), 0);
         let diff: f32 = (got.clone() - want).abs().max().into_scalar();
         assert!(diff < 1e-6, "{diff}");
         // Pieces 0 and 2 were above the threshold: now of norm 1.
@@ -176,12 +206,21 @@ mod tests {
             "one flat parameter per block"
         );
         // A gradient of every parameter: d/dθ Σ θ² · s, large for s = 100, small for 1e-4.
-        for (s, threshold) in [(100.0f32, 1.0f64), (1e-4, 1.0)] {
+        // One clipper for both gradients: the second call reuses the piece indices the
+        // first made (one per flat parameter).
+        let threshold = 1.0f64;
+        let mut clip = GradClip::new(threshold);
+        for s in [100.0f32, 1e-4] {
             let mut loss = Tensor::<1>::zeros([1], &dev);
             model.visit(&mut SumSquares(&mut loss));
             let grads = GradientsParams::from_grads((loss * s).backward(), &model);
             let before = grads_of(&model, &grads);
-            let clipped = GradClip::new(threshold).apply(&model, grads);
+            let clipped = clip.apply(&model, grads);
+            assert_eq!(
+                clip.index.len(),
+                pieces.len(),
+                "one index per flat parameter"
+            );
             let after = grads_of(&model, &clipped);
             assert_eq!(before.len(), after.len(), "every parameter kept");
             for ((id, b), (_, a)) in before.iter().zip(&after) {

@@ -457,7 +457,7 @@ impl<'a> Trainer<'a> {
     pub fn update(&mut self, pending: PendingStep) {
         on_pool(|| {
             let mut grads = GradientsParams::from_grads(pending.loss.backward(), &self.model);
-            if let Some(clip) = &self.clip {
+            if let Some(clip) = &mut self.clip {
                 grads = clip.apply(&self.model, grads);
             }
             let model = self.model.clone();
