@@ -27,6 +27,14 @@ pub enum TrainFlow {
 }
 
 impl TrainFlow {
+    /// The name on the command line (`phi4`, `ising`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Phi4Tutorial => "phi4",
+            Self::IsingL16 => "ising",
+        }
+    }
+
     /// The bench's name.
     pub fn bench(self) -> &'static str {
         match self {
@@ -76,15 +84,24 @@ impl Default for StepProfileSettings {
 /// One flow's profile.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepCase {
+    /// The flow's name on the command line ([`TrainFlow::name`]).
+    pub flow: &'static str,
     /// The bench.
     pub bench: &'static str,
     /// Its batch.
     pub batch: usize,
-    /// Wall time per unobserved step (ms, host clock; each step waits on two read-backs,
-    /// `ln q + S` and the loss, and with them on the previous step's update).
+    /// Wall time per unobserved step (ms, host clock; each step waits on one read-back,
+    /// `ln q + S`, from which the host computes the loss, and with it on the previous step's
+    /// update).
     pub wall_ms_per_step: f64,
     /// The launches of the observed steps.
     pub profile: LaunchProfile,
+    /// Every observed launch's kernel, in order (all the observed steps): which phase of
+    /// a step (sampling, the flow's forward pass, the action and loss, the backward pass,
+    /// the optimiser) issues which launches. Written as `sequence-<flow>.txt`, not in the
+    /// JSON.
+    #[serde(skip)]
+    pub sequence: Vec<String>,
 }
 
 /// The profiles of every flow on one device.
@@ -122,7 +139,9 @@ impl StepProfileReport {
         md
     }
 
-    /// Writes `launches.md` and `launches.json` into `dir` (created if missing).
+    /// Writes `launches.md`, `launches.json` and each flow's launch sequence
+    /// (`sequence-phi4.txt`, `sequence-ising.txt`: one kernel per line, in order) into
+    /// `dir` (created if missing).
     ///
     /// # Errors
     /// When `dir` cannot be created or written.
@@ -130,7 +149,13 @@ impl StepProfileReport {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("launches.md"), self.markdown(top))?;
         let json = serde_json::to_string_pretty(self).expect("plain data");
-        std::fs::write(dir.join("launches.json"), json)
+        std::fs::write(dir.join("launches.json"), json)?;
+        for case in &self.cases {
+            let mut lines = case.sequence.join("\n");
+            lines.push('\n');
+            std::fs::write(dir.join(format!("sequence-{}.txt", case.flow)), lines)?;
+        }
+        Ok(())
     }
 }
 
@@ -165,10 +190,12 @@ fn profile_case(
     let (done, launches) = observe(settings.timed, || run(settings.steps));
     done?;
     Ok(StepCase {
+        flow: flow.name(),
         bench,
         batch,
         wall_ms_per_step,
         profile: LaunchProfile::new(settings.steps, &launches),
+        sequence: launches.into_iter().map(|l| l.kernel).collect(),
     })
 }
 

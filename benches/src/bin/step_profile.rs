@@ -8,8 +8,9 @@
 //! cargo run --release -p nrg-benches --features wgpu --bin step-profile -- --out DIR
 //! ```
 //!
-//! Writes `DIR/launches.md` (the tables) and `DIR/launches.json` (every kernel), and prints
-//! the tables. Exit status 2 on bad options, without a wgpu adapter, or when `DIR` cannot be
+//! Writes `DIR/launches.md` (the tables), `DIR/launches.json` (every kernel) and
+//! `DIR/sequence-<flow>.txt` (every observed launch in order, to tell the phases of a step
+//! apart), and prints the tables. Exit status 2 on bad options, without a wgpu adapter, or when `DIR` cannot be
 //! written; 1 when a step fails.
 
 use clap::Parser;
@@ -34,7 +35,7 @@ struct Options {
     /// Kernels listed per flow; the rest share one row.
     #[arg(long, default_value_t = 15)]
     top: usize,
-    /// Folder for `launches.md` and `launches.json`.
+    /// Folder for `launches.md`, `launches.json` and `sequence-<flow>.txt`.
     #[arg(long)]
     out: Option<PathBuf>,
     /// The batch of every flow (default: each bench's, 256 for φ⁴ and 512 for Ising). At a

@@ -431,7 +431,14 @@ impl<'a> Trainer<'a> {
             }
             None => (reverse, None, None),
         };
-        let loss_value = host(loss.clone())[0];
+        // With no data and γ = 1 the loss is the mean of `ln q + S`, already on the host
+        // (summed in f64): a second read-back would cost the step another wait for the
+        // device (on a GPU, a round trip with the device idle).
+        let loss_value = if self.data.is_none() && gamma == 1.0 {
+            -log_w.iter().sum::<f64>() / log_w.len() as f64
+        } else {
+            host(loss.clone())[0]
+        };
         if !loss_value.is_finite() {
             return Err(TrainError::Diverged { step, what: "loss" });
         }

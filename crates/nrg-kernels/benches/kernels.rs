@@ -140,7 +140,7 @@ fn couplings(c: &mut Criterion) {
             sites: 64,
             direction: Direction::Forward,
         };
-        let z = values(64 * 64, 4);
+        let z = values(64 * 65, 4);
         let o = values(2 * 64 * 64, 5);
         let mask: Vec<f32> = (0..64).map(|i| ((i / 8 + i % 8) % 2) as f32).collect();
         let scale = [0.8f32];

@@ -1,20 +1,25 @@
 //! The affine update of a lattice coupling (the elementwise part of a RealNVP coupling
-//! after its subnet) as one operation, forward and backward.
+//! after its subnet) as one operation, forward and backward, on the state of a coupling
+//! stack: the field and the log-determinant accumulated so far, one row per sample.
 //!
-//! Inputs: the field `z` `[B, C, V]` (V = rows·cols), the subnet's output `o` `[B, 2C, V]`
-//! (`ŝ` in channels `0..C`, `t` in `C..2C`), the binary mask `m` `[C, V]` (1 = conditioning)
-//! and the scales `σ` `[C]`. With `f = 1 − m`, `s = σ_c f tanh ŝ`:
+//! Inputs: the state `z` `[B, C·V + 1]` (V = rows·cols: the field `[C, V]` flattened, then
+//! `ℓ`, the ln|det| so far), the subnet's output `o` `[B, 2C, V]` (`ŝ` in channels `0..C`,
+//! `t` in `C..2C`), the binary mask `m` `[C, V]` (1 = conditioning) and the scales `σ`
+//! `[C]`. With `f = 1 − m`, `s = σ_c f tanh ŝ`:
 //!
 //! ```text
-//! forward:  x = z ⊙ eˢ + f ⊙ t,          ln|det| =  Σ s
-//! inverse:  x = (z − f ⊙ t) ⊙ e^{−s},    ln|det| = −Σ s
+//! forward:  x = z ⊙ eˢ + f ⊙ t,          ℓ' = ℓ + Σ s
+//! inverse:  x = (z − f ⊙ t) ⊙ e^{−s},    ℓ' = ℓ − Σ s
 //! ```
 //!
-//! Output `[B, C·V + 1]`: `x` flattened per sample, then its `ln|det|`. Backward, with `b`
-//! the output and `a = z` (forward): `∂z = ∂b eˢ`, `∂t = f ∂b`, `∂s = ∂b z eˢ + ∂ln|det|`;
-//! (inverse): `∂z = ∂b e^{−s}`, `∂t = −f ∂z`, `∂s = −∂b b − ∂ln|det|`; then
-//! `∂ŝ = ∂s σ f (1 − tanh² ŝ)` and `∂σ_c = Σ ∂s f tanh ŝ`. The mask must be 0/1 (so that
-//! `e^{σ f tanh ŝ} = f e^{σ tanh ŝ} + (1 − f)` exactly).
+//! Output `[B, C·V + 1]`: `x` flattened per sample, then `ℓ'`. Backward, with `b` the
+//! output and `a = z` (forward): `∂z = ∂b eˢ`, `∂t = f ∂b`, `∂s = ∂b z eˢ + ∂ℓ'`;
+//! (inverse): `∂z = ∂b e^{−s}`, `∂t = −f ∂z`, `∂s = −∂b b − ∂ℓ'`; then
+//! `∂ŝ = ∂s σ f (1 − tanh² ŝ)`, `∂σ_c = Σ ∂s f tanh ŝ` and `∂ℓ = ∂ℓ'`. The mask must be 0/1
+//! (so that `e^{σ f tanh ŝ} = f e^{σ tanh ŝ} + (1 − f)` exactly).
+//!
+//! [`conditioning`] is the subnet's input `m ⊙ z` `[B, C, V]` from a state, and
+//! [`conditioning_backward`] its cotangent back onto the state.
 
 use crate::Direction;
 use crate::activation::tanh_exp;
@@ -45,7 +50,7 @@ impl AffineGeometry {
             c >= 1 && v >= 1,
             "affine update: channels and sites must be positive ({self:?})"
         );
-        assert_eq!(z.len(), b * c * v, "affine update: field length");
+        assert_eq!(z.len(), b * (c * v + 1), "affine update: state length");
         assert_eq!(
             o.len(),
             2 * b * c * v,
@@ -85,7 +90,7 @@ fn scale_factors(
     }
 }
 
-/// The update's output `[B, C·V + 1]` (see the module docs). Parallel over the batch.
+/// The updated state `[B, C·V + 1]` (see the module docs). Parallel over the batch.
 ///
 /// # Panics
 ///
@@ -109,9 +114,10 @@ pub fn affine_forward(
             let (mut th, mut e) = (vec![0.0f32; v], vec![0.0f32; v]);
             for (i, out) in rows.chunks_exact_mut(row).enumerate() {
                 let b = k * CHUNK + i;
-                let mut ld = 0.0f32;
+                let zb = &z[b * row..][..row];
+                let mut ld = zb[c * v];
                 for ch in 0..c {
-                    let zc = &z[(b * c + ch) * v..][..v];
+                    let zc = &zb[ch * v..][..v];
                     let shat = &o[(b * 2 * c + ch) * v..][..v];
                     let t = &o[(b * 2 * c + c + ch) * v..][..v];
                     let f = &free[ch * v..][..v];
@@ -135,7 +141,7 @@ pub fn affine_forward(
     out
 }
 
-/// Gradients of [`affine_forward`]: `(∂z [B, C, V], ∂o [B, 2C, V], ∂σ [C])` from the inputs
+/// Gradients of [`affine_forward`]: `(∂z [B, C·V + 1], ∂o [B, 2C, V], ∂σ [C])` from the inputs
 /// and the output's cotangent `[B, C·V + 1]`; `∂σ` summed in `f32` per parallel task
 /// first, in a fixed order.
 ///
@@ -159,11 +165,11 @@ pub fn affine_backward(
         g.batch * row,
         "affine update: cotangent length"
     );
-    let mut gz = vec![0.0f32; g.batch * c * v];
+    let mut gz = vec![0.0f32; g.batch * row];
     let mut go = vec![0.0f32; 2 * g.batch * c * v];
     let free: Vec<f32> = mask.iter().map(|m| 1.0 - m).collect();
     let gsigma = gz
-        .par_chunks_mut(CHUNK * c * v)
+        .par_chunks_mut(CHUNK * row)
         .zip(go.par_chunks_mut(CHUNK * 2 * c * v))
         .enumerate()
         .with_max_len(ORDERED)
@@ -172,16 +178,17 @@ pub fn affine_backward(
             |mut gsigma, (k, (gz, go))| {
                 let (mut th, mut e) = (vec![0.0f32; v], vec![0.0f32; v]);
                 for (i, (gz, go)) in gz
-                    .chunks_exact_mut(c * v)
+                    .chunks_exact_mut(row)
                     .zip(go.chunks_exact_mut(2 * c * v))
                     .enumerate()
                 {
                     let b = k * CHUNK + i;
                     let gy = &grad_output[b * row..][..row];
                     let gld = gy[c * v];
+                    gz[c * v] = gld;
                     let (gs_hat, gt) = go.split_at_mut(c * v);
                     for ch in 0..c {
-                        let zc = &z[(b * c + ch) * v..][..v];
+                        let zc = &z[b * row + ch * v..][..v];
                         let shat = &o[(b * 2 * c + ch) * v..][..v];
                         let t = &o[(b * 2 * c + c + ch) * v..][..v];
                         let f = &free[ch * v..][..v];
@@ -218,4 +225,42 @@ pub fn affine_backward(
         )
         .reduce(|| vec![0.0f32; c], add);
     (gz, go, gsigma)
+}
+
+/// The subnet's input `m ⊙ z` `[B, C, V]` from the state `[B, C·V + 1]` (the field of each
+/// row, masked; `ℓ` dropped).
+///
+/// # Panics
+///
+/// If the lengths do not match `g`.
+pub fn conditioning(g: &AffineGeometry, state: &[f32], mask: &[f32]) -> Vec<f32> {
+    let cv = g.channels * g.sites;
+    assert_eq!(
+        state.len(),
+        g.batch * (cv + 1),
+        "conditioning: state length"
+    );
+    assert_eq!(mask.len(), cv, "conditioning: mask length");
+    state
+        .chunks_exact(cv + 1)
+        .flat_map(|row| row[..cv].iter().zip(mask).map(|(z, m)| z * m))
+        .collect()
+}
+
+/// The cotangent of the state `[B, C·V + 1]` from that of [`conditioning`]'s output
+/// `[B, C, V]`: `m ⊙ ∂`, and 0 for `ℓ`.
+///
+/// # Panics
+///
+/// If the lengths do not match `g`.
+pub fn conditioning_backward(g: &AffineGeometry, mask: &[f32], grad: &[f32]) -> Vec<f32> {
+    let cv = g.channels * g.sites;
+    assert_eq!(grad.len(), g.batch * cv, "conditioning: cotangent length");
+    assert_eq!(mask.len(), cv, "conditioning: mask length");
+    let mut out = Vec::with_capacity(g.batch * (cv + 1));
+    for row in grad.chunks_exact(cv) {
+        out.extend(row.iter().zip(mask).map(|(d, m)| d * m));
+        out.push(0.0);
+    }
+    out
 }

@@ -15,7 +15,8 @@
 //!   circular padding);
 //! - [`dense`]: the twin dense layer, feature-major;
 //! - [`mlp`]: a whole twin MLP, every layer of a column tile in the cache;
-//! - [`affine`]: the elementwise update of an affine lattice coupling and its log-det;
+//! - [`affine`]: the elementwise update of an affine lattice coupling and its log-det, on
+//!   a coupling stack's state (field and log-det so far);
 //! - [`chain`]: a chain of affine couplings on a block's two halves (NeuralRG's block
 //!   bijector) and its log-det;
 //! - [`circulant`]: the circulant convolution of a field with a periodic kernel (or with its
@@ -42,7 +43,9 @@ pub mod mlp;
 mod parallel;
 
 pub use activation::Activation;
-pub use affine::{AffineGeometry, affine_backward, affine_forward};
+pub use affine::{
+    AffineGeometry, affine_backward, affine_forward, conditioning, conditioning_backward,
+};
 pub use chain::{ChainGeometry, chain_backward, chain_forward};
 pub use circulant::{CirculantGeometry, circulant_backward, circulant_forward};
 pub use conv::{ConvGeometry, conv_backward, conv_forward};

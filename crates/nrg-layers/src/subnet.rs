@@ -14,7 +14,7 @@ use burn::nn::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::kernels::{self, Activation};
+use crate::kernels::{self, Activation, HotPaths};
 
 /// Negative-side slope of the LeakyReLU between layers.
 const LEAKY_SLOPE: f32 = 0.01;
@@ -97,27 +97,48 @@ impl PeriodicCnn {
         self.layers(x, kernels::periodic_conv2d_reference)
     }
 
-    /// The layers in order, each by `layer(h, weight, bias, act)`: LeakyReLU between
+    /// The network on the conditioning variables `m ⊙ z` of a coupling stack's state
+    /// `[batch, C·rows·cols + 1]` (each sample's field `z` flattened, then its ln|det| so
+    /// far) with the mask `m` `[1, C, rows, cols]`: the first layer one
+    /// [`HotPaths::conditioning_conv2d`], the others [`HotPaths::periodic_conv2d`] →
+    /// `[batch, 2C, rows, cols]`, equal to [`PeriodicCnn::forward`] of `m ⊙ z`.
+    pub fn forward_state(&self, hot: HotPaths, state: Tensor<2>, mask: Tensor<4>) -> Tensor<4> {
+        let (w, b, act) = self.layer(0);
+        let mut h = hot.conditioning_conv2d(state, mask, w, b, act);
+        for i in 1..self.convs.len() {
+            let (w, b, act) = self.layer(i);
+            h = hot.periodic_conv2d(h, w, b, act);
+        }
+        h
+    }
+
+    /// Layer `i`'s weight, bias (zeros where it has none) and activation: LeakyReLU between
     /// layers, none after the last.
+    fn layer(&self, i: usize) -> (Tensor<4>, Tensor<1>, Activation) {
+        let conv = &self.convs[i];
+        let act = if i + 1 == self.convs.len() {
+            Activation::Identity
+        } else {
+            Activation::LeakyRelu(LEAKY_SLOPE)
+        };
+        let weight = conv.weight.val();
+        let bias = match &conv.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([weight.dims()[0]], &weight.device()),
+        };
+        (weight, bias, act)
+    }
+
+    /// The layers in order, each by `layer(h, weight, bias, act)`.
     fn layers(
         &self,
         x: Tensor<4>,
         layer: fn(Tensor<4>, Tensor<4>, Tensor<1>, Activation) -> Tensor<4>,
     ) -> Tensor<4> {
-        let last = self.convs.len() - 1;
         let mut h = x;
-        for (i, conv) in self.convs.iter().enumerate() {
-            let act = if i == last {
-                Activation::Identity
-            } else {
-                Activation::LeakyRelu(LEAKY_SLOPE)
-            };
-            let weight = conv.weight.val();
-            let bias = match &conv.bias {
-                Some(b) => b.val(),
-                None => Tensor::zeros([weight.dims()[0]], &weight.device()),
-            };
-            h = layer(h, weight, bias, act);
+        for i in 0..self.convs.len() {
+            let (w, b, act) = self.layer(i);
+            h = layer(h, w, b, act);
         }
         h
     }

@@ -11,7 +11,11 @@
 //! conv ∂w, ∂b     one thread per (weight or bias, batch chunk), partial sums (in the same
 //!                 launch as ∂x, the threads after ∂x's), then one
 //!                 thread per weight or bias summing over the chunks
-//! affine update   one thread per sample: x = z eˢ + f t (or its inverse), ln|det| = ±Σ s;
+//! conditioning    the convolution of m ⊙ field, the field read from a coupling stack's
+//!                 state [B, C·V + 1] through a strided view, the mask applied on the fly;
+//!                 its ∂state (m ⊙ ∂x, 0 for ln|det|) written by the ∂x threads
+//! affine update   one thread per sample, on the state: x = z eˢ + f t (or its inverse),
+//!                 ln|det| += ±Σ s;
 //!                 backward ∂z, ∂ŝ, ∂t per sample and ∂σ as partial sums, then one sum
 //! chain forward   one thread per column: the K couplings and their twin MLPs in registers
 //! chain backward  one thread per column: the chain recomputed (K + 1 states kept), the
@@ -31,6 +35,7 @@ use burn::tensor::{DType, FloatDType, Shape};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
+use cubecl::zspace::metadata::Metadata;
 use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 
 type Ops = CubeBackend;
@@ -88,14 +93,39 @@ fn at4(t: &Tensor<f32>, i0: usize, i1: usize, i2: usize, i3: usize) -> usize {
     i0 * t.stride(0) + i1 * t.stride(1) + i2 * t.stride(2) + i3 * t.stride(3)
 }
 
+/// `x[n, c, r, s]`, times the mask `m[0, c, r, s]` when `masked` (the conditioning
+/// convolution, `x` a strided view of the state's field).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn input_at(
+    x: &Tensor<f32>,
+    m: &Tensor<f32>,
+    n: usize,
+    c: usize,
+    r: usize,
+    s: usize,
+    #[comptime] masked: bool,
+) -> f32 {
+    let mut v = x[at4(x, n, c, r, s)];
+    if comptime!(masked) {
+        v *= m[at4(m, 0, c, r, s)];
+    }
+    v
+}
+
+/// One thread per output. With `masked`, `x` is the field of a coupling stack's state (a
+/// strided view) and is multiplied by `m` on the fly; otherwise `m` is not read.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn conv_forward_kernel(
     x: &Tensor<f32>,
+    m: &Tensor<f32>,
     w: &Tensor<f32>,
     b: &Tensor<f32>,
     y: &mut Tensor<f32>,
     slope: f32,
     #[comptime] act: u32,
+    #[comptime] masked: bool,
 ) {
     let pos = ABSOLUTE_POS;
     let cout = y.shape(1);
@@ -116,31 +146,29 @@ fn conv_forward_kernel(
             let r = (i + a + p * rows - p) % rows;
             for d in 0..k {
                 let s = (j + d + p * cols - p) % cols;
-                acc += w[at4(w, o, c, a, d)] * x[at4(x, n, c, r, s)];
+                acc += w[at4(w, o, c, a, d)] * input_at(x, m, n, c, r, s, masked);
             }
         }
     }
     y[pos] = activate(acc, slope, act);
 }
 
-/// `∂x[pos]` (`pos` a flat index into `gx [B, cin, H, W]`, in range).
+/// `∂x[n, c, r, s]` (in range).
 #[cube]
+#[allow(clippy::too_many_arguments)]
 fn conv_grad_input(
     w: &Tensor<f32>,
     y: &Tensor<f32>,
     gy: &Tensor<f32>,
-    gx: &mut Tensor<f32>,
-    pos: usize,
+    n: usize,
+    c: usize,
+    r: usize,
+    s: usize,
     slope: f32,
     #[comptime] act: u32,
-) {
-    let cin = gx.shape(1);
-    let rows = gx.shape(2);
-    let cols = gx.shape(3);
-    let s = pos % cols;
-    let r = (pos / cols) % rows;
-    let c = (pos / (cols * rows)) % cin;
-    let n = pos / (cols * rows * cin);
+) -> f32 {
+    let rows = y.shape(2);
+    let cols = y.shape(3);
     let k = w.shape(2);
     let p = k / 2;
     let mut acc = 0.0f32;
@@ -154,7 +182,7 @@ fn conv_grad_input(
             }
         }
     }
-    gx[pos] = acc;
+    acc
 }
 
 /// Entry `pos` (in range) of the partial sums of `∂w` and `∂b` (`part [chunks,
@@ -164,6 +192,7 @@ fn conv_grad_input(
 #[allow(clippy::too_many_arguments)]
 fn conv_grad_weight(
     x: &Tensor<f32>,
+    m: &Tensor<f32>,
     y: &Tensor<f32>,
     gy: &Tensor<f32>,
     part: &mut Tensor<f32>,
@@ -172,6 +201,7 @@ fn conv_grad_weight(
     chunk: u32,
     slope: f32,
     #[comptime] act: u32,
+    #[comptime] masked: bool,
 ) {
     let k = kernel as usize;
     let cin = x.shape(1);
@@ -202,7 +232,7 @@ fn conv_grad_weight(
                     let s = (j + d + p * cols - p) % cols;
                     let delta =
                         act_grad(gy[at4(gy, n, o, i, j)], y[at4(y, n, o, i, j)], slope, act);
-                    acc += delta * x[at4(x, n, c, r, s)];
+                    acc += delta * input_at(x, m, n, c, r, s, masked);
                 }
             }
         }
@@ -221,11 +251,14 @@ fn conv_grad_weight(
 
 /// The convolution's backward pass but for the sum over chunks, in one launch: the first
 /// `|gx|` threads compute `∂x` ([`conv_grad_input`]), the next `|part|` the partial sums
-/// of `∂w` and `∂b` ([`conv_grad_weight`]); neither reads what the other writes.
+/// of `∂w` and `∂b` ([`conv_grad_weight`]); neither reads what the other writes. With
+/// `masked` (the conditioning convolution), `gx` is the state's cotangent `[B, C·V + 1]`:
+/// `m ⊙ ∂x` per sample, then 0 for the ln|det| column.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn conv_backward_kernel(
     x: &Tensor<f32>,
+    m: &Tensor<f32>,
     w: &Tensor<f32>,
     y: &Tensor<f32>,
     gy: &Tensor<f32>,
@@ -235,13 +268,48 @@ fn conv_backward_kernel(
     chunk: u32,
     slope: f32,
     #[comptime] act: u32,
+    #[comptime] masked: bool,
 ) {
     let pos = ABSOLUTE_POS;
-    let nx = gx.shape(0) * gx.shape(1) * gx.shape(2) * gx.shape(3);
+    let nx = gx.len();
     if pos < nx {
-        conv_grad_input(w, y, gy, gx, pos, slope, act);
+        let cin = x.shape(1);
+        let rows = x.shape(2);
+        let cols = x.shape(3);
+        let v = cin * rows * cols;
+        if comptime!(masked) {
+            let q = pos % (v + 1);
+            let n = pos / (v + 1);
+            if q == v {
+                gx[pos] = 0.0;
+            } else {
+                let s = q % cols;
+                let r = (q / cols) % rows;
+                let c = q / (cols * rows);
+                let g = conv_grad_input(w, y, gy, n, c, r, s, slope, act);
+                gx[pos] = g * m[at4(m, 0, c, r, s)];
+            }
+        } else {
+            let s = pos % cols;
+            let r = (pos / cols) % rows;
+            let c = (pos / (cols * rows)) % cin;
+            let n = pos / v;
+            gx[pos] = conv_grad_input(w, y, gy, n, c, r, s, slope, act);
+        }
     } else if pos < nx + part.shape(0) * part.shape(1) {
-        conv_grad_weight(x, y, gy, part, pos - nx, kernel, chunk, slope, act);
+        conv_grad_weight(
+            x,
+            m,
+            y,
+            gy,
+            part,
+            pos - nx,
+            kernel,
+            chunk,
+            slope,
+            act,
+            masked,
+        );
     }
 }
 
@@ -268,7 +336,8 @@ fn conv_sum_chunks_kernel(part: &Tensor<f32>, gw: &mut Tensor<f32>, gb: &mut Ten
 }
 
 /// One thread per sample: `x = z eˢ + f t` (inverse `(z − f t) e^{−s}`) with `f = 1 − m`,
-/// `s = σ_c f tanh ŝ`, into row `n` of `y [B, C·V + 1]`, then `ln|det| = ±Σ s`.
+/// `s = σ_c f tanh ŝ`, from row `n` of the state `z [B, C·V + 1]` into row `n` of `y`, and
+/// `ℓ' = ℓ ± Σ s`.
 #[cube(launch)]
 fn affine_forward_kernel(
     z: &Tensor<f32>,
@@ -282,10 +351,11 @@ fn affine_forward_kernel(
     if n >= z.shape(0) {
         terminate!();
     }
-    let channels = z.shape(1);
-    let rows = z.shape(2);
-    let cols = z.shape(3);
+    let channels = m.shape(1);
+    let rows = m.shape(2);
+    let cols = m.shape(3);
     let row = channels * rows * cols + 1;
+    let z0 = n * z.stride(0);
     let mut ld = 0.0f32;
     for c in 0..channels {
         let sg = sigma[c * sigma.stride(1)];
@@ -294,12 +364,12 @@ fn affine_forward_kernel(
                 let f = 1.0 - m[at4(m, 0, c, i, j)];
                 let s = sg * f * o[at4(o, n, c, i, j)].tanh();
                 let ft = f * o[at4(o, n, c + channels, i, j)];
-                let zz = z[at4(z, n, c, i, j)];
-                let at = n * row + (c * rows + i) * cols + j;
+                let k = (c * rows + i) * cols + j;
+                let zz = z[z0 + k * z.stride(1)];
                 if comptime!(inverse) {
-                    y[at] = (zz - ft) * (0.0 - s).exp();
+                    y[n * row + k] = (zz - ft) * (0.0 - s).exp();
                 } else {
-                    y[at] = zz * s.exp() + ft;
+                    y[n * row + k] = zz * s.exp() + ft;
                 }
                 ld += s;
             }
@@ -308,12 +378,12 @@ fn affine_forward_kernel(
     if comptime!(inverse) {
         ld = 0.0 - ld;
     }
-    y[n * row + row - 1] = ld;
+    y[n * row + row - 1] = z[z0 + (row - 1) * z.stride(1)] + ld;
 }
 
 /// One thread per sample, from the cotangent `gy [B, C·V + 1]` of [`affine_forward_kernel`]:
-/// `∂z [B, C, H, W]`, `∂o [B, 2C, H, W]` (`∂ŝ`, then `∂t`) and the sample's share of `∂σ`
-/// in `part_sigma [B, C]` (`nrg_kernels::affine_backward`).
+/// the state's `∂z [B, C·V + 1]`, `∂o [B, 2C, H, W]` (`∂ŝ`, then `∂t`) and the sample's
+/// share of `∂σ` in `part_sigma [B, C]` (`nrg_kernels::affine_backward`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn affine_backward_kernel(
@@ -331,12 +401,15 @@ fn affine_backward_kernel(
     if n >= z.shape(0) {
         terminate!();
     }
-    let channels = z.shape(1);
-    let rows = z.shape(2);
-    let cols = z.shape(3);
+    let channels = m.shape(1);
+    let rows = m.shape(2);
+    let cols = m.shape(3);
     let v = rows * cols;
+    let row = channels * v + 1;
+    let z0 = n * z.stride(0);
     let g0 = n * gy.stride(0);
     let gld = gy[g0 + channels * v * gy.stride(1)];
+    gz[n * row + channels * v] = gld;
     for c in 0..channels {
         let sg = sigma[c * sigma.stride(1)];
         let mut acc = 0.0f32;
@@ -346,8 +419,8 @@ fn affine_backward_kernel(
                 let th = o[at4(o, n, c, i, j)].tanh();
                 let s = sg * f * th;
                 let t = o[at4(o, n, c + channels, i, j)];
-                let zz = z[at4(z, n, c, i, j)];
                 let site = i * cols + j;
+                let zz = z[z0 + (c * v + site) * z.stride(1)];
                 let gb = gy[g0 + (c * v + site) * gy.stride(1)];
                 // forward: ∂z = ∂b eˢ, ∂t = f ∂b, ∂s = ∂z z + ∂ln|det|; inverse (b the output):
                 // ∂z = ∂b e^{−s}, ∂t = −f ∂z, ∂s = −∂b b − ∂ln|det|
@@ -362,7 +435,7 @@ fn affine_backward_kernel(
                     gt = 0.0 - f * gza;
                     gs = 0.0 - gb * ((zz - f * t) * e) - gld;
                 }
-                gz[(n * channels + c) * v + site] = gza;
+                gz[n * row + c * v + site] = gza;
                 go[(n * 2 * channels + c) * v + site] = gs * sg * f * (1.0 - th * th);
                 go[(n * 2 * channels + channels + c) * v + site] = gt;
                 acc += gs * f * th;
@@ -953,17 +1026,25 @@ fn check_chain(x: &CubeTensor, p: &CubeTensor, shape: &ChainShape) -> usize {
     xs[2]
 }
 
+/// `[B, C, H, W]` of a state `[B, C·H·W + 1]` under the mask `[1, C, H, W]`.
+fn check_state(z: &CubeTensor, m: &CubeTensor) -> [usize; 4] {
+    let (zs, ms) = (z.meta.shape(), m.meta.shape());
+    assert!(
+        ms.num_dims() == 4 && ms[0] == 1,
+        "coupling state: mask must be [1, C, H, W]"
+    );
+    let [c, h, w] = [ms[1], ms[2], ms[3]];
+    assert!(
+        zs.num_dims() == 2 && zs[1] == c * h * w + 1,
+        "coupling state: state must be [B, C·H·W + 1]"
+    );
+    [zs[0], c, h, w]
+}
+
 /// `(B, C, H, W)` of an affine update, its subnet output, mask and scales checked.
 fn check_affine(z: &CubeTensor, o: &CubeTensor, m: &CubeTensor, s: &CubeTensor) -> [usize; 4] {
-    let zs = z.meta.shape();
-    assert_eq!(
-        zs.num_dims(),
-        4,
-        "affine_update: field must be [B, C, H, W]"
-    );
-    let [b, c, h, w] = [zs[0], zs[1], zs[2], zs[3]];
+    let [b, c, h, w] = check_state(z, m);
     check_shape(o, &[b, 2 * c, h, w], "affine_update subnet output");
-    check_shape(m, &[1, c, h, w], "affine_update mask");
     check_shape(s, &[1, c, 1, 1], "affine_update scales");
     [b, c, h, w]
 }
@@ -992,12 +1073,15 @@ impl F32 {
             &x.client.clone(),
             grid(&x, units, dim),
             dim,
+            x.clone().into_tensor_arg(),
+            // not read (no mask)
             x.into_tensor_arg(),
             w.into_tensor_arg(),
             b.into_tensor_arg(),
             y.clone().into_tensor_arg(),
             slope,
             code,
+            false,
         );
         y
     }
@@ -1009,7 +1093,24 @@ impl F32 {
         grad_output: CubeTensor,
         act: Activation,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let (x, w) = (f32_tensor(input), f32_tensor(weight));
+        let x = f32_tensor(input);
+        let gx = empty(&x, x.meta.shape().clone());
+        Self::conv_backward(x, None, gx, weight, output, grad_output, act)
+    }
+
+    /// The backward launches of the convolution of `x` (times `mask` on the fly where given:
+    /// then `x` is the field view of a state and `gx` the state's cotangent); `gx` is
+    /// allocated by the caller.
+    fn conv_backward(
+        x: CubeTensor,
+        mask: Option<CubeTensor>,
+        gx: CubeTensor,
+        weight: CubeTensor,
+        output: CubeTensor,
+        grad_output: CubeTensor,
+        act: Activation,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let w = f32_tensor(weight);
         let (y, gy) = (f32_tensor(output), f32_tensor(grad_output));
         let [batch, cout, rows, cols] = check_conv(&x, &w);
         check_shape(&y, &[batch, cout, rows, cols], "periodic_conv2d output");
@@ -1017,12 +1118,11 @@ impl F32 {
         let (cin, k) = (x.meta.shape()[1], w.meta.shape()[2]);
         let (code, slope) = act_code(act);
         let client = x.client.clone();
-        let gx = empty(&x, Shape::new([batch, cin, rows, cols]));
-        let units = batch * cin * rows * cols;
-        if units == 0 {
+        let units = gx.meta.shape().num_elements();
+        if batch * cin * rows * cols == 0 {
             let zeros = |shape: Shape| Ops::float_zeros(shape, &x.device, FloatDType::F32);
             return (
-                gx,
+                zeros(gx.meta.shape().clone()),
                 zeros(Shape::new([cout, cin, k, k])),
                 zeros(Shape::new([cout])),
             );
@@ -1035,11 +1135,15 @@ impl F32 {
         let part = empty(&x, Shape::new([chunks, row]));
         let units = units + chunks * row;
         let dim = CubeDim::new(&client, units);
+        let masked = mask.is_some();
+        // without a mask, `m` is not read
+        let m = mask.unwrap_or_else(|| x.clone());
         conv_backward_kernel::launch(
             &client,
             grid(&x, units, dim),
             dim,
             x.into_tensor_arg(),
+            m.into_tensor_arg(),
             w.into_tensor_arg(),
             y.into_tensor_arg(),
             gy.into_tensor_arg(),
@@ -1049,6 +1153,7 @@ impl F32 {
             chunk as u32,
             slope,
             code,
+            masked,
         );
         // One launch sums the chunks for both, into their own buffers: slicing one summed
         // row would copy wherever the device's buffer-offset alignment (≥ 64 bytes on
@@ -1067,17 +1172,83 @@ impl F32 {
         (gx, gw, gb)
     }
 
+    /// The field of a state `[B, C·H·W + 1]` as a `[B, C, H, W]` view of the same buffer
+    /// (strides `[s₀, H·W·s₁, W·s₁, s₁]`; no copy), the shapes checked against the mask's.
+    fn field_view(state: CubeTensor, mask: &CubeTensor) -> CubeTensor {
+        let z = burn_cubecl::kernel::untile(state);
+        let [b, c, h, w] = check_state(&z, mask);
+        let st = z.meta.strides();
+        let strides = [st[0], h * w * st[1], w * st[1], st[1]];
+        CubeTensor::new(
+            z.client.clone(),
+            z.handle.clone(),
+            Metadata::new(Shape::new([b, c, h, w]), strides),
+            z.device.clone(),
+            z.dtype,
+        )
+    }
+
+    fn conditioning_conv2d(
+        state: CubeTensor,
+        mask: CubeTensor,
+        weight: CubeTensor,
+        bias: CubeTensor,
+        act: Activation,
+    ) -> CubeTensor {
+        let m = f32_tensor(mask);
+        let x = Self::field_view(f32_tensor(state), &m);
+        let (w, b) = (f32_tensor(weight), f32_tensor(bias));
+        let dims = check_conv(&x, &w);
+        check_shape(&b, &[dims[1]], "conditioning_conv2d bias");
+        let y = empty(&x, Shape::new(dims));
+        let units = dims.iter().product::<usize>();
+        if units == 0 {
+            return y;
+        }
+        let (code, slope) = act_code(act);
+        let dim = CubeDim::new(&x.client, units);
+        conv_forward_kernel::launch(
+            &x.client.clone(),
+            grid(&x, units, dim),
+            dim,
+            x.into_tensor_arg(),
+            m.into_tensor_arg(),
+            w.into_tensor_arg(),
+            b.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            slope,
+            code,
+            true,
+        );
+        y
+    }
+
+    fn conditioning_conv2d_backward(
+        state: CubeTensor,
+        mask: CubeTensor,
+        weight: CubeTensor,
+        output: CubeTensor,
+        grad_output: CubeTensor,
+        act: Activation,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let m = f32_tensor(mask);
+        let z = f32_tensor(state);
+        let gz = empty(&z, z.meta.shape().clone());
+        let x = Self::field_view(z, &m);
+        Self::conv_backward(x, Some(m), gz, weight, output, grad_output, act)
+    }
+
     fn affine_update(
-        field: CubeTensor,
+        state: CubeTensor,
         subnet: CubeTensor,
         mask: CubeTensor,
         scale: CubeTensor,
         direction: Direction,
     ) -> CubeTensor {
-        let (z, o) = (f32_tensor(field), f32_tensor(subnet));
+        let (z, o) = (f32_tensor(state), f32_tensor(subnet));
         let (m, s) = (f32_tensor(mask), f32_tensor(scale));
-        let [b, c, h, w] = check_affine(&z, &o, &m, &s);
-        let y = empty(&z, Shape::new([b, c * h * w + 1]));
+        let b = check_affine(&z, &o, &m, &s)[0];
+        let y = empty(&z, z.meta.shape().clone());
         if b == 0 {
             return y;
         }
@@ -1097,18 +1268,18 @@ impl F32 {
     }
 
     fn affine_update_backward(
-        field: CubeTensor,
+        state: CubeTensor,
         subnet: CubeTensor,
         mask: CubeTensor,
         scale: CubeTensor,
         grad_output: CubeTensor,
         direction: Direction,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let (z, o) = (f32_tensor(field), f32_tensor(subnet));
+        let (z, o) = (f32_tensor(state), f32_tensor(subnet));
         let (m, s, gy) = (f32_tensor(mask), f32_tensor(scale), f32_tensor(grad_output));
         let [b, c, h, w] = check_affine(&z, &o, &m, &s);
         check_shape(&gy, &[b, c * h * w + 1], "affine_update cotangent");
-        let gz = empty(&z, Shape::new([b, c, h, w]));
+        let gz = empty(&z, z.meta.shape().clone());
         let go = empty(&z, Shape::new([b, 2 * c, h, w]));
         if b == 0 {
             let zeros = Ops::float_zeros(Shape::new([1, c, 1, 1]), &z.device, FloatDType::F32);
@@ -1284,30 +1455,58 @@ impl HotOps for CubeBackend {
     }
 
     fn affine_update(
-        field: CubeTensor,
+        state: CubeTensor,
         subnet: CubeTensor,
         mask: CubeTensor,
         scale: CubeTensor,
         direction: Direction,
     ) -> CubeTensor {
-        let dtype = field.dtype;
+        let dtype = state.dtype;
         as_dtype(
-            F32::affine_update(field, subnet, mask, scale, direction),
+            F32::affine_update(state, subnet, mask, scale, direction),
             dtype,
         )
     }
 
     fn affine_update_backward(
-        field: CubeTensor,
+        state: CubeTensor,
         subnet: CubeTensor,
         mask: CubeTensor,
         scale: CubeTensor,
         grad_output: CubeTensor,
         direction: Direction,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let (dz, do_, ds) = (field.dtype, subnet.dtype, scale.dtype);
+        let (dz, do_, ds) = (state.dtype, subnet.dtype, scale.dtype);
         let (gz, go, gs) =
-            F32::affine_update_backward(field, subnet, mask, scale, grad_output, direction);
+            F32::affine_update_backward(state, subnet, mask, scale, grad_output, direction);
         (as_dtype(gz, dz), as_dtype(go, do_), as_dtype(gs, ds))
+    }
+
+    fn conditioning_conv2d(
+        state: CubeTensor,
+        mask: CubeTensor,
+        weight: CubeTensor,
+        bias: CubeTensor,
+        act: Activation,
+    ) -> CubeTensor {
+        let dtype = state.dtype;
+        as_dtype(
+            F32::conditioning_conv2d(state, mask, weight, bias, act),
+            dtype,
+        )
+    }
+
+    fn conditioning_conv2d_backward(
+        state: CubeTensor,
+        mask: CubeTensor,
+        weight: CubeTensor,
+        output: CubeTensor,
+        grad_output: CubeTensor,
+        act: Activation,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (dz, dw) = (state.dtype, weight.dtype);
+        let (gz, gw, gb) =
+            F32::conditioning_conv2d_backward(state, mask, weight, output, grad_output, act);
+        (as_dtype(gz, dz), as_dtype(gw, dw), as_dtype(gb, dw))
     }
 }

@@ -204,13 +204,24 @@ pub(super) fn chain_geometry(input: &FlexTensor, shape: &ChainShape) -> ChainGeo
     }
 }
 
-pub(super) fn affine_geometry(field: &FlexTensor, direction: Direction) -> AffineGeometry {
-    let z = field.shape();
-    assert_eq!(z.num_dims(), 4, "affine_update: field must be [B, C, H, W]");
+/// The geometry of an affine update of the state `[B, C·H·W + 1]` under the mask
+/// `[1, C, H, W]`.
+pub(super) fn affine_geometry(
+    state: &FlexTensor,
+    mask: &FlexTensor,
+    direction: Direction,
+) -> AffineGeometry {
+    let (z, m) = (state.shape(), mask.shape());
+    assert_eq!(m.num_dims(), 4, "affine_update: mask must be [1, C, H, W]");
+    let sites = m[2] * m[3];
+    assert!(
+        z.num_dims() == 2 && z[1] == m[1] * sites + 1,
+        "affine_update: state must be [B, C·H·W + 1]"
+    );
     AffineGeometry {
         batch: z[0],
-        channels: z[1],
-        sites: z[2] * z[3],
+        channels: m[1],
+        sites,
         direction,
     }
 }

@@ -1,5 +1,6 @@
 //! The hot paths as one burn operation each, on every backend that has them: the periodic
-//! convolution of the flat flows' CNN subnets and their couplings' affine update, and the
+//! convolution of the flat flows' CNN subnets (also as their first layer, reading the masked
+//! field straight from a coupling stack's state) and their couplings' affine update, and the
 //! chain of block couplings of the hierarchical flow. On flex they run the `nrg-kernels`
 //! routines (as the other fused operations in `ext`); with this crate's `wgpu` feature they
 //! also run as CubeCL kernels on the cubecl backend (wgpu, and any other cubecl runtime),
@@ -46,6 +47,29 @@ pub trait HotOps: Backend {
         act: Activation,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
+    /// See [`super::HotPaths::conditioning_conv2d`]: state `[B, C·H·W + 1]`, mask
+    /// `[1, C, H, W]`, `[cout, C, k, k]`, `[cout]` → `[B, cout, H, W]`.
+    #[fusion(dtype = state, shape = conditioning_output_shape(state, mask, weight))]
+    fn conditioning_conv2d(
+        state: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        act: Activation,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂state, ∂L/∂weight, ∂L/∂bias)` of [`HotOps::conditioning_conv2d`] from its
+    /// state, mask, weight, output and the output's cotangent.
+    #[fusion(meta = conditioning_backward_meta)]
+    fn conditioning_conv2d_backward(
+        state: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        act: Activation,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
     /// See [`super::HotPaths::coupling_chain`]: `[2, h, N]`, flat parameters → `[2h + 1, N]`.
     #[fusion(dtype = input, shape = chain_output_shape(input, shape))]
     fn coupling_chain(
@@ -63,21 +87,21 @@ pub trait HotOps: Backend {
         shape: ChainShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// See [`super::HotPaths::affine_update`]: field `[B, C, H, W]`, subnet output
-    /// `[B, 2C, H, W]`, mask `[1, C, H, W]`, scales `[1, C, 1, 1]` → `[B, C·H·W + 1]`.
-    #[fusion(dtype = field, shape = affine_output_shape(field))]
+    /// See [`super::HotPaths::affine_update`]: state `[B, C·H·W + 1]`, subnet output
+    /// `[B, 2C, H, W]`, mask `[1, C, H, W]`, scales `[1, C, 1, 1]` → state `[B, C·H·W + 1]`.
+    #[fusion(dtype = state, shape = same_shape(state))]
     fn affine_update(
-        field: FloatTensor<Self>,
+        state: FloatTensor<Self>,
         subnet: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         direction: Direction,
     ) -> FloatTensor<Self>;
 
-    /// `(∂L/∂field, ∂L/∂subnet, ∂L/∂scale)` of [`HotOps::affine_update`].
+    /// `(∂L/∂state, ∂L/∂subnet, ∂L/∂scale)` of [`HotOps::affine_update`].
     #[fusion(meta = affine_backward_meta)]
     fn affine_update_backward(
-        field: FloatTensor<Self>,
+        state: FloatTensor<Self>,
         subnet: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         scale: FloatTensor<Self>,
@@ -86,10 +110,21 @@ pub trait HotOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// `[B, C·H·W + 1]` of an affine update of `[B, C, H, W]`.
+/// The state's own shape (an affine update maps a state to a state).
 #[cfg(feature = "wgpu")]
-fn affine_output_shape(field: &burn::tensor::Shape) -> burn::tensor::Shape {
-    burn::tensor::Shape::new([field[0], field[1] * field[2] * field[3] + 1])
+fn same_shape(state: &burn::tensor::Shape) -> burn::tensor::Shape {
+    state.clone()
+}
+
+/// `[B, cout, H, W]` of the conditioning convolution of a state `[B, C·H·W + 1]` with mask
+/// `[1, C, H, W]` by `[cout, C, k, k]`.
+#[cfg(feature = "wgpu")]
+fn conditioning_output_shape(
+    state: &burn::tensor::Shape,
+    mask: &burn::tensor::Shape,
+    weight: &burn::tensor::Shape,
+) -> burn::tensor::Shape {
+    burn::tensor::Shape::new([state[0], weight[0], mask[2], mask[3]])
 }
 
 /// `[B, cout, H, W]` of a convolution of `[B, cin, H, W]` by `[cout, cin, k, k]`.
@@ -123,7 +158,21 @@ fn conv_backward_meta(
     (input.clone(), weight.clone(), bias)
 }
 
-/// The gradients' shapes: the field's, the subnet output's, the scales'.
+/// The gradients' shapes: the state's, the weight's, `[cout]`.
+#[cfg(feature = "wgpu")]
+fn conditioning_backward_meta(
+    state: &TensorSpec,
+    _: &TensorSpec,
+    weight: &TensorSpec,
+    _: &TensorSpec,
+    _: &TensorSpec,
+    _: &Activation,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    let bias = TensorSpec::new(burn::tensor::Shape::new([weight.shape[0]]), weight.dtype);
+    (state.clone(), weight.clone(), bias)
+}
+
+/// The gradients' shapes: the state's, the subnet output's, the scales'.
 #[cfg(feature = "wgpu")]
 fn affine_backward_meta(
     field: &TensorSpec,
@@ -219,41 +268,78 @@ mod on_flex {
         }
 
         fn affine_update(
-            field: FlexTensor,
+            state: FlexTensor,
             subnet: FlexTensor,
             mask: FlexTensor,
             scale: FlexTensor,
             direction: Direction,
         ) -> FlexTensor {
-            let (z, o, m, s) = (host(field), host(subnet), host(mask), host(scale));
-            let g = affine_geometry(&z, direction);
+            let (z, o, m, s) = (host(state), host(subnet), host(mask), host(scale));
+            let g = affine_geometry(&z, &m, direction);
+            let shape = z.shape().to_vec();
             let (z, o, m, s) = (slice(&z), slice(&o), slice(&m), slice(&s));
             let y = nrg_kernels::affine_forward(Exec::native(), &g, z, o, m, s);
-            tensor(y, vec![g.batch, g.channels * g.sites + 1])
+            tensor(y, shape)
         }
 
         fn affine_update_backward(
-            field: FlexTensor,
+            state: FlexTensor,
             subnet: FlexTensor,
             mask: FlexTensor,
             scale: FlexTensor,
             grad_output: FlexTensor,
             direction: Direction,
         ) -> (FlexTensor, FlexTensor, FlexTensor) {
-            let (z, o, m, s) = (host(field), host(subnet), host(mask), host(scale));
+            let (z, o, m, s) = (host(state), host(subnet), host(mask), host(scale));
             let gy = host(grad_output);
-            let g = affine_geometry(&z, direction);
+            let g = affine_geometry(&z, &m, direction);
             let (zs, os, ms, ss, gys) = (slice(&z), slice(&o), slice(&m), slice(&s), slice(&gy));
             let (gz, go, gs) =
                 nrg_kernels::affine_backward(Exec::native(), &g, zs, os, ms, ss, gys);
-            let (b, c) = (g.batch, g.channels);
-            let z = z.shape();
-            let (h, w) = (z[2], z[3]);
+            let c = g.channels;
             (
-                tensor(gz, vec![b, c, h, w]),
-                tensor(go, vec![b, 2 * c, h, w]),
+                tensor(gz, z.shape().to_vec()),
+                tensor(go, o.shape().to_vec()),
                 tensor(gs, vec![1, c, 1, 1]),
             )
+        }
+
+        fn conditioning_conv2d(
+            state: FlexTensor,
+            mask: FlexTensor,
+            weight: FlexTensor,
+            bias: FlexTensor,
+            act: Activation,
+        ) -> FlexTensor {
+            let (z, m) = (host(state), host(mask));
+            let g = affine_geometry(&z, &m, Direction::Forward);
+            let x = nrg_kernels::conditioning(&g, slice(&z), slice(&m));
+            let ms = m.shape();
+            Self::periodic_conv2d(
+                tensor(x, vec![g.batch, g.channels, ms[2], ms[3]]),
+                weight,
+                bias,
+                act,
+            )
+        }
+
+        fn conditioning_conv2d_backward(
+            state: FlexTensor,
+            mask: FlexTensor,
+            weight: FlexTensor,
+            output: FlexTensor,
+            grad_output: FlexTensor,
+            act: Activation,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let (z, m) = (host(state), host(mask));
+            let g = affine_geometry(&z, &m, Direction::Forward);
+            let x = nrg_kernels::conditioning(&g, slice(&z), slice(&m));
+            let ms = m.shape();
+            let x = tensor(x, vec![g.batch, g.channels, ms[2], ms[3]]);
+            let (gx, gw, gb) = Self::periodic_conv2d_backward(x, weight, output, grad_output, act);
+            let gx = host(gx);
+            let gz = nrg_kernels::conditioning_backward(&g, slice(&m), slice(&gx));
+            (tensor(gz, z.shape().to_vec()), gw, gb)
         }
     }
 }
@@ -271,6 +357,26 @@ impl<B: Backend + HotOps> Backward<B, 3> for ConvBackward {
         let (x, w, y, act) = ops.state;
         let (gx, gw, gb) = B::periodic_conv2d_backward(x, w, y, grad, act);
         for (node, g) in [(node_x, gx), (node_w, gw), (node_b, gb)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+/// Backward step of the conditioning convolution: the saved state, mask, weight and output.
+#[derive(Debug)]
+struct ConditioningBackward;
+
+impl<B: Backend + HotOps> Backward<B, 3> for ConditioningBackward {
+    type State = ([FloatTensor<B>; 4], Activation);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_z, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let ([z, m, w, y], act) = ops.state;
+        let (gz, gw, gb) = B::conditioning_conv2d_backward(z, m, w, y, grad, act);
+        for (node, g) in [(node_z, gz), (node_w, gw), (node_b, gb)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
             }
@@ -299,7 +405,7 @@ impl<B: Backend + HotOps> Backward<B, 2> for ChainBackward {
     }
 }
 
-/// Backward step of the affine update: the saved field, subnet output, mask and scales (the
+/// Backward step of the affine update: the saved state, subnet output, mask and scales (the
 /// update is recomputed).
 #[derive(Debug)]
 struct AffineBackward;
@@ -322,15 +428,15 @@ impl<B: Backend + HotOps> Backward<B, 3> for AffineBackward {
 
 impl<B: Backend + HotOps, C: CheckpointStrategy> HotOps for Autodiff<B, C> {
     fn affine_update(
-        field: FloatTensor<Self>,
+        state: FloatTensor<Self>,
         subnet: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         direction: Direction,
     ) -> FloatTensor<Self> {
-        let guards = [field.node(), subnet.node(), scale.node()];
+        let guards = [state.node(), subnet.node(), scale.node()];
         let (z, o, s) = (
-            field.into_primitive(),
+            state.into_primitive(),
             subnet.into_primitive(),
             scale.into_primitive(),
         );
@@ -349,7 +455,7 @@ impl<B: Backend + HotOps, C: CheckpointStrategy> HotOps for Autodiff<B, C> {
     }
 
     fn affine_update_backward(
-        field: FloatTensor<Self>,
+        state: FloatTensor<Self>,
         subnet: FloatTensor<Self>,
         mask: FloatTensor<Self>,
         scale: FloatTensor<Self>,
@@ -357,7 +463,7 @@ impl<B: Backend + HotOps, C: CheckpointStrategy> HotOps for Autodiff<B, C> {
         direction: Direction,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (gz, go, gs) = B::affine_update_backward(
-            field.into_primitive(),
+            state.into_primitive(),
             subnet.into_primitive(),
             mask.into_primitive(),
             scale.into_primitive(),
@@ -366,6 +472,53 @@ impl<B: Backend + HotOps, C: CheckpointStrategy> HotOps for Autodiff<B, C> {
         );
         let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
         (lift(gz), lift(go), lift(gs))
+    }
+
+    fn conditioning_conv2d(
+        state: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        act: Activation,
+    ) -> FloatTensor<Self> {
+        let guards = [state.node(), weight.node(), bias.node()];
+        let (z, w, b) = (
+            state.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        let m = mask.into_primitive();
+        match ConditioningBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::conditioning_conv2d(z.clone(), m.clone(), w.clone(), b, act);
+                prep.finish(([z, m, w, y.clone()], act), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conditioning_conv2d(z, m, w, b, act)),
+        }
+    }
+
+    fn conditioning_conv2d_backward(
+        state: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        act: Activation,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (gz, gw, gb) = B::conditioning_conv2d_backward(
+            state.into_primitive(),
+            mask.into_primitive(),
+            weight.into_primitive(),
+            output.into_primitive(),
+            grad_output.into_primitive(),
+            act,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(gz), lift(gw), lift(gb))
     }
 
     fn periodic_conv2d(
@@ -459,16 +612,33 @@ pub fn periodic_conv2d(
     ))
 }
 
+/// [`super::HotPaths::conditioning_conv2d`] on a device that has it.
+pub fn conditioning_conv2d(
+    state: Tensor<2>,
+    mask: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    act: Activation,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as HotOps>::conditioning_conv2d(
+        state.into_dispatch(),
+        mask.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        act,
+    ))
+}
+
 /// [`super::HotPaths::affine_update`] on a device that has it.
 pub fn affine_update(
-    field: Tensor<4>,
+    state: Tensor<2>,
     subnet: Tensor<4>,
     mask: Tensor<4>,
     scale: Tensor<4>,
     direction: Direction,
 ) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as HotOps>::affine_update(
-        field.into_dispatch(),
+        state.into_dispatch(),
         subnet.into_dispatch(),
         mask.into_dispatch(),
         scale.into_dispatch(),

@@ -9,8 +9,11 @@
 //!                   (feature-major, the batch N last; G = 1: one input shared by the T twins)
 //! twin_mlp:         [G, w₀, N], flat [W₀, b₀, …, W_{L−1}, b_{L−1}]  → [T, w_L, N]
 //!                   (twin_dense layers, hidden activation between them, the last linear)
-//! affine_update:    [B, C, H, W], net output [B, 2C, H, W], mask, σ  → [B, C·H·W + 1]
-//!                   (a lattice coupling's x·eˢ + t and its ln|det| as the last column)
+//! conditioning_conv2d: state [B, C·H·W + 1], mask [1, C, H, W], weight, bias
+//!                   → act(·) [B, cout, H, W]   (periodic_conv2d of m ⊙ field: a coupling
+//!                   subnet's first layer, read from the state)
+//! affine_update:    state [B, C·H·W + 1], net output [B, 2C, H, W], mask, σ → state
+//!                   (a lattice coupling's x·eˢ + t; its ln|det| added to the last column)
 //! coupling_chain:   [2, h, N], flat [net₀ … net_{K−1}, σ₀ … σ_{K−1}] → [2h + 1, N]
 //!                   (K affine couplings of a block's halves, ln|det| as the last row)
 //! circulant:        [B, C, R, W] ⊛ [C, R·W] (or its inverse)            → [B, C, R, W]
@@ -233,15 +236,37 @@ impl HotPaths {
         )
     }
 
-    /// The elementwise part of an affine lattice coupling as one operation: the field
-    /// `[B, C, H, W]`, the subnet's output `[B, 2C, H, W]` (`ŝ`, then `t`), the 0/1 mask
-    /// `[1, C, H, W]` (1 = conditioning) and the scales `[1, C, 1, 1]` → `[B, C·H·W + 1]`:
-    /// the updated field flattened per sample, then `ln|det|`. With `f = 1 − m`,
-    /// `s = σ f tanh ŝ`: `z eˢ + f t` (inverse: `(z − f t) e^{−s}`), `ln|det| = ±Σ s`
-    /// (`nrg_kernels::affine`).
+    /// The first layer of a coupling's subnet read from a coupling stack's state: the state
+    /// `[B, C·H·W + 1]` (each sample's field flattened, then its ln|det| so far), the 0/1
+    /// mask `[1, C, H, W]` (1 = conditioning), weight `[cout, C, k, k]` and bias `[cout]` →
+    /// `[B, cout, H, W]`, the [`HotPaths::periodic_conv2d`] of `m ⊙ field`. The masked field
+    /// is never materialised on the GPU (the kernels read the state through strides and
+    /// multiply by the mask), and the state's cotangent comes back as one tensor, so a
+    /// coupling stack needs no slicing between its couplings.
+    pub fn conditioning_conv2d(
+        self,
+        state: Tensor<2>,
+        mask: Tensor<4>,
+        weight: Tensor<4>,
+        bias: Tensor<1>,
+        act: Activation,
+    ) -> Tensor<4> {
+        on_hot!(
+            self,
+            (state, mask, weight, bias, act),
+            hot::conditioning_conv2d(state, mask, weight, bias, act)
+        )
+    }
+
+    /// The elementwise part of an affine lattice coupling as one operation on a coupling
+    /// stack's state: the state `[B, C·H·W + 1]` (each sample's field `z` flattened, then
+    /// `ℓ`, its ln|det| so far), the subnet's output `[B, 2C, H, W]` (`ŝ`, then `t`), the 0/1
+    /// mask `[1, C, H, W]` (1 = conditioning) and the scales `[1, C, 1, 1]` → the updated
+    /// state `[B, C·H·W + 1]`. With `f = 1 − m`, `s = σ f tanh ŝ`: `z eˢ + f t` and
+    /// `ℓ + Σ s` (inverse: `(z − f t) e^{−s}` and `ℓ − Σ s`) (`nrg_kernels::affine`).
     pub fn affine_update(
         self,
-        field: Tensor<4>,
+        state: Tensor<2>,
         subnet: Tensor<4>,
         mask: Tensor<4>,
         scale: Tensor<4>,
@@ -249,8 +274,8 @@ impl HotPaths {
     ) -> Tensor<2> {
         on_hot!(
             self,
-            (field, subnet, mask, scale, direction),
-            hot::affine_update(field, subnet, mask, scale, direction)
+            (state, subnet, mask, scale, direction),
+            hot::affine_update(state, subnet, mask, scale, direction)
         )
     }
 }
