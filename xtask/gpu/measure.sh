@@ -89,8 +89,9 @@ if [ -n "$missing" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ]; then
     profiler="$flows-wgsl"
 fi
 echo "wgpu shaders: $shaders" | tee -a "$out/device.txt"
-# The kernel launches of the two training steps, each timed on the device (launches.md and
-# launches.json, rewritten after each flow), with the build that ran the benches.
+# The kernel launches of the two training steps, each timed on the device (launches.md,
+# launches.json and sequence-<flow>.txt, rewritten after each flow), with the build that
+# ran the benches.
 echo "== kernel launches per training step on wgpu"
 t=$(slot 120 145)
 if [ "$t" -ge 20 ]; then

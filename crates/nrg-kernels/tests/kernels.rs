@@ -444,8 +444,8 @@ fn mlp_equals_its_chain_of_dense_layers_on_every_width() {
     }
 }
 
-/// Values against the definition, the inverse undoes the forward with the opposite
-/// log-det, and every gradient (field, subnet output, scales) against central differences
+/// Values against the definition, the inverse restores the state (field and the log-det
+/// so far), and every gradient (field, subnet output, scales) against central differences
 /// (1e-4 of the largest gradient): 19 samples of 2 channels × 13 sites — a partial parallel
 /// chunk and SIMD tails of every width.
 #[test]

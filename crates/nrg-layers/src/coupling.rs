@@ -103,8 +103,9 @@ impl AffineCoupling {
     }
 }
 
-/// The state `[B, C·H·W + 1]` of a field `[B, C, H, W]`, its ln|det| 0.
-fn pack(z: Tensor<4>) -> Tensor<2> {
+/// The state `[B, C·H·W + 1]` of a field `[B, C, H, W]` (see the module docs): the field
+/// flattened per sample, then its ln|det| so far, 0.
+pub fn pack_state(z: Tensor<4>) -> Tensor<2> {
     let [b, c, h, w] = z.dims();
     let device = z.device();
     Tensor::cat(
@@ -113,8 +114,12 @@ fn pack(z: Tensor<4>) -> Tensor<2> {
     )
 }
 
-/// The field `[B, C, H, W]` (`dims`) and the ln|det| `[B]` of a state.
-fn unpack(state: Tensor<2>, dims: [usize; 4]) -> (Tensor<4>, Tensor<1>) {
+/// The field `[B, C, H, W]` (`dims`) and the ln|det| `[B]` of a state `[B, C·H·W + 1]`
+/// ([`pack_state`]'s inverse, the log-det accumulated on the way).
+///
+/// # Panics
+/// If the state's width is not `C·H·W + 1`.
+pub fn unpack_state(state: Tensor<2>, dims: [usize; 4]) -> (Tensor<4>, Tensor<1>) {
     let [b, c, h, w] = dims;
     let v = c * h * w;
     let x = state.clone().slice_dim(1, 0..v).reshape(dims);
@@ -150,7 +155,10 @@ impl AffineCoupling {
     fn fused(&self, y: Tensor<4>, direction: Direction) -> Option<(Tensor<4>, Tensor<1>)> {
         let hot = self.hot()?;
         let dims = y.dims();
-        Some(unpack(self.update_state(hot, pack(y), direction), dims))
+        Some(unpack_state(
+            self.update_state(hot, pack_state(y), direction),
+            dims,
+        ))
     }
 }
 
@@ -249,11 +257,11 @@ impl CouplingStack {
         direction: Direction,
     ) -> (Tensor<4>, Tensor<1>) {
         let dims = z.dims();
-        let mut state = pack(z);
+        let mut state = pack_state(z);
         for layer in order {
             state = layer.update_state(hot, state, direction);
         }
-        unpack(state, dims)
+        unpack_state(state, dims)
     }
 
     /// The couplings in `order`, each on its own (the composite path, or the identity).
@@ -311,8 +319,9 @@ mod tests {
     }
 
     /// The same for the CubeCL affine-update kernels on the wgpu device (its subnet through
-    /// the CubeCL convolution), against the composite update on flex with the same
-    /// parameters and inputs (see `block`'s chain test for why the reference is on flex).
+    /// the CubeCL convolutions), against the composite update on flex with the same
+    /// parameters and inputs (see `block`'s chain test for why the reference is on flex);
+    /// then a stack of three couplings on one state ([`stack_equals_composite`]).
     #[cfg(feature = "wgpu")]
     #[test]
     fn cube_affine_equals_composite_with_gradients() {

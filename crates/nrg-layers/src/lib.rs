@@ -20,12 +20,14 @@
 //! - [`kernels`]: the fused CPU operations (periodic convolution, twin dense layer, twin
 //!   MLP, coupling chain, affine update) as burn operations with their backward passes on
 //!   flex — the arithmetic is the burn-free crate `nrg-kernels` — the hot paths among them
-//!   (convolution, affine update, coupling chain) also as CubeCL kernels with the `wgpu`
-//!   feature, and two dispatches, [`kernels::fused`] and [`kernels::hot_paths`], between
+//!   (convolution, the conditioning convolution, affine update, coupling chain) also as
+//!   CubeCL kernels with the `wgpu` feature, and two dispatches, [`kernels::fused`] and [`kernels::hot_paths`], between
 //!   them and the composite forms on every other device;
 //! - [`check`]: the log-det of any bijector against its autodiff Jacobian.
 //!
-//! All lattice tensors are `[batch, channels, rows, cols]`, log-determinants `[batch]`.
+//! All lattice tensors are `[batch, channels, rows, cols]`, log-determinants `[batch]`; the
+//! hot paths of a flat coupling stack also take *states* `[batch, channels·rows·cols + 1]`
+//! (each sample's field flattened, then its ln|det| so far: [`coupling::pack_state`]).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
@@ -44,7 +46,7 @@ mod test_util;
 
 pub use block::{BlockBijector, BlockRealNvp, BlockRealNvpConfig, FlatPieces, HaarBlock};
 pub use circulant::CirculantLinear;
-pub use coupling::{AffineCoupling, AffineCouplingConfig, CouplingStack};
+pub use coupling::{AffineCoupling, AffineCouplingConfig, CouplingStack, pack_state, unpack_state};
 pub use mask::MaskKind;
 pub use mlp::{TwinMlp, TwinMlpConfig};
 pub use ode::{BlockOde, BlockOdeConfig};

@@ -1,6 +1,7 @@
 //! The hot paths as CubeCL kernels on the cubecl backend (wgpu, and any other cubecl
-//! runtime): the periodic convolution, the affine update of a lattice coupling and the chain
-//! of block couplings, forward and backward, each a handful of kernel launches instead of
+//! runtime): the periodic convolution (also on the masked field of a coupling stack's
+//! state), the affine update of a lattice coupling and the chain of block couplings, forward
+//! and backward, each a handful of kernel launches instead of
 //! the dozens of burn operations of the composite path. The arithmetic is that of
 //! `nrg-kernels` (same layouts, same formulas); the tests compare values and gradients with
 //! the composite path (on flex, with the same parameters and inputs).

@@ -212,7 +212,10 @@ pub(super) fn affine_geometry(
     direction: Direction,
 ) -> AffineGeometry {
     let (z, m) = (state.shape(), mask.shape());
-    assert_eq!(m.num_dims(), 4, "affine_update: mask must be [1, C, H, W]");
+    assert!(
+        m.num_dims() == 4 && m[0] == 1,
+        "affine_update: mask must be [1, C, H, W]"
+    );
     let sites = m[2] * m[3];
     assert!(
         z.num_dims() == 2 && z[1] == m[1] * sites + 1,

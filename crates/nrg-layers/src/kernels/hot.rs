@@ -175,14 +175,14 @@ fn conditioning_backward_meta(
 /// The gradients' shapes: the state's, the subnet output's, the scales'.
 #[cfg(feature = "wgpu")]
 fn affine_backward_meta(
-    field: &TensorSpec,
+    state: &TensorSpec,
     subnet: &TensorSpec,
     _: &TensorSpec,
     scale: &TensorSpec,
     _: &TensorSpec,
     _: &Direction,
 ) -> (TensorSpec, TensorSpec, TensorSpec) {
-    (field.clone(), subnet.clone(), scale.clone())
+    (state.clone(), subnet.clone(), scale.clone())
 }
 
 /// The gradients' shapes: the input's and the parameters'.

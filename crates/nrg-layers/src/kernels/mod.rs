@@ -29,9 +29,10 @@
 //! own allocation and strided copies, which dominate at lattice sizes of 8–32.
 //!
 //! Two dispatches: [`fused`] says whether the fused operations exist for a device (flex, with
-//! the feature); [`hot_paths`] says the same for the hot paths — the convolution, the affine
-//! update and the coupling chain — which also exist as CubeCL kernels on the cubecl backend
-//! (wgpu, with the `wgpu` feature: `hot` and `cube`, decisions 66 and 68). A layer asks
+//! the feature); [`hot_paths`] says the same for the hot paths — the convolution (also as a
+//! coupling's first layer on a state), the affine update and the coupling chain — which also
+//! exist as CubeCL kernels on the cubecl backend
+//! (wgpu, with the `wgpu` feature: `hot` and `cube`, decisions 66, 68 and 71). A layer asks
 //! once and otherwise runs its composite form; for the convolution and the dense layer the composite references are here
 //! ([`periodic_conv2d_reference`], [`twin_dense_reference`]), so results never depend on
 //! which path ran beyond f32 rounding.
@@ -146,8 +147,9 @@ impl Fused {
     }
 }
 
-/// The hot paths — the periodic convolution, the affine update of a lattice coupling and
-/// the chain of block couplings — as one operation each, for tensors on a device where they
+/// The hot paths — the periodic convolution (also as a coupling's first layer, on a
+/// state), the affine update of a lattice coupling and the chain of block couplings — as one
+/// operation each, for tensors on a device where they
 /// exist (see [`hot_paths`]): flex, and
 /// with the `wgpu` feature the cubecl backend (CubeCL kernels, `cube.rs`). Unlike
 /// [`Fused`], whose operations are flex-only, a token routes by the tensors' backend, so it
@@ -263,7 +265,9 @@ impl HotPaths {
     /// `ℓ`, its ln|det| so far), the subnet's output `[B, 2C, H, W]` (`ŝ`, then `t`), the 0/1
     /// mask `[1, C, H, W]` (1 = conditioning) and the scales `[1, C, 1, 1]` → the updated
     /// state `[B, C·H·W + 1]`. With `f = 1 − m`, `s = σ f tanh ŝ`: `z eˢ + f t` and
-    /// `ℓ + Σ s` (inverse: `(z − f t) e^{−s}` and `ℓ − Σ s`) (`nrg_kernels::affine`).
+    /// `ℓ + Σ s` (inverse: `(z − f t) e^{−s}` and `ℓ − Σ s`) (`nrg_kernels::affine`). A
+    /// field's first state has `ℓ = 0` ([`crate::pack_state`]; [`crate::unpack_state`]
+    /// splits a state into the field and `ℓ`).
     pub fn affine_update(
         self,
         state: Tensor<2>,
@@ -547,7 +551,8 @@ mod tests {
     /// activation; also on the plain (non-autodiff) device. 1e-5 relative on values (sums
     /// of ≤ 75 products), 1e-4 relative on gradients (sums over the batch and the
     /// lattice). The reference runs on flex: the composite path on wgpu compiles dozens of
-    /// fused shaders (minutes on software Vulkan) and checks nothing of ours.
+    /// fused shaders (minutes on software Vulkan) and checks nothing of ours. Then the
+    /// conditioning convolution on a strided state ([`conditioning_equals_reference`]).
     #[cfg(feature = "wgpu")]
     #[test]
     fn cube_conv_equals_reference_with_gradients() {
@@ -604,6 +609,80 @@ mod tests {
                 assert!(d < 1e-5, "{act:?} {xs:?} plain device: {d}");
             }
         }
+        conditioning_equals_reference(&dev, &flex);
+    }
+
+    /// The conditioning convolution on `dev` equals the composite convolution of `m ⊙ z` on
+    /// `reference` (flex): values (1e-5 relative) and the gradients of the state, weight and
+    /// bias (1e-4 relative, sums over the batch), for two channels under a random 0/1 mask
+    /// and a state that is a transposed, strided view (`[V + 1, B]` swapped), so that the
+    /// field is read through general strides; a batch of 0 gives an empty output.
+    fn conditioning_equals_reference(dev: &Device, reference: &Device) {
+        let hot = hot_paths(dev).expect("the device has the hot paths");
+        reference.seed(17);
+        let n = Distribution::Normal(0.0, 1.0);
+        let (b, c, h, w) = (3, 2, 4, 6);
+        let v = c * h * w;
+        let on = |t: &Tensor<2>| Tensor::<2>::from_data(t.to_data(), dev);
+        let st = Tensor::<2>::random([v + 1, b], n, reference).require_grad();
+        let mask = Tensor::<4>::random([1, c, h, w], Distribution::Bernoulli(0.5), reference);
+        let wt = Tensor::<4>::random([3, c, 3, 3], n, reference).require_grad();
+        let bias = Tensor::<1>::random([3], n, reference).require_grad();
+        let cot = Tensor::<4>::random([b, 3, h, w], n, reference);
+        let act = Activation::LeakyRelu(0.01);
+        let field = st
+            .clone()
+            .swap_dims(0, 1)
+            .slice_dim(1, 0..v)
+            .reshape([b, c, h, w]);
+        let want = periodic_conv2d_reference(field * mask.clone(), wt.clone(), bias.clone(), act);
+        let st1 = on(&st).require_grad();
+        let (wt1, bias1) = (
+            Tensor::<4>::from_data(wt.to_data(), dev).require_grad(),
+            Tensor::<1>::from_data(bias.to_data(), dev).require_grad(),
+        );
+        let (mask1, cot1) = (
+            Tensor::<4>::from_data(mask.to_data(), dev),
+            Tensor::<4>::from_data(cot.to_data(), dev),
+        );
+        let got = hot.conditioning_conv2d(
+            st1.clone().swap_dims(0, 1),
+            mask1.clone(),
+            wt1.clone(),
+            bias1.clone(),
+            act,
+        );
+        let rel = |a: Vec<f32>, b: Vec<f32>| {
+            let top = b.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+            a.iter()
+                .zip(&b)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+                / top
+        };
+        let v4 = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        assert!(rel(v4(got.clone()), v4(want.clone())) < 1e-5, "values");
+        let g1 = (got * cot1).sum().backward();
+        let g2 = (want * cot).sum().backward();
+        let v2 = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        let (gs1, gs2) = (v2(st1.grad(&g1).unwrap()), v2(st.grad(&g2).unwrap()));
+        assert!(rel(gs1.clone(), gs2) < 1e-4, "d state");
+        for k in 0..b {
+            assert_eq!(gs1[v * b + k], 0.0, "no gradient to ln|det|");
+        }
+        let dw = rel(v4(wt1.grad(&g1).unwrap()), v4(wt.grad(&g2).unwrap()));
+        assert!(dw < 1e-4, "dw {dw}");
+        let v1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+        let db = rel(v1(bias1.grad(&g1).unwrap()), v1(bias.grad(&g2).unwrap()));
+        assert!(db < 1e-4, "db {db}");
+        let empty = hot.conditioning_conv2d(Tensor::zeros([0, v + 1], dev), mask1, wt1, bias1, act);
+        assert_eq!(empty.dims(), [0, 3, h, w]);
+    }
+
+    /// [`conditioning_equals_reference`] on flex.
+    #[test]
+    fn conditioning_conv_equals_reference_with_gradients() {
+        let flex = Device::flex().autodiff();
+        conditioning_equals_reference(&flex, &flex);
     }
 
     /// Without autodiff (sampling, inference) the fused path gives the same values.
