@@ -1060,7 +1060,19 @@ impl F32 {
         bias: CubeTensor,
         act: Activation,
     ) -> CubeTensor {
-        let (x, w, b) = (f32_tensor(input), f32_tensor(weight), f32_tensor(bias));
+        Self::conv_forward(f32_tensor(input), None, weight, bias, act)
+    }
+
+    /// The forward launch of the convolution of `x` (times `mask` on the fly where given:
+    /// then `x` is the field view of a state).
+    fn conv_forward(
+        x: CubeTensor,
+        mask: Option<CubeTensor>,
+        weight: CubeTensor,
+        bias: CubeTensor,
+        act: Activation,
+    ) -> CubeTensor {
+        let (w, b) = (f32_tensor(weight), f32_tensor(bias));
         let dims = check_conv(&x, &w);
         check_shape(&b, &[dims[1]], "periodic_conv2d bias");
         let y = empty(&x, Shape::new(dims));
@@ -1070,19 +1082,21 @@ impl F32 {
         }
         let (code, slope) = act_code(act);
         let dim = CubeDim::new(&x.client, units);
+        let masked = mask.is_some();
+        // without a mask, `m` is not read
+        let m = mask.unwrap_or_else(|| x.clone());
         conv_forward_kernel::launch(
             &x.client.clone(),
             grid(&x, units, dim),
             dim,
-            x.clone().into_tensor_arg(),
-            // not read (no mask)
             x.into_tensor_arg(),
+            m.into_tensor_arg(),
             w.into_tensor_arg(),
             b.into_tensor_arg(),
             y.clone().into_tensor_arg(),
             slope,
             code,
-            false,
+            masked,
         );
         y
     }
@@ -1198,30 +1212,7 @@ impl F32 {
     ) -> CubeTensor {
         let m = f32_tensor(mask);
         let x = Self::field_view(f32_tensor(state), &m);
-        let (w, b) = (f32_tensor(weight), f32_tensor(bias));
-        let dims = check_conv(&x, &w);
-        check_shape(&b, &[dims[1]], "conditioning_conv2d bias");
-        let y = empty(&x, Shape::new(dims));
-        let units = dims.iter().product::<usize>();
-        if units == 0 {
-            return y;
-        }
-        let (code, slope) = act_code(act);
-        let dim = CubeDim::new(&x.client, units);
-        conv_forward_kernel::launch(
-            &x.client.clone(),
-            grid(&x, units, dim),
-            dim,
-            x.into_tensor_arg(),
-            m.into_tensor_arg(),
-            w.into_tensor_arg(),
-            b.into_tensor_arg(),
-            y.clone().into_tensor_arg(),
-            slope,
-            code,
-            true,
-        );
-        y
+        Self::conv_forward(x, Some(m), weight, bias, act)
     }
 
     fn conditioning_conv2d_backward(
