@@ -25,6 +25,7 @@ use crate::flow::FlowModel;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Distribution, Int, Tensor, s};
+use nrg_core::action::with_analytic_gradient;
 use nrg_core::parallel::on_pool;
 use nrg_core::{Action, NrgError};
 use serde::{Deserialize, Serialize};
@@ -376,7 +377,8 @@ impl<'a> Trainer<'a> {
         let exact = self.action.exact_ln_z();
 
         let sample = self.model.sample(s.batch, &self.device);
-        let action = self.action.action(sample.x);
+        // The backward pass through `∂S/∂x` itself (a product), not `S`'s expression.
+        let action = with_analytic_gradient(self.action, sample.x);
         let per_sample = sample.log_q.clone() + action.clone();
         let log_w: Vec<f64> = host(per_sample.clone()).iter().map(|v| -v).collect();
         if log_w.iter().any(|v| !v.is_finite()) {

@@ -3,7 +3,7 @@
 //! relaxed Ising offset reproduces the Ising partition function.
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use nrg_core::action::HostAction;
+use nrg_core::action::{HostAction, with_analytic_gradient};
 use nrg_core::{Action, Lattice, OnLattice};
 use nrg_lattice::exact::ising2d;
 use nrg_lattice::{IsingRelaxed, PhiFour};
@@ -61,6 +61,61 @@ fn gradient_matches_autodiff() {
             assert!(
                 (g1 - g2).abs() < 1e-4 * scale,
                 "{}: analytic {g1} vs autodiff {g2}",
+                a.describe()
+            );
+        }
+    }
+}
+
+/// `action_and_grad` equals `action` and `grad` computed apart (1e-5 relative: φ⁴ sums its
+/// bonds from both ends there, a different rounding of the same sum).
+#[test]
+fn action_and_grad_together_equal_them_apart() {
+    let dev = device();
+    for a in actions(&dev) {
+        let x = random_field(a.as_ref(), 3, &dev);
+        let (s, g) = a.action_and_grad(x.clone());
+        let (s2, g2) = (
+            to_vec(a.action(x.clone())),
+            to_vec(Action::grad(a.as_ref(), x)),
+        );
+        for (v1, v2) in to_vec(s).iter().zip(&s2) {
+            assert!(
+                (v1 - v2).abs() < 1e-5 * (1.0 + v2.abs()),
+                "{}: S",
+                a.describe()
+            );
+        }
+        let scale = g2.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (v1, v2) in to_vec(g).iter().zip(&g2) {
+            assert!((v1 - v2).abs() < 1e-5 * scale, "{}: ∂S", a.describe());
+        }
+    }
+}
+
+/// The training form of every action ([`with_analytic_gradient`]) has the value of
+/// `action_and_grad` bit for bit (what is added is an exact 0), and the gradient of
+/// `Σ_batch S` by autodiff through the action's expression (1e-4 of the gradient's scale,
+/// as above).
+#[test]
+fn training_form_has_the_value_and_the_autodiff_gradient() {
+    let dev = device();
+    let ad = dev.clone().autodiff();
+    for a in actions(&dev) {
+        let x = random_field(a.as_ref(), 3, &dev);
+        let x1 = Tensor::<4>::from_data(x.to_data(), &ad).require_grad();
+        let x2 = Tensor::<4>::from_data(x.to_data(), &ad).require_grad();
+        let s1 = with_analytic_gradient(a.as_ref(), x1.clone());
+        let s2 = a.action(x2.clone());
+        let (together, _) = a.action_and_grad(x.clone());
+        assert_eq!(to_vec(s1.clone()), to_vec(together), "{}", a.describe());
+        let g1 = to_vec(x1.grad(&s1.sum().backward()).expect("gradient"));
+        let g2 = to_vec(x2.grad(&s2.sum().backward()).expect("gradient"));
+        let scale = g2.iter().fold(1.0f32, |m, g| m.max(g.abs()));
+        for (a1, a2) in g1.iter().zip(&g2) {
+            assert!(
+                (a1 - a2).abs() < 1e-4 * scale,
+                "{}: training form {a1} vs autodiff {a2}",
                 a.describe()
             );
         }

@@ -214,6 +214,19 @@ impl Action for IsingRelaxed {
         mx - x.tanh()
     }
 
+    /// One product `M⁻¹x` for both: `S = ½ x·M⁻¹x − Σ ln cosh x`, `∂S/∂x = M⁻¹x − tanh x`.
+    fn action_and_grad(&self, x: Tensor<4>) -> (Tensor<1>, Tensor<4>) {
+        let dims = x.dims();
+        let [b, _, _, _] = dims;
+        let v = self.lattice.volume();
+        let flat: Tensor<2> = x.clone().reshape([b, v]);
+        let mx = flat.clone().matmul(self.minv.clone());
+        let quad = (mx.clone() * flat).sum_dim(1);
+        let lc: Tensor<2> = Self::ln_cosh(x.clone()).reshape([b, v]);
+        let value = (quad.mul_scalar(0.5) - lc.sum_dim(1)).reshape([b]);
+        (value, mx.reshape(dims) - x.tanh())
+    }
+
     fn exact_ln_z(&self) -> Option<f64> {
         self.exact_ising_ln_z().map(|z| z - self.ln_z_offset())
     }

@@ -21,7 +21,7 @@
 //! Shapes: `φ` is `[batch, n, rows, cols]`; the action is `[batch]`.
 
 use crate::exact::gaussian::GaussianExact;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use nrg_core::action::HostAction;
 use nrg_core::error::{require_finite, require_non_negative, require_positive};
 use nrg_core::{Action, FieldSpace, Lattice, NrgError, OnLattice, Result};
@@ -204,6 +204,24 @@ impl PhiFour {
         self.a * p2 + self.b * p2 * p2 - 2.0 * self.kappa * hop
     }
 
+    /// `N_x = Σ_μ (φ_{x+μ̂} + φ_{x−μ̂})` per channel, `[batch, n, rows, cols]`: one gather
+    /// of every site's `2d` neighbours (the lattice's neighbour table, uploaded per call)
+    /// and one sum, where four rolls would be sixteen slices and copies on a GPU.
+    fn neighbour_sum(&self, x: &Tensor<4>) -> Tensor<4> {
+        let dims = x.dims();
+        let [b, c, rows, cols] = dims;
+        let v = rows * cols;
+        let nn = self.all_neighbours.len() / v;
+        let table: Vec<i64> = self.all_neighbours.iter().map(|&s| s as i64).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(table, [v * nn]), &x.device());
+        x.clone()
+            .reshape([b, c, v])
+            .select(2, index)
+            .reshape([b, c, v, nn])
+            .sum_dim(3)
+            .reshape(dims)
+    }
+
     /// Sum over `μ` of `φ_x · φ_{x+μ̂}` for a batch, `[batch, n, rows, cols] → [batch, 1, rows, cols]`.
     fn hopping_term(&self, x: &Tensor<4>) -> Tensor<4> {
         let mut hop = (x.clone() * x.clone().roll_dim(-1, 3)).sum_dim(1);
@@ -230,13 +248,24 @@ impl Action for PhiFour {
     }
 
     fn grad(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut neighbours = x.clone().roll_dim(-1, 3) + x.clone().roll_dim(1, 3);
-        if self.lattice.dim() == 2 {
-            neighbours = neighbours + x.clone().roll_dim(-1, 2) + x.clone().roll_dim(1, 2);
-        }
+        let neighbours = self.neighbour_sum(&x);
         let p2 = (x.clone() * x.clone()).sum_dim(1);
         let radial = p2.mul_scalar(4.0 * self.b).add_scalar(2.0 * self.a);
         x * radial - neighbours.mul_scalar(2.0 * self.kappa)
+    }
+
+    /// One neighbour sum `N` for both: `S = Σ_x [a φ² + b φ⁴ − κ φ·N]` (each bond counted
+    /// from both ends, so `κ`, not `2κ`), `∂S/∂φ = φ (2a + 4b φ²) − 2κ N`.
+    fn action_and_grad(&self, x: Tensor<4>) -> (Tensor<1>, Tensor<4>) {
+        let [b, _, _, _] = x.dims();
+        let neighbours = self.neighbour_sum(&x);
+        let p2 = (x.clone() * x.clone()).sum_dim(1);
+        let hop = (x.clone() * neighbours.clone()).sum_dim(1);
+        let local = p2.clone().mul_scalar(self.a) + (p2.clone() * p2.clone()).mul_scalar(self.b);
+        let density = local - hop.mul_scalar(self.kappa);
+        let value = density.sum_dims(&[1, 2, 3]).reshape([b]);
+        let radial = p2.mul_scalar(4.0 * self.b).add_scalar(2.0 * self.a);
+        (value, x * radial - neighbours.mul_scalar(2.0 * self.kappa))
     }
 
     fn exact_ln_z(&self) -> Option<f64> {
