@@ -21,7 +21,9 @@ pub trait Action: OnLattice + Send + Sync {
     /// `S(x)` for every configuration: `[batch, channels, rows, cols] → [batch]`.
     fn action(&self, x: Tensor<4>) -> Tensor<1>;
 
-    /// `∂S/∂x`, same shape as `x`.
+    /// `∂S/∂x`, same shape as `x`. Training differentiates `S` through it
+    /// ([`with_analytic_gradient`]), so it must be the exact gradient of
+    /// [`Action::action`] (the built-in actions test it against autodiff).
     fn grad(&self, x: Tensor<4>) -> Tensor<4>;
 
     /// `(S(x), ∂S/∂x)` together; an action whose value and gradient share work (the
