@@ -28,7 +28,8 @@ pub trait Action: OnLattice + Send + Sync {
 
     /// `(S(x), ∂S/∂x)` together; an action whose value and gradient share work (the
     /// neighbour sum of a hopping term, a matrix product) computes it once. Equal to
-    /// `(action(x), grad(x))` up to f32 rounding.
+    /// `(action(x), grad(x))` up to f32 rounding; training takes its gradient as `S`'s
+    /// ([`with_analytic_gradient`]), so an override must keep the two consistent.
     fn action_and_grad(&self, x: Tensor<4>) -> (Tensor<1>, Tensor<4>) {
         (self.action(x.clone()), self.grad(x))
     }
@@ -46,24 +47,26 @@ pub trait Action: OnLattice + Send + Sync {
     fn to_device(&self, device: &Device) -> Box<dyn Action>;
 }
 
-/// `S(x)` `[batch]` whose gradient is the action's own [`Action::grad`], for training on an
-/// autodiff device: the value and `∂S/∂x` are computed on the detached field (recording
-/// nothing) and attached by one product,
+/// `S(x)` `[batch]` whose gradient is the action's own analytic `∂S/∂x`, for training on an
+/// autodiff device: the value and `∂S/∂x` ([`Action::action_and_grad`]) are computed on an
+/// untracked copy of the field (recording nothing) and attached by one product,
 ///
 /// ```text
-/// S̃(x) = S(x̄) + Σ_{c,i,j} (x − x̄) ⊙ ∂S/∂x(x̄),   x̄ = x detached,
+/// S̃(x) = S(x̄) + Σ_{c,i,j} (x − x̄) ⊙ ∂S/∂x(x̄),   x̄ = x untracked,
 /// ```
 ///
-/// which equals [`Action::action_and_grad`]'s `S(x̄)` exactly (`x − x̄ = 0`) and has the
-/// gradient `∂S/∂x(x)`. The backward
-/// pass then runs that product's adjoint instead of the whole expression of `S` (for φ⁴
-/// the rolls, products and sums of the hopping term and the potential): on a GPU, where
-/// each operation of the backward pass is a kernel launch, a few launches instead of
-/// dozens. Only for actions whose `grad` is right (the built-in ones are tested against
-/// autodiff); the gradient of `S̃` is whatever `grad` returns.
+/// which equals `action_and_grad`'s `S(x̄)` exactly (`x − x̄ = 0`; that value may differ
+/// from [`Action::action`]'s by f32 rounding) and has the gradient `∂S/∂x(x)`. The
+/// backward pass then runs that product's adjoint instead of the whole expression of `S`
+/// (for φ⁴ the rolls, products and sums of the hopping term and the potential): on a GPU,
+/// where each operation of the backward pass is a kernel launch, a few launches instead
+/// of dozens. Only for actions whose gradient is right (the built-in ones are tested
+/// against autodiff): the gradient of `S̃` is whatever `action_and_grad` returns.
 pub fn with_analytic_gradient<A: Action + ?Sized>(action: &A, x: Tensor<4>) -> Tensor<1> {
     let b = x.dims()[0];
-    let fixed = x.clone().detach();
+    // Not `detach`: that keeps a leaf's `require_grad`, and `S`'s expression would be
+    // recorded on it.
+    let fixed = x.clone().set_require_grad(false);
     let (value, grad) = action.action_and_grad(fixed.clone());
     value + ((x - fixed) * grad).sum_dims(&[1, 2, 3]).reshape([b])
 }

@@ -27,6 +27,9 @@ fn actions(dev: &Device) -> Vec<Box<dyn TestAction>> {
         Box::new(PhiFour::complex_form(sq4, 0.3, 0.2, 0.7).unwrap()),
         Box::new(PhiFour::lattice_form(sq4, 3, 0.5, 1.0).unwrap()),
         Box::new(PhiFour::free_field(ch6, 1, 0.5).unwrap()),
+        // L = 2, where a site's forward and backward neighbours coincide, and two channels
+        Box::new(PhiFour::lattice_form(Lattice::square(2).unwrap(), 2, 0.5, 1.0).unwrap()),
+        Box::new(PhiFour::hopping_form(ch6, 2, 0.3, 0.4).unwrap()),
     ]
 }
 
@@ -119,6 +122,52 @@ fn training_form_has_the_value_and_the_autodiff_gradient() {
                 a.describe()
             );
         }
+    }
+}
+
+/// φ⁴ with its gradient doubled: a deliberately wrong `grad`.
+struct DoubledGradient(PhiFour);
+
+impl OnLattice for DoubledGradient {
+    fn space(&self) -> nrg_core::FieldSpace {
+        self.0.space()
+    }
+}
+
+impl Action for DoubledGradient {
+    fn action(&self, x: Tensor<4>) -> Tensor<1> {
+        self.0.action(x)
+    }
+    fn grad(&self, x: Tensor<4>) -> Tensor<4> {
+        Action::grad(&self.0, x).mul_scalar(2.0)
+    }
+    fn describe(&self) -> String {
+        "phi4 with a doubled gradient".into()
+    }
+    fn to_device(&self, _: &Device) -> Box<dyn Action> {
+        Box::new(DoubledGradient(self.0.clone()))
+    }
+}
+
+/// The training form's gradient is the action's analytic one, not autodiff's through the
+/// expression: with `grad` doubled, the gradient doubles (1e-4 of its scale).
+#[test]
+fn training_form_differentiates_through_grad() {
+    let dev = device();
+    let ad = dev.clone().autodiff();
+    let a =
+        DoubledGradient(PhiFour::hopping_form(Lattice::square(4).unwrap(), 1, 0.25, 0.5).unwrap());
+    let x = Tensor::<4>::random([2, 1, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
+    let x1 = Tensor::<4>::from_data(x.to_data(), &ad).require_grad();
+    let x2 = Tensor::<4>::from_data(x.to_data(), &ad).require_grad();
+    let g1 = to_vec(
+        x1.grad(&with_analytic_gradient(&a, x1.clone()).sum().backward())
+            .unwrap(),
+    );
+    let g2 = to_vec(x2.grad(&a.action(x2.clone()).sum().backward()).unwrap());
+    let scale = g2.iter().fold(1.0f32, |m, g| m.max(g.abs()));
+    for (a1, a2) in g1.iter().zip(&g2) {
+        assert!((a1 - 2.0 * a2).abs() < 2e-4 * scale, "{a1} vs 2 × {a2}");
     }
 }
 

@@ -210,8 +210,13 @@ impl PhiFour {
     fn neighbour_sum(&self, x: &Tensor<4>) -> Tensor<4> {
         let dims = x.dims();
         let [b, c, rows, cols] = dims;
+        assert_eq!(
+            [rows, cols],
+            [self.lattice.rows(), self.lattice.cols()],
+            "phi4: the field's lattice differs from the action's"
+        );
         let v = rows * cols;
-        let nn = self.all_neighbours.len() / v;
+        let nn = 2 * self.lattice.dim();
         let table: Vec<i64> = self.all_neighbours.iter().map(|&s| s as i64).collect();
         let index = Tensor::<1, Int>::from_data(TensorData::new(table, [v * nn]), &x.device());
         x.clone()
