@@ -18,6 +18,7 @@ mod tests {
 
     #[test]
     fn matches_std_tanh() {
+        let _rng = crate::test_util::rng_lock();
         let dev = Device::flex();
         let xs: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.05).collect();
         let t = super::tanh(Tensor::<1>::from_data(

@@ -444,6 +444,7 @@ mod tests {
     /// order of decision 70), and the last piece is `σ = 1`.
     #[test]
     fn flat_pieces_tile_the_parameter() {
+        let _rng = crate::test_util::rng_lock();
         let dev = Device::flex();
         dev.seed(9);
         let block = BlockRealNvpConfig::new(1, 2, 3, vec![5, 4])
@@ -483,6 +484,7 @@ mod tests {
     /// input and of every parameter, the scales σ included (1e-4: sums over 300 blocks).
     #[test]
     fn fused_chain_equals_composite_couplings_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
         let flex = Device::flex().autodiff();
         chain_equals_composite(&flex, &flex, [1, 2, 3], vec![5, 5], 300);
     }
@@ -496,6 +498,7 @@ mod tests {
     #[cfg(feature = "wgpu")]
     #[test]
     fn cube_chain_equals_composite_couplings_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
         let dev = crate::test_util::wgpu_device().autodiff();
         assert!(kernels::hot_paths(&dev).is_some(), "wgpu has the hot paths");
         let flex = Device::flex().autodiff();

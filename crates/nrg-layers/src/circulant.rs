@@ -227,6 +227,7 @@ mod tests {
     /// for a square torus, a rectangular one and a chain (to 1e-4: f32 DFT matrices).
     #[test]
     fn fft_and_dft_paths_agree_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
         let dev = Device::flex().autodiff();
         assert!(crate::kernels::fused(&dev).is_some());
         for (c, rows, cols) in [(2, 8, 8), (1, 4, 8), (1, 1, 16)] {

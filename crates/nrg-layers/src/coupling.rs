@@ -314,6 +314,7 @@ mod tests {
     /// input and of every parameter (1e-4 of the largest, sums over the batch).
     #[test]
     fn fused_update_equals_composite_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
         let flex = Device::flex().autodiff();
         update_equals_composite(&flex, &flex);
     }
@@ -325,6 +326,7 @@ mod tests {
     #[cfg(feature = "wgpu")]
     #[test]
     fn cube_affine_equals_composite_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
         let dev = crate::test_util::wgpu_device().autodiff();
         assert!(kernels::hot_paths(&dev).is_some(), "wgpu has the hot paths");
         update_equals_composite(&dev, &Device::flex().autodiff());
@@ -336,6 +338,7 @@ mod tests {
     /// [`fused_update_equals_composite_with_gradients`], three couplings deep).
     #[test]
     fn fused_stack_equals_composite_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
         let flex = Device::flex().autodiff();
         stack_equals_composite(&flex, &flex);
     }

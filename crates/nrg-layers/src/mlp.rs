@@ -223,6 +223,7 @@ mod tests {
     /// weights equals the batched evaluation (to f32 rounding, 1e-5).
     #[test]
     fn twin_mlp_matches_two_separate_networks() {
+        let _rng = crate::test_util::rng_lock();
         let dev = Device::flex();
         dev.seed(1);
         let net = TwinMlpConfig::new(3, 2, vec![5])
@@ -264,6 +265,7 @@ mod tests {
     /// parameter count is the flat vector's length.
     #[test]
     fn flat_parameters_evaluate_to_the_same_mlp() {
+        let _rng = crate::test_util::rng_lock();
         let dev = Device::flex();
         dev.seed(3);
         let net = TwinMlpConfig::new(4, 4, vec![6, 5])
@@ -298,6 +300,7 @@ mod tests {
 
     #[test]
     fn residual_mlp_has_the_right_shape_and_starts_at_zero() {
+        let _rng = crate::test_util::rng_lock();
         let dev = Device::flex();
         let net = TwinMlpConfig::new(4, 4, vec![8, 8, 8])
             .with_residual(true)

@@ -153,6 +153,7 @@ mod tests {
     /// (1e-4: f32 sums over the batch of 7 samples and 3 layers).
     #[test]
     fn fused_forward_equals_reference() {
+        let _rng = crate::test_util::rng_lock();
         let dev = Device::flex().autodiff();
         dev.seed(4);
         let net = PeriodicCnnConfig::new(1, vec![8, 8])

@@ -38,3 +38,13 @@ pub fn wgpu_device() -> burn::tensor::Device {
     })
     .clone()
 }
+
+/// Serialises the tests that draw from flex's random generator, which is process-wide:
+/// a test that seeds it and expects the same numbers from two draws
+/// (`block::tests::flat_pieces_tile_the_parameter`) fails when another test draws in
+/// between, as the test runner's threads do. Every test drawing on flex holds this.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -430,6 +430,7 @@ mod tests {
     /// autodiff device (1e-5 on values of size ~1; 1e-4 on gradients summed over the batch).
     #[test]
     fn fused_equals_reference_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
         let dev = Device::flex().autodiff();
         dev.seed(11);
         // The tests build with the flex feature (dev-dependencies).
@@ -489,6 +490,7 @@ mod tests {
     /// gradients, as above).
     #[test]
     fn fused_mlp_equals_reference_chain_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
         let dev = Device::flex().autodiff();
         dev.seed(12);
         let n = Distribution::Normal(0.0, 1.0);
@@ -556,6 +558,7 @@ mod tests {
     #[cfg(feature = "wgpu")]
     #[test]
     fn cube_conv_equals_reference_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
         let plain = crate::test_util::wgpu_device();
         let dev = plain.clone().autodiff();
         let flex = Device::flex().autodiff();
@@ -681,6 +684,7 @@ mod tests {
     /// [`conditioning_equals_reference`] on flex.
     #[test]
     fn conditioning_conv_equals_reference_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
         let flex = Device::flex().autodiff();
         conditioning_equals_reference(&flex, &flex);
     }
@@ -688,6 +692,7 @@ mod tests {
     /// Without autodiff (sampling, inference) the fused path gives the same values.
     #[test]
     fn fused_runs_on_the_plain_device() {
+        let _rng = crate::test_util::rng_lock();
         let dev = Device::flex();
         dev.seed(2);
         let n = Distribution::Normal(0.0, 1.0);
