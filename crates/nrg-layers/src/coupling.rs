@@ -241,11 +241,10 @@ impl CouplingStack {
 impl CouplingStack {
     /// The hot paths, where every coupling has them (see the module docs).
     fn hot(&self) -> Option<kernels::HotPaths> {
-        let mut hot = None;
-        for layer in &self.layers {
-            hot = Some(layer.hot()?);
+        if self.layers.iter().any(|l| l.additive) {
+            return None;
         }
-        hot
+        self.layers.first()?.hot()
     }
 
     /// The couplings in `order` on one state (packed once, unpacked once).
@@ -343,6 +342,25 @@ mod tests {
         stack_equals_composite(&flex, &flex);
     }
 
+    /// `count` parameters, each one's gradient in `grads[0]` (of `module`) within 1e-4 of
+    /// the largest of `reference`'s in `grads[1]`.
+    fn param_grads_close<M: Module>(
+        module: &M,
+        reference: &M,
+        grads: [&Gradients; 2],
+        count: usize,
+        what: &str,
+    ) {
+        let (mut p1, mut p2) = (GradsOf(grads[0], vec![]), GradsOf(grads[1], vec![]));
+        module.visit(&mut p1);
+        reference.visit(&mut p2);
+        assert_eq!(p1.1.len(), count, "{what}: parameters");
+        for (k, (a, b)) in p1.1.iter().zip(&p2.1).enumerate() {
+            let top = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            assert!(max_diff(a, b) < 1e-4 * top, "{what}: param {k}");
+        }
+    }
+
     /// [`CouplingStack`] on `dev` (one state through three couplings, both directions)
     /// against the composite couplings composed on `reference`.
     fn stack_equals_composite(dev: &Device, reference: &Device) {
@@ -396,18 +414,14 @@ mod tests {
             let g2 = ((y2 * cy.clone()).sum() + (l2 * cl.clone()).sum()).backward();
             let (gx1, gx2) = (v4(x.grad(&g1).unwrap()), v4(x_ref.grad(&g2).unwrap()));
             assert!(max_diff(&gx1, &gx2) < 1e-4, "inverse {inverse}: dx");
-            let (mut p1, mut p2) = (GradsOf(&g1, vec![]), GradsOf(&g2, vec![]));
-            stack.visit(&mut p1);
-            stack_ref.visit(&mut p2);
-            assert_eq!(
-                p1.1.len(),
+            // three conv layers (weight, bias) and the scale, per coupling
+            param_grads_close(
+                &stack,
+                &stack_ref,
+                [&g1, &g2],
                 3 * 7,
-                "three conv layers (weight, bias) and the scale"
+                &format!("inverse {inverse}"),
             );
-            for (k, (a, b)) in p1.1.iter().zip(&p2.1).enumerate() {
-                let top = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                assert!(max_diff(a, b) < 1e-4 * top, "inverse {inverse}: param {k}");
-            }
         }
     }
 
@@ -467,21 +481,9 @@ mod tests {
                     max_diff(&gx(&x, &g1), &gx(&x_ref, &g2)) < 1e-4,
                     "C={c} inverse {inverse}: dx"
                 );
-                let (mut p1, mut p2) = (GradsOf(&g1, vec![]), GradsOf(&g2, vec![]));
-                layer.visit(&mut p1);
-                layer_ref.visit(&mut p2);
-                assert_eq!(
-                    p1.1.len(),
-                    5,
-                    "two conv layers (weight, bias) and the scale"
-                );
-                for (k, (a, b)) in p1.1.iter().zip(&p2.1).enumerate() {
-                    let top = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                    assert!(
-                        max_diff(a, b) < 1e-4 * top,
-                        "C={c} inverse {inverse}: param {k}"
-                    );
-                }
+                // two conv layers (weight, bias) and the scale
+                let what = format!("C={c} inverse {inverse}");
+                param_grads_close(&layer, &layer_ref, [&g1, &g2], 5, &what);
             }
         }
     }

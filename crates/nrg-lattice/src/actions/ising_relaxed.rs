@@ -196,35 +196,46 @@ impl OnLattice for IsingRelaxed {
     }
 }
 
-impl Action for IsingRelaxed {
-    fn action(&self, x: Tensor<4>) -> Tensor<1> {
+impl IsingRelaxed {
+    /// The field flattened per sample and `M⁻¹x`, both `[batch, V]`.
+    fn product(&self, x: &Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let [b, _, _, _] = x.dims();
-        let v = self.lattice.volume();
-        let flat: Tensor<2> = x.clone().reshape([b, v]);
-        let quad = (flat.clone().matmul(self.minv.clone()) * flat).sum_dim(1);
+        let flat: Tensor<2> = x.clone().reshape([b, self.lattice.volume()]);
+        let mx = flat.clone().matmul(self.minv.clone());
+        (flat, mx)
+    }
+
+    /// `S = ½ x·M⁻¹x − Σ ln cosh x` from [`IsingRelaxed::product`].
+    fn value_from(&self, x: Tensor<4>, flat: Tensor<2>, mx: Tensor<2>) -> Tensor<1> {
+        let [b, v] = flat.dims();
+        let quad = (mx * flat).sum_dim(1);
         let lc: Tensor<2> = Self::ln_cosh(x).reshape([b, v]);
         (quad.mul_scalar(0.5) - lc.sum_dim(1)).reshape([b])
     }
 
-    fn grad(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `∂S/∂x = M⁻¹x − tanh x` from [`IsingRelaxed::product`]'s `M⁻¹x`.
+    fn grad_from(x: Tensor<4>, mx: Tensor<2>) -> Tensor<4> {
         let dims = x.dims();
-        let v = self.lattice.volume();
-        let flat: Tensor<2> = x.clone().reshape([dims[0], v]);
-        let mx: Tensor<4> = flat.matmul(self.minv.clone()).reshape(dims);
-        mx - x.tanh()
+        mx.reshape(dims) - x.tanh()
+    }
+}
+
+impl Action for IsingRelaxed {
+    fn action(&self, x: Tensor<4>) -> Tensor<1> {
+        let (flat, mx) = self.product(&x);
+        self.value_from(x, flat, mx)
     }
 
-    /// One product `M⁻¹x` for both: `S = ½ x·M⁻¹x − Σ ln cosh x`, `∂S/∂x = M⁻¹x − tanh x`.
+    fn grad(&self, x: Tensor<4>) -> Tensor<4> {
+        let (_, mx) = self.product(&x);
+        Self::grad_from(x, mx)
+    }
+
+    /// One product `M⁻¹x` for both.
     fn action_and_grad(&self, x: Tensor<4>) -> (Tensor<1>, Tensor<4>) {
-        let dims = x.dims();
-        let [b, _, _, _] = dims;
-        let v = self.lattice.volume();
-        let flat: Tensor<2> = x.clone().reshape([b, v]);
-        let mx = flat.clone().matmul(self.minv.clone());
-        let quad = (mx.clone() * flat).sum_dim(1);
-        let lc: Tensor<2> = Self::ln_cosh(x.clone()).reshape([b, v]);
-        let value = (quad.mul_scalar(0.5) - lc.sum_dim(1)).reshape([b]);
-        (value, mx.reshape(dims) - x.tanh())
+        let (flat, mx) = self.product(&x);
+        let value = self.value_from(x.clone(), flat, mx.clone());
+        (value, Self::grad_from(x, mx))
     }
 
     fn exact_ln_z(&self) -> Option<f64> {

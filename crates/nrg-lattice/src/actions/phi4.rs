@@ -227,13 +227,20 @@ impl PhiFour {
             .reshape(dims)
     }
 
-    /// Sum over `μ` of `φ_x · φ_{x+μ̂}` for a batch, `[batch, n, rows, cols] → [batch, 1, rows, cols]`.
-    fn hopping_term(&self, x: &Tensor<4>) -> Tensor<4> {
-        let mut hop = (x.clone() * x.clone().roll_dim(-1, 3)).sum_dim(1);
-        if self.lattice.dim() == 2 {
-            hop = hop + (x.clone() * x.clone().roll_dim(-1, 2)).sum_dim(1);
-        }
-        hop
+    /// `S = Σ_x [a φ² + b φ⁴ − κ φ·N]` from `φ²` (summed over channels, `[batch, 1, rows,
+    /// cols]`) and the neighbour sum `N`: each bond counted from both ends, so `κ`, not `2κ`.
+    fn value_from(&self, x: Tensor<4>, p2: Tensor<4>, neighbours: Tensor<4>) -> Tensor<1> {
+        let [b, _, _, _] = x.dims();
+        let hop = (x * neighbours).sum_dim(1);
+        let local = p2.clone().mul_scalar(self.a) + (p2.clone() * p2).mul_scalar(self.b);
+        let density = local - hop.mul_scalar(self.kappa);
+        density.sum_dims(&[1, 2, 3]).reshape([b])
+    }
+
+    /// `∂S/∂φ = φ (2a + 4b φ²) − 2κ N` from `φ²` and `N`, as [`PhiFour::value_from`].
+    fn grad_from(&self, x: Tensor<4>, p2: Tensor<4>, neighbours: Tensor<4>) -> Tensor<4> {
+        let radial = p2.mul_scalar(4.0 * self.b).add_scalar(2.0 * self.a);
+        x * radial - neighbours.mul_scalar(2.0 * self.kappa)
     }
 }
 
@@ -245,32 +252,23 @@ impl OnLattice for PhiFour {
 
 impl Action for PhiFour {
     fn action(&self, x: Tensor<4>) -> Tensor<1> {
-        let [b, _, _, _] = x.dims();
+        let neighbours = self.neighbour_sum(&x);
         let p2 = (x.clone() * x.clone()).sum_dim(1);
-        let local = p2.clone().mul_scalar(self.a) + (p2.clone() * p2).mul_scalar(self.b);
-        let density = local - self.hopping_term(&x).mul_scalar(2.0 * self.kappa);
-        density.sum_dims(&[1, 2, 3]).reshape([b])
+        self.value_from(x, p2, neighbours)
     }
 
     fn grad(&self, x: Tensor<4>) -> Tensor<4> {
         let neighbours = self.neighbour_sum(&x);
         let p2 = (x.clone() * x.clone()).sum_dim(1);
-        let radial = p2.mul_scalar(4.0 * self.b).add_scalar(2.0 * self.a);
-        x * radial - neighbours.mul_scalar(2.0 * self.kappa)
+        self.grad_from(x, p2, neighbours)
     }
 
-    /// One neighbour sum `N` for both: `S = Σ_x [a φ² + b φ⁴ − κ φ·N]` (each bond counted
-    /// from both ends, so `κ`, not `2κ`), `∂S/∂φ = φ (2a + 4b φ²) − 2κ N`.
+    /// One neighbour sum `N` and one `φ²` for both.
     fn action_and_grad(&self, x: Tensor<4>) -> (Tensor<1>, Tensor<4>) {
-        let [b, _, _, _] = x.dims();
         let neighbours = self.neighbour_sum(&x);
         let p2 = (x.clone() * x.clone()).sum_dim(1);
-        let hop = (x.clone() * neighbours.clone()).sum_dim(1);
-        let local = p2.clone().mul_scalar(self.a) + (p2.clone() * p2.clone()).mul_scalar(self.b);
-        let density = local - hop.mul_scalar(self.kappa);
-        let value = density.sum_dims(&[1, 2, 3]).reshape([b]);
-        let radial = p2.mul_scalar(4.0 * self.b).add_scalar(2.0 * self.a);
-        (value, x * radial - neighbours.mul_scalar(2.0 * self.kappa))
+        let value = self.value_from(x.clone(), p2.clone(), neighbours.clone());
+        (value, self.grad_from(x, p2, neighbours))
     }
 
     fn exact_ln_z(&self) -> Option<f64> {
