@@ -426,7 +426,9 @@ mod tests {
     }
 
     /// The update on `dev` ([`AffineCoupling::fused`]) against the composite update on
-    /// `reference`, parameters and inputs drawn there and copied to `dev`.
+    /// `reference`, parameters and inputs drawn there and copied to `dev`; 300 samples,
+    /// more than one cube of the CubeCL kernels holds (sums over samples and sites cross
+    /// cubes and threads).
     fn update_equals_composite(dev: &Device, reference: &Device) {
         reference.seed(8);
         for (c, mask) in [
@@ -443,9 +445,9 @@ mod tests {
             ));
             let layer = layer_ref.clone().fork(dev);
             let normal = Distribution::Normal(0.0, 1.0);
-            let x_ref = Tensor::<4>::random([37, c, 4, 8], normal, reference).require_grad();
-            let cy = Tensor::<4>::random([37, c, 4, 8], normal, reference);
-            let cl = Tensor::<1>::random([37], normal, reference);
+            let x_ref = Tensor::<4>::random([300, c, 4, 8], normal, reference).require_grad();
+            let cy = Tensor::<4>::random([300, c, 4, 8], normal, reference);
+            let cl = Tensor::<1>::random([300], normal, reference);
             let x = Tensor::<4>::from_data(x_ref.to_data(), dev).require_grad();
             let (cy1, cl1) = (
                 Tensor::<4>::from_data(cy.to_data(), dev),

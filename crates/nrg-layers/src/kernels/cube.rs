@@ -9,21 +9,21 @@
 //! ```text
 //! conv forward    one thread per output   y[n,o,i,j] = act(b[o] + Σ_{c,a,d} w[o,c,a,d] x[n,c,i+a−p,j+d−p])
 //! conv ∂x         one thread per input    Σ_{o,a,d} δ[n,o,i−a+p,j−d+p] w[o,c,a,d],  δ = ∂y·act′
-//! conv ∂w, ∂b     one thread per (weight or bias, batch chunk), partial sums (in the same
-//!                 launch as ∂x, the threads after ∂x's), then one
-//!                 thread per weight or bias summing over the chunks
+//! conv ∂w, ∂b     one cube per weight or bias, its threads summing over the batch and the
+//!                 lattice, then over the cube (a tree in shared memory); in the same
+//!                 launch as ∂x, the cubes after ∂x's
 //! conditioning    the convolution of m ⊙ field, the field read from a coupling stack's
 //!                 state [B, C·V + 1] through a strided view, the mask applied on the fly;
 //!                 its ∂state (m ⊙ ∂x, 0 for ln|det|) written by the ∂x threads
 //! affine update   one thread per sample, on the state: x = z eˢ + f t (or its inverse),
 //!                 ln|det| += ±Σ s;
-//!                 backward ∂z, ∂ŝ, ∂t per sample and ∂σ as partial sums, then one sum
+//!                 backward ∂z, ∂ŝ, ∂t a thread per sample, and in the same launch a cube
+//!                 per channel summing ∂σ over the samples and sites
 //! chain forward   one thread per column: the K couplings and their twin MLPs in registers
 //! chain backward  one thread per column: the chain recomputed (K + 1 states kept), the
 //!                 couplings walked back, each layer's input a_l and output cotangent δ_l
-//!                 written out; then one thread per (parameter, column chunk) for the
-//!                 partial sums of ∂W_l = Σ_n a_l δ_lᵀ, ∂b_l = Σ_n δ_l, ∂σ_k, in the flat
-//!                 layout, and one thread per parameter summing over the chunks
+//!                 written out; then one cube per parameter summing ∂W_l = Σ_n a_l δ_lᵀ,
+//!                 ∂b_l = Σ_n δ_l, ∂σ_k over the columns, in the flat layout
 //! ```
 //!
 //! Indices are periodic (`p = ⌊k/2⌋`); every input is read through its strides, outputs
@@ -186,9 +186,29 @@ fn conv_grad_input(
     acc
 }
 
-/// Entry `pos` (in range) of the partial sums of `∂w` and `∂b` (`part [chunks,
-/// cout·cin·k·k + cout]`, the weights' then the biases'), over the samples `chunk·q …
-/// chunk·(q+1)` of chunk `q`.
+/// The sum of `acc` over the `size` threads of the cube (a power of two; a tree in shared
+/// memory), returned to every thread. Every thread of the cube must call it (it
+/// synchronises the cube).
+#[cube]
+fn cube_sum(acc: f32, #[comptime] size: u32) -> f32 {
+    let mut shared = Shared::<[f32]>::new_slice(comptime!(size as usize));
+    let u = UNIT_POS as usize;
+    shared[u] = acc;
+    sync_cube();
+    #[unroll]
+    for level in 0..comptime!(size.trailing_zeros()) {
+        let half = comptime!((size >> (level + 1)) as usize);
+        if u < half {
+            shared[u] += shared[u + half];
+        }
+        sync_cube();
+    }
+    shared[0]
+}
+
+/// Thread `u`'s share (of a cube of `size`) of entry `q` of `∂w` (`q < cout·cin·k·k`) or
+/// of `∂b` (`q − cout·cin·k·k`): the sum over the positions `u, u + size, …` of the
+/// flattened `(n, i, j)`, consecutive threads on consecutive columns.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn conv_grad_weight(
@@ -196,29 +216,22 @@ fn conv_grad_weight(
     m: &Tensor<f32>,
     y: &Tensor<f32>,
     gy: &Tensor<f32>,
-    part: &mut Tensor<f32>,
-    pos: usize,
+    q: usize,
     kernel: u32,
-    chunk: u32,
     slope: f32,
     #[comptime] act: u32,
     #[comptime] masked: bool,
-) {
+    #[comptime] size: u32,
+) -> f32 {
     let k = kernel as usize;
     let cin = x.shape(1);
     let cout = y.shape(1);
     let nw = cout * cin * k * k;
-    let row = nw + cout;
-    let q = pos % row;
-    let ch = pos / row;
-    let batch = x.shape(0);
     let rows = x.shape(2);
     let cols = x.shape(3);
-    let n0 = ch * (chunk as usize);
-    let mut n1 = n0 + chunk as usize;
-    if n1 > batch {
-        n1 = batch;
-    }
+    let plane = rows * cols;
+    let positions = x.shape(0) * plane;
+    let mut t = UNIT_POS as usize;
     let mut acc = 0.0f32;
     if q < nw {
         let d = q % k;
@@ -226,35 +239,35 @@ fn conv_grad_weight(
         let c = (q / (k * k)) % cin;
         let o = q / (k * k * cin);
         let p = k / 2;
-        for n in n0..n1 {
-            for i in 0..rows {
-                let r = (i + a + p * rows - p) % rows;
-                for j in 0..cols {
-                    let s = (j + d + p * cols - p) % cols;
-                    let delta =
-                        act_grad(gy[at4(gy, n, o, i, j)], y[at4(y, n, o, i, j)], slope, act);
-                    acc += delta * input_at(x, m, n, c, r, s, masked);
-                }
-            }
+        while t < positions {
+            let n = t / plane;
+            let i = (t / cols) % rows;
+            let j = t % cols;
+            let r = (i + a + p * rows - p) % rows;
+            let s = (j + d + p * cols - p) % cols;
+            let delta = act_grad(gy[at4(gy, n, o, i, j)], y[at4(y, n, o, i, j)], slope, act);
+            acc += delta * input_at(x, m, n, c, r, s, masked);
+            t += comptime!(size as usize);
         }
     } else {
         let o = q - nw;
-        for n in n0..n1 {
-            for i in 0..rows {
-                for j in 0..cols {
-                    acc += act_grad(gy[at4(gy, n, o, i, j)], y[at4(y, n, o, i, j)], slope, act);
-                }
-            }
+        while t < positions {
+            let n = t / plane;
+            let i = (t / cols) % rows;
+            let j = t % cols;
+            acc += act_grad(gy[at4(gy, n, o, i, j)], y[at4(y, n, o, i, j)], slope, act);
+            t += comptime!(size as usize);
         }
     }
-    part[pos] = acc;
+    acc
 }
 
-/// The convolution's backward pass but for the sum over chunks, in one launch: the first
-/// `|gx|` threads compute `∂x` ([`conv_grad_input`]), the next `|part|` the partial sums
-/// of `∂w` and `∂b` ([`conv_grad_weight`]); neither reads what the other writes. With
-/// `masked` (the conditioning convolution), `gx` is the state's cotangent `[B, C·V + 1]`:
-/// `m ⊙ ∂x` per sample, then 0 for the ln|det| column.
+/// The convolution's backward pass in one launch of cubes of `size` threads: the first
+/// `⌈|gx| / size⌉` cubes compute `∂x`, a thread per input ([`conv_grad_input`]); each cube
+/// after them one entry of `∂w` or `∂b`, summed over the batch and the lattice by its
+/// threads ([`conv_grad_weight`], [`cube_sum`]). Neither reads what the other writes.
+/// With `masked` (the conditioning convolution), `gx` is the state's cotangent
+/// `[B, C·V + 1]`: `m ⊙ ∂x` per sample, then 0 for the ln|det| column.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn conv_backward_kernel(
@@ -264,75 +277,58 @@ fn conv_backward_kernel(
     y: &Tensor<f32>,
     gy: &Tensor<f32>,
     gx: &mut Tensor<f32>,
-    part: &mut Tensor<f32>,
+    gw: &mut Tensor<f32>,
+    gb: &mut Tensor<f32>,
     kernel: u32,
-    chunk: u32,
     slope: f32,
     #[comptime] act: u32,
     #[comptime] masked: bool,
+    #[comptime] size: u32,
 ) {
-    let pos = ABSOLUTE_POS;
     let nx = gx.len();
-    if pos < nx {
-        let cin = x.shape(1);
-        let rows = x.shape(2);
-        let cols = x.shape(3);
-        let v = cin * rows * cols;
-        if comptime!(masked) {
-            let q = pos % (v + 1);
-            let n = pos / (v + 1);
-            if q == v {
-                gx[pos] = 0.0;
+    let x_cubes = nx.div_ceil(comptime!(size as usize));
+    let cube = CUBE_POS;
+    if cube < x_cubes {
+        let pos = cube * comptime!(size as usize) + UNIT_POS as usize;
+        if pos < nx {
+            let cin = x.shape(1);
+            let rows = x.shape(2);
+            let cols = x.shape(3);
+            let v = cin * rows * cols;
+            if comptime!(masked) {
+                let q = pos % (v + 1);
+                let n = pos / (v + 1);
+                if q == v {
+                    gx[pos] = 0.0;
+                } else {
+                    let s = q % cols;
+                    let r = (q / cols) % rows;
+                    let c = q / (cols * rows);
+                    let g = conv_grad_input(w, y, gy, n, c, r, s, slope, act);
+                    gx[pos] = g * m[at4(m, 0, c, r, s)];
+                }
             } else {
-                let s = q % cols;
-                let r = (q / cols) % rows;
-                let c = q / (cols * rows);
-                let g = conv_grad_input(w, y, gy, n, c, r, s, slope, act);
-                gx[pos] = g * m[at4(m, 0, c, r, s)];
+                let s = pos % cols;
+                let r = (pos / cols) % rows;
+                let c = (pos / (cols * rows)) % cin;
+                let n = pos / v;
+                gx[pos] = conv_grad_input(w, y, gy, n, c, r, s, slope, act);
             }
-        } else {
-            let s = pos % cols;
-            let r = (pos / cols) % rows;
-            let c = (pos / (cols * rows)) % cin;
-            let n = pos / v;
-            gx[pos] = conv_grad_input(w, y, gy, n, c, r, s, slope, act);
         }
-    } else if pos < nx + part.shape(0) * part.shape(1) {
-        conv_grad_weight(
-            x,
-            m,
-            y,
-            gy,
-            part,
-            pos - nx,
-            kernel,
-            chunk,
-            slope,
-            act,
-            masked,
-        );
-    }
-}
-
-/// `∂w` and `∂b` from the partial sums `part [chunks, nw + cout]` of
-/// [`conv_backward_kernel`] ([`conv_grad_weight`]): one thread per weight or bias, summing
-/// over the chunks.
-#[cube(launch)]
-fn conv_sum_chunks_kernel(part: &Tensor<f32>, gw: &mut Tensor<f32>, gb: &mut Tensor<f32>) {
-    let q = ABSOLUTE_POS;
-    let nw = gw.len();
-    let row = nw + gb.len();
-    if q >= row {
-        terminate!();
-    }
-    let mut acc = 0.0f32;
-    for ch in 0..part.shape(0) {
-        acc += part[ch * row + q];
-    }
-    if q < nw {
-        gw[q] = acc;
     } else {
-        gb[q - nw] = acc;
+        let q = cube - x_cubes;
+        let nw = gw.len();
+        if q < nw + gb.len() {
+            let acc = conv_grad_weight(x, m, y, gy, q, kernel, slope, act, masked, size);
+            let total = cube_sum(acc, size);
+            if UNIT_POS == 0 {
+                if q < nw {
+                    gw[q] = total;
+                } else {
+                    gb[q - nw] = total;
+                }
+            }
+        }
     }
 }
 
@@ -382,9 +378,43 @@ fn affine_forward_kernel(
     y[n * row + row - 1] = z[z0 + (row - 1) * z.stride(1)] + ld;
 }
 
-/// One thread per sample, from the cotangent `gy [B, C·V + 1]` of [`affine_forward_kernel`]:
-/// the state's `∂z [B, C·V + 1]`, `∂o [B, 2C, H, W]` (`∂ŝ`, then `∂t`) and the sample's
-/// share of `∂σ` in `part_sigma [B, C]` (`nrg_kernels::affine_backward`).
+/// `∂s` of one site of the affine update from its input `zz`, its output's cotangent `gb`,
+/// `e = e^{±s}`, `f = 1 − m`, the shift `t` and the cotangent `gld` of the ln|det|:
+/// forward `gb e zz + gld`; inverse (`b` the output) `−gb b − gld`, `b = (zz − f t) e`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn affine_grad_s(
+    zz: f32,
+    gb: f32,
+    e: f32,
+    f: f32,
+    t: f32,
+    gld: f32,
+    #[comptime] inverse: bool,
+) -> f32 {
+    let mut gs = gb * e * zz + gld;
+    if comptime!(inverse) {
+        gs = 0.0 - gb * ((zz - f * t) * e) - gld;
+    }
+    gs
+}
+
+/// `e^{s}` (forward) or `e^{−s}` (inverse).
+#[cube]
+fn affine_exp(s: f32, #[comptime] inverse: bool) -> f32 {
+    let mut e = s.exp();
+    if comptime!(inverse) {
+        e = (0.0 - s).exp();
+    }
+    e
+}
+
+/// The backward pass of [`affine_forward_kernel`] from its cotangent `gy [B, C·V + 1]`, in
+/// one launch of cubes of `size` threads: the first `⌈B / size⌉` cubes a thread per sample,
+/// writing the state's `∂z [B, C·V + 1]` and `∂o [B, 2C, H, W]` (`∂ŝ`, then `∂t`); then a
+/// cube per channel `c`, its threads summing `∂σ_c = Σ_{n, sites} ∂s f tanh ŝ` over the
+/// samples and sites ([`cube_sum`]) into `gsigma [1, C, 1, 1]`
+/// (`nrg_kernels::affine_backward`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn affine_backward_kernel(
@@ -395,54 +425,77 @@ fn affine_backward_kernel(
     gy: &Tensor<f32>,
     gz: &mut Tensor<f32>,
     go: &mut Tensor<f32>,
-    part_sigma: &mut Tensor<f32>,
+    gsigma: &mut Tensor<f32>,
     #[comptime] inverse: bool,
+    #[comptime] size: u32,
 ) {
-    let n = ABSOLUTE_POS;
-    if n >= z.shape(0) {
-        terminate!();
-    }
+    let batch = z.shape(0);
     let channels = m.shape(1);
     let rows = m.shape(2);
     let cols = m.shape(3);
     let v = rows * cols;
     let row = channels * v + 1;
-    let z0 = n * z.stride(0);
-    let g0 = n * gy.stride(0);
-    let gld = gy[g0 + channels * v * gy.stride(1)];
-    gz[n * row + channels * v] = gld;
-    for c in 0..channels {
-        let sg = sigma[c * sigma.stride(1)];
-        let mut acc = 0.0f32;
-        for i in 0..rows {
-            for j in 0..cols {
-                let f = 1.0 - m[at4(m, 0, c, i, j)];
-                let th = o[at4(o, n, c, i, j)].tanh();
-                let s = sg * f * th;
-                let t = o[at4(o, n, c + channels, i, j)];
-                let site = i * cols + j;
-                let zz = z[z0 + (c * v + site) * z.stride(1)];
-                let gb = gy[g0 + (c * v + site) * gy.stride(1)];
-                // forward: ∂z = ∂b eˢ, ∂t = f ∂b, ∂s = ∂z z + ∂ln|det|; inverse (b the output):
-                // ∂z = ∂b e^{−s}, ∂t = −f ∂z, ∂s = −∂b b − ∂ln|det|
-                let mut e = s.exp();
-                if comptime!(inverse) {
-                    e = (0.0 - s).exp();
+    let sample_cubes = batch.div_ceil(comptime!(size as usize));
+    let cube = CUBE_POS;
+    if cube < sample_cubes {
+        let n = cube * comptime!(size as usize) + UNIT_POS as usize;
+        if n < batch {
+            let z0 = n * z.stride(0);
+            let g0 = n * gy.stride(0);
+            let gld = gy[g0 + channels * v * gy.stride(1)];
+            gz[n * row + channels * v] = gld;
+            for c in 0..channels {
+                let sg = sigma[c * sigma.stride(1)];
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let f = 1.0 - m[at4(m, 0, c, i, j)];
+                        let th = o[at4(o, n, c, i, j)].tanh();
+                        let t = o[at4(o, n, c + channels, i, j)];
+                        let site = i * cols + j;
+                        let zz = z[z0 + (c * v + site) * z.stride(1)];
+                        let gb = gy[g0 + (c * v + site) * gy.stride(1)];
+                        // ∂z = ∂b e^{±s}; ∂t = f ∂b forward, −f ∂z inverse
+                        let e = affine_exp(sg * f * th, inverse);
+                        let gza = gb * e;
+                        let mut gt = f * gb;
+                        if comptime!(inverse) {
+                            gt = 0.0 - f * gza;
+                        }
+                        let gs = affine_grad_s(zz, gb, e, f, t, gld, inverse);
+                        gz[n * row + c * v + site] = gza;
+                        go[(n * 2 * channels + c) * v + site] = gs * sg * f * (1.0 - th * th);
+                        go[(n * 2 * channels + channels + c) * v + site] = gt;
+                    }
                 }
-                let gza = gb * e;
-                let mut gt = f * gb;
-                let mut gs = gza * zz + gld;
-                if comptime!(inverse) {
-                    gt = 0.0 - f * gza;
-                    gs = 0.0 - gb * ((zz - f * t) * e) - gld;
-                }
-                gz[n * row + c * v + site] = gza;
-                go[(n * 2 * channels + c) * v + site] = gs * sg * f * (1.0 - th * th);
-                go[(n * 2 * channels + channels + c) * v + site] = gt;
-                acc += gs * f * th;
             }
         }
-        part_sigma[n * channels + c] = acc;
+    } else {
+        let c = cube - sample_cubes;
+        if c < channels {
+            let sg = sigma[c * sigma.stride(1)];
+            let mut acc = 0.0f32;
+            let mut p = UNIT_POS as usize;
+            while p < batch * v {
+                let n = p / v;
+                let site = p % v;
+                let i = site / cols;
+                let j = site % cols;
+                let f = 1.0 - m[at4(m, 0, c, i, j)];
+                let th = o[at4(o, n, c, i, j)].tanh();
+                let t = o[at4(o, n, c + channels, i, j)];
+                let g0 = n * gy.stride(0);
+                let gld = gy[g0 + channels * v * gy.stride(1)];
+                let zz = z[n * z.stride(0) + (c * v + site) * z.stride(1)];
+                let gb = gy[g0 + (c * v + site) * gy.stride(1)];
+                let e = affine_exp(sg * f * th, inverse);
+                acc += affine_grad_s(zz, gb, e, f, t, gld, inverse) * f * th;
+                p += comptime!(size as usize);
+            }
+            let total = cube_sum(acc, size);
+            if UNIT_POS == 0 {
+                gsigma[c] = total;
+            }
+        }
     }
 }
 
@@ -843,9 +896,9 @@ fn chain_backward_kernel(
     }
 }
 
-/// Partial sums, over the columns `chunk·q … chunk·(q+1)` of chunk `q`, of every
-/// parameter's gradient of the chain in its flat layout (`part [chunks, K·net + K]`, see
-/// [`net_layout`]), from the per-column factors [`chain_backward_kernel`] wrote:
+/// Every parameter's gradient of the chain in its flat layout (`gp [K·net + K]`, see
+/// [`net_layout`]), a cube of `size` threads per parameter summing over the columns
+/// ([`cube_sum`]), from the per-column factors [`chain_backward_kernel`] wrote:
 /// `∂W_l[k, twin, i, o] = Σ_n a_l[2k + twin, i, n] δ_l[2k + twin, o, n]`,
 /// `∂b_l[k, twin, o] = Σ_n δ_l[2k + twin, o, n]`, `∂σ_k = Σ_n gσ[k, n]`.
 #[cube(launch)]
@@ -853,29 +906,26 @@ fn chain_grad_params_kernel(
     acts: &Tensor<f32>,
     deltas: &Tensor<f32>,
     gsigma: &Tensor<f32>,
-    part: &mut Tensor<f32>,
-    chunk: u32,
+    gp: &mut Tensor<f32>,
     #[comptime] widths: Vec<usize>,
     #[comptime] couplings: usize,
+    #[comptime] size: u32,
 ) {
     let net_len = comptime!(net_layout(&widths).1);
     let row = comptime!(couplings * (net_layout(&widths).1 + 1));
-    let pos = ABSOLUTE_POS;
-    if pos >= part.shape(0) * row {
+    let q = CUBE_POS;
+    if q >= row {
         terminate!();
     }
-    let q = pos % row;
-    let n0 = (pos / row) * (chunk as usize);
     let cols = gsigma.shape(1);
-    let mut n1 = n0 + chunk as usize;
-    if n1 > cols {
-        n1 = cols;
-    }
+    let step = comptime!(size as usize);
+    let mut n = UNIT_POS as usize;
     let mut acc = 0.0f32;
     if q >= comptime!(couplings * net_layout(&widths).1) {
         let at = (q - comptime!(couplings * net_layout(&widths).1)) * cols;
-        for n in n0..n1 {
+        while n < cols {
             acc += gsigma[at + n];
+            n += step;
         }
     } else {
         let k = q / net_len;
@@ -893,34 +943,24 @@ fn chain_grad_params_kernel(
                 let slot = 2 * k + e / comptime!(widths[l] * widths[l + 1]);
                 let a_at = a_base + (slot * wi + (e / wo) % wi) * cols;
                 let d_at = d_base + (slot * wo + e % wo) * cols;
-                for n in n0..n1 {
+                while n < cols {
                     acc += acts[a_at + n] * deltas[d_at + n];
+                    n += step;
                 }
             } else if r >= b0 && r < comptime!(net_layout(&widths).0[l].1 + 2 * widths[l + 1]) {
                 let e = r - b0;
                 let d_at = d_base + ((2 * k + e / wo) * wo + e % wo) * cols;
-                for n in n0..n1 {
+                while n < cols {
                     acc += deltas[d_at + n];
+                    n += step;
                 }
             }
         }
     }
-    part[pos] = acc;
-}
-
-/// `out[q] = Σ_c part[c, q]`: partial sums over chunks summed, one thread per entry.
-#[cube(launch)]
-fn sum_chunks_kernel(part: &Tensor<f32>, out: &mut Tensor<f32>) {
-    let q = ABSOLUTE_POS;
-    let row = out.len();
-    if q >= row {
-        terminate!();
+    let total = cube_sum(acc, size);
+    if UNIT_POS == 0 {
+        gp[q] = total;
     }
-    let mut acc = 0.0f32;
-    for ch in 0..part.shape(0) {
-        acc += part[ch * row + q];
-    }
-    out[q] = acc;
 }
 
 /// The tensor as f32.
@@ -968,6 +1008,17 @@ fn grid(t: &CubeTensor, units: usize, dim: CubeDim) -> CubeCount {
 /// The threads per cube of the chain kernels: each holds the chain's states and a twin
 /// MLP's activations, so cubes are kept small.
 const CHAIN_CUBE: u32 = 64;
+
+/// The threads per cube of the kernels that sum within a cube ([`cube_sum`]): a power of
+/// two, and within the 256 invocations per workgroup every WebGPU device allows.
+const SUM_CUBE: u32 = 256;
+
+/// At least `cubes` cubes of [`SUM_CUBE`] threads (the kernels that index by `CUBE_POS`
+/// leave the extra ones idle, uniformly per cube).
+fn sum_grid(t: &CubeTensor, cubes: usize) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new_1d(SUM_CUBE);
+    (grid(t, cubes * SUM_CUBE as usize, dim), dim)
+}
 
 fn check_conv(x: &CubeTensor, w: &CubeTensor) -> [usize; 4] {
     let (xs, ws) = (x.meta.shape(), w.meta.shape());
@@ -1142,20 +1193,19 @@ impl F32 {
                 zeros(Shape::new([cout])),
             );
         }
-        // Enough (weight, chunk) pairs to fill a GPU, each chunk a run of whole samples;
-        // `∂x` and those partial sums in one launch.
-        let nw = cout * cin * k * k;
-        let row = nw + cout;
-        let (chunk, chunks) = super::column_chunks(row, batch, 32_768);
-        let part = empty(&x, Shape::new([chunks, row]));
-        let units = units + chunks * row;
-        let dim = CubeDim::new(&client, units);
+        // `∂x` (a thread per input) and `∂w`, `∂b` (a cube per entry) in one launch, each
+        // into its own buffer: slicing one row of both would copy wherever the device's
+        // buffer-offset alignment (≥ 64 bytes on NVIDIA) does not divide the pieces' offsets.
+        let gw = empty(&x, Shape::new([cout, cin, k, k]));
+        let gb = empty(&x, Shape::new([cout]));
+        let cubes = units.div_ceil(SUM_CUBE as usize) + cout * cin * k * k + cout;
+        let (count, dim) = sum_grid(&x, cubes);
         let masked = mask.is_some();
         // without a mask, `m` is not read
         let m = mask.unwrap_or_else(|| x.clone());
         conv_backward_kernel::launch(
             &client,
-            grid(&x, units, dim),
+            count,
             dim,
             x.into_tensor_arg(),
             m.into_tensor_arg(),
@@ -1163,26 +1213,13 @@ impl F32 {
             y.into_tensor_arg(),
             gy.into_tensor_arg(),
             gx.clone().into_tensor_arg(),
-            part.clone().into_tensor_arg(),
+            gw.clone().into_tensor_arg(),
+            gb.clone().into_tensor_arg(),
             k as u32,
-            chunk as u32,
             slope,
             code,
             masked,
-        );
-        // One launch sums the chunks for both, into their own buffers: slicing one summed
-        // row would copy wherever the device's buffer-offset alignment (≥ 64 bytes on
-        // NVIDIA) does not divide the pieces' offsets.
-        let gw = empty(&part, Shape::new([cout, cin, k, k]));
-        let gb = empty(&part, Shape::new([cout]));
-        let dim = CubeDim::new(&client, row);
-        conv_sum_chunks_kernel::launch(
-            &client,
-            grid(&part, row, dim),
-            dim,
-            part.into_tensor_arg(),
-            gw.clone().into_tensor_arg(),
-            gb.clone().into_tensor_arg(),
+            SUM_CUBE,
         );
         (gx, gw, gb)
     }
@@ -1277,11 +1314,11 @@ impl F32 {
             let zeros = Ops::float_zeros(Shape::new([1, c, 1, 1]), &z.device, FloatDType::F32);
             return (gz, go, zeros);
         }
-        let part = empty(&z, Shape::new([b, c]));
-        let dim = CubeDim::new(&z.client, b);
+        let gs = empty(&z, Shape::new([1, c, 1, 1]));
+        let (count, dim) = sum_grid(&z, b.div_ceil(SUM_CUBE as usize) + c);
         affine_backward_kernel::launch(
             &z.client.clone(),
-            grid(&z, b, dim),
+            count,
             dim,
             z.into_tensor_arg(),
             o.into_tensor_arg(),
@@ -1290,10 +1327,10 @@ impl F32 {
             gy.into_tensor_arg(),
             gz.clone().into_tensor_arg(),
             go.clone().into_tensor_arg(),
-            part.clone().into_tensor_arg(),
+            gs.clone().into_tensor_arg(),
             direction == Direction::Inverse,
+            SUM_CUBE,
         );
-        let gs = Ops::float_reshape(Ops::float_sum_dim(part, 0), Shape::new([1, c, 1, 1]));
         (gz, go, gs)
     }
 
@@ -1374,34 +1411,21 @@ impl F32 {
             shape.direction == Direction::Inverse,
             code,
         );
-        // Every parameter's gradient, in the flat layout: partial sums over column chunks
-        // (enough (parameter, chunk) pairs to fill a GPU), then one sum over the chunks.
-        let client = gsigma.client.clone();
+        // Every parameter's gradient, in the flat layout: a cube per parameter.
         let row = kk * (net_layout(widths).1 + 1);
-        let (chunk, chunks) = super::column_chunks(row, cols, 131_072);
-        let part = empty(&gsigma, Shape::new([chunks, row]));
-        let units = chunks * row;
-        let dim = CubeDim::new(&client, units);
+        let gp = empty(&gsigma, Shape::new([row]));
+        let (count, dim) = sum_grid(&gsigma, row);
         chain_grad_params_kernel::launch(
-            &client,
-            grid(&gsigma, units, dim),
+            &gsigma.client.clone(),
+            count,
             dim,
             acts.into_tensor_arg(),
             deltas.into_tensor_arg(),
-            gsigma.clone().into_tensor_arg(),
-            part.clone().into_tensor_arg(),
-            chunk as u32,
+            gsigma.into_tensor_arg(),
+            gp.clone().into_tensor_arg(),
             widths.clone(),
             kk,
-        );
-        let gp = empty(&part, Shape::new([row]));
-        let dim = CubeDim::new(&client, row);
-        sum_chunks_kernel::launch(
-            &client,
-            grid(&part, row, dim),
-            dim,
-            part.into_tensor_arg(),
-            gp.clone().into_tensor_arg(),
+            SUM_CUBE,
         );
         (gx, gp)
     }

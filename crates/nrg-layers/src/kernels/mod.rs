@@ -360,18 +360,6 @@ pub struct MlpShape {
     pub hidden: Activation,
 }
 
-/// How a sum over `cols` columns of `row` independent sums is cut into chunks of
-/// consecutive columns, so that `chunks · row` threads (one per sum and chunk) come to
-/// about `target`: `(chunk, chunks)`, columns per chunk and their number
-/// (`(chunks − 1)·chunk < cols ≤ chunks·chunk`; `chunks · row < target + row`). Both at
-/// least 1 (for `cols = 0`, one empty chunk).
-#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
-pub(crate) fn column_chunks(row: usize, cols: usize, target: usize) -> (usize, usize) {
-    let wanted = target.div_ceil(row.max(1)).clamp(1, cols.max(1));
-    let chunk = cols.div_ceil(wanted).max(1);
-    (chunk, cols.div_ceil(chunk).max(1))
-}
-
 /// The shape of a fused coupling chain (a [`crate::BlockRealNvp`] on `[2, h, N]`):
 /// `couplings` affine couplings, each with a twin MLP of widths `h → … → h`.
 #[derive(Clone, Debug, PartialEq)]
@@ -390,32 +378,6 @@ pub struct ChainShape {
 mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, Gradients};
-
-    /// Every column in exactly one chunk, no empty chunk, about `target` threads.
-    #[test]
-    fn column_chunks_cover_the_columns() {
-        for (row, cols, target) in [
-            (345, 300, 131_072),
-            (1485, 301, 131_072),
-            (3250, 32_768, 131_072),
-            (200_000, 97, 131_072),
-            (10, 1, 32_768),
-            (1, 1_000_003, 32_768),
-            (7, 0, 100),
-        ] {
-            let (chunk, chunks) = column_chunks(row, cols, target);
-            assert!(chunk >= 1 && chunks >= 1, "{row} {cols}");
-            assert!(cols <= chunks * chunk, "{row} {cols}: all columns");
-            assert!(
-                cols == 0 || (chunks - 1) * chunk < cols,
-                "{row} {cols}: no empty chunk"
-            );
-            assert!(
-                chunks * row < target + row || chunks == 1,
-                "{row} {cols}: threads"
-            );
-        }
-    }
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar()
@@ -579,6 +541,8 @@ mod tests {
                 ([5, 2, 6, 4], [3, 2, 3, 3]),
                 ([1, 1, 4, 4], [2, 1, 5, 5]),
                 ([2, 3, 8, 8], [4, 3, 3, 3]),
+                // more inputs and more (sample, site) positions than a cube has threads
+                ([9, 2, 8, 6], [3, 2, 3, 3]),
             ] {
                 // Inputs drawn on flex (the reference), copied to wgpu.
                 let x = Tensor::<4>::random(xs, n, &flex).require_grad();
