@@ -382,7 +382,6 @@ fn affine_forward_kernel(
 /// `e = e^{±s}`, `f = 1 − m`, the shift `t` and the cotangent `gld` of the ln|det|:
 /// forward `gb e zz + gld`; inverse (`b` the output) `−gb b − gld`, `b = (zz − f t) e`.
 #[cube]
-#[allow(clippy::too_many_arguments)]
 fn affine_grad_s(
     zz: f32,
     gb: f32,
