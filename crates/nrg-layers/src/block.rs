@@ -503,9 +503,9 @@ mod tests {
         assert!(kernels::hot_paths(&dev).is_some(), "wgpu has the hot paths");
         let flex = Device::flex().autodiff();
         chain_equals_composite(&dev, &flex, [1, 2, 3], vec![5, 5], 300);
-        // The parameter gradient's column chunks: 3 columns each, the last 2.
+        // More columns than the parameter gradient's cubes have threads (256), the last
+        // stride partial: 1001 = 3·256 + 233, 301 = 256 + 45.
         chain_equals_composite(&dev, &flex, [1, 2, 3], vec![5, 5], 1001);
-        // 4 columns each, the last 1.
         chain_equals_composite(&dev, &flex, [2, 4, 3], vec![7], 301);
     }
 

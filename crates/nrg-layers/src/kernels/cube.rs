@@ -188,7 +188,8 @@ fn conv_grad_input(
 
 /// The sum of `acc` over the `size` threads of the cube (a power of two; a tree in shared
 /// memory), returned to every thread. Every thread of the cube must call it (it
-/// synchronises the cube).
+/// synchronises the cube), and the launch's cube must have exactly `size` threads
+/// ([`sum_grid`] with [`SUM_CUBE`]).
 #[cube]
 fn cube_sum(acc: f32, #[comptime] size: u32) -> f32 {
     let mut shared = Shared::<[f32]>::new_slice(comptime!(size as usize));
