@@ -345,10 +345,11 @@ const WGPU_TEST_PROFILE: [&str; 4] = [
 /// The wgpu tests `test-wgpu` must see pass: a filter that matched nothing (a test renamed,
 /// a feature gate changed) would otherwise pass with "0 passed". New `cube_…` tests run by
 /// the filter without being listed here.
-const WGPU_KERNEL_TESTS: [&str; 3] = [
+const WGPU_KERNEL_TESTS: [&str; 4] = [
     "coupling::tests::cube_affine_equals_composite_with_gradients",
     "kernels::tests::cube_conv_equals_reference_with_gradients",
     "block::tests::cube_chain_equals_composite_couplings_with_gradients",
+    "block::tests::cube_layer_on_state_equals_gathered_composite_with_gradients",
 ];
 const WGPU_CLI_TESTS: [&str; 1] = ["wgpu_gives_the_same_physics_as_the_cpu"];
 

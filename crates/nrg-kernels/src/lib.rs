@@ -19,6 +19,8 @@
 //!   a coupling stack's state (field and log-det so far);
 //! - [`chain`]: a chain of affine couplings on a block's two halves (NeuralRG's block
 //!   bijector) and its log-det;
+//! - [`blocks`]: the blocks of a hierarchical layer gathered from the flow's state for the
+//!   chain and scattered back;
 //! - [`circulant`]: the circulant convolution of a field with a periodic kernel (or with its
 //!   inverse) by FFT, `O(V log V)`.
 //!
@@ -33,6 +35,7 @@
 
 pub mod activation;
 pub mod affine;
+pub mod blocks;
 pub mod chain;
 pub mod circulant;
 pub mod conv;
@@ -46,6 +49,7 @@ pub use activation::Activation;
 pub use affine::{
     AffineGeometry, affine_backward, affine_forward, conditioning, conditioning_backward,
 };
+pub use blocks::{BlockGeometry, block_gather, block_scatter};
 pub use chain::{ChainGeometry, chain_backward, chain_forward};
 pub use circulant::{CirculantGeometry, circulant_backward, circulant_forward};
 pub use conv::{ConvGeometry, conv_backward, conv_forward};

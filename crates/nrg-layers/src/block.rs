@@ -24,6 +24,9 @@
 //! cubecl backend with the `wgpu` feature); elsewhere it is composed
 //! from burn's operations, coupling by coupling. Plain subnets keep all their weights and
 //! biases and the `σ_k` as one parameter in that operation's flat layout ([`PlainChain`]).
+//! On the same devices a whole layer of a hierarchical flow — the bijector on every block
+//! of a dilated sublattice, gathered from the flow's state `[B, C·L² + 1]` and scattered
+//! back with the blocks' ln|det| — is one operation as well ([`BlockRealNvp::layer_on_state`]).
 
 use crate::kernels::{self, Direction};
 use crate::mlp::{self, TwinMlp, TwinMlpConfig};
@@ -97,6 +100,20 @@ pub struct PlainChain {
 pub struct ResidualChain {
     nets: Vec<TwinMlp>,
     scale: Param<Tensor<1>>,
+}
+
+/// Where the blocks of one layer of a hierarchical flow sit on an `L × L` lattice: block
+/// `(I, J)`'s entry `(i, j)` at row `((I·b + i)·d + o) mod L`, column `((J·b + j)·d + o) mod
+/// L` (`b` the bijector's block side; NeuralRG's disentangler has `o = (b/2)·d`, its
+/// decimator `o = 0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockPlacement {
+    /// Lattice side `L`.
+    pub size: usize,
+    /// Dilation `d`, the spacing of the sublattice the blocks are cut from.
+    pub dilation: usize,
+    /// Offset `o` in lattice units.
+    pub offset: usize,
 }
 
 impl BlockRealNvpConfig {
@@ -181,24 +198,71 @@ impl BlockRealNvp {
     /// where it is available: flex or the cubecl backend ([`kernels::hot_paths`]), affine
     /// couplings, plain MLP subnets (whose flat parameters are the kernel's, as they are).
     fn fused(&self, x: Tensor<4>, direction: Direction) -> Option<(Tensor<4>, Tensor<1>)> {
+        let (params, shape) = self.plain_chain(direction)?;
+        let fused = kernels::hot_paths(&x.device())?;
+        let n = x.dims()[0];
+        let half = self.channels * self.block * self.block / 2;
+        let out = fused.coupling_chain(self.halves(x), params, shape);
+        let y = self.join_halves(out.clone().slice_dim(0, 0..2 * half).reshape([2, half, n]));
+        Some((y, out.slice_dim(0, 2 * half..2 * half + 1).reshape([n])))
+    }
+
+    /// The flat parameters and the [`kernels::ChainShape`] of the chain in `direction`, for
+    /// the chain kernels: `None` for residual subnets, additive couplings or no coupling.
+    fn plain_chain(&self, direction: Direction) -> Option<(Tensor<1>, kernels::ChainShape)> {
         let Subnets::Plain(chain) = &self.subnets else {
             return None;
         };
         if self.additive || self.couplings == 0 {
             return None;
         }
-        let fused = kernels::hot_paths(&x.device())?;
-        let n = x.dims()[0];
-        let half = self.channels * self.block * self.block / 2;
         let shape = kernels::ChainShape {
             couplings: self.couplings,
             widths: chain.widths.clone(),
             hidden: kernels::Activation::Elu,
             direction,
         };
-        let out = fused.coupling_chain(self.halves(x), chain.params.val(), shape);
-        let y = self.join_halves(out.clone().slice_dim(0, 0..2 * half).reshape([2, half, n]));
-        Some((y, out.slice_dim(0, 2 * half..2 * half + 1).reshape([n])))
+        Some((chain.params.val(), shape))
+    }
+
+    /// Whether [`Self::layer_on_state`] exists for states on `device`.
+    pub fn runs_on_state(&self, device: &Device) -> bool {
+        self.plain_chain(Direction::Forward).is_some() && kernels::hot_paths(device).is_some()
+    }
+
+    /// The bijector on every block of one layer of a hierarchical flow, as one operation on
+    /// the flow's *state* `[B, C·L² + 1]` (each sample's field flattened as `(channel, row,
+    /// col)`, then its ln|det| so far; [`crate::pack_state`]): every `b × b` block of the
+    /// sublattice of spacing `placement.dilation`, shifted by `placement.offset`, goes
+    /// through the forward (or inverse) couplings, and the blocks' ln|det| is added to the
+    /// sample's ([`kernels::HotPaths::block_layer`]; `nrg_kernels::blocks` for the layout).
+    /// The same numbers as gathering the blocks into `[B·m², C, b, b]`, applying
+    /// [`Bijector::forward`] (or `inverse`) and scattering them back, in one operation
+    /// where that took about twenty on a GPU (decision 74).
+    ///
+    /// `None` where the operation does not exist: no hot paths on the state's device
+    /// ([`kernels::hot_paths`]), residual subnets, additive couplings or no coupling.
+    ///
+    /// # Panics
+    /// Where the state is not `[B, C·L² + 1]` for `L = placement.size`, or the blocks do
+    /// not tile the sublattice (`L` a multiple of `dilation·b`).
+    pub fn layer_on_state(
+        &self,
+        state: Tensor<2>,
+        placement: BlockPlacement,
+        direction: Direction,
+    ) -> Option<Tensor<2>> {
+        let (params, chain) = self.plain_chain(direction)?;
+        let hot = kernels::hot_paths(&state.device())?;
+        let shape = kernels::BlockLayerShape {
+            channels: self.channels,
+            size: placement.size,
+            dilation: placement.dilation,
+            block: self.block,
+            offset: placement.offset,
+            chain,
+        };
+        Some(hot.block_layer(state, params, shape))
     }
 
     /// `(s, t)` of coupling `k` from the conditioning half, all `[D/2, N]`; `s` is `None`
@@ -356,6 +420,30 @@ pub enum BlockBijector {
     Ode(crate::ode::BlockOde),
     /// The fixed 2×2 Haar transform.
     Haar(HaarBlock),
+}
+
+impl BlockBijector {
+    /// Whether [`Self::layer_on_state`] exists for states on `device`.
+    pub fn runs_on_state(&self, device: &Device) -> bool {
+        match self {
+            BlockBijector::RealNvp(b) => b.runs_on_state(device),
+            BlockBijector::Ode(_) | BlockBijector::Haar(_) => false,
+        }
+    }
+
+    /// [`BlockRealNvp::layer_on_state`] of a RealNVP block; `None` for the others (their
+    /// layers gather the blocks with burn's operations).
+    pub fn layer_on_state(
+        &self,
+        state: Tensor<2>,
+        placement: BlockPlacement,
+        direction: Direction,
+    ) -> Option<Tensor<2>> {
+        match self {
+            BlockBijector::RealNvp(b) => b.layer_on_state(state, placement, direction),
+            BlockBijector::Ode(_) | BlockBijector::Haar(_) => None,
+        }
+    }
 }
 
 impl Bijector for BlockBijector {
@@ -591,6 +679,151 @@ mod tests {
                 assert!(
                     max_diff(a, b) < 1e-4 * scale,
                     "inverse {inverse}: piece {k}: {}",
+                    max_diff(a, b)
+                );
+                at += n;
+            }
+        }
+    }
+
+    /// A layer on the state equals gathering the blocks by their sites, the composite
+    /// couplings and scattering back, on flex with autodiff, for every placement a flow on
+    /// L = 8 uses (2×2 blocks at d = 1, 2, 4 with the disentangler's and the decimator's
+    /// offsets; 4×4 blocks with two channels at d = 1, 2): values, the ln|det| column, the
+    /// gradients of the state and of every parameter, both directions (tolerances as in
+    /// [`chain_equals_composite`]).
+    #[test]
+    fn layer_on_state_equals_gathered_composite_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
+        let flex = Device::flex().autodiff();
+        for d in [1, 2, 4] {
+            for offset in [0, d] {
+                layer_equals_composite(&flex, &flex, [1, 2, 3], vec![5], [3, 8, d, offset]);
+            }
+        }
+        for d in [1, 2] {
+            for offset in [0, 2 * d] {
+                layer_equals_composite(&flex, &flex, [2, 4, 2], vec![6], [2, 8, d, offset]);
+            }
+        }
+    }
+
+    /// The same for the CubeCL gather and scatter around the chain kernels on the wgpu
+    /// device, against the composite on flex (see
+    /// [`cube_chain_equals_composite_couplings_with_gradients`] for why flex): a
+    /// disentangler and a decimator with 2×2 blocks on 5 samples of 16 × 16 (320 blocks,
+    /// more than a cube's 256 threads) and a dilated 4×4 layer with two channels.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn cube_layer_on_state_equals_gathered_composite_with_gradients() {
+        let _rng = crate::test_util::rng_lock();
+        let dev = crate::test_util::wgpu_device().autodiff();
+        let flex = Device::flex().autodiff();
+        layer_equals_composite(&dev, &flex, [1, 2, 3], vec![5], [5, 16, 1, 1]);
+        layer_equals_composite(&dev, &flex, [1, 2, 3], vec![5], [5, 16, 2, 0]);
+        layer_equals_composite(&dev, &flex, [2, 4, 2], vec![6], [2, 8, 2, 4]);
+    }
+
+    /// [`BlockRealNvp::layer_on_state`] on `dev` against the reference on `reference`
+    /// (the same parameters and state): the blocks gathered with a `select` of the sites
+    /// `nrg_kernels::BlockGeometry::site` gives (itself checked against the definition in
+    /// `nrg_kernels::blocks`' tests), [`BlockRealNvp::composite_forward`] (or inverse),
+    /// and put back over the field with its block sites zeroed, the ln|det| summed per
+    /// sample. Blocks `[channels, side, side]` with `couplings` couplings, hidden widths
+    /// `hidden`, on `batch` samples of `L × L` at dilation `d` and offset `o`.
+    fn layer_equals_composite(
+        dev: &Device,
+        reference: &Device,
+        [c, side, couplings]: [usize; 3],
+        hidden: Vec<usize>,
+        [batch, l, d, o]: [usize; 4],
+    ) {
+        use burn::tensor::{IndexingUpdateOp, Int, TensorData};
+        reference.seed(5);
+        let block_ref = BlockRealNvpConfig::new(c, side, couplings, hidden)
+            .with_zero_init(false)
+            .init(reference);
+        let block = block_ref.clone().fork(dev);
+        let width = c * l * l + 1;
+        let normal = Distribution::Normal(0.0, 1.0);
+        let z_ref = Tensor::<2>::random([batch, width], normal, reference).require_grad();
+        let cot = Tensor::<2>::random([batch, width], normal, reference);
+        let z = Tensor::<2>::from_data(z_ref.to_data(), dev).require_grad();
+        let g = nrg_kernels::BlockGeometry {
+            batch,
+            channels: c,
+            size: l,
+            dilation: d,
+            block: side,
+            offset: o,
+        };
+        let (h, mm) = (g.half(), g.per_side().pow(2));
+        // The sites in the blocks' batch order [m², C, b, b]: entry e of a block is chain
+        // row (e mod 2)·h + ⌊e/2⌋.
+        let sites: Vec<i64> = (0..mm)
+            .flat_map(|blk| (0..2 * h).map(move |e| g.site((e % 2) * h + e / 2, blk) as i64))
+            .collect();
+        let n = sites.len();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(sites.clone(), [n]), reference);
+        let mut keep = vec![1.0f32; c * l * l];
+        for &site in &sites {
+            keep[site as usize] = 0.0;
+        }
+        let keep = Tensor::<2>::from_data(TensorData::new(keep, [1, c * l * l]), reference);
+        let placement = BlockPlacement {
+            size: l,
+            dilation: d,
+            offset: o,
+        };
+        for direction in [Direction::Forward, Direction::Inverse] {
+            let got = block.layer_on_state(z.clone(), placement, direction);
+            assert_eq!(got.is_some(), kernels::hot_paths(dev).is_some());
+            let Some(got) = got else {
+                return;
+            };
+            let field = z_ref.clone().slice_dim(1, 0..c * l * l);
+            let blocks = field.clone().select(1, index.clone());
+            let blocks = blocks.reshape([batch * mm, c, side, side]);
+            let (y, ld) = match direction {
+                Direction::Forward => block_ref.composite_forward(blocks),
+                Direction::Inverse => block_ref.composite_inverse(blocks),
+            };
+            let field = (field * keep.clone()).select_assign(
+                1,
+                index.clone(),
+                y.reshape([batch, n]),
+                IndexingUpdateOp::Add,
+            );
+            let ld =
+                z_ref.clone().slice_dim(1, c * l * l..width) + ld.reshape([batch, mm]).sum_dim(1);
+            let want = Tensor::cat(vec![field, ld], 1);
+
+            let vals = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+            let case = format!("{direction:?} C={c} b={side} L={l} d={d} o={o}");
+            assert!(
+                max_diff(&vals(got.clone()), &vals(want.clone())) < 1e-5,
+                "{case}: values"
+            );
+            let cot1 = Tensor::<2>::from_data(cot.to_data(), dev);
+            let g1 = (got * cot1).sum().backward();
+            let g2 = (want * cot.clone()).sum().backward();
+            let gz = |z: &Tensor<2>, g: &Gradients| vals(z.grad(g).unwrap());
+            assert!(
+                max_diff(&gz(&z, &g1), &gz(&z_ref, &g2)) < 1e-4,
+                "{case}: d state"
+            );
+            let (mut p1, mut p2) = (GradsOf(&g1, vec![]), GradsOf(&g2, vec![]));
+            block.visit(&mut p1);
+            block_ref.visit(&mut p2);
+            assert_eq!(p1.1.len(), 1, "one parameter");
+            let (a, b) = (&p1.1[0], &p2.1[0]);
+            let mut at = 0;
+            for (k, n) in block.flat_pieces().unwrap().lengths.into_iter().enumerate() {
+                let (a, b) = (&a[at..at + n], &b[at..at + n]);
+                let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                assert!(
+                    max_diff(a, b) < 1e-4 * scale,
+                    "{case}: piece {k}: {}",
                     max_diff(a, b)
                 );
                 at += n;

@@ -44,7 +44,9 @@ pub mod subnet;
 #[cfg(test)]
 mod test_util;
 
-pub use block::{BlockBijector, BlockRealNvp, BlockRealNvpConfig, FlatPieces, HaarBlock};
+pub use block::{
+    BlockBijector, BlockPlacement, BlockRealNvp, BlockRealNvpConfig, FlatPieces, HaarBlock,
+};
 pub use circulant::CirculantLinear;
 pub use coupling::{AffineCoupling, AffineCouplingConfig, CouplingStack, pack_state, unpack_state};
 pub use mask::MaskKind;

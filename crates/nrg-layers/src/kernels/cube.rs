@@ -19,6 +19,11 @@
 //!                 ln|det| += ±Σ s;
 //!                 backward ∂z, ∂ŝ, ∂t a thread per sample, and in the same launch a cube
 //!                 per channel summing ∂σ over the samples and sites
+//! block layer     a thread per entry of the chain's input, gathered from the hierarchical
+//!                 flow's state; the chain; a thread per entry of the new state (block
+//!                 sites from the chain's output, the rest copied, a thread per sample
+//!                 summing its blocks' ln|det|); backward the same gathers and scatter
+//!                 around the chain's backward pass
 //! chain forward   one thread per column: the K couplings and their twin MLPs in registers
 //! chain backward  one thread per column: the chain recomputed (K + 1 states kept), the
 //!                 couplings walked back, each layer's input a_l and output cotangent δ_l
@@ -30,7 +35,7 @@
 //! are allocated contiguous. Everything is f32 (other float types are cast).
 
 use super::hot::HotOps;
-use super::{Activation, ChainShape, Direction};
+use super::{Activation, BlockLayerShape, ChainShape, Direction};
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{DType, FloatDType, Shape};
 use burn_cubecl::CubeBackend;
@@ -963,6 +968,97 @@ fn chain_grad_params_kernel(
     }
 }
 
+/// One thread per entry of the chain's `[R, N]`: row `r < 2h` of column `n = s·m² + blk`
+/// from the site `nrg_kernels::BlockGeometry::site(r, blk)` of sample `s` of `src`
+/// `[B, C·L² + 1]`; row `2h` (where `R = 2h + 1`) from the sample's ln|det| entry.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn block_gather_kernel(
+    src: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    channels: u32,
+    size: u32,
+    dilation: u32,
+    block: u32,
+    offset: u32,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= out.len() {
+        terminate!();
+    }
+    let (l, b, d) = (size as usize, block as usize, dilation as usize);
+    let m = l / (d * b);
+    let mm = m * m;
+    let cols = out.shape(1);
+    let r = pos / cols;
+    let col = pos % cols;
+    let s = col / mm;
+    let blk = col % mm;
+    let h = channels as usize * b * b / 2;
+    let mut site = channels as usize * l * l;
+    if r < 2 * h {
+        let e = 2 * (r % h) + r / h;
+        let c = e / (b * b);
+        let row = ((blk / m * b + (e / b) % b) * d + offset as usize) % l;
+        let cl = ((blk % m * b + e % b) * d + offset as usize) % l;
+        site = (c * l + row) * l + cl;
+    }
+    out[pos] = src[s * src.stride(0) + site * src.stride(1)];
+}
+
+/// One thread per entry of the state `[B, C·L² + 1]`: a block site from `values`
+/// `[R, N]` (`nrg_kernels::BlockGeometry::slot`), any other site and the ln|det| from
+/// `base`; with `add_logdet`, the sum of `values`' row `2h` over the sample's `m²` blocks
+/// added to the ln|det|.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn block_scatter_kernel(
+    base: &Tensor<f32>,
+    values: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    channels: u32,
+    size: u32,
+    dilation: u32,
+    block: u32,
+    offset: u32,
+    #[comptime] add_logdet: bool,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= out.len() {
+        terminate!();
+    }
+    let (l, b, d) = (size as usize, block as usize, dilation as usize);
+    let m = l / (d * b);
+    let mm = m * m;
+    let h = channels as usize * b * b / 2;
+    let cols = values.shape(1);
+    let w = out.shape(1);
+    let s = pos / w;
+    let q = pos % w;
+    let mut v = base[s * base.stride(0) + q * base.stride(1)];
+    if q + 1 == w {
+        if comptime!(add_logdet) {
+            let at = 2 * h * cols + s * mm;
+            for blk in 0..mm {
+                v += values[at + blk];
+            }
+        }
+    } else {
+        let c = q / (l * l);
+        let o = offset as usize % l;
+        let rr = ((q / l) % l + l - o) % l;
+        let cc = (q % l + l - o) % l;
+        let ri = rr / d;
+        let ci = cc / d;
+        if ri * d == rr && ci * d == cc {
+            let e = (c * b + ri % b) * b + ci % b;
+            let r = (e % 2) * h + e / 2;
+            v = values[r * cols + s * mm + (ri / b) * m + ci / b];
+        }
+    }
+    out[pos] = v;
+}
+
 /// The tensor as f32.
 fn f32_tensor(t: CubeTensor) -> CubeTensor {
     if t.dtype == DType::F32 {
@@ -1334,6 +1430,92 @@ impl F32 {
         (gz, go, gs)
     }
 
+    /// The blocks of `src` `[B, C·L² + 1]` as the chain's `[rows, N]`
+    /// ([`block_gather_kernel`]).
+    fn block_gather(src: CubeTensor, shape: &BlockLayerShape, rows: usize) -> CubeTensor {
+        let g = shape.geometry(src.meta.shape()[0]);
+        let out = empty(&src, Shape::new([rows, g.columns()]));
+        let units = rows * g.columns();
+        if units == 0 {
+            return out;
+        }
+        let dim = CubeDim::new(&src.client, units);
+        block_gather_kernel::launch(
+            &src.client.clone(),
+            grid(&src, units, dim),
+            dim,
+            src.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            g.channels as u32,
+            g.size as u32,
+            g.dilation as u32,
+            g.block as u32,
+            g.offset as u32,
+        );
+        out
+    }
+
+    /// `base` `[B, C·L² + 1]` with its block sites from `values` `[R, N]` (contiguous) and,
+    /// with `add_logdet`, the blocks' ln|det| added ([`block_scatter_kernel`]).
+    fn block_scatter(
+        base: CubeTensor,
+        values: CubeTensor,
+        shape: &BlockLayerShape,
+        add_logdet: bool,
+    ) -> CubeTensor {
+        let g = shape.geometry(base.meta.shape()[0]);
+        let out = empty(&base, base.meta.shape().clone());
+        let units = g.batch * g.width();
+        if units == 0 {
+            return out;
+        }
+        let dim = CubeDim::new(&base.client, units);
+        block_scatter_kernel::launch(
+            &base.client.clone(),
+            grid(&base, units, dim),
+            dim,
+            base.into_tensor_arg(),
+            values.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            g.channels as u32,
+            g.size as u32,
+            g.dilation as u32,
+            g.block as u32,
+            g.offset as u32,
+            add_logdet,
+        );
+        out
+    }
+
+    /// The chain's input `[2, h, N]` of the blocks of `state`.
+    fn block_halves(state: CubeTensor, shape: &BlockLayerShape) -> CubeTensor {
+        let g = shape.geometry(state.meta.shape()[0]);
+        let x = Self::block_gather(state, shape, 2 * g.half());
+        Ops::float_reshape(x, Shape::new([2, g.half(), g.columns()]))
+    }
+
+    fn block_layer(state: CubeTensor, params: CubeTensor, shape: BlockLayerShape) -> CubeTensor {
+        let z = f32_tensor(state);
+        let x = Self::block_halves(z.clone(), &shape);
+        let y = Self::coupling_chain(x, params, shape.chain.clone());
+        Self::block_scatter(z, y, &shape, true)
+    }
+
+    fn block_layer_backward(
+        state: CubeTensor,
+        params: CubeTensor,
+        grad_output: CubeTensor,
+        shape: BlockLayerShape,
+    ) -> (CubeTensor, CubeTensor) {
+        let (z, gy) = (f32_tensor(state), f32_tensor(grad_output));
+        let g = shape.geometry(z.meta.shape()[0]);
+        let x = Self::block_halves(z, &shape);
+        let gout = Self::block_gather(gy.clone(), &shape, 2 * g.half() + 1);
+        let (gx, gp) = Self::coupling_chain_backward(x, params, gout, shape.chain.clone());
+        let gx = Ops::float_reshape(gx, Shape::new([2 * g.half(), g.columns()]));
+        (Self::block_scatter(gy, gx, &shape, false), gp)
+    }
+
     fn coupling_chain(input: CubeTensor, params: CubeTensor, shape: ChainShape) -> CubeTensor {
         let (x, p) = (f32_tensor(input), flat_params(params));
         let cols = check_chain(&x, &p, &shape);
@@ -1432,6 +1614,22 @@ impl F32 {
 }
 
 impl HotOps for CubeBackend {
+    fn block_layer(state: CubeTensor, params: CubeTensor, shape: BlockLayerShape) -> CubeTensor {
+        let dtype = state.dtype;
+        as_dtype(F32::block_layer(state, params, shape), dtype)
+    }
+
+    fn block_layer_backward(
+        state: CubeTensor,
+        params: CubeTensor,
+        grad_output: CubeTensor,
+        shape: BlockLayerShape,
+    ) -> (CubeTensor, CubeTensor) {
+        let (dz, dp) = (state.dtype, params.dtype);
+        let (gz, gp) = F32::block_layer_backward(state, params, grad_output, shape);
+        (as_dtype(gz, dz), as_dtype(gp, dp))
+    }
+
     fn periodic_conv2d(
         input: CubeTensor,
         weight: CubeTensor,

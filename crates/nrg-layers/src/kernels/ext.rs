@@ -191,11 +191,16 @@ pub(super) fn chain_geometry(input: &FlexTensor, shape: &ChainShape) -> ChainGeo
     assert_eq!(x.num_dims(), 3, "coupling_chain: input must be [2, h, N]");
     assert_eq!(x[0], 2, "coupling_chain: input must be [2, h, N]");
     assert_eq!(x[1], shape.widths[0], "coupling_chain: half width differs");
+    chain_geometry_of(shape, x[2])
+}
+
+/// The geometry of a coupling chain on `columns` columns.
+pub(super) fn chain_geometry_of(shape: &ChainShape, columns: usize) -> ChainGeometry {
     ChainGeometry {
         mlp: MlpGeometry {
             groups_in: 1,
             twins: 2,
-            rows: x[2],
+            rows: columns,
             widths: shape.widths.clone(),
             hidden: shape.hidden,
         },

@@ -8,7 +8,7 @@
 //! steps are written once, generic over the backend: a backward entry of the same backend
 //! computes the gradients from the saved inputs (and, for the convolution, the output).
 
-use super::{Activation, ChainShape, Direction};
+use super::{Activation, BlockLayerShape, ChainShape, Direction};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -85,6 +85,25 @@ pub trait HotOps: Backend {
         params: FloatTensor<Self>,
         grad_output: FloatTensor<Self>,
         shape: ChainShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// See [`super::HotPaths::block_layer`]: state `[B, C·L² + 1]`, flat chain parameters
+    /// → state.
+    #[fusion(dtype = state, shape = same_shape(state))]
+    fn block_layer(
+        state: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: BlockLayerShape,
+    ) -> FloatTensor<Self>;
+
+    /// `(∂L/∂state, ∂L/∂params)` of [`HotOps::block_layer`] from its input state (the
+    /// blocks are gathered and the chain recomputed).
+    #[fusion(meta = block_layer_backward_meta)]
+    fn block_layer_backward(
+        state: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        shape: BlockLayerShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// See [`super::HotPaths::affine_update`]: state `[B, C·H·W + 1]`, subnet output
@@ -185,6 +204,17 @@ fn affine_backward_meta(
     (state.clone(), subnet.clone(), scale.clone())
 }
 
+/// The gradients' shapes: the state's and the parameters'.
+#[cfg(feature = "wgpu")]
+fn block_layer_backward_meta(
+    state: &TensorSpec,
+    params: &TensorSpec,
+    _: &TensorSpec,
+    _: &BlockLayerShape,
+) -> (TensorSpec, TensorSpec) {
+    (state.clone(), params.clone())
+}
+
 /// The gradients' shapes: the input's and the parameters'.
 #[cfg(feature = "wgpu")]
 fn chain_backward_meta(
@@ -198,8 +228,10 @@ fn chain_backward_meta(
 
 #[cfg(feature = "flex")]
 mod on_flex {
-    use super::super::ext::{affine_geometry, chain_geometry, conv_geometry, host, slice, tensor};
-    use super::{Activation, ChainShape, Direction, HotOps};
+    use super::super::ext::{
+        affine_geometry, chain_geometry, chain_geometry_of, conv_geometry, host, slice, tensor,
+    };
+    use super::{Activation, BlockLayerShape, ChainShape, Direction, HotOps};
     use burn::backend::flex::FlexTensor;
     use burn::backend::{Flex, TensorMetadata};
     use nrg_kernels::Exec;
@@ -265,6 +297,38 @@ mod on_flex {
                 tensor(gx, vec![2, shape.widths[0], g.mlp.rows]),
                 tensor(gp, vec![len]),
             )
+        }
+
+        fn block_layer(
+            state: FlexTensor,
+            params: FlexTensor,
+            shape: BlockLayerShape,
+        ) -> FlexTensor {
+            let (z, p) = (host(state), host(params));
+            let g = shape.geometry(z.shape()[0]);
+            let c = chain_geometry_of(&shape.chain, g.columns());
+            let x = nrg_kernels::block_gather(&g, slice(&z), 2 * g.half());
+            let y = nrg_kernels::chain_forward(Exec::native(), &c, &x, slice(&p));
+            let out = nrg_kernels::block_scatter(&g, slice(&z), &y, true);
+            tensor(out, vec![g.batch, g.width()])
+        }
+
+        fn block_layer_backward(
+            state: FlexTensor,
+            params: FlexTensor,
+            grad_output: FlexTensor,
+            shape: BlockLayerShape,
+        ) -> (FlexTensor, FlexTensor) {
+            let (z, p, gy) = (host(state), host(params), host(grad_output));
+            let g = shape.geometry(z.shape()[0]);
+            let c = chain_geometry_of(&shape.chain, g.columns());
+            let h = g.half();
+            let x = nrg_kernels::block_gather(&g, slice(&z), 2 * h);
+            let gout = nrg_kernels::block_gather(&g, slice(&gy), 2 * h + 1);
+            let (gx, gp) = nrg_kernels::chain_backward(Exec::native(), &c, &x, slice(&p), &gout);
+            let gz = nrg_kernels::block_scatter(&g, slice(&gy), &gx, false);
+            let len = gp.len();
+            (tensor(gz, vec![g.batch, g.width()]), tensor(gp, vec![len]))
         }
 
         fn affine_update(
@@ -398,6 +462,27 @@ impl<B: Backend + HotOps> Backward<B, 2> for ChainBackward {
         let (x, p, shape) = ops.state;
         let (gx, gp) = B::coupling_chain_backward(x, p, grad, shape);
         for (node, g) in [(node_x, gx), (node_p, gp)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+/// Backward step of a hierarchical layer on the flow's state: the saved input state and
+/// parameters (the blocks are gathered and the chain recomputed).
+#[derive(Debug)]
+struct BlockLayerBackward;
+
+impl<B: Backend + HotOps> Backward<B, 2> for BlockLayerBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, BlockLayerShape);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_z, node_p] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (z, p, shape) = ops.state;
+        let (gz, gp) = B::block_layer_backward(z, p, grad, shape);
+        for (node, g) in [(node_z, gz), (node_p, gp)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
             }
@@ -580,6 +665,42 @@ impl<B: Backend + HotOps, C: CheckpointStrategy> HotOps for Autodiff<B, C> {
         }
     }
 
+    fn block_layer(
+        state: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: BlockLayerShape,
+    ) -> FloatTensor<Self> {
+        let guards = [state.node(), params.node()];
+        let (z, p) = (state.into_primitive(), params.into_primitive());
+        match BlockLayerBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::block_layer(z.clone(), p.clone(), shape.clone());
+                prep.finish((z, p, shape), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::block_layer(z, p, shape)),
+        }
+    }
+
+    fn block_layer_backward(
+        state: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        grad_output: FloatTensor<Self>,
+        shape: BlockLayerShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (gz, gp) = B::block_layer_backward(
+            state.into_primitive(),
+            params.into_primitive(),
+            grad_output.into_primitive(),
+            shape,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(gz), lift(gp))
+    }
+
     fn coupling_chain_backward(
         input: FloatTensor<Self>,
         params: FloatTensor<Self>,
@@ -650,6 +771,15 @@ pub fn affine_update(
 pub fn coupling_chain(input: Tensor<3>, params: Tensor<1>, shape: ChainShape) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as HotOps>::coupling_chain(
         input.into_dispatch(),
+        params.into_dispatch(),
+        shape,
+    ))
+}
+
+/// [`super::HotPaths::block_layer`] on a device that has it.
+pub fn block_layer(state: Tensor<2>, params: Tensor<1>, shape: BlockLayerShape) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as HotOps>::block_layer(
+        state.into_dispatch(),
         params.into_dispatch(),
         shape,
     ))

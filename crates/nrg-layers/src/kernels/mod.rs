@@ -16,6 +16,9 @@
 //!                   (a lattice coupling's x·eˢ + t; its ln|det| added to the last column)
 //! coupling_chain:   [2, h, N], flat [net₀ … net_{K−1}, σ₀ … σ_{K−1}] → [2h + 1, N]
 //!                   (K affine couplings of a block's halves, ln|det| as the last row)
+//! block_layer:      state [B, C·L² + 1], flat chain parameters → state
+//!                   (a hierarchical layer: every block through coupling_chain, gathered
+//!                   from the state and scattered back, its ln|det| added to the last column)
 //! circulant:        [B, C, R, W] ⊛ [C, R·W] (or its inverse)            → [B, C, R, W]
 //!                   (a periodic convolution per channel by FFT, O(V log V))
 //! ```
@@ -281,6 +284,90 @@ impl HotPaths {
             (state, subnet, mask, scale, direction),
             hot::affine_update(state, subnet, mask, scale, direction)
         )
+    }
+
+    /// One layer of the hierarchical flow as one operation on the flow's state: the state
+    /// `[B, C·L² + 1]` (each sample's field flattened as `(channel, row, col)`, then its
+    /// ln|det| so far) and a [`crate::BlockRealNvp`]'s flat parameters → the state with
+    /// every block of the layer replaced by the [`HotPaths::coupling_chain`] of its halves
+    /// and the blocks' ln|det| added to the sample's (`nrg_kernels::blocks`). On a GPU the
+    /// gather, the chain and the scatter are three launches forward and five backward,
+    /// where the same layer from burn's operations (a `select`, the halves' transposes,
+    /// slices of the chain's output, a scatter, the log-det's sum, and their adjoints) took
+    /// twenty (decision 74).
+    ///
+    /// # Panics
+    /// Where the shapes disagree ([`BlockLayerShape`]), or with no coupling.
+    pub fn block_layer(
+        self,
+        state: Tensor<2>,
+        params: Tensor<1>,
+        shape: BlockLayerShape,
+    ) -> Tensor<2> {
+        shape.check(&state.dims());
+        on_hot!(
+            self,
+            (state, params, shape),
+            hot::block_layer(state, params, shape)
+        )
+    }
+}
+
+/// Where a hierarchical layer's blocks sit and the chain applied to each
+/// ([`HotPaths::block_layer`]; `nrg_kernels::blocks` for the layout).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockLayerShape {
+    /// Field channels `C`.
+    pub channels: usize,
+    /// Lattice side `L`.
+    pub size: usize,
+    /// Dilation `d`.
+    pub dilation: usize,
+    /// Block side `b`.
+    pub block: usize,
+    /// Offset `o` in lattice units.
+    pub offset: usize,
+    /// The chain on every block's halves (`widths[0] = C·b²/2`).
+    pub chain: ChainShape,
+}
+
+impl BlockLayerShape {
+    /// The geometry for `batch` samples.
+    pub fn geometry(&self, batch: usize) -> nrg_kernels::BlockGeometry {
+        nrg_kernels::BlockGeometry {
+            batch,
+            channels: self.channels,
+            size: self.size,
+            dilation: self.dilation,
+            block: self.block,
+            offset: self.offset,
+        }
+    }
+
+    /// # Panics
+    /// Where the state is not `[B, C·L² + 1]`, the blocks do not tile the sublattice, the
+    /// chain's half width is not `C·b²/2`, or the chain has no coupling.
+    fn check(&self, state: &[usize; 2]) {
+        let g = self.geometry(state[0]);
+        assert_eq!(
+            state[1],
+            g.width(),
+            "block_layer: state must be [B, C·L² + 1]"
+        );
+        assert!(
+            g.block >= 1 && g.dilation >= 1 && g.size.is_multiple_of(g.dilation * g.block),
+            "block_layer: L must be a multiple of d·b"
+        );
+        assert!(
+            (g.channels * g.block * g.block).is_multiple_of(2),
+            "block_layer: a block's entries must split in halves"
+        );
+        assert_eq!(
+            self.chain.widths.first(),
+            Some(&g.half()),
+            "block_layer: the chain's half width must be C·b²/2"
+        );
+        assert!(self.chain.couplings >= 1, "block_layer: no coupling");
     }
 }
 
