@@ -598,6 +598,24 @@ mod tests {
         chain_equals_composite(&dev, &flex, [2, 4, 3], vec![7], 301);
     }
 
+    /// Two gradients of `block`'s flat parameter agree piece by piece (each weight, bias
+    /// and the σ vector, [`BlockRealNvp::flat_pieces`]), each to 1e-4 of its own largest
+    /// magnitude (at least 1): sums over every block of the batch.
+    fn assert_pieces_close(block: &BlockRealNvp, a: &[f32], b: &[f32], case: &str) {
+        let mut at = 0;
+        for (k, n) in block.flat_pieces().unwrap().lengths.into_iter().enumerate() {
+            let (a, b) = (&a[at..at + n], &b[at..at + n]);
+            let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            assert!(
+                max_diff(a, b) < 1e-4 * scale,
+                "{case}: piece {k}: {}",
+                max_diff(a, b)
+            );
+            at += n;
+        }
+        assert_eq!(at, a.len(), "{case}: the pieces tile the parameter");
+    }
+
     /// Fused chain on `dev` against composite couplings on `reference` (the same parameters
     /// and input, moved there) for `blocks` blocks `[channels, side, side]` with
     /// `couplings` couplings and MLP hidden widths `hidden`.
@@ -672,18 +690,7 @@ mod tests {
             // piece by piece (each weight, bias and the σ), each to its own scale.
             assert_eq!(p1.1.len(), 1, "one parameter");
             assert_eq!(p1.1[0].len(), params, "every weight, bias and scale");
-            let (a, b) = (&p1.1[0], &p2.1[0]);
-            let mut at = 0;
-            for (k, n) in block.flat_pieces().unwrap().lengths.into_iter().enumerate() {
-                let (a, b) = (&a[at..at + n], &b[at..at + n]);
-                let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                assert!(
-                    max_diff(a, b) < 1e-4 * scale,
-                    "inverse {inverse}: piece {k}: {}",
-                    max_diff(a, b)
-                );
-                at += n;
-            }
+            assert_pieces_close(&block, &p1.1[0], &p2.1[0], &format!("inverse {inverse}"));
         }
     }
 
@@ -829,18 +836,7 @@ mod tests {
             block.visit(&mut p1);
             block_ref.visit(&mut p2);
             assert_eq!(p1.1.len(), 1, "one parameter");
-            let (a, b) = (&p1.1[0], &p2.1[0]);
-            let mut at = 0;
-            for (k, n) in block.flat_pieces().unwrap().lengths.into_iter().enumerate() {
-                let (a, b) = (&a[at..at + n], &b[at..at + n]);
-                let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                assert!(
-                    max_diff(a, b) < 1e-4 * scale,
-                    "{case}: piece {k}: {}",
-                    max_diff(a, b)
-                );
-                at += n;
-            }
+            assert_pieces_close(&block, &p1.1[0], &p2.1[0], &case);
         }
     }
 }
