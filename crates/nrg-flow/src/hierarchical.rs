@@ -313,7 +313,7 @@ impl HierarchicalFlow {
     /// ln|det| so far; [`nrg_layers::pack_state`]): each layer one operation
     /// ([`BlockBijector::layer_on_state`]) where its bijector has one on this device, else
     /// through the field and back. On a GPU this is three launches per layer forward and
-    /// five backward where [`Self::run_layered`] takes about twenty (decision 74).
+    /// four backward where [`Self::run_layered`] takes about twenty (decision 74).
     fn run_on_state(&self, x: Tensor<4>, direction: Direction) -> (Tensor<4>, Tensor<1>) {
         let dims = x.dims();
         let [batch, c, l, _] = dims;

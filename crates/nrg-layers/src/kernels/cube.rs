@@ -1494,22 +1494,26 @@ impl F32 {
         Ops::float_reshape(x, Shape::new([2, g.half(), g.columns()]))
     }
 
-    fn block_layer(state: CubeTensor, params: CubeTensor, shape: BlockLayerShape) -> CubeTensor {
+    /// The new state and the layer's blocks `[2, h, N]` (the chain's input).
+    fn block_layer_saving(
+        state: CubeTensor,
+        params: CubeTensor,
+        shape: BlockLayerShape,
+    ) -> (CubeTensor, CubeTensor) {
         let z = f32_tensor(state);
         let x = Self::block_halves(z.clone(), &shape);
-        let y = Self::coupling_chain(x, params, shape.chain.clone());
-        Self::block_scatter(z, y, &shape, true)
+        let y = Self::coupling_chain(x.clone(), params, shape.chain.clone());
+        (Self::block_scatter(z, y, &shape, true), x)
     }
 
     fn block_layer_backward(
-        state: CubeTensor,
+        blocks: CubeTensor,
         params: CubeTensor,
         grad_output: CubeTensor,
         shape: BlockLayerShape,
     ) -> (CubeTensor, CubeTensor) {
-        let (z, gy) = (f32_tensor(state), f32_tensor(grad_output));
-        let g = shape.geometry(z.meta.shape()[0]);
-        let x = Self::block_halves(z, &shape);
+        let (x, gy) = (f32_tensor(blocks), f32_tensor(grad_output));
+        let g = shape.geometry(gy.meta.shape()[0]);
         let gout = Self::block_gather(gy.clone(), &shape, 2 * g.half() + 1);
         let (gx, gp) = Self::coupling_chain_backward(x, params, gout, shape.chain.clone());
         let gx = Ops::float_reshape(gx, Shape::new([2 * g.half(), g.columns()]));
@@ -1615,18 +1619,27 @@ impl F32 {
 
 impl HotOps for CubeBackend {
     fn block_layer(state: CubeTensor, params: CubeTensor, shape: BlockLayerShape) -> CubeTensor {
+        Self::block_layer_saving(state, params, shape).0
+    }
+
+    fn block_layer_saving(
+        state: CubeTensor,
+        params: CubeTensor,
+        shape: BlockLayerShape,
+    ) -> (CubeTensor, CubeTensor) {
         let dtype = state.dtype;
-        as_dtype(F32::block_layer(state, params, shape), dtype)
+        let (y, x) = F32::block_layer_saving(state, params, shape);
+        (as_dtype(y, dtype), as_dtype(x, dtype))
     }
 
     fn block_layer_backward(
-        state: CubeTensor,
+        blocks: CubeTensor,
         params: CubeTensor,
         grad_output: CubeTensor,
         shape: BlockLayerShape,
     ) -> (CubeTensor, CubeTensor) {
-        let (dz, dp) = (state.dtype, params.dtype);
-        let (gz, gp) = F32::block_layer_backward(state, params, grad_output, shape);
+        let (dz, dp) = (grad_output.dtype, params.dtype);
+        let (gz, gp) = F32::block_layer_backward(blocks, params, grad_output, shape);
         (as_dtype(gz, dz), as_dtype(gp, dp))
     }
 

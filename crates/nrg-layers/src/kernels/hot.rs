@@ -18,7 +18,9 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, backend_extens
 use burn::tensor::Tensor;
 
 /// The hot paths as backend operations. The backward entries compute the gradients of the
-/// forward entries from saved values; they are not differentiable themselves.
+/// forward entries from saved values; they, and [`HotOps::block_layer_saving`] (the
+/// forward entry autodiff calls to save the layer's blocks), are not differentiable
+/// themselves.
 #[backend_extension(
     Flex: cfg(feature = "flex"),
     Cube: cfg(feature = "wgpu"),
@@ -96,11 +98,23 @@ pub trait HotOps: Backend {
         shape: BlockLayerShape,
     ) -> FloatTensor<Self>;
 
-    /// `(∂L/∂state, ∂L/∂params)` of [`HotOps::block_layer`] from its input state (the
-    /// blocks are gathered and the chain recomputed).
+    /// [`HotOps::block_layer`] that also returns the layer's blocks, the chain's input
+    /// `[2, h, N]` (`h = C·b²/2`, `N` = batch × blocks per sample), which is what the
+    /// backward pass needs of the forward's input: autodiff keeps these instead of the
+    /// state (decision 74).
+    #[fusion(meta = block_layer_saving_meta)]
+    fn block_layer_saving(
+        state: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: BlockLayerShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// `(∂L/∂state, ∂L/∂params)` of [`HotOps::block_layer`] from the layer's blocks `[2, h,
+    /// N]` (as [`HotOps::block_layer_saving`] returns them; the chain is recomputed) and the
+    /// output's cotangent `[B, C·L² + 1]`.
     #[fusion(meta = block_layer_backward_meta)]
     fn block_layer_backward(
-        state: FloatTensor<Self>,
+        blocks: FloatTensor<Self>,
         params: FloatTensor<Self>,
         grad_output: FloatTensor<Self>,
         shape: BlockLayerShape,
@@ -204,15 +218,27 @@ fn affine_backward_meta(
     (state.clone(), subnet.clone(), scale.clone())
 }
 
-/// The gradients' shapes: the state's and the parameters'.
+/// The new state's shape (the state's) and the blocks' `[2, h, N]`.
+#[cfg(feature = "wgpu")]
+fn block_layer_saving_meta(
+    state: &TensorSpec,
+    _: &TensorSpec,
+    shape: &BlockLayerShape,
+) -> (TensorSpec, TensorSpec) {
+    let g = shape.geometry(state.shape[0]);
+    let blocks = burn::tensor::Shape::new([2, g.half(), g.columns()]);
+    (state.clone(), TensorSpec::new(blocks, state.dtype))
+}
+
+/// The gradients' shapes: the state's (the cotangent's) and the parameters'.
 #[cfg(feature = "wgpu")]
 fn block_layer_backward_meta(
-    state: &TensorSpec,
-    params: &TensorSpec,
     _: &TensorSpec,
+    params: &TensorSpec,
+    grad_output: &TensorSpec,
     _: &BlockLayerShape,
 ) -> (TensorSpec, TensorSpec) {
-    (state.clone(), params.clone())
+    (grad_output.clone(), params.clone())
 }
 
 /// The gradients' shapes: the input's and the parameters'.
@@ -304,28 +330,38 @@ mod on_flex {
             params: FlexTensor,
             shape: BlockLayerShape,
         ) -> FlexTensor {
+            Self::block_layer_saving(state, params, shape).0
+        }
+
+        fn block_layer_saving(
+            state: FlexTensor,
+            params: FlexTensor,
+            shape: BlockLayerShape,
+        ) -> (FlexTensor, FlexTensor) {
             let (z, p) = (host(state), host(params));
             let g = shape.geometry(z.shape()[0]);
             let c = chain_geometry_of(&shape.chain, g.columns());
             let x = nrg_kernels::block_gather(&g, slice(&z), 2 * g.half());
             let y = nrg_kernels::chain_forward(Exec::native(), &c, &x, slice(&p));
             let out = nrg_kernels::block_scatter(&g, slice(&z), &y, true);
-            tensor(out, vec![g.batch, g.width()])
+            (
+                tensor(out, vec![g.batch, g.width()]),
+                tensor(x, vec![2, g.half(), g.columns()]),
+            )
         }
 
         fn block_layer_backward(
-            state: FlexTensor,
+            blocks: FlexTensor,
             params: FlexTensor,
             grad_output: FlexTensor,
             shape: BlockLayerShape,
         ) -> (FlexTensor, FlexTensor) {
-            let (z, p, gy) = (host(state), host(params), host(grad_output));
-            let g = shape.geometry(z.shape()[0]);
+            let (x, p, gy) = (host(blocks), host(params), host(grad_output));
+            let g = shape.geometry(gy.shape()[0]);
             let c = chain_geometry_of(&shape.chain, g.columns());
-            let h = g.half();
-            let x = nrg_kernels::block_gather(&g, slice(&z), 2 * h);
-            let gout = nrg_kernels::block_gather(&g, slice(&gy), 2 * h + 1);
-            let (gx, gp) = nrg_kernels::chain_backward(Exec::native(), &c, &x, slice(&p), &gout);
+            let gout = nrg_kernels::block_gather(&g, slice(&gy), 2 * g.half() + 1);
+            let (gx, gp) =
+                nrg_kernels::chain_backward(Exec::native(), &c, slice(&x), slice(&p), &gout);
             let gz = nrg_kernels::block_scatter(&g, slice(&gy), &gx, false);
             let len = gp.len();
             (tensor(gz, vec![g.batch, g.width()]), tensor(gp, vec![len]))
@@ -469,8 +505,8 @@ impl<B: Backend + HotOps> Backward<B, 2> for ChainBackward {
     }
 }
 
-/// Backward step of a hierarchical layer on the flow's state: the saved input state and
-/// parameters (the blocks are gathered and the chain recomputed).
+/// Backward step of a hierarchical layer on the flow's state: the saved blocks (the chain's
+/// input, not the whole input state) and parameters (the chain is recomputed).
 #[derive(Debug)]
 struct BlockLayerBackward;
 
@@ -480,8 +516,8 @@ impl<B: Backend + HotOps> Backward<B, 2> for BlockLayerBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_z, node_p] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (z, p, shape) = ops.state;
-        let (gz, gp) = B::block_layer_backward(z, p, grad, shape);
+        let (x, p, shape) = ops.state;
+        let (gz, gp) = B::block_layer_backward(x, p, grad, shape);
         for (node, g) in [(node_z, gz), (node_p, gp)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
@@ -678,21 +714,31 @@ impl<B: Backend + HotOps, C: CheckpointStrategy> HotOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let y = B::block_layer(z.clone(), p.clone(), shape.clone());
-                prep.finish((z, p, shape), y)
+                let (y, x) = B::block_layer_saving(z, p.clone(), shape.clone());
+                prep.finish((x, p, shape), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::block_layer(z, p, shape)),
         }
     }
 
-    fn block_layer_backward(
+    fn block_layer_saving(
         state: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        shape: BlockLayerShape,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, x) = B::block_layer_saving(state.into_primitive(), params.into_primitive(), shape);
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(y), lift(x))
+    }
+
+    fn block_layer_backward(
+        blocks: FloatTensor<Self>,
         params: FloatTensor<Self>,
         grad_output: FloatTensor<Self>,
         shape: BlockLayerShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (gz, gp) = B::block_layer_backward(
-            state.into_primitive(),
+            blocks.into_primitive(),
             params.into_primitive(),
             grad_output.into_primitive(),
             shape,

@@ -291,7 +291,7 @@ impl HotPaths {
     /// ln|det| so far) and a [`crate::BlockRealNvp`]'s flat parameters → the state with
     /// every block of the layer replaced by the [`HotPaths::coupling_chain`] of its halves
     /// and the blocks' ln|det| added to the sample's (`nrg_kernels::blocks`). On a GPU the
-    /// gather, the chain and the scatter are three launches forward and five backward,
+    /// gather, the chain and the scatter are three launches forward and four backward,
     /// where the same layer from burn's operations (a `select`, the halves' transposes,
     /// slices of the chain's output, a scatter, the log-det's sum, and their adjoints) took
     /// twenty (decision 74).
