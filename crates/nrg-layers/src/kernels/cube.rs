@@ -22,8 +22,9 @@
 //! block layer     a thread per entry of the chain's input, gathered from the hierarchical
 //!                 flow's state; the chain; a thread per entry of the new state (block
 //!                 sites from the chain's output, the rest copied, a thread per sample
-//!                 summing its blocks' ln|det|); backward the same gathers and scatter
-//!                 around the chain's backward pass
+//!                 summing its blocks' ln|det|); backward one gather (of the cotangent:
+//!                 autodiff keeps the forward's gathered blocks) and the scatter around
+//!                 the chain's backward pass
 //! chain forward   one thread per column: the K couplings and their twin MLPs in registers
 //! chain backward  one thread per column: the chain recomputed (K + 1 states kept), the
 //!                 couplings walked back, each layer's input a_l and output cotangent δ_l
@@ -1619,7 +1620,8 @@ impl F32 {
 
 impl HotOps for CubeBackend {
     fn block_layer(state: CubeTensor, params: CubeTensor, shape: BlockLayerShape) -> CubeTensor {
-        Self::block_layer_saving(state, params, shape).0
+        let dtype = state.dtype;
+        as_dtype(F32::block_layer_saving(state, params, shape).0, dtype)
     }
 
     fn block_layer_saving(

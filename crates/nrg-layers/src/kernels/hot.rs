@@ -6,7 +6,8 @@
 //! also run as CubeCL kernels on the cubecl backend (wgpu, and any other cubecl runtime),
 //! in `cube`, with burn's fusion deferring them like any other operation. The autodiff
 //! steps are written once, generic over the backend: a backward entry of the same backend
-//! computes the gradients from the saved inputs (and, for the convolution, the output).
+//! computes the gradients from the saved inputs (and, for the convolution, the output; for
+//! the hierarchical layer, its gathered blocks instead of its input state).
 
 use super::{Activation, BlockLayerShape, ChainShape, Direction};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -358,6 +359,8 @@ mod on_flex {
         ) -> (FlexTensor, FlexTensor) {
             let (x, p, gy) = (host(blocks), host(params), host(grad_output));
             let g = shape.geometry(gy.shape()[0]);
+            let blocks = vec![2, g.half(), g.columns()];
+            debug_assert_eq!(x.shape().to_vec(), blocks, "the layer's blocks");
             let c = chain_geometry_of(&shape.chain, g.columns());
             let gout = nrg_kernels::block_gather(&g, slice(&gy), 2 * g.half() + 1);
             let (gx, gp) =
