@@ -14,8 +14,9 @@
 //! with their forward maps. Every layer has one block bijector shared by all of its blocks
 //! (translation invariance), applied to all blocks at once as one batch `[B·m², C, b, b]`.
 //! Where the device has the hot paths (flex; the cubecl backend with `wgpu`) a RealNVP
-//! layer with plain MLP subnets and affine couplings is one operation on the flow's state `[B, C·L² + 1]`, gather, couplings, scatter
-//! and ln|det| together ([`BlockBijector::layer_on_state`], decision 74).
+//! layer with plain MLP subnets and affine couplings is one operation on the flow's state
+//! `[B, C·L² + 1]`, gather, couplings, scatter and ln|det| together
+//! ([`BlockBijector::layer_on_state`], decision 74).
 //!
 //! **Bulk geometry.** The latent at `(i, j)` sits at bulk level `min(v₂(i), v₂(j), depth)`
 //! (`v₂` the 2-adic valuation, `v₂(0) = ∞`) and at position `(⌊i/2^level⌋, ⌊j/2^level⌋)`

@@ -24,6 +24,12 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The largest magnitude in `v`, at least 1: the scale of a relative tolerance (f32
+/// results summed in another order differ by a few ulps of it).
+pub fn magnitude(v: &[f32]) -> f32 {
+    v.iter().fold(1.0f32, |m, x| m.max(x.abs()))
+}
+
 /// The wgpu device (Mesa's software Vulkan where there is no GPU), initialised once per
 /// test binary; a clear failure where no adapter exists.
 #[cfg(feature = "wgpu")]

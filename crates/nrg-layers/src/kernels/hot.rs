@@ -359,8 +359,11 @@ mod on_flex {
         ) -> (FlexTensor, FlexTensor) {
             let (x, p, gy) = (host(blocks), host(params), host(grad_output));
             let g = shape.geometry(gy.shape()[0]);
-            let blocks = vec![2, g.half(), g.columns()];
-            debug_assert_eq!(x.shape().to_vec(), blocks, "the layer's blocks");
+            debug_assert_eq!(
+                x.shape().to_vec(),
+                [2, g.half(), g.columns()],
+                "the layer's blocks"
+            );
             let c = chain_geometry_of(&shape.chain, g.columns());
             let gout = nrg_kernels::block_gather(&g, slice(&gy), 2 * g.half() + 1);
             let (gx, gp) =

@@ -707,11 +707,7 @@ mod tests {
             act,
         );
         let rel = |a: Vec<f32>, b: Vec<f32>| {
-            let top = b.iter().fold(1.0f32, |m, x| m.max(x.abs()));
-            a.iter()
-                .zip(&b)
-                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-                / top
+            crate::test_util::max_diff(&a, &b) / crate::test_util::magnitude(&b)
         };
         let v4 = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
         assert!(rel(v4(got.clone()), v4(want.clone())) < 1e-5, "values");
