@@ -26,6 +26,9 @@ pub struct FlowSample {
 }
 
 /// The bijector of a flow model.
+// One per model, moved rarely: the flat stack's inline parameter and masks (a few hundred
+// bytes) are not worth a box and the indirection in every module visit.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum FlowBijector {
     /// A flat stack of lattice couplings (the φ⁴ tutorial's flow).
@@ -104,6 +107,7 @@ impl FlowModel {
     pub fn flat_pieces(&self) -> Vec<nrg_layers::FlatPieces> {
         match &self.bijector {
             FlowBijector::Hierarchical(flow) => flow.flat_pieces(),
+            FlowBijector::Flat(stack) if !stack.is_empty() => vec![stack.flat_pieces()],
             FlowBijector::Flat(_) => Vec::new(),
         }
     }

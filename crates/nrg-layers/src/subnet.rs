@@ -17,7 +17,7 @@ use burn::tensor::{Device, Tensor};
 use crate::kernels::{self, Activation, HotPaths};
 
 /// Negative-side slope of the LeakyReLU between layers.
-const LEAKY_SLOPE: f32 = 0.01;
+pub(crate) const LEAKY_SLOPE: f32 = 0.01;
 
 /// Configuration of a [`PeriodicCnn`].
 #[derive(Config, Debug)]
@@ -112,9 +112,14 @@ impl PeriodicCnn {
         h
     }
 
+    /// The number of convolutions.
+    pub(crate) fn depth(&self) -> usize {
+        self.convs.len()
+    }
+
     /// Layer `i`'s weight, bias (zeros where it has none) and activation: LeakyReLU between
     /// layers, none after the last.
-    fn layer(&self, i: usize) -> (Tensor<4>, Tensor<1>, Activation) {
+    pub(crate) fn layer(&self, i: usize) -> (Tensor<4>, Tensor<1>, Activation) {
         let conv = &self.convs[i];
         let act = if i + 1 == self.convs.len() {
             Activation::Identity

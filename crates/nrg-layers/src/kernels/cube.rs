@@ -19,6 +19,12 @@
 //!                 ln|det| += ±Σ s;
 //!                 backward ∂z, ∂ŝ, ∂t a thread per sample, and in the same launch a cube
 //!                 per channel summing ∂σ over the samples and sites
+//! coupling stack  the couplings in order on the state, each as the conditioning, the
+//!                 convolutions and the update above with every weight, bias and σ read at
+//!                 its offset in the stack's flat parameter; backward the update's, the
+//!                 convolutions' and the conditioning's backward launches writing their
+//!                 parts of one flat gradient in place, the conditioning's ∂x threads adding
+//!                 m ⊙ ∂x to the update's ∂state
 //! block layer     a thread per entry of the chain's input, gathered from the hierarchical
 //!                 flow's state; the chain; a thread per entry of the new state (block
 //!                 sites from the chain's output, the rest copied, a thread per sample
@@ -36,7 +42,9 @@
 //! are allocated contiguous. Everything is f32 (other float types are cast).
 
 use super::hot::HotOps;
-use super::{Activation, BlockLayerShape, ChainShape, Direction};
+use super::{
+    Activation, BlockLayerShape, ChainShape, Direction, StackAffine, StackConv, StackShape,
+};
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{DType, FloatDType, Shape};
 use burn_cubecl::CubeBackend;
@@ -100,13 +108,14 @@ fn at4(t: &Tensor<f32>, i0: usize, i1: usize, i2: usize, i3: usize) -> usize {
     i0 * t.stride(0) + i1 * t.stride(1) + i2 * t.stride(2) + i3 * t.stride(3)
 }
 
-/// `x[n, c, r, s]`, times the mask `m[0, c, r, s]` when `masked` (the conditioning
-/// convolution, `x` a strided view of the state's field).
+/// `x[n, c, r, s]`, times the mask `m[mi, c, r, s]` when `masked` (the conditioning
+/// convolution, `x` a strided view of the state's field, `mi` the mask plane).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn input_at(
     x: &Tensor<f32>,
     m: &Tensor<f32>,
+    mi: usize,
     n: usize,
     c: usize,
     r: usize,
@@ -115,13 +124,21 @@ fn input_at(
 ) -> f32 {
     let mut v = x[at4(x, n, c, r, s)];
     if comptime!(masked) {
-        v *= m[at4(m, 0, c, r, s)];
+        v *= m[at4(m, mi, c, r, s)];
     }
     v
 }
 
+/// Index of `w[o, c, a, d]` in a contiguous weight `[cout, cin, k, k]` starting at `off`.
+#[cube]
+fn weight_at(off: usize, o: usize, c: usize, a: usize, d: usize, cin: usize, k: usize) -> usize {
+    off + ((o * cin + c) * k + a) * k + d
+}
+
 /// One thread per output. With `masked`, `x` is the field of a coupling stack's state (a
-/// strided view) and is multiplied by `m` on the fly; otherwise `m` is not read.
+/// strided view) and is multiplied by mask plane `mi` of `m` on the fly; otherwise `m` is
+/// not read. The weight `[cout, cin, k, k]` is read contiguous from `w` at `w_off`, the
+/// bias from `b` at `b_off` (a stack's flat parameters, or the tensors themselves at 0).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn conv_forward_kernel(
@@ -130,6 +147,10 @@ fn conv_forward_kernel(
     w: &Tensor<f32>,
     b: &Tensor<f32>,
     y: &mut Tensor<f32>,
+    w_off: u32,
+    b_off: u32,
+    kernel: u32,
+    mi: u32,
     slope: f32,
     #[comptime] act: u32,
     #[comptime] masked: bool,
@@ -145,28 +166,34 @@ fn conv_forward_kernel(
     let i = (pos / cols) % rows;
     let o = (pos / (cols * rows)) % cout;
     let n = pos / (cols * rows * cout);
-    let k = w.shape(2);
+    let k = kernel as usize;
     let p = k / 2;
-    let mut acc = b[o * b.stride(0)];
-    for c in 0..x.shape(1) {
+    let cin = x.shape(1);
+    let mut acc = b[b_off as usize + o];
+    for c in 0..cin {
         for a in 0..k {
             let r = (i + a + p * rows - p) % rows;
             for d in 0..k {
                 let s = (j + d + p * cols - p) % cols;
-                acc += w[at4(w, o, c, a, d)] * input_at(x, m, n, c, r, s, masked);
+                let wv = w[weight_at(w_off as usize, o, c, a, d, cin, k)];
+                acc += wv * input_at(x, m, mi as usize, n, c, r, s, masked);
             }
         }
     }
     y[pos] = activate(acc, slope, act);
 }
 
-/// `∂x[n, c, r, s]` (in range).
+/// `∂x[n, c, r, s]` (in range), the weight `[cout, cin, k, k]` read contiguous from `w` at
+/// `w_off`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn conv_grad_input(
     w: &Tensor<f32>,
     y: &Tensor<f32>,
     gy: &Tensor<f32>,
+    w_off: usize,
+    cin: usize,
+    k: usize,
     n: usize,
     c: usize,
     r: usize,
@@ -176,16 +203,15 @@ fn conv_grad_input(
 ) -> f32 {
     let rows = y.shape(2);
     let cols = y.shape(3);
-    let k = w.shape(2);
     let p = k / 2;
     let mut acc = 0.0f32;
-    for o in 0..w.shape(0) {
+    for o in 0..y.shape(1) {
         for a in 0..k {
             let i = (r + p + rows * k - a) % rows;
             for d in 0..k {
                 let j = (s + p + cols * k - d) % cols;
                 let delta = act_grad(gy[at4(gy, n, o, i, j)], y[at4(y, n, o, i, j)], slope, act);
-                acc += delta * w[at4(w, o, c, a, d)];
+                acc += delta * w[weight_at(w_off, o, c, a, d, cin, k)];
             }
         }
     }
@@ -223,6 +249,7 @@ fn conv_grad_weight(
     m: &Tensor<f32>,
     y: &Tensor<f32>,
     gy: &Tensor<f32>,
+    mi: usize,
     q: usize,
     kernel: u32,
     slope: f32,
@@ -253,7 +280,7 @@ fn conv_grad_weight(
             let r = (i + a + p * rows - p) % rows;
             let s = (j + d + p * cols - p) % cols;
             let delta = act_grad(gy[at4(gy, n, o, i, j)], y[at4(y, n, o, i, j)], slope, act);
-            acc += delta * input_at(x, m, n, c, r, s, masked);
+            acc += delta * input_at(x, m, mi, n, c, r, s, masked);
             t += comptime!(size as usize);
         }
     } else {
@@ -274,7 +301,11 @@ fn conv_grad_weight(
 /// after them one entry of `∂w` or `∂b`, summed over the batch and the lattice by its
 /// threads ([`conv_grad_weight`], [`cube_sum`]). Neither reads what the other writes.
 /// With `masked` (the conditioning convolution), `gx` is the state's cotangent
-/// `[B, C·V + 1]`: `m ⊙ ∂x` per sample, then 0 for the ln|det| column.
+/// `[B, C·V + 1]`: `m ⊙ ∂x` per sample (mask plane `mi`), then 0 for the ln|det| column;
+/// with `accumulate` as well, both are added to what `gx` holds (a coupling stack's other
+/// cotangent of the state, through its update). With `flat`, `∂w` and `∂b` are written
+/// into `gw` (a stack's flat gradient) at `w_off` and `b_off`, and `gb` is not touched;
+/// otherwise into `gw` and `gb` from 0. The weight is read from `w` at `w_off` either way.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn conv_backward_kernel(
@@ -286,50 +317,82 @@ fn conv_backward_kernel(
     gx: &mut Tensor<f32>,
     gw: &mut Tensor<f32>,
     gb: &mut Tensor<f32>,
+    w_off: u32,
+    b_off: u32,
     kernel: u32,
+    mi: u32,
     slope: f32,
     #[comptime] act: u32,
     #[comptime] masked: bool,
+    #[comptime] accumulate: bool,
+    #[comptime] flat: bool,
     #[comptime] size: u32,
 ) {
-    let nx = gx.len();
+    let cin = x.shape(1);
+    let rows = x.shape(2);
+    let cols = x.shape(3);
+    let v = cin * rows * cols;
+    let k = kernel as usize;
+    let mut nx = x.shape(0) * v;
+    if comptime!(masked) {
+        nx = x.shape(0) * (v + 1);
+    }
     let x_cubes = nx.div_ceil(comptime!(size as usize));
     let cube = CUBE_POS;
     if cube < x_cubes {
         let pos = cube * comptime!(size as usize) + UNIT_POS as usize;
         if pos < nx {
-            let cin = x.shape(1);
-            let rows = x.shape(2);
-            let cols = x.shape(3);
-            let v = cin * rows * cols;
             if comptime!(masked) {
                 let q = pos % (v + 1);
                 let n = pos / (v + 1);
-                if q == v {
-                    gx[pos] = 0.0;
-                } else {
+                let mut g = 0.0f32;
+                if q < v {
                     let s = q % cols;
                     let r = (q / cols) % rows;
                     let c = q / (cols * rows);
-                    let g = conv_grad_input(w, y, gy, n, c, r, s, slope, act);
-                    gx[pos] = g * m[at4(m, 0, c, r, s)];
+                    let gi =
+                        conv_grad_input(w, y, gy, w_off as usize, cin, k, n, c, r, s, slope, act);
+                    g = gi * m[at4(m, mi as usize, c, r, s)];
                 }
+                if comptime!(accumulate) {
+                    g += gx[pos];
+                }
+                gx[pos] = g;
             } else {
                 let s = pos % cols;
                 let r = (pos / cols) % rows;
                 let c = (pos / (cols * rows)) % cin;
                 let n = pos / v;
-                gx[pos] = conv_grad_input(w, y, gy, n, c, r, s, slope, act);
+                gx[pos] = conv_grad_input(w, y, gy, w_off as usize, cin, k, n, c, r, s, slope, act);
             }
         }
     } else {
         let q = cube - x_cubes;
-        let nw = gw.len();
-        if q < nw + gb.len() {
-            let acc = conv_grad_weight(x, m, y, gy, q, kernel, slope, act, masked, size);
+        let cout = y.shape(1);
+        let nw = cout * cin * k * k;
+        if q < nw + cout {
+            let acc = conv_grad_weight(
+                x,
+                m,
+                y,
+                gy,
+                mi as usize,
+                q,
+                kernel,
+                slope,
+                act,
+                masked,
+                size,
+            );
             let total = cube_sum(acc, size);
             if UNIT_POS == 0 {
-                if q < nw {
+                if comptime!(flat) {
+                    if q < nw {
+                        gw[w_off as usize + q] = total;
+                    } else {
+                        gw[b_off as usize + q - nw] = total;
+                    }
+                } else if q < nw {
                     gw[q] = total;
                 } else {
                     gb[q - nw] = total;
@@ -343,12 +406,15 @@ fn conv_backward_kernel(
 /// `s = σ_c f tanh ŝ`, from row `n` of the state `z [B, C·V + 1]` into row `n` of `y`, and
 /// `ℓ' = ℓ ± Σ s`.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn affine_forward_kernel(
     z: &Tensor<f32>,
     o: &Tensor<f32>,
     m: &Tensor<f32>,
     sigma: &Tensor<f32>,
     y: &mut Tensor<f32>,
+    s_off: u32,
+    mi: u32,
     #[comptime] inverse: bool,
 ) {
     let n = ABSOLUTE_POS;
@@ -362,10 +428,10 @@ fn affine_forward_kernel(
     let z0 = n * z.stride(0);
     let mut ld = 0.0f32;
     for c in 0..channels {
-        let sg = sigma[c * sigma.stride(1)];
+        let sg = sigma[s_off as usize + c];
         for i in 0..rows {
             for j in 0..cols {
-                let f = 1.0 - m[at4(m, 0, c, i, j)];
+                let f = 1.0 - m[at4(m, mi as usize, c, i, j)];
                 let s = sg * f * o[at4(o, n, c, i, j)].tanh();
                 let ft = f * o[at4(o, n, c + channels, i, j)];
                 let k = (c * rows + i) * cols + j;
@@ -432,6 +498,8 @@ fn affine_backward_kernel(
     gz: &mut Tensor<f32>,
     go: &mut Tensor<f32>,
     gsigma: &mut Tensor<f32>,
+    s_off: u32,
+    mi: u32,
     #[comptime] inverse: bool,
     #[comptime] size: u32,
 ) {
@@ -451,10 +519,10 @@ fn affine_backward_kernel(
             let gld = gy[g0 + channels * v * gy.stride(1)];
             gz[n * row + channels * v] = gld;
             for c in 0..channels {
-                let sg = sigma[c * sigma.stride(1)];
+                let sg = sigma[s_off as usize + c];
                 for i in 0..rows {
                     for j in 0..cols {
-                        let f = 1.0 - m[at4(m, 0, c, i, j)];
+                        let f = 1.0 - m[at4(m, mi as usize, c, i, j)];
                         let th = o[at4(o, n, c, i, j)].tanh();
                         let t = o[at4(o, n, c + channels, i, j)];
                         let site = i * cols + j;
@@ -478,7 +546,7 @@ fn affine_backward_kernel(
     } else {
         let c = cube - sample_cubes;
         if c < channels {
-            let sg = sigma[c * sigma.stride(1)];
+            let sg = sigma[s_off as usize + c];
             let mut acc = 0.0f32;
             let mut p = UNIT_POS as usize;
             while p < batch * v {
@@ -486,7 +554,7 @@ fn affine_backward_kernel(
                 let site = p % v;
                 let i = site / cols;
                 let j = site % cols;
-                let f = 1.0 - m[at4(m, 0, c, i, j)];
+                let f = 1.0 - m[at4(m, mi as usize, c, i, j)];
                 let th = o[at4(o, n, c, i, j)].tanh();
                 let t = o[at4(o, n, c + channels, i, j)];
                 let g0 = n * gy.stride(0);
@@ -499,7 +567,7 @@ fn affine_backward_kernel(
             }
             let total = cube_sum(acc, size);
             if UNIT_POS == 0 {
-                gsigma[c] = total;
+                gsigma[s_off as usize + c] = total;
             }
         }
     }
@@ -1085,6 +1153,44 @@ fn flat_params(p: CubeTensor) -> CubeTensor {
     burn_cubecl::kernel::into_contiguous(f32_tensor(p))
 }
 
+/// `t` f32, contiguous over its whole buffer and not shared: a tensor a kernel may write in
+/// place (a copy where needed, e.g. when autodiff still holds it).
+fn owned(t: CubeTensor) -> CubeTensor {
+    let t = flat_params(t);
+    if t.can_mut() && t.is_contiguous_buffer() {
+        t
+    } else {
+        t.copy()
+    }
+}
+
+/// Where a convolution's kernels read its weight `[cout, cin, k, k]` (contiguous, at
+/// `w_off` of `w`) and bias `[cout]` (at `b_off` of `b`): the layer's own tensors at 0, or
+/// a coupling stack's flat parameters at the layer's offsets.
+struct ConvParams {
+    w: CubeTensor,
+    b: CubeTensor,
+    w_off: usize,
+    b_off: usize,
+    cout: usize,
+    kernel: usize,
+}
+
+impl ConvParams {
+    /// A layer's own (contiguous f32) weight and bias.
+    fn separate(w: CubeTensor, b: CubeTensor) -> Self {
+        let ws = w.meta.shape().clone();
+        Self {
+            w,
+            b,
+            w_off: 0,
+            b_off: 0,
+            cout: ws[0],
+            kernel: ws[2],
+        }
+    }
+}
+
 /// A contiguous f32 tensor of `shape` on `like`'s device (uninitialised).
 fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
     let handle = like.client.empty(shape.num_elements() * size_of::<f32>());
@@ -1175,12 +1281,13 @@ fn check_chain(x: &CubeTensor, p: &CubeTensor, shape: &ChainShape) -> usize {
     xs[2]
 }
 
-/// `[B, C, H, W]` of a state `[B, C·H·W + 1]` under the mask `[1, C, H, W]`.
+/// `[B, C, H, W]` of a state `[B, C·H·W + 1]` under the masks `[M, C, H, W]` (`M = 1`
+/// for a single coupling).
 fn check_state(z: &CubeTensor, m: &CubeTensor) -> [usize; 4] {
     let (zs, ms) = (z.meta.shape(), m.meta.shape());
     assert!(
-        ms.num_dims() == 4 && ms[0] == 1,
-        "coupling state: mask must be [1, C, H, W]"
+        ms.num_dims() == 4 && ms[0] >= 1,
+        "coupling state: masks must be [M, C, H, W]"
     );
     let [c, h, w] = [ms[1], ms[2], ms[3]];
     assert!(
@@ -1193,6 +1300,11 @@ fn check_state(z: &CubeTensor, m: &CubeTensor) -> [usize; 4] {
 /// `(B, C, H, W)` of an affine update, its subnet output, mask and scales checked.
 fn check_affine(z: &CubeTensor, o: &CubeTensor, m: &CubeTensor, s: &CubeTensor) -> [usize; 4] {
     let [b, c, h, w] = check_state(z, m);
+    assert_eq!(
+        m.meta.shape()[0],
+        1,
+        "affine_update: mask must be [1, C, H, W]"
+    );
     check_shape(o, &[b, 2 * c, h, w], "affine_update subnet output");
     check_shape(s, &[1, c, 1, 1], "affine_update scales");
     [b, c, h, w]
@@ -1208,21 +1320,25 @@ impl F32 {
         bias: CubeTensor,
         act: Activation,
     ) -> CubeTensor {
-        Self::conv_forward(f32_tensor(input), None, weight, bias, act)
+        let x = f32_tensor(input);
+        let w = flat_params(weight);
+        let dims = check_conv(&x, &w);
+        let b = flat_params(bias);
+        check_shape(&b, &[dims[1]], "periodic_conv2d bias");
+        let conv = ConvParams::separate(w, b);
+        Self::conv_forward(x, None, &conv, act)
     }
 
-    /// The forward launch of the convolution of `x` (times `mask` on the fly where given:
-    /// then `x` is the field view of a state).
+    /// The forward launch of the convolution of `x` `[B, cin, H, W]` (times mask plane
+    /// `mask.1` of `mask.0` on the fly where given: then `x` is the field view of a state).
     fn conv_forward(
         x: CubeTensor,
-        mask: Option<CubeTensor>,
-        weight: CubeTensor,
-        bias: CubeTensor,
+        mask: Option<(CubeTensor, usize)>,
+        conv: &ConvParams,
         act: Activation,
     ) -> CubeTensor {
-        let (w, b) = (f32_tensor(weight), f32_tensor(bias));
-        let dims = check_conv(&x, &w);
-        check_shape(&b, &[dims[1]], "periodic_conv2d bias");
+        let xs = x.meta.shape().clone();
+        let dims = [xs[0], conv.cout, xs[2], xs[3]];
         let y = empty(&x, Shape::new(dims));
         let units = dims.iter().product::<usize>();
         if units == 0 {
@@ -1232,16 +1348,20 @@ impl F32 {
         let dim = CubeDim::new(&x.client, units);
         let masked = mask.is_some();
         // without a mask, `m` is not read
-        let m = mask.unwrap_or_else(|| x.clone());
+        let (m, mi) = mask.unwrap_or_else(|| (x.clone(), 0));
         conv_forward_kernel::launch(
             &x.client.clone(),
             grid(&x, units, dim),
             dim,
             x.into_tensor_arg(),
             m.into_tensor_arg(),
-            w.into_tensor_arg(),
-            b.into_tensor_arg(),
+            conv.w.clone().into_tensor_arg(),
+            conv.b.clone().into_tensor_arg(),
             y.clone().into_tensor_arg(),
+            conv.w_off as u32,
+            conv.b_off as u32,
+            conv.kernel as u32,
+            mi as u32,
             slope,
             code,
             masked,
@@ -1257,72 +1377,98 @@ impl F32 {
         act: Activation,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let x = f32_tensor(input);
+        let w = flat_params(weight);
+        check_conv(&x, &w);
         let gx = empty(&x, x.meta.shape().clone());
-        Self::conv_backward(x, None, gx, weight, output, grad_output, act)
+        let b = w.clone(); // not read backward
+        let conv = ConvParams::separate(w, b);
+        let (gx, gw, gb) =
+            Self::conv_backward(x, None, gx, false, &conv, None, output, grad_output, act);
+        (gx, gw, gb.expect("separate ∂b"))
     }
 
-    /// The backward launches of the convolution of `x` (times `mask` on the fly where given:
-    /// then `x` is the field view of a state and `gx` the state's cotangent); `gx` is
-    /// allocated by the caller.
+    /// The backward launch of the convolution of `x` (times mask plane `mask.1` on the fly
+    /// where given: then `x` is the field view of a state and `gx` the state's cotangent,
+    /// added to what it holds with `accumulate`); `gx` is allocated by the caller. With
+    /// `flat`, `∂w` and `∂b` are written into that flat gradient at `conv`'s offsets and it
+    /// is returned in place of `∂w` (no separate `∂b`); otherwise `(∂x, ∂w, Some(∂b))`.
+    #[allow(clippy::too_many_arguments)]
     fn conv_backward(
         x: CubeTensor,
-        mask: Option<CubeTensor>,
+        mask: Option<(CubeTensor, usize)>,
         gx: CubeTensor,
-        weight: CubeTensor,
+        accumulate: bool,
+        conv: &ConvParams,
+        flat: Option<CubeTensor>,
         output: CubeTensor,
         grad_output: CubeTensor,
         act: Activation,
-    ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let w = f32_tensor(weight);
+    ) -> (CubeTensor, CubeTensor, Option<CubeTensor>) {
         let (y, gy) = (f32_tensor(output), f32_tensor(grad_output));
-        let [batch, cout, rows, cols] = check_conv(&x, &w);
+        let xs = x.meta.shape().clone();
+        let [batch, cin, rows, cols] = [xs[0], xs[1], xs[2], xs[3]];
+        let (cout, k) = (conv.cout, conv.kernel);
         check_shape(&y, &[batch, cout, rows, cols], "periodic_conv2d output");
         check_shape(&gy, &[batch, cout, rows, cols], "periodic_conv2d cotangent");
-        let (cin, k) = (x.meta.shape()[1], w.meta.shape()[2]);
         let (code, slope) = act_code(act);
         let client = x.client.clone();
         let units = gx.meta.shape().num_elements();
+        // `∂x` (a thread per input) and `∂w`, `∂b` (a cube per entry) in one launch, each
+        // into its own buffer or into the flat gradient at their offsets: slicing one row of
+        // both would copy wherever the device's buffer-offset alignment (≥ 64 bytes on
+        // NVIDIA) does not divide the pieces' offsets.
+        let is_flat = flat.is_some();
+        let (gw, gb) = match flat {
+            Some(gp) => (gp, empty(&x, Shape::new([1]))),
+            None => (
+                empty(&x, Shape::new([cout, cin, k, k])),
+                empty(&x, Shape::new([cout])),
+            ),
+        };
         if batch * cin * rows * cols == 0 {
+            // (a coupling stack sends an empty batch to its composite path)
+            assert!(!is_flat, "coupling_stack: empty batch");
             let zeros = |shape: Shape| Ops::float_zeros(shape, &x.device, FloatDType::F32);
+            let gx = zeros(gx.meta.shape().clone());
             return (
-                zeros(gx.meta.shape().clone()),
+                gx,
                 zeros(Shape::new([cout, cin, k, k])),
-                zeros(Shape::new([cout])),
+                Some(zeros(Shape::new([cout]))),
             );
         }
-        // `∂x` (a thread per input) and `∂w`, `∂b` (a cube per entry) in one launch, each
-        // into its own buffer: slicing one row of both would copy wherever the device's
-        // buffer-offset alignment (≥ 64 bytes on NVIDIA) does not divide the pieces' offsets.
-        let gw = empty(&x, Shape::new([cout, cin, k, k]));
-        let gb = empty(&x, Shape::new([cout]));
         let cubes = units.div_ceil(SUM_CUBE as usize) + cout * cin * k * k + cout;
         let (count, dim) = sum_grid(&x, cubes);
         let masked = mask.is_some();
         // without a mask, `m` is not read
-        let m = mask.unwrap_or_else(|| x.clone());
+        let (m, mi) = mask.unwrap_or_else(|| (x.clone(), 0));
         conv_backward_kernel::launch(
             &client,
             count,
             dim,
             x.into_tensor_arg(),
             m.into_tensor_arg(),
-            w.into_tensor_arg(),
+            conv.w.clone().into_tensor_arg(),
             y.into_tensor_arg(),
             gy.into_tensor_arg(),
             gx.clone().into_tensor_arg(),
             gw.clone().into_tensor_arg(),
             gb.clone().into_tensor_arg(),
+            conv.w_off as u32,
+            conv.b_off as u32,
             k as u32,
+            mi as u32,
             slope,
             code,
             masked,
+            accumulate,
+            is_flat,
             SUM_CUBE,
         );
-        (gx, gw, gb)
+        (gx, gw, (!is_flat).then_some(gb))
     }
 
     /// The field of a state `[B, C·H·W + 1]` as a `[B, C, H, W]` view of the same buffer
-    /// (strides `[s₀, H·W·s₁, W·s₁, s₁]`; no copy), the shapes checked against the mask's.
+    /// (strides `[s₀, H·W·s₁, W·s₁, s₁]`; no copy), the shapes checked against the masks'.
     fn field_view(state: CubeTensor, mask: &CubeTensor) -> CubeTensor {
         let z = burn_cubecl::kernel::untile(state);
         let [b, c, h, w] = check_state(&z, mask);
@@ -1346,7 +1492,12 @@ impl F32 {
     ) -> CubeTensor {
         let m = f32_tensor(mask);
         let x = Self::field_view(f32_tensor(state), &m);
-        Self::conv_forward(x, Some(m), weight, bias, act)
+        let w = flat_params(weight);
+        let dims = check_conv(&x, &w);
+        let b = flat_params(bias);
+        check_shape(&b, &[dims[1]], "periodic_conv2d bias");
+        let conv = ConvParams::separate(w, b);
+        Self::conv_forward(x, Some((m, 0)), &conv, act)
     }
 
     fn conditioning_conv2d_backward(
@@ -1361,19 +1512,34 @@ impl F32 {
         let z = f32_tensor(state);
         let gz = empty(&z, z.meta.shape().clone());
         let x = Self::field_view(z, &m);
-        Self::conv_backward(x, Some(m), gz, weight, output, grad_output, act)
+        let w = flat_params(weight);
+        check_conv(&x, &w);
+        let conv = ConvParams::separate(w.clone(), w);
+        let (gz, gw, gb) = Self::conv_backward(
+            x,
+            Some((m, 0)),
+            gz,
+            false,
+            &conv,
+            None,
+            output,
+            grad_output,
+            act,
+        );
+        (gz, gw, gb.expect("separate ∂b"))
     }
 
-    fn affine_update(
-        state: CubeTensor,
-        subnet: CubeTensor,
-        mask: CubeTensor,
-        scale: CubeTensor,
+    /// The launch of [`affine_forward_kernel`] with `σ` at `s_off` of `sigma` and mask plane
+    /// `mi`.
+    fn affine_launch(
+        z: CubeTensor,
+        o: CubeTensor,
+        m: CubeTensor,
+        sigma: CubeTensor,
+        (s_off, mi): (usize, usize),
         direction: Direction,
     ) -> CubeTensor {
-        let (z, o) = (f32_tensor(state), f32_tensor(subnet));
-        let (m, s) = (f32_tensor(mask), f32_tensor(scale));
-        let b = check_affine(&z, &o, &m, &s)[0];
+        let b = z.meta.shape()[0];
         let y = empty(&z, z.meta.shape().clone());
         if b == 0 {
             return y;
@@ -1386,11 +1552,66 @@ impl F32 {
             z.into_tensor_arg(),
             o.into_tensor_arg(),
             m.into_tensor_arg(),
-            s.into_tensor_arg(),
+            sigma.into_tensor_arg(),
             y.clone().into_tensor_arg(),
+            s_off as u32,
+            mi as u32,
             direction == Direction::Inverse,
         );
         y
+    }
+
+    fn affine_update(
+        state: CubeTensor,
+        subnet: CubeTensor,
+        mask: CubeTensor,
+        scale: CubeTensor,
+        direction: Direction,
+    ) -> CubeTensor {
+        let (z, o) = (f32_tensor(state), f32_tensor(subnet));
+        let (m, s) = (f32_tensor(mask), flat_params(scale));
+        check_affine(&z, &o, &m, &s);
+        Self::affine_launch(z, o, m, s, (0, 0), direction)
+    }
+
+    /// The launch of [`affine_backward_kernel`]: `(∂z, ∂o)`, and `∂σ` written into `gs` at
+    /// `s_off` (the update's own `[1, C, 1, 1]` at 0, or a stack's flat gradient).
+    #[allow(clippy::too_many_arguments)]
+    fn affine_backward_launch(
+        z: CubeTensor,
+        o: CubeTensor,
+        m: CubeTensor,
+        sigma: CubeTensor,
+        gy: CubeTensor,
+        gs: CubeTensor,
+        (s_off, mi): (usize, usize),
+        direction: Direction,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let zs = z.meta.shape().clone();
+        let ms = m.meta.shape().clone();
+        let (b, c) = (zs[0], ms[1]);
+        check_shape(&gy, &[b, zs[1]], "affine_update cotangent");
+        let gz = empty(&z, zs);
+        let go = empty(&z, Shape::new([b, 2 * c, ms[2], ms[3]]));
+        let (count, dim) = sum_grid(&z, b.div_ceil(SUM_CUBE as usize) + c);
+        affine_backward_kernel::launch(
+            &z.client.clone(),
+            count,
+            dim,
+            z.into_tensor_arg(),
+            o.into_tensor_arg(),
+            m.into_tensor_arg(),
+            sigma.into_tensor_arg(),
+            gy.into_tensor_arg(),
+            gz.clone().into_tensor_arg(),
+            go.clone().into_tensor_arg(),
+            gs.clone().into_tensor_arg(),
+            s_off as u32,
+            mi as u32,
+            direction == Direction::Inverse,
+            SUM_CUBE,
+        );
+        (gz, go, gs)
     }
 
     fn affine_update_backward(
@@ -1402,33 +1623,143 @@ impl F32 {
         direction: Direction,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let (z, o) = (f32_tensor(state), f32_tensor(subnet));
-        let (m, s, gy) = (f32_tensor(mask), f32_tensor(scale), f32_tensor(grad_output));
+        let (m, s, gy) = (
+            f32_tensor(mask),
+            flat_params(scale),
+            f32_tensor(grad_output),
+        );
         let [b, c, h, w] = check_affine(&z, &o, &m, &s);
-        check_shape(&gy, &[b, c * h * w + 1], "affine_update cotangent");
-        let gz = empty(&z, z.meta.shape().clone());
-        let go = empty(&z, Shape::new([b, 2 * c, h, w]));
         if b == 0 {
+            let gz = empty(&z, z.meta.shape().clone());
+            let go = empty(&z, Shape::new([b, 2 * c, h, w]));
             let zeros = Ops::float_zeros(Shape::new([1, c, 1, 1]), &z.device, FloatDType::F32);
             return (gz, go, zeros);
         }
         let gs = empty(&z, Shape::new([1, c, 1, 1]));
-        let (count, dim) = sum_grid(&z, b.div_ceil(SUM_CUBE as usize) + c);
-        affine_backward_kernel::launch(
-            &z.client.clone(),
-            count,
-            dim,
-            z.into_tensor_arg(),
-            o.into_tensor_arg(),
-            m.into_tensor_arg(),
-            s.into_tensor_arg(),
-            gy.into_tensor_arg(),
-            gz.clone().into_tensor_arg(),
-            go.clone().into_tensor_arg(),
-            gs.clone().into_tensor_arg(),
-            direction == Direction::Inverse,
-            SUM_CUBE,
+        Self::affine_backward_launch(z, o, m, s, gy, gs, (0, 0), direction)
+    }
+
+    /// A stack's convolution `layer`'s weights in the flat parameters `p`.
+    fn stack_params(p: &CubeTensor, layer: &StackConv) -> ConvParams {
+        ConvParams {
+            w: p.clone(),
+            b: p.clone(),
+            w_off: layer.weight,
+            b_off: layer.bias,
+            cout: layer.cout,
+            kernel: layer.kernel,
+        }
+    }
+
+    fn stack_conv(
+        input: CubeTensor,
+        params: CubeTensor,
+        masks: CubeTensor,
+        layer: StackConv,
+    ) -> CubeTensor {
+        let p = flat_params(params);
+        let conv = Self::stack_params(&p, &layer);
+        if input.meta.shape().num_dims() == 2 {
+            let m = f32_tensor(masks);
+            let x = Self::field_view(f32_tensor(input), &m);
+            Self::conv_forward(x, Some((m, layer.mask)), &conv, layer.act)
+        } else {
+            Self::conv_forward(f32_tensor(input), None, &conv, layer.act)
+        }
+    }
+
+    fn stack_conv_backward(
+        input: CubeTensor,
+        params: CubeTensor,
+        output: CubeTensor,
+        grad_output: CubeTensor,
+        grad_params: CubeTensor,
+        layer: StackConv,
+    ) -> (CubeTensor, CubeTensor) {
+        let x = f32_tensor(input);
+        let p = flat_params(params);
+        let conv = Self::stack_params(&p, &layer);
+        let gx = empty(&x, x.meta.shape().clone());
+        let gp = owned(grad_params);
+        let (gx, gp, _) = Self::conv_backward(
+            x,
+            None,
+            gx,
+            false,
+            &conv,
+            Some(gp),
+            output,
+            grad_output,
+            layer.act,
         );
-        (gz, go, gs)
+        (gx, gp)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stack_conditioning_backward(
+        state: CubeTensor,
+        params: CubeTensor,
+        masks: CubeTensor,
+        output: CubeTensor,
+        grad_output: CubeTensor,
+        grad_state: CubeTensor,
+        grad_params: CubeTensor,
+        layer: StackConv,
+    ) -> (CubeTensor, CubeTensor) {
+        let m = f32_tensor(masks);
+        let x = Self::field_view(f32_tensor(state), &m);
+        let p = flat_params(params);
+        let conv = Self::stack_params(&p, &layer);
+        let gz = owned(grad_state);
+        let gp = owned(grad_params);
+        let (gz, gp, _) = Self::conv_backward(
+            x,
+            Some((m, layer.mask)),
+            gz,
+            true,
+            &conv,
+            Some(gp),
+            output,
+            grad_output,
+            layer.act,
+        );
+        (gz, gp)
+    }
+
+    fn stack_affine(
+        state: CubeTensor,
+        subnet: CubeTensor,
+        params: CubeTensor,
+        masks: CubeTensor,
+        layer: StackAffine,
+    ) -> CubeTensor {
+        let (z, o) = (f32_tensor(state), f32_tensor(subnet));
+        let (m, p) = (f32_tensor(masks), flat_params(params));
+        check_state(&z, &m);
+        let at = (layer.sigma, layer.mask);
+        Self::affine_launch(z, o, m, p, at, layer.direction)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stack_affine_backward(
+        state: CubeTensor,
+        subnet: CubeTensor,
+        params: CubeTensor,
+        masks: CubeTensor,
+        grad_output: CubeTensor,
+        grad_params: CubeTensor,
+        layer: StackAffine,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (z, o) = (f32_tensor(state), f32_tensor(subnet));
+        let (m, p, gy) = (
+            f32_tensor(masks),
+            flat_params(params),
+            f32_tensor(grad_output),
+        );
+        check_state(&z, &m);
+        let gp = owned(grad_params);
+        let at = (layer.sigma, layer.mask);
+        Self::affine_backward_launch(z, o, m, p, gy, gp, at, layer.direction)
     }
 
     /// The blocks of `src` `[B, C·L² + 1]` as the chain's `[rows, N]`
@@ -1619,6 +1950,109 @@ impl F32 {
 }
 
 impl HotOps for CubeBackend {
+    fn coupling_stack(
+        state: CubeTensor,
+        params: CubeTensor,
+        masks: CubeTensor,
+        shape: StackShape,
+        direction: Direction,
+    ) -> CubeTensor {
+        let dtype = state.dtype;
+        let (y, _) = super::hot::stack_forward::<Self>(
+            f32_tensor(state),
+            flat_params(params),
+            f32_tensor(masks),
+            &shape,
+            direction,
+            false,
+        );
+        as_dtype(y, dtype)
+    }
+
+    fn stack_conv(
+        input: CubeTensor,
+        params: CubeTensor,
+        masks: CubeTensor,
+        layer: StackConv,
+    ) -> CubeTensor {
+        let dtype = input.dtype;
+        as_dtype(F32::stack_conv(input, params, masks, layer), dtype)
+    }
+
+    fn stack_conv_backward(
+        input: CubeTensor,
+        params: CubeTensor,
+        output: CubeTensor,
+        grad_output: CubeTensor,
+        grad_params: CubeTensor,
+        layer: StackConv,
+    ) -> (CubeTensor, CubeTensor) {
+        let (dx, dp) = (input.dtype, grad_params.dtype);
+        let (gx, gp) =
+            F32::stack_conv_backward(input, params, output, grad_output, grad_params, layer);
+        (as_dtype(gx, dx), as_dtype(gp, dp))
+    }
+
+    fn stack_conditioning_backward(
+        state: CubeTensor,
+        params: CubeTensor,
+        masks: CubeTensor,
+        output: CubeTensor,
+        grad_output: CubeTensor,
+        grad_state: CubeTensor,
+        grad_params: CubeTensor,
+        layer: StackConv,
+    ) -> (CubeTensor, CubeTensor) {
+        let (dz, dp) = (grad_state.dtype, grad_params.dtype);
+        let (gz, gp) = F32::stack_conditioning_backward(
+            state,
+            params,
+            masks,
+            output,
+            grad_output,
+            grad_state,
+            grad_params,
+            layer,
+        );
+        (as_dtype(gz, dz), as_dtype(gp, dp))
+    }
+
+    fn stack_affine(
+        state: CubeTensor,
+        subnet: CubeTensor,
+        params: CubeTensor,
+        masks: CubeTensor,
+        layer: StackAffine,
+    ) -> CubeTensor {
+        let dtype = state.dtype;
+        as_dtype(
+            F32::stack_affine(state, subnet, params, masks, layer),
+            dtype,
+        )
+    }
+
+    fn stack_affine_backward(
+        state: CubeTensor,
+        subnet: CubeTensor,
+        params: CubeTensor,
+        masks: CubeTensor,
+        grad_output: CubeTensor,
+        grad_params: CubeTensor,
+        layer: StackAffine,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (dz, do_, dp) = (state.dtype, subnet.dtype, grad_params.dtype);
+        let (gz, go, gp) = F32::stack_affine_backward(
+            state,
+            subnet,
+            params,
+            masks,
+            grad_output,
+            grad_params,
+            layer,
+        );
+        (as_dtype(gz, dz), as_dtype(go, do_), as_dtype(gp, dp))
+    }
+
     fn block_layer(state: CubeTensor, params: CubeTensor, shape: BlockLayerShape) -> CubeTensor {
         let dtype = state.dtype;
         as_dtype(F32::block_layer_saving(state, params, shape).0, dtype)

@@ -286,6 +286,37 @@ impl HotPaths {
         )
     }
 
+    /// A whole flat coupling stack as one operation on its state (decision 75): the state
+    /// `[B, C·H·W + 1]` (each sample's field flattened, then its ln|det| so far), the
+    /// stack's flat parameters `[P]` ([`StackShape`]'s layout) and its masks `[M, C, H, W]`
+    /// (constant) → the state after every coupling (forward: coupling 0 first; inverse: the
+    /// last first), their ln|det| added to the last column. Each coupling is the subnet on
+    /// `m ⊙ z` and the affine update, as [`HotPaths::conditioning_conv2d`],
+    /// [`HotPaths::periodic_conv2d`] and [`HotPaths::affine_update`] with the weights read
+    /// from the flat vector. Its gradient with respect to the parameters is one flat tensor,
+    /// each kernel writing its part of it in place, and the state's two cotangents (through
+    /// the update and through the subnet) are summed inside the first layer's backward
+    /// kernel: on a GPU 4 launches per coupling forward and 4 backward, and Adam updates
+    /// one tensor instead of seven per coupling.
+    ///
+    /// # Panics
+    /// Where the shapes disagree with `shape` ([`StackShape`]).
+    pub fn coupling_stack(
+        self,
+        state: Tensor<2>,
+        params: Tensor<1>,
+        masks: Tensor<4>,
+        shape: StackShape,
+        direction: Direction,
+    ) -> Tensor<2> {
+        shape.check(&state.dims(), &params.dims(), &masks.dims());
+        on_hot!(
+            self,
+            (state, params, masks, shape, direction),
+            hot::coupling_stack(state, params, masks, shape, direction)
+        )
+    }
+
     /// One layer of the hierarchical flow as one operation on the flow's state: the state
     /// `[B, C·L² + 1]` (each sample's field flattened as `(channel, row, col)`, then its
     /// ln|det| so far) and a [`crate::BlockRealNvp`]'s flat parameters → the state with
@@ -459,6 +490,162 @@ pub struct ChainShape {
     pub hidden: Activation,
     /// Forward (generative) or inverse (`x → z`, couplings undone from the last).
     pub direction: Direction,
+}
+
+/// The shape of a flat coupling stack whose parameters are one flat vector
+/// ([`HotPaths::coupling_stack`], [`crate::CouplingStack`]): `couplings` affine couplings
+/// on fields `[B, C, rows, cols]`, each with a periodic CNN of widths `C → h₁ → … → 2C`
+/// (`k × k` kernels, `hidden` between layers, none after the last), coupling `k` under
+/// mask plane `k mod masks`. The flat layout, coupling by coupling:
+///
+/// ```text
+/// [W₀ [h₁, C, k, k], b₀ [h₁], W₁, b₁, …, W_{L−1} [2C, h_{L−1}, k, k], b_{L−1} [2C], σ [C]]
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackShape {
+    /// Field channels `C`.
+    pub channels: usize,
+    /// Lattice rows.
+    pub rows: usize,
+    /// Lattice columns.
+    pub cols: usize,
+    /// Odd kernel side `k`.
+    pub kernel: usize,
+    /// Channel widths of every coupling's CNN, `C` first, `2C` last.
+    pub widths: Vec<usize>,
+    /// Activation of the hidden layers.
+    pub hidden: Activation,
+    /// Couplings `K`.
+    pub couplings: usize,
+    /// Mask planes `M` (`[M, C, rows, cols]`; coupling `k` uses plane `k mod M`).
+    pub masks: usize,
+}
+
+/// One convolution of a [`StackShape`]: where its weight `[cout, cin, k, k]` and bias
+/// `[cout]` sit in the stack's flat parameters, its activation, and (for a coupling's first
+/// layer, which reads `m ⊙ z` from the state) its mask plane.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackConv {
+    /// Offset of the weight.
+    pub weight: usize,
+    /// Offset of the bias.
+    pub bias: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Odd kernel side `k`.
+    pub kernel: usize,
+    /// Activation after the convolution.
+    pub act: Activation,
+    /// Mask plane (read only by a coupling's first layer).
+    pub mask: usize,
+}
+
+/// The affine update of a [`StackShape`]'s coupling: where its scales `σ` `[C]` sit in the
+/// flat parameters, its mask plane and the direction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackAffine {
+    /// Offset of `σ`.
+    pub sigma: usize,
+    /// Mask plane.
+    pub mask: usize,
+    /// Forward or inverse update.
+    pub direction: Direction,
+}
+
+impl StackShape {
+    /// The parameters of one coupling (its convolutions' weights and biases, then `σ`).
+    pub fn coupling_len(&self) -> usize {
+        let k2 = self.kernel * self.kernel;
+        let nets: usize = self.widths.windows(2).map(|w| w[1] * (w[0] * k2 + 1)).sum();
+        nets + self.channels
+    }
+
+    /// The flat parameters' length.
+    pub fn len(&self) -> usize {
+        self.couplings * self.coupling_len()
+    }
+
+    /// Whether the stack has no parameter (no coupling).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The lengths of the tensors the flat vector concatenates, in order: per coupling every
+    /// layer's weight and bias, then `σ` (the units of gradient clipping).
+    pub fn pieces(&self) -> Vec<usize> {
+        let k2 = self.kernel * self.kernel;
+        let mut lengths = Vec::new();
+        for _ in 0..self.couplings {
+            for w in self.widths.windows(2) {
+                lengths.extend([w[1] * w[0] * k2, w[1]]);
+            }
+            lengths.push(self.channels);
+        }
+        lengths
+    }
+
+    /// The convolutions of coupling `k`, first to last.
+    pub fn convs(&self, k: usize) -> Vec<StackConv> {
+        let k2 = self.kernel * self.kernel;
+        let layers = self.widths.len() - 1;
+        let mut at = k * self.coupling_len();
+        let mut convs = Vec::with_capacity(layers);
+        for (l, w) in self.widths.windows(2).enumerate() {
+            let weight = at;
+            at += w[1] * w[0] * k2;
+            convs.push(StackConv {
+                weight,
+                bias: at,
+                cin: w[0],
+                cout: w[1],
+                kernel: self.kernel,
+                act: if l + 1 == layers {
+                    Activation::Identity
+                } else {
+                    self.hidden
+                },
+                mask: k % self.masks,
+            });
+            at += w[1];
+        }
+        convs
+    }
+
+    /// The affine update of coupling `k`.
+    pub fn affine(&self, k: usize, direction: Direction) -> StackAffine {
+        StackAffine {
+            sigma: (k + 1) * self.coupling_len() - self.channels,
+            mask: k % self.masks,
+            direction,
+        }
+    }
+
+    /// # Panics
+    /// Where the widths do not run `C → … → 2C`, the kernel is even, there is no mask
+    /// plane, or the state, parameters or masks do not have this shape's sizes.
+    fn check(&self, state: &[usize], params: &[usize], masks: &[usize]) {
+        assert!(
+            self.widths.len() >= 2
+                && self.widths[0] == self.channels
+                && self.widths.last() == Some(&(2 * self.channels)),
+            "coupling_stack: widths must run C → … → 2C"
+        );
+        assert!(self.kernel % 2 == 1, "coupling_stack: kernel must be odd");
+        assert!(self.masks >= 1, "coupling_stack: no mask plane");
+        let v = self.channels * self.rows * self.cols;
+        assert!(
+            state.len() == 2 && state[1] == v + 1,
+            "coupling_stack: state must be [B, C·H·W + 1]"
+        );
+        assert_eq!(params, [self.len()], "coupling_stack: parameter length");
+        assert_eq!(
+            masks,
+            [self.masks, self.channels, self.rows, self.cols],
+            "coupling_stack: masks must be [M, C, H, W]"
+        );
+    }
 }
 
 #[cfg(test)]
