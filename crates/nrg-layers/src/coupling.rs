@@ -531,11 +531,13 @@ mod tests {
     /// both directions) and on `devs[1]` (the same device without autodiff: values only)
     /// against its couplings composed on `reference` from burn's operations, the flat
     /// parameter drawn at random there; 300 samples (more than a cube of the CubeCL kernels
-    /// holds), one and two channels.
+    /// holds); one and two channels with two hidden layers of 3 × 3 kernels, and two
+    /// channels with a single 1 × 1 layer. The flat gradient is compared piece by piece
+    /// (each weight, bias and `σ` to 1e-4 of its own largest), so a small wrong piece fails.
     fn stack_equals_composite(devs: [&Device; 2], reference: &Device) {
         reference.seed(11);
-        for c in [1, 2] {
-            let config = AffineCouplingConfig::new(c, 4, 4, vec![3, 2]);
+        for (c, hidden, kernel) in [(1, vec![3, 2], 3), (2, vec![3, 2], 3), (2, vec![], 1)] {
+            let config = AffineCouplingConfig::new(c, 4, 4, hidden).with_kernel(kernel);
             let mut stack_ref = CouplingStack::checkerboard(&config, 3, reference);
             let len = stack_ref.params.val().dims()[0];
             stack_ref.params = Param::from_tensor(Tensor::random(
@@ -559,7 +561,7 @@ mod tests {
             let v4 = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
             let v1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
             for direction in [Direction::Forward, Direction::Inverse] {
-                let what = format!("C={c} {direction:?}");
+                let what = format!("C={c} k={kernel} {direction:?}");
                 let (y1, l1) = stack.run(x.clone(), direction);
                 let conv = kernels::periodic_conv2d_reference;
                 let (y2, l2) = stack_ref.composite(x_ref.clone(), direction, conv);
@@ -577,6 +579,17 @@ mod tests {
                 let (gx1, gx2) = (v4(x.grad(&g1).unwrap()), v4(x_ref.grad(&g2).unwrap()));
                 assert!(max_diff(&gx1, &gx2) < 1e-4 * magnitude(&gx2), "{what}: dx");
                 param_grads_close(&stack, &stack_ref, [&g1, &g2], 1, &what);
+                let (mut p1, mut p2) = (GradsOf(&g1, vec![]), GradsOf(&g2, vec![]));
+                stack.visit(&mut p1);
+                stack_ref.visit(&mut p2);
+                let mut at = 0;
+                for (k, n) in stack.shape().pieces().into_iter().enumerate() {
+                    let (a, b) = (&p1.1[0][at..at + n], &p2.1[0][at..at + n]);
+                    let d = max_diff(a, b);
+                    assert!(d < 1e-4 * magnitude(b), "{what}: piece {k} differs by {d}");
+                    at += n;
+                }
+                assert_eq!(at, p1.1[0].len(), "{what}: the pieces tile the gradient");
             }
         }
     }

@@ -38,8 +38,10 @@
 //!                 ∂b_l = Σ_n δ_l, ∂σ_k over the columns, in the flat layout
 //! ```
 //!
-//! Indices are periodic (`p = ⌊k/2⌋`); every input is read through its strides, outputs
-//! are allocated contiguous. Everything is f32 (other float types are cast).
+//! Indices are periodic (`p = ⌊k/2⌋`); fields and states are read through their strides,
+//! parameters (weights, biases, `σ`, a stack's flat vector) made contiguous and read at
+//! offsets; outputs are allocated contiguous. Everything is f32 (other float types are
+//! cast).
 
 use super::hot::HotOps;
 use super::{
@@ -1297,14 +1299,15 @@ fn check_state(z: &CubeTensor, m: &CubeTensor) -> [usize; 4] {
     [zs[0], c, h, w]
 }
 
+/// A single coupling's mask: `[1, C, H, W]` (`what` names the operation).
+fn check_single_mask(m: &CubeTensor, what: &str) {
+    assert_eq!(m.meta.shape()[0], 1, "{what}: mask must be [1, C, H, W]");
+}
+
 /// `(B, C, H, W)` of an affine update, its subnet output, mask and scales checked.
 fn check_affine(z: &CubeTensor, o: &CubeTensor, m: &CubeTensor, s: &CubeTensor) -> [usize; 4] {
     let [b, c, h, w] = check_state(z, m);
-    assert_eq!(
-        m.meta.shape()[0],
-        1,
-        "affine_update: mask must be [1, C, H, W]"
-    );
+    check_single_mask(m, "affine_update");
     check_shape(o, &[b, 2 * c, h, w], "affine_update subnet output");
     check_shape(s, &[1, c, 1, 1], "affine_update scales");
     [b, c, h, w]
@@ -1492,6 +1495,7 @@ impl F32 {
     ) -> CubeTensor {
         let m = f32_tensor(mask);
         let x = Self::field_view(f32_tensor(state), &m);
+        check_single_mask(&m, "conditioning_conv2d");
         let w = flat_params(weight);
         let dims = check_conv(&x, &w);
         let b = flat_params(bias);
@@ -1512,6 +1516,7 @@ impl F32 {
         let z = f32_tensor(state);
         let gz = empty(&z, z.meta.shape().clone());
         let x = Self::field_view(z, &m);
+        check_single_mask(&m, "conditioning_conv2d");
         let w = flat_params(weight);
         check_conv(&x, &w);
         let conv = ConvParams::separate(w.clone(), w);
