@@ -51,6 +51,12 @@ fn layers(device: &Device) -> Vec<(String, Box<dyn Bijector>, [usize; 3])> {
         Box::new(CouplingStack::checkerboard(&config(1, false), 4, device)),
         [1, 4, 4],
     ));
+    // composed from burn's operations on slices of the flat parameter (no fused path)
+    out.push((
+        "stack of 3 additive, 2 channels".into(),
+        Box::new(CouplingStack::checkerboard(&config(2, true), 3, device)),
+        [2, 4, 4],
+    ));
     for (c, b, residual, additive) in [
         (1, 2, false, false),
         (2, 2, false, false),
