@@ -63,12 +63,11 @@ pub trait Action: OnLattice + Send + Sync {
 /// of dozens. Only for actions whose gradient is right (the built-in ones are tested
 /// against autodiff): the gradient of `S̃` is whatever `action_and_grad` returns.
 pub fn with_analytic_gradient<A: Action + ?Sized>(action: &A, x: Tensor<4>) -> Tensor<1> {
-    let b = x.dims()[0];
     // Not `detach`: that keeps a leaf's `require_grad`, and `S`'s expression would be
     // recorded on it.
     let fixed = x.clone().set_require_grad(false);
     let (value, grad) = action.action_and_grad(fixed.clone());
-    value + ((x - fixed) * grad).sum_dims(&[1, 2, 3]).reshape([b])
+    value + crate::batch::sum_per_sample((x - fixed) * grad)
 }
 
 /// A lattice action on one configuration in `f64` (`field[channel·V + site]`); its field

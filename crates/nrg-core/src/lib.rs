@@ -7,6 +7,7 @@
 //!   the field space ([`FieldSpace`], [`OnLattice`]) actions and chains share;
 //! - [`action`]: the [`Action`] trait — a batched lattice action `S(x)` on burn tensors of
 //!   shape `[batch, channels, rows, cols]` and its gradient;
+//! - [`batch`]: per-sample sums of batched tensors in one reduction;
 //! - [`bijector`]: the [`Bijector`] trait of invertible layers and flows (`z ↦ x` with
 //!   `ln|det ∂x/∂z|`, and back);
 //! - [`prior`]: the [`Prior`] trait of latent distributions;
@@ -33,6 +34,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod action;
+pub mod batch;
 pub mod bijector;
 pub mod bulk;
 pub mod chain;

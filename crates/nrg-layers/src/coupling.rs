@@ -111,7 +111,7 @@ fn composite_update(
         };
     }
     let s = crate::activation::tanh(out.slice_dim(1, 0..c)) * scale * free;
-    let ld = s.clone().sum_dims(&[1, 2, 3]).reshape([b]);
+    let ld = nrg_core::batch::sum_per_sample(s.clone());
     match direction {
         Direction::Forward => (y * s.exp() + t, ld),
         Direction::Inverse => ((y - t) * s.neg().exp(), ld.neg()),

@@ -128,7 +128,8 @@ impl BlockOde {
             jac = jac.reshape([n * d, width]).matmul(w).reshape([n, d, out]);
             h = a.matmul(layer.weight.val()) + layer.bias.val();
         }
-        let trace = (jac * self.eye.clone()).sum_dims(&[1, 2]).reshape([n, 1]);
+        // One reduction over `[N, D·D]` (burn's `sum_dims` reduces one axis at a time).
+        let trace = (jac * self.eye.clone()).reshape([n, d * d]).sum_dim(1);
         (h, trace)
     }
 

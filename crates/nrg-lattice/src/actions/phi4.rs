@@ -230,11 +230,10 @@ impl PhiFour {
     /// `S = Σ_x [a φ² + b φ⁴ − κ φ·N]` from `φ²` (summed over channels, `[batch, 1, rows,
     /// cols]`) and the neighbour sum `N`: each bond counted from both ends, so `κ`, not `2κ`.
     fn value_from(&self, x: Tensor<4>, p2: Tensor<4>, neighbours: Tensor<4>) -> Tensor<1> {
-        let [b, _, _, _] = x.dims();
         let hop = (x * neighbours).sum_dim(1);
         let local = p2.clone().mul_scalar(self.a) + (p2.clone() * p2).mul_scalar(self.b);
         let density = local - hop.mul_scalar(self.kappa);
-        density.sum_dims(&[1, 2, 3]).reshape([b])
+        nrg_core::batch::sum_per_sample(density)
     }
 
     /// `∂S/∂φ = φ (2a + 4b φ²) − 2κ N` from `φ²` and `N`, as [`PhiFour::value_from`].
