@@ -128,8 +128,14 @@ impl BlockOde {
             jac = jac.reshape([n * d, width]).matmul(w).reshape([n, d, out]);
             h = a.matmul(layer.weight.val()) + layer.bias.val();
         }
-        // One reduction over `[N, D·D]` (burn's `sum_dims` reduces one axis at a time).
-        let trace = (jac * self.eye.clone()).reshape([n, d * d]).sum_dim(1);
+        // One reduction over `[N, D·D]` (burn's `sum_dims` reduces one axis at a time). With
+        // no hidden layer the field is linear and `jac` is the first layer's `[1, D, D]`,
+        // the same for every sample.
+        let rows = jac.dims()[0];
+        let trace = (jac * self.eye.clone())
+            .reshape([rows, d * d])
+            .sum_dim(1)
+            .expand([n, 1]);
         (h, trace)
     }
 
