@@ -716,8 +716,8 @@ mod tests {
         }
     }
 
-    /// The same for the CubeCL gather and scatter around the chain kernels on the wgpu
-    /// device, against the composite on flex (see
+    /// The same for the CubeCL chain kernels (reading their blocks from the state) and the
+    /// scatter on the wgpu device, against the composite on flex (see
     /// [`cube_chain_equals_composite_couplings_with_gradients`] for why flex): a
     /// disentangler and a decimator with 2×2 blocks on 5 samples of 16 × 16 (320 blocks,
     /// more than a cube's 256 threads) and a dilated 4×4 layer with two channels.
@@ -811,6 +811,18 @@ mod tests {
             // The field to 1e-5 of its largest magnitude (at least 1), as the chain test:
             // the kernel against burn's operations. The ln|det| column on its own scale: it
             // sums a sample's blocks, in another order.
+            // Without autodiff (as when sampling) the layer runs the forward entry that keeps
+            // nothing for a backward pass: the same arithmetic, so the same values up to the
+            // shader compiler contracting another product into a fused multiply-add (1e-6).
+            let plain = block
+                .valid()
+                .layer_on_state(z.clone().inner(), placement, direction)
+                .expect("the hot path of the same device without autodiff");
+            let (a, b) = (vals(plain), vals(got.clone()));
+            assert!(
+                max_diff(&a, &b) < 1e-6 * magnitude(&b),
+                "{case}: no autodiff"
+            );
             let (a, b) = (vals(got.clone()), vals(want.clone()));
             for (part, last) in [("field", false), ("ln|det|", true)] {
                 let pick = |v: &[f32]| -> Vec<f32> {

@@ -25,12 +25,13 @@
 //!                 convolutions' and the conditioning's backward launches writing their
 //!                 parts of one flat gradient in place, the conditioning's ∂x threads adding
 //!                 m ⊙ ∂x to the update's ∂state
-//! block layer     a thread per entry of the chain's input, gathered from the hierarchical
-//!                 flow's state; the chain; a thread per entry of the new state (block
-//!                 sites from the chain's output, the rest copied, a thread per sample
-//!                 summing its blocks' ln|det|); backward one gather (of the cotangent:
-//!                 autodiff keeps the forward's gathered blocks) and the scatter around
-//!                 the chain's backward pass
+//! block layer     the chain, its threads reading their blocks straight from the
+//!                 hierarchical flow's state (and writing them out for autodiff to keep);
+//!                 then a thread per entry of the new state (block sites from the chain's
+//!                 output, the rest copied, a thread per sample summing its blocks'
+//!                 ln|det|): two launches. Backward the chain's backward pass, reading its
+//!                 cotangent straight from the new state's (its input from the kept
+//!                 blocks), the parameters' sums and the scatter: three launches
 //! chain forward   one thread per column: the K couplings and their twin MLPs in registers
 //! chain backward  one thread per column: the chain recomputed (K + 1 states kept), the
 //!                 couplings walked back, each layer's input a_l and output cotangent δ_l
@@ -671,12 +672,17 @@ fn coupling_nets(
     twin_forward(p, acts, shift, slope, widths, base, comptime!(1usize), act);
 }
 
+/// The chain's input: `[2, h, N]`, or with `blocks` a state `[B, C·L² + 1]` read through
+/// [`block_site`] (column `n = s·m² + blk`); with `saved`, the blocks read also written
+/// there, `[2h, N]` (what autodiff keeps of a hierarchical layer).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn chain_forward_kernel(
     x: &Tensor<f32>,
     p: &Tensor<f32>,
     y: &mut Tensor<f32>,
+    saved: ComptimeOption<&mut Tensor<f32>>,
+    blocks: ComptimeOption<Blocks>,
     slope: f32,
     #[comptime] widths: Vec<usize>,
     #[comptime] couplings: usize,
@@ -684,15 +690,34 @@ fn chain_forward_kernel(
     #[comptime] act: u32,
 ) {
     let n = ABSOLUTE_POS;
-    let cols = x.shape(2);
+    let cols = y.shape(1);
     if n >= cols {
         terminate!();
     }
     let h = comptime!(widths[0]);
     let net_len = comptime!(net_layout(&widths).1);
     let mut state = Array::<f32>::new(comptime!(2 * widths[0]));
-    for r in 0..comptime!(2 * widths[0]) {
-        state[r] = x[(r / h) * x.stride(0) + (r % h) * x.stride(1) + n * x.stride(2)];
+    #[comptime]
+    match &blocks {
+        ComptimeOption::Some(g) => {
+            let mm = blocks_per_sample(g);
+            let at = (n / mm) * x.stride(0);
+            let blk = n % mm;
+            for r in 0..comptime!(2 * widths[0]) {
+                state[r] = x[at + block_site(g, r, blk) * x.stride(1)];
+            }
+        }
+        ComptimeOption::None => {
+            for r in 0..comptime!(2 * widths[0]) {
+                state[r] = x[(r / h) * x.stride(0) + (r % h) * x.stride(1) + n * x.stride(2)];
+            }
+        }
+    }
+    #[comptime]
+    if let ComptimeOption::Some(xs) = saved {
+        for r in 0..comptime!(2 * widths[0]) {
+            xs[r * cols + n] = state[r];
+        }
     }
     let mut acts = Array::<f32>::new(comptime!(input_offset(&widths, widths.len() - 1)));
     let mut shat = Array::<f32>::new(h);
@@ -798,6 +823,9 @@ fn twin_backward(
     }
 }
 
+/// The output's cotangent `gy`: `[2h + 1, N]`, or with `blocks` the cotangent of a
+/// hierarchical layer's new state `[B, C·L² + 1]`, read through [`block_site`] (row `2h`
+/// from the sample's ln|det| entry).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn chain_backward_kernel(
@@ -808,6 +836,7 @@ fn chain_backward_kernel(
     acts_out: &mut Tensor<f32>,
     deltas: &mut Tensor<f32>,
     gsigma: &mut Tensor<f32>,
+    blocks: ComptimeOption<Blocks>,
     slope: f32,
     #[comptime] widths: Vec<usize>,
     #[comptime] couplings: usize,
@@ -865,10 +894,25 @@ fn chain_backward_kernel(
     }
     // Cotangents of the last state and of ln|det|.
     let mut grad = Array::<f32>::new(h2);
-    for r in 0..h2 {
-        grad[r] = gy[r * gy.stride(0) + n * gy.stride(1)];
-    }
-    let gld = gy[h2 * gy.stride(0) + n * gy.stride(1)];
+    #[comptime]
+    let gld = match &blocks {
+        ComptimeOption::Some(g) => {
+            let mm = blocks_per_sample(g);
+            let at = (n / mm) * gy.stride(0);
+            let blk = n % mm;
+            for r in 0..h2 {
+                grad[r] = gy[at + block_site(g, r, blk) * gy.stride(1)];
+            }
+            let l = g.size as usize;
+            gy[at + g.channels as usize * l * l * gy.stride(1)]
+        }
+        ComptimeOption::None => {
+            for r in 0..h2 {
+                grad[r] = gy[r * gy.stride(0) + n * gy.stride(1)];
+            }
+            gy[h2 * gy.stride(0) + n * gy.stride(1)]
+        }
+    };
     let mut gshat = Array::<f32>::new(h);
     let mut gshift = Array::<f32>::new(h);
     let mut da = Array::<f32>::new(wide);
@@ -1039,42 +1083,38 @@ fn chain_grad_params_kernel(
     }
 }
 
-/// One thread per entry of the chain's `[R, N]`: row `r < 2h` of column `n = s·m² + blk`
-/// from the site `nrg_kernels::BlockGeometry::site(r, blk)` of sample `s` of `src`
-/// `[B, C·L² + 1]`; row `2h` (where `R = 2h + 1`) from the sample's ln|det| entry.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn block_gather_kernel(
-    src: &Tensor<f32>,
-    out: &mut Tensor<f32>,
+/// Where a hierarchical layer's blocks sit on the lattice (a [`BlockLayerShape`] without its
+/// chain), as the kernels read it: `C`, `L`, `d`, `b`, `o`.
+#[derive(CubeType, CubeLaunch)]
+struct Blocks {
     channels: u32,
     size: u32,
     dilation: u32,
     block: u32,
     offset: u32,
-) {
-    let pos = ABSOLUTE_POS;
-    if pos >= out.len() {
-        terminate!();
-    }
-    let (l, b, d) = (size as usize, block as usize, dilation as usize);
+}
+
+/// The blocks per sample `m²`, `m = L/(d·b)`.
+#[cube]
+fn blocks_per_sample(g: &Blocks) -> usize {
+    let m = g.size as usize / (g.dilation as usize * g.block as usize);
+    m * m
+}
+
+/// The field site `c·L² + row·L + col` of chain row `r < 2h` of block `blk` of a sample
+/// (`nrg_kernels::BlockGeometry::site`): block entry `e = 2(r mod h) + ⌊r/h⌋`, the
+/// entries `[C, b, b]` of the block at `(⌊blk/m⌋, blk mod m)` on the dilated sublattice
+/// shifted by `o`, periodically.
+#[cube]
+fn block_site(g: &Blocks, r: usize, blk: usize) -> usize {
+    let (l, b, d) = (g.size as usize, g.block as usize, g.dilation as usize);
     let m = l / (d * b);
-    let mm = m * m;
-    let cols = out.shape(1);
-    let r = pos / cols;
-    let col = pos % cols;
-    let s = col / mm;
-    let blk = col % mm;
-    let h = channels as usize * b * b / 2;
-    let mut site = channels as usize * l * l;
-    if r < 2 * h {
-        let e = 2 * (r % h) + r / h;
-        let c = e / (b * b);
-        let row = ((blk / m * b + (e / b) % b) * d + offset as usize) % l;
-        let cl = ((blk % m * b + e % b) * d + offset as usize) % l;
-        site = (c * l + row) * l + cl;
-    }
-    out[pos] = src[s * src.stride(0) + site * src.stride(1)];
+    let h = g.channels as usize * b * b / 2;
+    let e = 2 * (r % h) + r / h;
+    let c = e / (b * b);
+    let row = ((blk / m * b + (e / b) % b) * d + g.offset as usize) % l;
+    let cl = ((blk % m * b + e % b) * d + g.offset as usize) % l;
+    (c * l + row) * l + cl
 }
 
 /// One thread per entry of the state `[B, C·L² + 1]`: a block site from `values`
@@ -1082,26 +1122,21 @@ fn block_gather_kernel(
 /// `base`; with `add_logdet`, the sum of `values`' row `2h` over the sample's `m²` blocks
 /// added to the ln|det|.
 #[cube(launch)]
-#[allow(clippy::too_many_arguments)]
 fn block_scatter_kernel(
     base: &Tensor<f32>,
     values: &Tensor<f32>,
     out: &mut Tensor<f32>,
-    channels: u32,
-    size: u32,
-    dilation: u32,
-    block: u32,
-    offset: u32,
+    g: Blocks,
     #[comptime] add_logdet: bool,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= out.len() {
         terminate!();
     }
-    let (l, b, d) = (size as usize, block as usize, dilation as usize);
+    let (l, b, d) = (g.size as usize, g.block as usize, g.dilation as usize);
     let m = l / (d * b);
     let mm = m * m;
-    let h = channels as usize * b * b / 2;
+    let h = g.channels as usize * b * b / 2;
     let cols = values.shape(1);
     let w = out.shape(1);
     let s = pos / w;
@@ -1116,7 +1151,7 @@ fn block_scatter_kernel(
         }
     } else {
         let c = q / (l * l);
-        let o = offset as usize % l;
+        let o = g.offset as usize % l;
         let rr = ((q / l) % l + l - o) % l;
         let cc = (q % l + l - o) % l;
         let ri = rr / d;
@@ -1128,6 +1163,17 @@ fn block_scatter_kernel(
         }
     }
     out[pos] = v;
+}
+
+/// The kernels' [`Blocks`] of a layer's geometry.
+fn blocks_arg(g: &nrg_kernels::BlockGeometry) -> BlocksLaunch {
+    BlocksLaunch::new(
+        g.channels as u32,
+        g.size as u32,
+        g.dilation as u32,
+        g.block as u32,
+        g.offset as u32,
+    )
 }
 
 /// The tensor as f32.
@@ -1258,17 +1304,27 @@ fn check_shape(t: &CubeTensor, shape: &[usize], what: &str) {
     assert_eq!(t.meta.shape().as_slice(), shape, "{what}: wrong shape");
 }
 
-fn check_chain(x: &CubeTensor, p: &CubeTensor, shape: &ChainShape) -> usize {
+/// The columns `N` of a chain's input `[2, h, N]`.
+fn check_chain_input(x: &CubeTensor, shape: &ChainShape) -> usize {
     let xs = x.meta.shape();
     assert!(
         xs.num_dims() == 3 && xs[0] == 2,
         "coupling_chain: input must be [2, h, N]"
     );
+    assert_eq!(
+        Some(&xs[1]),
+        shape.widths.first(),
+        "coupling_chain: half width differs"
+    );
+    xs[2]
+}
+
+/// The chain's widths and its flat parameters' length.
+fn check_chain_params(p: &CubeTensor, shape: &ChainShape) {
     assert!(
         shape.widths.len() >= 2,
         "coupling_chain: at least an input and an output width"
     );
-    assert_eq!(xs[1], shape.widths[0], "coupling_chain: half width differs");
     assert_eq!(
         shape.widths.last(),
         Some(&shape.widths[0]),
@@ -1280,7 +1336,6 @@ fn check_chain(x: &CubeTensor, p: &CubeTensor, shape: &ChainShape) -> usize {
         len,
         "coupling chain parameter length"
     );
-    xs[2]
 }
 
 /// `[B, C, H, W]` of a state `[B, C·H·W + 1]` under the masks `[M, C, H, W]` (`M = 1`
@@ -1767,31 +1822,6 @@ impl F32 {
         Self::affine_backward_launch(z, o, m, p, gy, gp, at, layer.direction)
     }
 
-    /// The blocks of `src` `[B, C·L² + 1]` as the chain's `[rows, N]`
-    /// ([`block_gather_kernel`]).
-    fn block_gather(src: CubeTensor, shape: &BlockLayerShape, rows: usize) -> CubeTensor {
-        let g = shape.geometry(src.meta.shape()[0]);
-        let out = empty(&src, Shape::new([rows, g.columns()]));
-        let units = rows * g.columns();
-        if units == 0 {
-            return out;
-        }
-        let dim = CubeDim::new(&src.client, units);
-        block_gather_kernel::launch(
-            &src.client.clone(),
-            grid(&src, units, dim),
-            dim,
-            src.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            g.channels as u32,
-            g.size as u32,
-            g.dilation as u32,
-            g.block as u32,
-            g.offset as u32,
-        );
-        out
-    }
-
     /// `base` `[B, C·L² + 1]` with its block sites from `values` `[R, N]` (contiguous) and,
     /// with `add_logdet`, the blocks' ln|det| added ([`block_scatter_kernel`]).
     fn block_scatter(
@@ -1814,33 +1844,33 @@ impl F32 {
             base.into_tensor_arg(),
             values.into_tensor_arg(),
             out.clone().into_tensor_arg(),
-            g.channels as u32,
-            g.size as u32,
-            g.dilation as u32,
-            g.block as u32,
-            g.offset as u32,
+            blocks_arg(&g),
             add_logdet,
         );
         out
     }
 
-    /// The chain's input `[2, h, N]` of the blocks of `state`.
-    fn block_halves(state: CubeTensor, shape: &BlockLayerShape) -> CubeTensor {
-        let g = shape.geometry(state.meta.shape()[0]);
-        let x = Self::block_gather(state, shape, 2 * g.half());
-        Ops::float_reshape(x, Shape::new([2, g.half(), g.columns()]))
-    }
-
-    /// The new state and the layer's blocks `[2, h, N]` (the chain's input).
-    fn block_layer_saving(
+    /// The new state and, with `save`, the layer's blocks `[2, h, N]` (the chain's input):
+    /// the chain reads its blocks from the state and writes them as it reads them, then the
+    /// scatter (two launches).
+    fn block_layer_forward(
         state: CubeTensor,
         params: CubeTensor,
         shape: BlockLayerShape,
-    ) -> (CubeTensor, CubeTensor) {
+        save: bool,
+    ) -> (CubeTensor, Option<CubeTensor>) {
         let z = f32_tensor(state);
-        let x = Self::block_halves(z.clone(), &shape);
-        let y = Self::coupling_chain(x.clone(), params, shape.chain.clone());
-        (Self::block_scatter(z, y, &shape, true), x)
+        let g = shape.geometry(z.meta.shape()[0]);
+        let saved = save.then(|| empty(&z, Shape::new([2, g.half(), g.columns()])));
+        let y = Self::chain_launch(
+            z.clone(),
+            params,
+            &shape.chain,
+            g.columns(),
+            Some(&g),
+            saved.clone(),
+        );
+        (Self::block_scatter(z, y, &shape, true), saved)
     }
 
     fn block_layer_backward(
@@ -1851,15 +1881,32 @@ impl F32 {
     ) -> (CubeTensor, CubeTensor) {
         let (x, gy) = (f32_tensor(blocks), f32_tensor(grad_output));
         let g = shape.geometry(gy.meta.shape()[0]);
-        let gout = Self::block_gather(gy.clone(), &shape, 2 * g.half() + 1);
-        let (gx, gp) = Self::coupling_chain_backward(x, params, gout, shape.chain.clone());
+        check_shape(&x, &[2, g.half(), g.columns()], "block_layer blocks");
+        let (gx, gp) =
+            Self::chain_backward_launch(x, params, gy.clone(), shape.chain.clone(), Some(&g));
         let gx = Ops::float_reshape(gx, Shape::new([2 * g.half(), g.columns()]));
         (Self::block_scatter(gy, gx, &shape, false), gp)
     }
 
     fn coupling_chain(input: CubeTensor, params: CubeTensor, shape: ChainShape) -> CubeTensor {
-        let (x, p) = (f32_tensor(input), flat_params(params));
-        let cols = check_chain(&x, &p, &shape);
+        let x = f32_tensor(input);
+        let cols = check_chain_input(&x, &shape);
+        Self::chain_launch(x, params, &shape, cols, None, None)
+    }
+
+    /// The chain on `cols` columns `[2h + 1, cols]` ([`chain_forward_kernel`]): of `x`
+    /// `[2, h, cols]`, or with `blocks` of the blocks of the state `x`, written to `saved`
+    /// as read where given.
+    fn chain_launch(
+        x: CubeTensor,
+        params: CubeTensor,
+        shape: &ChainShape,
+        cols: usize,
+        blocks: Option<&nrg_kernels::BlockGeometry>,
+        saved: Option<CubeTensor>,
+    ) -> CubeTensor {
+        let p = flat_params(params);
+        check_chain_params(&p, shape);
         let h = shape.widths[0];
         let y = empty(&x, Shape::new([2 * h + 1, cols]));
         if cols == 0 {
@@ -1874,6 +1921,8 @@ impl F32 {
             x.into_tensor_arg(),
             p.into_tensor_arg(),
             y.clone().into_tensor_arg(),
+            saved.map(|t| t.into_tensor_arg()).into(),
+            blocks.map(blocks_arg).into(),
             slope,
             shape.widths.clone(),
             shape.couplings,
@@ -1889,17 +1938,29 @@ impl F32 {
         grad_output: CubeTensor,
         shape: ChainShape,
     ) -> (CubeTensor, CubeTensor) {
-        let (x, p, gy) = (
-            f32_tensor(input),
-            flat_params(params),
-            f32_tensor(grad_output),
-        );
-        let cols = check_chain(&x, &p, &shape);
+        let (x, gy) = (f32_tensor(input), f32_tensor(grad_output));
+        let cols = check_chain_input(&x, &shape);
         check_shape(
             &gy,
             &[2 * shape.widths[0] + 1, cols],
             "coupling_chain cotangent",
         );
+        Self::chain_backward_launch(x, params, gy, shape, None)
+    }
+
+    /// `(∂x [2, h, N], ∂params)` of the chain on `x` `[2, h, N]`, from the output's
+    /// cotangent `[2h + 1, N]` or, with `blocks`, from that of the hierarchical layer's new
+    /// state ([`chain_backward_kernel`], then [`chain_grad_params_kernel`]).
+    fn chain_backward_launch(
+        x: CubeTensor,
+        params: CubeTensor,
+        gy: CubeTensor,
+        shape: ChainShape,
+        blocks: Option<&nrg_kernels::BlockGeometry>,
+    ) -> (CubeTensor, CubeTensor) {
+        let p = flat_params(params);
+        check_chain_params(&p, &shape);
+        let cols = x.meta.shape()[2];
         let widths = &shape.widths;
         let (h, kk, layers) = (widths[0], shape.couplings, widths.len() - 1);
         let gx = empty(&x, Shape::new([2, h, cols]));
@@ -1928,6 +1989,7 @@ impl F32 {
             acts.clone().into_tensor_arg(),
             deltas.clone().into_tensor_arg(),
             gsigma.clone().into_tensor_arg(),
+            blocks.map(blocks_arg).into(),
             slope,
             widths.clone(),
             kk,
@@ -2060,7 +2122,10 @@ impl HotOps for CubeBackend {
 
     fn block_layer(state: CubeTensor, params: CubeTensor, shape: BlockLayerShape) -> CubeTensor {
         let dtype = state.dtype;
-        as_dtype(F32::block_layer_saving(state, params, shape).0, dtype)
+        as_dtype(
+            F32::block_layer_forward(state, params, shape, false).0,
+            dtype,
+        )
     }
 
     fn block_layer_saving(
@@ -2069,7 +2134,8 @@ impl HotOps for CubeBackend {
         shape: BlockLayerShape,
     ) -> (CubeTensor, CubeTensor) {
         let dtype = state.dtype;
-        let (y, x) = F32::block_layer_saving(state, params, shape);
+        let (y, x) = F32::block_layer_forward(state, params, shape, true);
+        let x = x.expect("the blocks are saved");
         (as_dtype(y, dtype), as_dtype(x, dtype))
     }
 
