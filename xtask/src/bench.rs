@@ -12,6 +12,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// The backends the benches know (`NRG_BENCH_DEVICE`) and the cargo feature of each.
 pub const BACKENDS: [(&str, &str); 3] =
@@ -39,8 +40,13 @@ pub fn parse_backends(list: &str) -> Result<Vec<String>> {
 }
 
 /// The median (ns) of every benchmark saved under baseline `name` in `criterion`, by the
-/// benchmark's full id (`group/function[/parameter]`).
-pub fn baseline_medians(criterion: &Path, name: &str) -> Result<BTreeMap<String, f64>> {
+/// benchmark's full id (`group/function[/parameter]`); with `since`, only those saved at or
+/// after it (one run's, not an earlier run's with another filter).
+pub fn baseline_medians(
+    criterion: &Path,
+    name: &str,
+    since: Option<SystemTime>,
+) -> Result<BTreeMap<String, f64>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![criterion.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -52,7 +58,12 @@ pub fn baseline_medians(criterion: &Path, name: &str) -> Result<BTreeMap<String,
             if !path.is_dir() {
                 continue;
             }
-            if path.file_name().is_some_and(|f| f == name) && path.join("estimates.json").exists() {
+            let estimates = path.join("estimates.json");
+            if path.file_name().is_some_and(|f| f == name) && estimates.exists() {
+                let saved = std::fs::metadata(&estimates).and_then(|m| m.modified());
+                if since.is_some_and(|t| saved.is_ok_and(|s| s < t)) {
+                    continue;
+                }
                 let read = |file: &str| -> Result<Value> {
                     let p = path.join(file);
                     let text = std::fs::read_to_string(&p)
@@ -87,6 +98,17 @@ fn human(ns: f64) -> String {
     } else {
         format!("{ns:.0} ns")
     }
+}
+
+/// A speed-up with two decimals, or two significant digits below 0.1 (`0.0064×`, not
+/// `0.01×`).
+fn ratio_text(r: f64) -> String {
+    let digits = if r > 0.0 && r < 0.1 {
+        (1.0 - r.log10().floor()) as usize
+    } else {
+        2
+    };
+    format!("{r:.digits$}×")
 }
 
 /// The table of one run: for each benchmark the median per backend and, beside every
@@ -129,11 +151,7 @@ pub fn table(
                 _ => None,
             };
             if b != "flex" && backends.iter().any(|x| x == "flex") {
-                let _ = write!(
-                    md,
-                    " {} |",
-                    ratio.map_or("—".into(), |r| format!("{r:.2}×"))
-                );
+                let _ = write!(md, " {} |", ratio.map_or("—".into(), ratio_text));
             }
             if let Some(x) = m {
                 let _ = writeln!(
@@ -149,13 +167,14 @@ pub fn table(
     (md, csv)
 }
 
-/// Reads the baselines of `backends` (and `device-<backend>.txt`) in `criterion`, writes
-/// `backends.md` and `backends.csv` there and returns the markdown.
-pub fn summary(criterion: &Path, backends: &[String]) -> Result<String> {
+/// Reads the baselines of `backends` (and `device-<backend>.txt`) in `criterion`, those
+/// saved since `since` where given, writes `backends.md` and `backends.csv` there and
+/// returns the markdown.
+pub fn summary(criterion: &Path, backends: &[String], since: Option<SystemTime>) -> Result<String> {
     let mut medians = BTreeMap::new();
     let mut devices = BTreeMap::new();
     for b in backends {
-        let m = baseline_medians(criterion, b)?;
+        let m = baseline_medians(criterion, b, since)?;
         if m.is_empty() {
             bail!(
                 "no criterion results under baseline `{b}` in {}",
@@ -181,6 +200,14 @@ pub fn device_file(criterion: &Path, backend: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_speedups_keep_two_significant_digits() {
+        assert_eq!(ratio_text(3.0), "3.00×");
+        assert_eq!(ratio_text(0.25), "0.25×");
+        assert_eq!(ratio_text(0.0064), "0.0064×");
+        assert_eq!(ratio_text(0.05), "0.050×");
+    }
 
     #[test]
     fn backends_parse_and_reject() {
@@ -214,7 +241,7 @@ mod tests {
         save("circulant/forward_16", "flex", "circulant/forward/16", 1e5);
         std::fs::write(device_file(&root, "wgpu"), "NVIDIA H200 (Vulkan)\n").unwrap();
         let backends = vec!["flex".to_string(), "wgpu".to_string()];
-        let md = summary(&root, &backends).unwrap();
+        let md = summary(&root, &backends, None).unwrap();
         assert!(md.contains("- wgpu: NVIDIA H200 (Vulkan)"), "{md}");
         assert!(
             md.contains("| train_step/ising_l16 | 600.00 ms | 200.00 ms | 3.00× |"),
@@ -226,7 +253,10 @@ mod tests {
         );
         let csv = std::fs::read_to_string(root.join("backends.csv")).unwrap();
         assert!(csv.contains("train_step/ising_l16,wgpu,\"NVIDIA H200 (Vulkan)\",200000000,3"));
-        assert!(summary(&root, &["ndarray".to_string()]).is_err());
+        assert!(summary(&root, &["ndarray".to_string()], None).is_err());
+        // Only what was saved since the run began: an earlier run's result is left out.
+        let start = SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert!(summary(&root, &backends, Some(start)).is_err());
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

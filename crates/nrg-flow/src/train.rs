@@ -515,11 +515,7 @@ pub(crate) fn load_state(
     dir: &Path,
 ) -> Result<(FlowModel, ModuleOptimizer), NrgError> {
     let bad = |what: &str, e: burn::store::RecordError| {
-        NrgError::InvalidData(format!(
-            "cannot read the checkpoint's {what} in {} (a checkpoint of another flow, or \
-             written by an nrg whose parameter layout differed): {e}",
-            dir.display()
-        ))
+        checkpoint_error(&format!("the checkpoint's {what} in {}", dir.display()), e)
     };
     let model = model
         .try_load_file(dir.join("model.bpk"))
@@ -528,6 +524,23 @@ pub(crate) fn load_state(
         .load(dir.join("optim.bpk"))
         .map_err(|e| bad("optimiser state", e))?;
     Ok((model, optim))
+}
+
+/// The error for a checkpoint file (`what`, described) that burn could not load, with the
+/// likely cause of its kind: a file that is missing, truncated or not a checkpoint
+/// ([`burn::store::RecordError::Io`]), or one of another flow or parameter layout
+/// (`Validation`: the shapes or names differ).
+pub fn checkpoint_error(what: &str, e: burn::store::RecordError) -> NrgError {
+    use burn::store::RecordError;
+    let (cause, detail) = match e {
+        RecordError::Io(m) => ("missing, truncated or not a checkpoint", m),
+        RecordError::Validation(m) => (
+            "a checkpoint of another flow, or written by an nrg whose parameter layout \
+             differed",
+            m,
+        ),
+    };
+    NrgError::InvalidData(format!("cannot read {what} ({cause}): {detail}"))
 }
 
 /// Adam (gradient clipping, where asked, is [`GradClip`], applied before the step).

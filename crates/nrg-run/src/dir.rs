@@ -382,13 +382,9 @@ impl RunDir {
 
     fn load_weights(ckpt: &Path, model: FlowModel) -> Result<FlowModel> {
         let file = ckpt.join("model.bpk");
-        model.try_load_file(&file).map_err(|e| {
-            NrgError::InvalidData(format!(
-                "cannot read {} (a checkpoint of another flow, or written by an nrg \
-                     whose parameter layout differed): {e}",
-                file.display()
-            ))
-        })
+        model
+            .try_load_file(&file)
+            .map_err(|e| nrg_flow::train::checkpoint_error(&file.display().to_string(), e))
     }
 
     /// The rows of `metrics.csv` before `step` (all of them for `usize::MAX`).

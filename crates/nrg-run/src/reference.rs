@@ -203,6 +203,8 @@ mod tests {
             free_energy_per_site: None,
             ising: None,
             exact: BTreeMap::new(),
+            seed: 0,
+            device: None,
         }
     }
 

@@ -41,7 +41,10 @@ pub enum RunError {
         dir: PathBuf,
     },
     /// The run already has the steps asked for.
-    #[error("the run already has {done} of {total} steps; extend it with more steps (> {done})")]
+    #[error(
+        "the run already has {done} steps, and {total} were asked for; resume it with more \
+         steps than {done}"
+    )]
     Complete {
         /// Steps done.
         done: usize,
@@ -299,7 +302,8 @@ impl Session<'_> {
         observer.checkpoint(&dir, &rows);
         let last = last.expect("at least one step ran");
         let steps_run = trainer.step_index() - start_step;
-        let secs = t0.elapsed().as_secs_f64();
+        // This session's share of the total, read at the same instant.
+        let secs = state.elapsed_s - self.elapsed0;
         let summary = TrainSummary {
             name: config.name.clone(),
             action: self.action.describe(),

@@ -1,4 +1,4 @@
-//! Backend selection: `--device cpu|ndarray|wgpu`, each available when the program is built
+//! Backend selection: `--device cpu|ndarray|wgpu` (`flex` is another name for `cpu`), each available when the program is built
 //! with the matching cargo feature (`flex`, the default; `ndarray`; `wgpu`, with burn's
 //! operation fusion and autotuning; `vulkan` adds the SPIR-V compiler on Vulkan).
 //!
@@ -12,7 +12,9 @@ use burn::tensor::{Device, Tensor};
 /// A compute backend chosen on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
-    /// burn's pure-Rust `flex` CPU backend.
+    /// burn's pure-Rust `flex` CPU backend (also `--device flex`, the name of its cargo
+    /// feature and of the benches' backend).
+    #[value(alias = "flex")]
     Cpu,
     /// burn's (deprecated) `ndarray` CPU backend.
     Ndarray,
@@ -74,6 +76,25 @@ pub fn wgpu_device() -> Result<(Device, String)> {
             )
         })?;
         let info = setup.adapter.get_info();
+        // wgpu falls back to OpenGL where it finds no Vulkan; on the CPU (llvmpipe) that is
+        // correct but minutes for what takes milliseconds on flex (docs/benchmarks.md,
+        // session 18), so it is refused rather than run.
+        let software = format!("{:?}", info.device_type) == "Cpu";
+        if software && format!("{:?}", info.backend) == "Gl" {
+            return Err(format!(
+                "wgpu found only a software OpenGL adapter ({}); the wgpu path needs a \
+                 Vulkan driver: the GPU's, or Mesa's software Vulkan for testing (apt-get \
+                 install mesa-vulkan-drivers); on the CPU use --device cpu",
+                info.name
+            ));
+        }
+        if software {
+            eprintln!(
+                "nrg: warning: the wgpu adapter is a software one on the CPU ({}): correct, \
+                 but far slower than --device cpu",
+                info.name
+            );
+        }
         let driver = [info.driver.as_str(), info.driver_info.as_str()]
             .iter()
             .filter(|s| !s.is_empty())

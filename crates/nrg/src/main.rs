@@ -37,7 +37,10 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "nrg", version, about, long_about = None)]
 struct Cli {
-    /// Compute backend for tensor work.
+    /// Compute backend for tensor work (flows, training, sampling, holography; the exact
+    /// solutions and the Monte Carlo chains run on the host whatever it says). `cpu` (alias
+    /// `flex`) is always there; `ndarray` and `wgpu` need the cargo feature of that name:
+    /// `nrg info` lists what this binary was built with.
     #[arg(long, global = true, value_enum, default_value_t = device::DeviceChoice::Cpu)]
     device: device::DeviceChoice,
     #[command(subcommand)]
@@ -97,7 +100,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
+            // The causes after the message, each once: an error that prints its source
+            // (`NrgError::Io`) would otherwise show it twice.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1).map(|c| c.to_string()) {
+                if !msg.contains(&cause) {
+                    msg = format!("{msg}: {cause}");
+                }
+            }
+            let msg = msg.replace('\n', " ");
             eprintln!("nrg: error: {msg}");
             ExitCode::from(2)
         }

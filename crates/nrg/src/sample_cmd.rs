@@ -241,7 +241,8 @@ pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
     if matches!(request.method, SampleMethod::Ais | SampleMethod::Smc) && !args.quiet {
         eprintln!("pilot run: fixing the schedule and the HMC step …");
     }
-    let out = sample(&run, &request, &device, &mut |d| bar.set_position(d as u64))?;
+    let mut out = sample(&run, &request, &device, &mut |d| bar.set_position(d as u64))?;
+    out.report.device = Some(format!("{device_choice:?}").to_lowercase());
     bar.finish_and_clear();
     let dir = args
         .out

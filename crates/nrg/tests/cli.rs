@@ -91,6 +91,23 @@ fn bad_input_is_one_line_and_exit_2() {
     let out = nrg(&["exact", "ising", "--L", "0", "--beta", "0.4"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    // A missing file names its cause once (an error that prints its source would repeat it).
+    let missing = std::env::temp_dir().join("nrg-no-such-config.toml");
+    let out = nrg(&["train", "--config", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("os error 2").count(),
+        1,
+        "the cause once: {err}"
+    );
+    // `flex`, the CPU backend's feature and bench name, is accepted for `cpu`.
+    let out = nrg(&["--device", "flex", "info"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
@@ -517,7 +534,10 @@ fn train_writes_a_run_resumes_and_survives_divergence() {
     std::fs::write(&typo, TINY_RUN.replace("batch", "bacth")).unwrap();
     assert_usage_error(&["train", "--config", typo.to_str().unwrap()], "bacth");
     std::fs::write(run.join("checkpoint/model.bpk"), b"not a model").unwrap();
-    assert_usage_error(&["train", "--resume", run_s, "--steps", "90"], "checkpoint");
+    assert_usage_error(
+        &["train", "--resume", run_s, "--steps", "90"],
+        "missing, truncated or not a checkpoint",
+    );
 }
 
 #[test]
@@ -707,6 +727,8 @@ fn relaxed_ising_data_feeds_forward_kl_training() {
         assert!(stdout.contains(&method.to_uppercase()), "{stdout}");
         let v = read_json(&out_dir.join("summary.json"));
         assert_eq!(v["method"], method, "{v}");
+        assert_eq!(v["device"], "cpu", "the backend is recorded: {v}");
+        assert!(v["seed"].is_u64(), "the seed is recorded: {v}");
         let r = &v["result"];
         let schedule = r["schedule"].as_array().unwrap();
         assert_eq!(schedule.last().unwrap().as_f64(), Some(1.0), "{v}");
