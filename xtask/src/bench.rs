@@ -257,6 +257,8 @@ mod tests {
         // Only what was saved since the run began: an earlier run's result is left out.
         let start = SystemTime::now() + std::time::Duration::from_secs(3600);
         assert!(summary(&root, &backends, Some(start)).is_err());
+        let before = SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(summary(&root, &backends, Some(before)).unwrap(), md);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -16,7 +16,9 @@
 //!   `benches/` (flows, chains; `F` selects their backend) and of `nrg-kernels`.
 //! - `cargo xtask bench --backend flex,wgpu [--features vulkan] [-- filter]`: the flow
 //!   benches once per backend and the table of medians and speed-ups over flex
-//!   (`target/criterion/backends.md`, [`bench`]); `cargo xtask bench-table` remakes it.
+//!   (`target/criterion/backends.md`, [`bench`]) of this run's results, written even when a
+//!   backend fails after saving some; `cargo xtask bench-table` tables every result saved
+//!   under the named baselines (earlier runs' too).
 //! - `cargo xtask gpu-kit`: `.gpu/` with the benches built for flex + wgpu + vulkan (and
 //!   a WGSL build as the fallback), this binary, the PyTorch peers and `measure.sh`, the
 //!   GPU measurement of issue 21 in one command on a machine without a Rust toolchain.
@@ -185,8 +187,16 @@ fn bench_backends(list: &str, features: Option<&str>, args: &[String]) -> Result
     cargo(&[&base[..], &["--no-run"]].concat())?;
     let criterion = criterion_dir();
     std::fs::create_dir_all(&criterion)?;
-    let start = std::time::SystemTime::now();
+    // The run's start as the criterion folder's clock and granularity read it (a marker's
+    // modification time), and no device description of an earlier run.
+    let marker = criterion.join(".bench-run-start");
+    std::fs::write(&marker, b"")?;
+    let start = std::fs::metadata(&marker)?.modified()?;
+    for b in &backends {
+        let _ = std::fs::remove_file(bench::device_file(&criterion, b));
+    }
     let mut failed = Vec::new();
+    let mut tabled = backends.clone();
     for b in &backends {
         let mut run: Vec<&str> = base.clone();
         run.extend(["--", "--save-baseline", b]);
@@ -205,11 +215,21 @@ fn bench_backends(list: &str, features: Option<&str>, args: &[String]) -> Result
             // was saved: the table takes what this run saved, and the failure is reported.
             eprintln!("xtask: the benches on {b} failed ({status})");
             failed.push(format!("{b} ({status})"));
+            // One that saved nothing is left out of the table, which the others still get.
+            if bench::baseline_medians(&criterion, b, Some(start))?.is_empty() {
+                tabled.retain(|t| t != b);
+            }
         }
+    }
+    if tabled.is_empty() {
+        bail!(
+            "the benches failed on {} before saving a result",
+            failed.join(", ")
+        );
     }
     // This run's results only: a baseline of the same name from an earlier run with another
     // filter is not mixed in.
-    let md = match bench::summary(&criterion, &backends, Some(start)) {
+    let md = match bench::summary(&criterion, &tabled, Some(start)) {
         Err(e) if !failed.is_empty() => bail!("the benches failed on {}: {e:#}", failed.join(", ")),
         table => table?,
     };

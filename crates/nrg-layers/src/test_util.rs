@@ -16,18 +16,29 @@ impl ModuleVisitor for GradsOf<'_> {
     }
 }
 
-/// `max |a − b|`.
+/// `max |a − b|`, infinite where a difference is NaN (`f32::max` would drop it, and a
+/// kernel writing NaN, or leaving a buffer unwritten, would pass).
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared tensors differ in size");
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        .fold(
+            0.0,
+            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+        )
 }
 
 /// The largest magnitude in `v`, at least 1: the scale of a relative tolerance (f32
 /// results summed in another order differ by a few ulps of it).
 pub fn magnitude(v: &[f32]) -> f32 {
     v.iter().fold(1.0f32, |m, x| m.max(x.abs()))
+}
+
+#[test]
+fn a_nan_is_an_infinite_difference() {
+    assert_eq!(max_diff(&[1.0, f32::NAN], &[1.0, 2.0]), f32::INFINITY);
+    assert_eq!(max_diff(&[1.0, 2.5], &[1.0, 2.0]), 0.5);
 }
 
 /// The wgpu device (Mesa's software Vulkan where there is no GPU), initialised once per

@@ -203,7 +203,7 @@ mod tests {
             free_energy_per_site: None,
             ising: None,
             exact: BTreeMap::new(),
-            seed: 0,
+            seed: None,
             device: None,
         }
     }

@@ -476,9 +476,9 @@ pub struct SampleReport {
     pub ising: Option<IsingNis>,
     /// Exact values beside the estimates, where known.
     pub exact: BTreeMap<String, ExactComparison>,
-    /// The random seed of the sampling.
-    #[serde(default)]
-    pub seed: u64,
+    /// The random seed of the sampling (`None` in summaries written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// The backend it ran on, as the caller names it (`nrg sample` writes its `--device`);
     /// [`sample`] leaves it `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -733,7 +733,7 @@ pub fn sample(
         free_energy_per_site: None,
         ising: None,
         exact: BTreeMap::new(),
-        seed: request.seed,
+        seed: Some(request.seed),
         device: None,
     };
     reference::compare(spec, nis_reference, &mut report)?;

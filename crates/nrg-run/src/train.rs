@@ -245,7 +245,8 @@ impl Session<'_> {
                 // the first step: the directory comes into existence with the initial model
                 if let Err(TrainError::Diverged { step, what }) = &evaluated {
                     return Err(NrgError::InvalidData(format!(
-                        "training diverged at its first step {step}: {what} is not finite;                          no run was written (check the action and the flow, or lower lr)"
+                        "training diverged at its first step {step}: {what} is not finite; \
+                         no run was written (check the action and the flow, or lower lr)"
                     ))
                     .into());
                 }

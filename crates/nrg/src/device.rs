@@ -1,6 +1,7 @@
-//! Backend selection: `--device cpu|ndarray|wgpu` (`flex` is another name for `cpu`), each available when the program is built
-//! with the matching cargo feature (`flex`, the default; `ndarray`; `wgpu`, with burn's
-//! operation fusion and autotuning; `vulkan` adds the SPIR-V compiler on Vulkan).
+//! Backend selection: `--device cpu|ndarray|wgpu` (`flex` is another name for `cpu`), each
+//! available when the program is built with the matching cargo feature (`flex`, the
+//! default; `ndarray`; `wgpu`, with burn's operation fusion and autotuning; `vulkan` adds
+//! the SPIR-V compiler on Vulkan).
 //!
 //! The wgpu runtime is initialised once per process ([`Device::wgpu_options`]), so that a
 //! machine without a usable adapter gets an error naming what to install instead of a panic

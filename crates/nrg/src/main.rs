@@ -37,8 +37,9 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "nrg", version, about, long_about = None)]
 struct Cli {
-    /// Compute backend for tensor work (flows, training, sampling, holography; the exact
-    /// solutions and the Monte Carlo chains run on the host whatever it says). `cpu` (alias
+    /// Compute backend for tensor work (flows, training, sampling, holography, and the
+    /// relaxed Ising model's matrices of `mc --relaxed`; the exact solutions and the Monte
+    /// Carlo chains themselves run on the host whatever it says). `cpu` (alias
     /// `flex`) is always there; `ndarray` and `wgpu` need the cargo feature of that name:
     /// `nrg info` lists what this binary was built with.
     #[arg(long, global = true, value_enum, default_value_t = device::DeviceChoice::Cpu)]
@@ -103,10 +104,12 @@ fn main() -> ExitCode {
             // The causes after the message, each once: an error that prints its source
             // (`NrgError::Io`) would otherwise show it twice.
             let mut msg = e.to_string();
+            let mut last = msg.clone();
             for cause in e.chain().skip(1).map(|c| c.to_string()) {
-                if !msg.contains(&cause) {
+                if !last.ends_with(&cause) {
                     msg = format!("{msg}: {cause}");
                 }
+                last = cause;
             }
             let msg = msg.replace('\n', " ");
             eprintln!("nrg: error: {msg}");

@@ -1319,6 +1319,19 @@ fn check_chain_input(x: &CubeTensor, shape: &ChainShape) -> usize {
     xs[2]
 }
 
+/// A hierarchical layer's state (or its cotangent) `[B, C·L² + 1]` and its chain's half
+/// width `C·b²/2`: the chain kernels index the state by the geometry, so a mismatch would
+/// read and write out of bounds (`BlockLayerShape::check` is the caller's guard; this one
+/// is the kernels').
+fn check_blocks(state: &CubeTensor, shape: &BlockLayerShape, g: &nrg_kernels::BlockGeometry) {
+    check_shape(state, &[g.batch, g.width()], "block_layer state");
+    assert_eq!(
+        shape.chain.widths.first(),
+        Some(&g.half()),
+        "block_layer: the chain's half width is not C·b²/2"
+    );
+}
+
 /// The chain's widths and its flat parameters' length.
 fn check_chain_params(p: &CubeTensor, shape: &ChainShape) {
     assert!(
@@ -1861,6 +1874,7 @@ impl F32 {
     ) -> (CubeTensor, Option<CubeTensor>) {
         let z = f32_tensor(state);
         let g = shape.geometry(z.meta.shape()[0]);
+        check_blocks(&z, &shape, &g);
         let saved = save.then(|| empty(&z, Shape::new([2, g.half(), g.columns()])));
         let y = Self::chain_launch(
             z.clone(),
@@ -1881,6 +1895,7 @@ impl F32 {
     ) -> (CubeTensor, CubeTensor) {
         let (x, gy) = (f32_tensor(blocks), f32_tensor(grad_output));
         let g = shape.geometry(gy.meta.shape()[0]);
+        check_blocks(&gy, &shape, &g);
         check_shape(&x, &[2, g.half(), g.columns()], "block_layer blocks");
         let (gx, gp) =
             Self::chain_backward_launch(x, params, gy.clone(), shape.chain.clone(), Some(&g));
