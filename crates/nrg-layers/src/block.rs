@@ -808,9 +808,6 @@ mod tests {
 
             let vals = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
             let case = format!("{direction:?} C={c} b={side} L={l} d={d} o={o}");
-            // The field to 1e-5 of its largest magnitude (at least 1), as the chain test:
-            // the kernel against burn's operations. The ln|det| column on its own scale: it
-            // sums a sample's blocks, in another order.
             // Without autodiff (as when sampling) the layer runs the forward entry that keeps
             // nothing for a backward pass: the same arithmetic, so the same values up to the
             // shader compiler contracting another product into a fused multiply-add (1e-6).
@@ -823,6 +820,9 @@ mod tests {
                 max_diff(&a, &b) < 1e-6 * magnitude(&b),
                 "{case}: no autodiff"
             );
+            // The field to 1e-5 of its largest magnitude (at least 1), as the chain test:
+            // the kernel against burn's operations. The ln|det| column on its own scale: it
+            // sums a sample's blocks, in another order.
             let (a, b) = (vals(got.clone()), vals(want.clone()));
             for (part, last) in [("field", false), ("ln|det|", true)] {
                 let pick = |v: &[f32]| -> Vec<f32> {

@@ -23,6 +23,17 @@ pub enum DeviceChoice {
     Wgpu,
 }
 
+impl DeviceChoice {
+    /// The name a run's and a sample's summary record (`cpu`, `ndarray`, `wgpu`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Ndarray => "ndarray",
+            DeviceChoice::Wgpu => "wgpu",
+        }
+    }
+}
+
 /// The backends this binary was built with.
 pub fn compiled() -> Vec<&'static str> {
     let mut v = Vec::new();
@@ -80,8 +91,9 @@ pub fn wgpu_device() -> Result<(Device, String)> {
         // wgpu falls back to OpenGL where it finds no Vulkan; on the CPU (llvmpipe) that is
         // correct but minutes for what takes milliseconds on flex (docs/benchmarks.md,
         // session 18), so it is refused rather than run.
-        let software = format!("{:?}", info.device_type) == "Cpu";
-        if software && format!("{:?}", info.backend) == "Gl" {
+        use burn::tensor::wgpu::wgpu::{Backend, DeviceType};
+        let software = info.device_type == DeviceType::Cpu;
+        if software && info.backend == Backend::Gl {
             return Err(format!(
                 "wgpu found only a software OpenGL adapter ({}); the wgpu path needs a \
                  Vulkan driver: the GPU's, or Mesa's software Vulkan for testing (apt-get \

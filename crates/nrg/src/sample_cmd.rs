@@ -242,7 +242,7 @@ pub fn run(args: SampleArgs, device_choice: DeviceChoice) -> Result<()> {
         eprintln!("pilot run: fixing the schedule and the HMC step …");
     }
     let mut out = sample(&run, &request, &device, &mut |d| bar.set_position(d as u64))?;
-    out.report.device = Some(format!("{device_choice:?}").to_lowercase());
+    out.report.device = Some(device_choice.name().to_string());
     bar.finish_and_clear();
     let dir = args
         .out

@@ -138,11 +138,11 @@ pub fn run(args: TrainArgs, device_choice: DeviceChoice) -> Result<()> {
         }
     };
     let device = make(device_choice)?.autodiff();
-    let name = format!("{device_choice:?}").to_lowercase();
+    let name = device_choice.name();
     let mut progress = Progress {
         bar: progress_bar(args.quiet),
     };
-    let (dir, summary) = match train(start, &device, &name, &mut progress) {
+    let (dir, summary) = match train(start, &device, name, &mut progress) {
         Ok(done) => done,
         Err(e) => {
             progress.bar.abandon();
@@ -317,12 +317,12 @@ fn run_images(args: TrainArgs, device_choice: DeviceChoice) -> Result<()> {
         }
     };
     let device = make(device_choice)?.autodiff();
-    let name = format!("{device_choice:?}").to_lowercase();
+    let name = device_choice.name();
     let mut progress = ImageProgress {
         bar: progress_bar(args.quiet),
         test: None,
     };
-    let result = train_images(start, &device, &name, &mut progress);
+    let result = train_images(start, &device, name, &mut progress);
     let (dir, summary) = match result {
         Ok(done) => done,
         Err(e) => {
