@@ -5,12 +5,11 @@
 //!   the Wolff cluster update and an HMC trajectory of φ⁴;
 //! - `flows`: a coupling layer and the hierarchical flow, forward and inverse, and whole
 //!   training steps of the φ⁴ tutorial flow and the hierarchical Ising L = 16 flow;
-//! - [`launches`], `step_profile` and the `step-profile` program (`wgpu` feature): the
+//! - [`launches`], [`step_profile`] and the `step-profile` program (`wgpu` feature): the
 //!   kernel launches of those two training steps on a cubecl device, counted per kernel and,
 //!   on a GPU with timestamp queries, timed on the device.
 
 pub mod launches;
-#[cfg(feature = "wgpu")]
 pub mod step_profile;
 
 use burn::tensor::Device;

@@ -1,19 +1,24 @@
 //! The launch profile ([`crate::launches`]) of the training steps of the `train_step`
 //! benches on a cubecl device: for each flow, `warmup` steps (shader compilation,
-//! autotune), the wall time of `steps` unobserved steps, then `steps` observed ones. Run by
+//! autotune; the first one timed), the wall time of `steps` unobserved steps, then `steps`
+//! observed ones. Run by
 //! the `step-profile` program, and by the `flows` bench binary when `NRG_STEP_PROFILE=DIR`
 //! is set (so that the GPU kit carries no third binary).
 
-use crate::launches::{LaunchProfile, observe};
-use crate::{ising_l16_flow, phi4_tutorial_flow};
-use burn::tensor::Device;
-use nrg_core::Action;
-use nrg_flow::FlowModel;
-use nrg_flow::train::{TrainSettings, Trainer};
+use crate::launches::LaunchProfile;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
+#[cfg(feature = "wgpu")]
+use {
+    crate::launches::observe,
+    crate::{ising_l16_flow, phi4_tutorial_flow},
+    burn::tensor::Device,
+    nrg_core::Action,
+    nrg_flow::FlowModel,
+    nrg_flow::train::{TrainSettings, Trainer},
+    std::time::Instant,
+};
 
 /// The flows of the `train_step` benches (`phi4` and `ising` on the command line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -90,9 +95,14 @@ pub struct StepCase {
     pub bench: &'static str,
     /// Its batch.
     pub batch: usize,
-    /// Wall time per unobserved step (ms, host clock; each step waits on one read-back,
-    /// `ln q + S`, from which the host computes the loss, and with it on the previous step's
-    /// update).
+    /// Wall time of the first step until the device has finished it (ms, host clock;
+    /// `None` without warm-up steps): the device's pipelines compiled (those not in the
+    /// driver's shader cache) and burn's autotune, on top of a step: about what a user of
+    /// `nrg train --device wgpu` waits before the steps come at their pace.
+    pub first_step_ms: Option<f64>,
+    /// Wall time per unobserved step (ms, host clock, from a synchronised device to a
+    /// synchronised device; within the run each step waits on one read-back, `ln q + S`,
+    /// from which the host computes the loss, and with it on the previous step's update).
     pub wall_ms_per_step: f64,
     /// The launches of the observed steps.
     pub profile: LaunchProfile,
@@ -127,9 +137,15 @@ impl StepProfileReport {
                 let pct = 0.1 * d / case.wall_ms_per_step;
                 format!(" (the timed kernels' device time is {pct:.0} % of it)")
             });
+            let first = case.first_step_ms.map_or(String::new(), |ms| {
+                format!(
+                    "The first step took {:.1} s (pipeline compilation, autotune).\n\n",
+                    ms / 1e3
+                )
+            });
             let _ = write!(
                 md,
-                "## {} (batch {})\n\n{:.2} ms/step wall, unobserved{share}; {}\n",
+                "## {} (batch {})\n\n{first}{:.2} ms/step wall, unobserved{share}; {}\n",
                 case.bench,
                 case.batch,
                 case.wall_ms_per_step,
@@ -159,6 +175,7 @@ impl StepProfileReport {
     }
 }
 
+#[cfg(feature = "wgpu")]
 fn profile_case(
     flow: TrainFlow,
     (action, model): (impl Action + 'static, FlowModel),
@@ -180,11 +197,24 @@ fn profile_case(
         }
         Ok(())
     };
+    // A step returns once the host has its loss: its backward pass and update are still
+    // queued (and their pipelines compiling) when the next step starts. Waiting for the
+    // device puts all of a step's work inside its clock.
+    let sync = || {
+        dev.sync()
+            .map_err(|e| format!("{bench}: the device failed: {e:?}"))
+    };
     progress(&format!("{bench}: {} warm-up steps", settings.warmup));
-    run(settings.warmup)?;
+    let first = Instant::now();
+    run(settings.warmup.min(1))?;
+    sync()?;
+    let first_step_ms = (settings.warmup > 0).then(|| first.elapsed().as_secs_f64() * 1e3);
+    run(settings.warmup.saturating_sub(1))?;
+    sync()?;
     progress(&format!("{bench}: {} steps timed", settings.steps));
     let start = Instant::now();
     run(settings.steps)?;
+    sync()?;
     let wall_ms_per_step = start.elapsed().as_secs_f64() * 1e3 / settings.steps as f64;
     progress(&format!("{bench}: {} steps observed", settings.steps));
     let (done, launches) = observe(settings.timed, || run(settings.steps));
@@ -193,6 +223,7 @@ fn profile_case(
         flow: flow.name(),
         bench,
         batch,
+        first_step_ms,
         wall_ms_per_step,
         profile: LaunchProfile::new(settings.steps, &launches),
         sequence: launches.into_iter().map(|l| l.kernel).collect(),
@@ -205,6 +236,7 @@ fn profile_case(
 ///
 /// # Errors
 /// When `settings.steps` is 0, or a step fails (a flow that diverges).
+#[cfg(feature = "wgpu")]
 pub fn profile_train_steps(
     settings: &StepProfileSettings,
     dev: &Device,
@@ -231,4 +263,43 @@ pub fn profile_train_steps(
         partial(&report);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launches::Launch;
+
+    fn report(first_step_ms: Option<f64>) -> StepProfileReport {
+        let launches = [Launch::timed("k", 2.0), Launch::timed("k", 2.0)];
+        StepProfileReport {
+            adapter: "test adapter".into(),
+            timed: true,
+            cases: vec![StepCase {
+                flow: "phi4",
+                bench: "train_step/phi4_tutorial",
+                batch: 256,
+                first_step_ms,
+                wall_ms_per_step: 0.02,
+                profile: LaunchProfile::new(1, &launches),
+                sequence: vec!["k".into(); 2],
+            }],
+        }
+    }
+
+    #[test]
+    fn markdown_reports_the_first_step_apart() {
+        let md = report(Some(84_321.0)).markdown(5);
+        assert!(
+            md.contains(
+                "The first step took 84.3 s (pipeline compilation, autotune).\n\n0.02 ms/step \
+                 wall, unobserved (the timed kernels' device time is 20 % of it)"
+            ),
+            "{md}"
+        );
+        let md = report(None).markdown(5);
+        assert!(!md.contains("first step"), "{md}");
+        let json = serde_json::to_value(report(None)).expect("serialises");
+        assert!(json["cases"][0]["first_step_ms"].is_null());
+    }
 }

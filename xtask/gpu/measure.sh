@@ -91,11 +91,14 @@ fi
 echo "wgpu shaders: $shaders" | tee -a "$out/device.txt"
 # The kernel launches of the two training steps, each timed on the device (launches.md,
 # launches.json and sequence-<flow>.txt, rewritten after each flow), with the build that
-# ran the benches.
+# ran the benches. With NVIDIA's shader disk cache switched off (the driver's variable, for
+# Vulkan as for OpenGL; the benches have just filled the cache), so that the first step's
+# time in launches.md is what a user's first run compiles.
 echo "== kernel launches per training step on wgpu"
 t=$(slot 120 145)
 if [ "$t" -ge 20 ]; then
-    NRG_STEP_PROFILE="$out" timeout "$t" "${profiler:-$flows}" > "$out/launches.log" 2>&1 \
+    __GL_SHADER_DISK_CACHE=0 NRG_STEP_PROFILE="$out" timeout "$t" "${profiler:-$flows}" \
+        > "$out/launches.log" 2>&1 \
         || echo "the launch profile failed or timed out (exit $?, see launches.log)"
 else
     echo "no time left for the launch profile"

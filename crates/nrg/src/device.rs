@@ -104,7 +104,9 @@ pub fn wgpu_device() -> Result<(Device, String)> {
         if software {
             eprintln!(
                 "nrg: warning: the wgpu adapter is a software one on the CPU ({}): correct, \
-                 but far slower than --device cpu",
+                 but far slower than --device cpu, and a flow's first step compiles its \
+                 kernels (minutes; half an hour for the hierarchical flow's on a cold shader \
+                 cache)",
                 info.name
             );
         }
