@@ -1,9 +1,8 @@
 //! The launch profile ([`crate::launches`]) of the training steps of the `train_step`
 //! benches on a cubecl device: for each flow, `warmup` steps (shader compilation,
 //! autotune; the first one timed), the wall time of `steps` unobserved steps, then `steps`
-//! observed ones. Run by
-//! the `step-profile` program, and by the `flows` bench binary when `NRG_STEP_PROFILE=DIR`
-//! is set (so that the GPU kit carries no third binary).
+//! observed ones. Run by the `step-profile` program, and by the `flows` bench binary when
+//! `NRG_STEP_PROFILE=DIR` is set (so that the GPU kit carries no third binary).
 
 use crate::launches::LaunchProfile;
 use serde::Serialize;
