@@ -33,10 +33,12 @@
 //!                 cotangent straight from the new state's (its input from the kept
 //!                 blocks), the parameters' sums and the scatter: three launches
 //! chain forward   one thread per column: the K couplings and their twin MLPs in registers
-//! chain backward  one thread per column: the chain recomputed (K + 1 states kept), the
-//!                 couplings walked back, each layer's input a_l and output cotangent δ_l
-//!                 written out; then one cube per parameter summing ∂W_l = Σ_n a_l δ_lᵀ,
-//!                 ∂b_l = Σ_n δ_l, ∂σ_k over the columns, in the flat layout
+//! chain backward  one thread per column: the chain recomputed (K + 1 states and every
+//!                 tanh ŝ kept, each layer's input a_l written out), the couplings walked
+//!                 back reading a_l back (2K net evaluations each way), each layer's output
+//!                 cotangent δ_l written out; then one cube per parameter summing
+//!                 ∂W_l = Σ_n a_l δ_lᵀ, ∂b_l = Σ_n δ_l, ∂σ_k over the columns, in the
+//!                 flat layout
 //! ```
 //!
 //! Indices are periodic (`p = ⌊k/2⌋`); fields and states are read through their strides,
@@ -758,15 +760,42 @@ fn chain_forward_kernel(
     y[comptime!(2 * widths[0]) * cols + n] = ld;
 }
 
-/// Back through one twin of coupling `k`'s MLP (its activations in `acts`), from the output
-/// cotangent `dout`: every layer's input `a_l` and output cotangent `δ_{l+1}` written to
-/// the global buffers (slot `2k + twin`, column `n`), the cotangent of the conditioning half
-/// added to `grad[cond_at …]`.
+/// Every layer's input `a_l` of one twin of coupling `k`'s MLP (its activations in `acts`,
+/// as [`twin_forward`] left them) to the global buffer, slot `2k + twin`, column `n`: what
+/// [`chain_grad_params_kernel`] sums into `∂W_l`, and what [`twin_backward`] reads back for
+/// the activations' slopes.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn save_acts(
+    acts: &Array<f32>,
+    acts_out: &mut Tensor<f32>,
+    n: usize,
+    cols: usize,
+    #[comptime] widths: Vec<usize>,
+    #[comptime] couplings: usize,
+    #[comptime] k: usize,
+    #[comptime] twin: usize,
+) {
+    let slot = comptime!(2 * k + twin);
+    #[unroll]
+    for l in 0..comptime!(widths.len() - 1) {
+        let wi = comptime!(widths[l]);
+        let in_at = comptime!(input_offset(&widths, l));
+        let a_base = comptime!(2 * couplings * input_offset(&widths, l)) * cols;
+        for i in 0..wi {
+            acts_out[a_base + (slot * wi + i) * cols + n] = acts[in_at + i];
+        }
+    }
+}
+
+/// Back through one twin of coupling `k`'s MLP from the output cotangent `dout`, its
+/// activations read back from `acts_out` (slot `2k + twin`, column `n`, as [`save_acts`]
+/// wrote them): every layer's output cotangent `δ_{l+1}` written to `deltas`, the
+/// cotangent of the conditioning half added to `grad[cond_at …]`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn twin_backward(
     p: &Tensor<f32>,
-    acts: &Array<f32>,
     dout: &Array<f32>,
     grad: &mut Array<f32>,
     cond_at: usize,
@@ -794,13 +823,9 @@ fn twin_backward(
         let l = comptime!(layers - 1 - ll);
         let wi = comptime!(widths[l]);
         let wo = comptime!(widths[l + 1]);
-        let in_at = comptime!(input_offset(&widths, l));
         let w_at = comptime!(base + net_layout(&widths).0[l].0 + twin * widths[l] * widths[l + 1]);
         let a_base = comptime!(2 * couplings * input_offset(&widths, l)) * cols;
         let d_base = comptime!(2 * couplings * delta_offset(&widths, l)) * cols;
-        for i in 0..wi {
-            acts_out[a_base + (slot * wi + i) * cols + n] = acts[in_at + i];
-        }
         for o in 0..wo {
             deltas[d_base + (slot * wo + o) * cols + n] = da[o];
         }
@@ -810,7 +835,7 @@ fn twin_backward(
                 g += p[w_at + i * wo + o] * da[o];
             }
             if comptime!(l > 0) {
-                db[i] = act_grad(g, acts[in_at + i], slope, act);
+                db[i] = act_grad(g, acts_out[a_base + (slot * wi + i) * cols + n], slope, act);
             } else {
                 grad[cond_at + i] += g;
             }
@@ -826,6 +851,12 @@ fn twin_backward(
 /// The output's cotangent `gy`: `[2h + 1, N]`, or with `blocks` the cotangent of a
 /// hierarchical layer's new state `[B, C·L² + 1]`, read through [`block_site`] (row `2h`
 /// from the sample's ln|det| entry).
+///
+/// One pass forward recomputes the chain, keeping its `K + 1` states and every coupling's
+/// `tanh ŝ` in registers and writing both twins' activations to `acts_out`; one pass back
+/// walks the couplings from the last, reading the activations back: `2K` net evaluations
+/// forward and `2K` backward. (For the generative direction `∂s = ∂b (b − t) + ∂ln|det|`
+/// is computed as `∂a · a + ∂ln|det|`, `b − t = a eˢ`, so `t` need not be kept.)
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn chain_backward_kernel(
@@ -852,8 +883,10 @@ fn chain_backward_kernel(
     let h2 = comptime!(2 * widths[0]);
     let wide = comptime!(widest(&widths));
     let net_len = comptime!(net_layout(&widths).1);
-    // The K + 1 states of the chain, in the order the couplings are applied.
+    // The K + 1 states of the chain, in the order the couplings are applied, and every
+    // coupling's tanh ŝ.
     let mut states = Array::<f32>::new(comptime!((couplings + 1) * 2 * widths[0]));
+    let mut ths = Array::<f32>::new(comptime!(couplings * widths[0]));
     for r in 0..h2 {
         states[r] = x[(r / h) * x.stride(0) + (r % h) * x.stride(1) + n * x.stride(2)];
     }
@@ -867,24 +900,55 @@ fn chain_backward_kernel(
         let upd = comptime!(if k % 2 == 0 { widths[0] } else { 0 });
         let before = comptime!(j * 2 * widths[0]);
         let after = comptime!((j + 1) * 2 * widths[0]);
-        coupling_nets(
+        load_condition(&states, &mut acts, cond, h);
+        twin_forward(
             p,
-            &states,
-            cond,
             &mut acts,
             &mut shat,
+            slope,
+            comptime!(widths.clone()),
+            comptime!(k * net_len),
+            comptime!(0usize),
+            act,
+        );
+        save_acts(
+            &acts,
+            acts_out,
+            n,
+            cols,
+            comptime!(widths.clone()),
+            couplings,
+            k,
+            comptime!(0usize),
+        );
+        twin_forward(
+            p,
+            &mut acts,
             &mut shift,
             slope,
             comptime!(widths.clone()),
             comptime!(k * net_len),
+            comptime!(1usize),
             act,
+        );
+        save_acts(
+            &acts,
+            acts_out,
+            n,
+            cols,
+            comptime!(widths.clone()),
+            couplings,
+            k,
+            comptime!(1usize),
         );
         let sigma = p[comptime!(couplings * net_len + k)];
         for r in 0..h2 {
             states[after + r] = states[before + r];
         }
         for o in 0..h {
-            let s = sigma * shat[o].tanh();
+            let th = shat[o].tanh();
+            let s = sigma * th;
+            ths[comptime!(j * widths[0]) + o] = th;
             if comptime!(inverse) {
                 states[after + upd + o] = (states[before + upd + o] - shift[o]) * (0.0 - s).exp();
             } else {
@@ -923,47 +987,32 @@ fn chain_backward_kernel(
         let k = comptime!(if inverse { couplings - 1 - j } else { j });
         let cond_half = comptime!(if k % 2 == 0 { 0 } else { widths[0] });
         let upd = comptime!(if k % 2 == 0 { widths[0] } else { 0 });
+        let before = comptime!(j * 2 * widths[0]);
         let after = comptime!((j + 1) * 2 * widths[0]);
-        let cond = comptime!(j * 2 * widths[0] + if k % 2 == 0 { 0 } else { widths[0] });
-        coupling_nets(
-            p,
-            &states,
-            cond,
-            &mut acts,
-            &mut shat,
-            &mut shift,
-            slope,
-            comptime!(widths.clone()),
-            comptime!(k * net_len),
-            act,
-        );
         let sigma = p[comptime!(couplings * net_len + k)];
         let mut gsig = 0.0f32;
         for o in 0..h {
-            let th = shat[o].tanh();
+            let th = ths[comptime!(j * widths[0]) + o];
             let s = sigma * th;
-            let b = states[after + upd + o];
             let gb = grad[upd + o];
             let mut ga = gb;
             let mut gs = gld;
             if comptime!(inverse) {
                 ga *= (0.0 - s).exp();
                 gshift[o] = 0.0 - ga;
-                gs = 0.0 - gb * b - gld;
+                gs = 0.0 - gb * states[after + upd + o] - gld;
             } else {
                 ga *= s.exp();
                 gshift[o] = gb;
-                gs += gb * (b - shift[o]);
+                gs += ga * states[before + upd + o];
             }
             grad[upd + o] = ga;
             gshat[o] = gs * sigma * (1.0 - th * th);
             gsig += gs * th;
         }
         gsigma[comptime!(k) * cols + n] = gsig;
-        // Twin 1 (t) first: its activations are the ones in `acts`.
         twin_backward(
             p,
-            &acts,
             &gshift,
             &mut grad,
             cond_half,
@@ -980,20 +1029,8 @@ fn chain_backward_kernel(
             comptime!(1usize),
             act,
         );
-        load_condition(&states, &mut acts, cond, h);
-        twin_forward(
-            p,
-            &mut acts,
-            &mut shat,
-            slope,
-            comptime!(widths.clone()),
-            comptime!(k * net_len),
-            comptime!(0usize),
-            act,
-        );
         twin_backward(
             p,
-            &acts,
             &gshat,
             &mut grad,
             cond_half,
