@@ -105,7 +105,7 @@ pub fn wgpu_device() -> Result<(Device, String)> {
             eprintln!(
                 "nrg: warning: the wgpu adapter is a software one on the CPU ({}): correct, \
                  but far slower than --device cpu, and a flow's first step compiles its \
-                 kernels (minutes; half an hour for the hierarchical flow's on a cold shader \
+                 kernels (minutes: about twenty for the hierarchical flow on a cold shader \
                  cache)",
                 info.name
             );
